@@ -1,0 +1,91 @@
+"""Training configuration: plain typed values with defaults, one comment each.
+
+The defaults are the ones that gave the best tiny-shakespeare validation loss in a 10-minute
+budget on a 2-core CPU (see the README's quality section).
+"""
+
+import dataclasses
+import os
+
+from textgen.errors import UsageError
+
+DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "data", "tinyshakespeare", "input.txt")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: str = DEFAULT_DATA          # corpus file; the embedded tiny-shakespeare by default
+    encoding: str = "utf-8"           # any Python codec: utf-8, gbk, latin-1, utf-16, ...
+    cell: str = "lstm"                # lstm | gru | rnn
+    num_layers: int = 2               # stacked recurrent layers
+    hidden_size: int = 256            # units per recurrent layer
+    embedding_size: int = 64          # token embedding size
+    dropout: float = 0.0              # dropout on each recurrent layer's output
+    batch_size: int = 64              # parallel streams (rows) per batch
+    seq_length: int = 100             # truncated-BPTT length: gradients flow through this many steps
+    epochs: int = 50                  # passes over the training text
+    max_minutes: float = 0.0          # stop, after a checkpoint, once training has run this long (0: no limit)
+    max_steps: int = 0                # stop after this many training steps in all (0: no limit)
+    optimizer: str = "adam"           # adam | rmsprop | adagrad | sgd
+    learning_rate: float = 2e-3       # initial learning rate
+    lr_decay: float = 1.0             # multiply the learning rate by this every epoch ...
+    lr_decay_after: int = 0           # ... after this many epochs (char-rnn's schedule)
+    grad_clip: float = 5.0            # global-norm gradient clipping (0: off)
+    val_fraction: float = 0.1         # contiguous tail of the corpus held out for validation
+    seed: int = 0                     # same seed and data give the same losses
+    out: str = "runs/default"         # run directory: config, vocabulary, checkpoint
+    resume: bool = False              # continue the run in --out from its last checkpoint
+    sample_every: int = 500           # print a short sample every N steps (0: never)
+    sample_length: int = 200          # characters in those samples
+    checkpoint_every: int = 500       # write a checkpoint every N steps (and always at the end)
+    fused: str = "auto"               # auto | on | off: lean CPU kernels or the stock Keras layers
+
+
+# Fields that fix the model and the data layout; a resumed run must keep them.
+RUN_IDENTITY = ("data", "encoding", "cell", "num_layers", "hidden_size", "embedding_size",
+                "dropout", "batch_size", "seq_length", "optimizer", "val_fraction", "seed")
+
+OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
+
+
+def validate(config):
+    """Raises UsageError for a value no run could use, naming the flag and the allowed range."""
+    positive_ints = ("num_layers", "hidden_size", "embedding_size", "batch_size", "seq_length",
+                     "epochs", "sample_length", "checkpoint_every")
+    for name in positive_ints:
+        value = getattr(config, name)
+        if not isinstance(value, int) or value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    for name in ("max_steps", "sample_every"):
+        if getattr(config, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
+    if not config.learning_rate > 0:
+        raise UsageError(f"--learning-rate must be positive, got {config.learning_rate}")
+    if not 0 < config.lr_decay <= 1:
+        raise UsageError(f"--lr-decay must be in (0, 1], got {config.lr_decay}")
+    if config.lr_decay_after < 0:
+        raise UsageError(f"--lr-decay-after must be >= 0, got {config.lr_decay_after}")
+    if config.grad_clip < 0:
+        raise UsageError(f"--grad-clip must be >= 0 (0 turns clipping off), got {config.grad_clip}")
+    if config.max_minutes < 0:
+        raise UsageError(f"--max-minutes must be >= 0 (0 means no limit), got {config.max_minutes}")
+    if not 0 <= config.dropout < 1:
+        raise UsageError(f"--dropout must be in [0, 1), got {config.dropout}")
+    if not 0 < config.val_fraction <= 0.5:
+        raise UsageError(f"--val-fraction must be in (0, 0.5], got {config.val_fraction}")
+    if config.cell not in ("lstm", "gru", "rnn"):
+        raise UsageError(f"--cell must be lstm, gru or rnn, got {config.cell!r}")
+    if config.optimizer not in OPTIMIZERS:
+        raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    if config.fused not in ("auto", "on", "off"):
+        raise UsageError(f"--fused must be auto, on or off, got {config.fused!r}")
+
+
+def to_dict(config):
+    return dataclasses.asdict(config)
+
+
+def from_dict(values):
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in values.items() if k in known})

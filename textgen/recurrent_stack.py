@@ -1,0 +1,153 @@
+"""RecurrentStack: `num_layers` stock Keras recurrent layers with dropout between them and explicit states."""
+
+import keras
+import tensorflow as tf
+
+from textgen import fused_rnn
+
+CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
+
+
+@keras.saving.register_keras_serializable(package="textgen")
+class RecurrentStack(keras.layers.Layer):
+    """Stacked LSTM/GRU/vanilla-RNN layers whose states go in and come out explicitly.
+
+    The weights are those of stock `keras.layers.LSTM`, `GRU` and `SimpleRNN` layers, so a GPU
+    runs them through the fused cuDNN kernel. On a CPU the same weights run through the lean
+    kernels of `textgen.fused_rnn`, which compute the same function faster.
+
+    Explicit states (rather than `stateful=True`) let one set of weights serve the fixed-batch
+    training streams, a validation pass with its own streams, and generation at any batch size.
+
+    Args:
+        cell: "lstm", "gru" or "rnn" (tanh).
+        num_layers: how many recurrent layers are stacked.
+        hidden_size: units in each recurrent layer.
+        dropout: dropout rate on every layer's output (between layers and before the output
+            layer), never on the recurrent connections, so cuDNN stays usable.
+        fused: True for the lean kernels, False for the stock layers, None to choose the lean
+            kernels when no GPU is visible.
+        seed: seed of the dropout masks.
+    """
+
+    def __init__(self, cell="lstm", num_layers=2, hidden_size=256, dropout=0.0, fused=None,
+                 seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+        self.cell = cell
+        self.num_layers = num_layers
+        self.hidden_size = hidden_size
+        self.dropout = dropout
+        self.fused = fused
+        self.seed = seed
+        self.recurrent_layers = [
+            CELLS[cell](hidden_size, return_sequences=True, return_state=True, name=f"{cell}_{i}")
+            for i in range(num_layers)]
+        self.dropout_layers = [
+            keras.layers.Dropout(dropout, seed=None if seed is None else seed + i, name=f"dropout_{i}")
+            for i in range(num_layers)]
+
+    @property
+    def states_per_layer(self):
+        return 2 if self.cell == "lstm" else 1
+
+    def build(self, input_shape):
+        features = input_shape[-1]
+        for layer in self.recurrent_layers:
+            layer.build((None, None, features))
+            features = self.hidden_size
+        for layer in self.dropout_layers:
+            layer.build((None, None, self.hidden_size))
+
+    def initial_states(self, batch_size, dtype="float32"):
+        """Zero states: a flat list, `states_per_layer` tensors of [batch, hidden_size] per layer."""
+        return [tf.zeros([batch_size, self.hidden_size], dtype)
+                for _ in range(self.num_layers * self.states_per_layer)]
+
+    def _use_fused(self):
+        if self.fused is not None:
+            return self.fused
+        return not tf.config.list_logical_devices("GPU")
+
+    def layer_states(self, states, i):
+        n = self.states_per_layer
+        return list(states[i * n:(i + 1) * n])
+
+    def call(self, inputs, states=None, training=False):
+        """inputs [batch, time, features] -> (outputs [batch, time, hidden_size], new states)."""
+        if states is None:
+            states = self.initial_states(tf.shape(inputs)[0], inputs.dtype)
+        fused = self._use_fused()
+        x = tf.transpose(inputs, [1, 0, 2]) if fused else inputs
+        new_states = []
+        for i, (layer, drop) in enumerate(zip(self.recurrent_layers, self.dropout_layers)):
+            layer_states = self.layer_states(states, i)
+            if fused:
+                x, layer_states = self._fused_layer(layer, x, layer_states)
+            else:
+                x, *layer_states = layer(x, initial_state=layer_states, training=training)
+            x = drop(x, training=training)
+            new_states.extend(layer_states)
+        if fused:
+            x = tf.transpose(x, [1, 0, 2])
+        return x, new_states
+
+    def _projection(self, layer, x):
+        """x @ kernel + input bias for all time steps in one matmul; x is [..., features]."""
+        cell = layer.cell
+        bias = cell.bias[0] if self.cell == "gru" else cell.bias
+        shape = tf.shape(x)
+        flat = tf.reshape(x, [-1, shape[-1]])
+        kernel, bias = cell.kernel, bias
+        if self.cell == "lstm":
+            perm = fused_rnn.lstm_gate_permutation(self.hidden_size)
+            kernel, bias = tf.gather(kernel, perm, axis=1), tf.gather(bias, perm)
+        projected = tf.matmul(flat, kernel) + bias
+        return tf.reshape(projected, tf.concat([shape[:-1], [-1]], 0))
+
+    def _step_fn(self, layer):
+        cell = layer.cell
+        if self.cell == "gru":
+            return lambda x, h: fused_rnn.gru_step(x, h, cell.recurrent_kernel, cell.bias[1])
+        return lambda x, h: fused_rnn.simple_rnn_step(x, h, cell.recurrent_kernel)
+
+    def _recurrent_kernel(self, layer):
+        if self.cell == "lstm":
+            perm = fused_rnn.lstm_gate_permutation(self.hidden_size)
+            return tf.gather(layer.cell.recurrent_kernel, perm, axis=1)
+        return layer.cell.recurrent_kernel
+
+    def _fused_layer(self, layer, x, states):
+        x_proj = self._projection(layer, x)
+        if self.cell == "lstm":
+            outputs, h, c = fused_rnn.lstm_sequence(x_proj, states[0], states[1],
+                                                    self._recurrent_kernel(layer))
+            return outputs, [h, c]
+        outputs, h = fused_rnn.scan_sequence(self._step_fn(layer), x_proj, states[0])
+        return outputs, [h]
+
+    def step(self, inputs, states):
+        """One time step for generation: inputs [batch, features] -> (top output, new states).
+        Dropout is off, as at inference."""
+        x = inputs
+        new_states = []
+        for i, layer in enumerate(self.recurrent_layers):
+            layer_states = self.layer_states(states, i)
+            x_proj = self._projection(layer, x)
+            if self.cell == "lstm":
+                h, c = fused_rnn.lstm_step(x_proj, layer_states[0], layer_states[1],
+                                           self._recurrent_kernel(layer))
+                layer_states = [h, c]
+            else:
+                h = self._step_fn(layer)(x_proj, layer_states[0])
+                layer_states = [h]
+            new_states.extend(layer_states)
+            x = h
+        return x, new_states
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(cell=self.cell, num_layers=self.num_layers, hidden_size=self.hidden_size,
+                      dropout=self.dropout, fused=self.fused, seed=self.seed)
+        return config

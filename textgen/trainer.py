@@ -1,0 +1,301 @@
+"""Stateful truncated-BPTT training of a LanguageModel, with checkpoints, resume and a time budget.
+
+State handling, at explicit points:
+- The training text is laid out as `batch_size` contiguous streams (`StreamBatches`). The states
+  that row r reaches at the end of batch k are fed, as plain values, as the initial states of
+  row r in batch k+1, so gradients flow only through the `seq_length` steps of one batch.
+- The states are reset to zero at the start of every epoch.
+- Validation starts its own streams from zero states and never touches the training states.
+- A checkpoint stores the training states, so a resumed run continues the same trajectory.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from textgen import config as config_lib
+from textgen.corpus import StreamBatches, minimum_corpus_length, read_text, split_train_validation
+from textgen.errors import TrainingDiverged, UsageError
+from textgen.language_model import LanguageModel
+from textgen.run_directory import RunDirectory, assign_variables
+from textgen.vocabulary import Vocabulary
+
+LN2 = math.log(2.0)
+
+
+def metrics(nats):
+    """Loss in the units people compare: nats and bits per token, and perplexity."""
+    return {"nats": nats, "bits": nats / LN2, "perplexity": math.exp(min(nats, 700.0))}
+
+
+def format_metrics(name, nats):
+    m = metrics(nats)
+    return f"{name} {m['nats']:.4f} nats/char  {m['bits']:.4f} bits/char  perplexity {m['perplexity']:.2f}"
+
+
+def make_optimizer(config):
+    clip = {"global_clipnorm": config.grad_clip} if config.grad_clip > 0 else {}
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(config.learning_rate, **clip)
+    if config.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(config.learning_rate, rho=0.95, **clip)
+    if config.optimizer == "adagrad":
+        # min-char-rnn's optimizer: accumulators start at 0 and epsilon is 1e-8.
+        return keras.optimizers.Adagrad(config.learning_rate, initial_accumulator_value=0.0,
+                                        epsilon=1e-8, **clip)
+    return keras.optimizers.SGD(config.learning_rate, **clip)
+
+
+def build_model(config, vocabulary):
+    fused = {"auto": None, "on": True, "off": False}[config.fused]
+    model = LanguageModel(vocabulary, cell=config.cell, num_layers=config.num_layers,
+                          hidden_size=config.hidden_size, embedding_size=config.embedding_size,
+                          dropout=config.dropout, fused=fused, seed=config.seed)
+    model.build()
+    return model
+
+
+def load_language_model(run_directory):
+    """The trained model of a run directory (weights from its checkpoint)."""
+    run = RunDirectory(run_directory)
+    run.require_checkpoint()
+    config = config_lib.from_dict(run.load_config())
+    model = build_model(config, run.load_vocabulary())
+    groups, _ = run.load_checkpoint()
+    assign_variables(model.variables, groups.get("model", []), "model")
+    return model
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_directory: str
+    global_step: int
+    epoch: int
+    step_losses: list          # training loss of every step, in nats/char, since the run began
+    history: list              # one dict per finished epoch (train and validation metrics)
+    final_val_loss: float      # nats/char on the validation text with the final weights
+    stopped_by: str            # "epochs", "max_steps" or "max_minutes"
+    states: list               # the training states after the last step
+
+
+class Trainer:
+    def __init__(self, config, explicit=(), log=None, progress_bar=None):
+        self.config = config
+        self.explicit = set(explicit)
+        self.log = log or (lambda message: tqdm.write(message, file=sys.stdout))
+        self.progress_bar = progress_bar
+
+    # ---- set-up: every check happens before anything is written ----
+    def prepare(self):
+        config = self.config
+        run = RunDirectory(config.out)
+        if config.resume:
+            config = self._resumed_config(run)
+        config_lib.validate(config)
+        if not config.resume and run.holds_run():
+            raise UsageError(f"{run.path} already holds a run; pass --resume to continue it or "
+                             "choose another --out directory")
+        self.config = config
+        self.run = run
+
+        text = read_text(config.data, config.encoding)
+        if config.resume:
+            self.vocabulary = run.load_vocabulary()
+            missing = self.vocabulary.unknown(text)
+            if missing:
+                raise UsageError(f"{config.data} has characters the run's vocabulary lacks "
+                                 f"({''.join(missing[:20])!r}); resume with the corpus the run was "
+                                 "started with")
+        else:
+            self.vocabulary = Vocabulary.from_characters(text)
+        minimum = minimum_corpus_length(config.batch_size, config.seq_length, config.val_fraction)
+        if len(text) < minimum:
+            raise UsageError(
+                f"{config.data} has {len(text)} characters, too few for --batch-size "
+                f"{config.batch_size} x --seq-length {config.seq_length} with --val-fraction "
+                f"{config.val_fraction}; it needs at least {minimum}: use a longer corpus or "
+                "smaller --batch-size/--seq-length")
+        ids = np.asarray(self.vocabulary.encode(list(text)), dtype=np.int32)
+        train_ids, val_ids = split_train_validation(ids, config.val_fraction)
+        self.train_batches = StreamBatches(train_ids, config.batch_size, config.seq_length)
+        val_rows = min(config.batch_size, (len(val_ids) - 1) // config.seq_length)
+        self.val_batches = StreamBatches(val_ids, val_rows, config.seq_length)
+
+        keras.utils.set_random_seed(config.seed)
+        self.model = build_model(config, self.vocabulary)
+        self.optimizer = make_optimizer(config)
+        self.optimizer.build(self.model.trainable_variables)
+        self.progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "step_losses": [],
+                         "history": [], "rng": None}
+        self.rng = np.random.default_rng(config.seed)
+        self.states = self.model.initial_states(config.batch_size)
+        if config.resume:
+            self._restore()
+        else:
+            run.create()
+            run.save_config(config_lib.to_dict(config))
+            run.save_vocabulary(self.vocabulary)
+        self._compile_steps()
+
+    def _resumed_config(self, run):
+        if not os.path.isdir(run.path) or not run.has_checkpoint():
+            raise UsageError(f"--resume: {run.path} holds no checkpoint to resume from; train "
+                             "without --resume first")
+        saved = config_lib.from_dict(run.load_config())
+        changed = [name for name in config_lib.RUN_IDENTITY
+                   if name in self.explicit and getattr(self.config, name) != getattr(saved, name)]
+        if changed:
+            details = ", ".join(f"--{n.replace('_', '-')} {getattr(self.config, n)!r} (run has "
+                                f"{getattr(saved, n)!r})" for n in changed)
+            raise UsageError(f"--resume: the config does not match the run in {run.path}: {details}; "
+                             "drop those flags or choose another --out")
+        for name in self.explicit:
+            setattr(saved, name, getattr(self.config, name))
+        saved.resume = True
+        return saved
+
+    def _restore(self):
+        groups, progress = self.run.load_checkpoint()
+        assign_variables(self.model.variables, groups.get("model", []), "model")
+        assign_variables(self.optimizer.variables, groups.get("optimizer", []), "optimizer")
+        states = groups.get("states", [])
+        if len(states) != len(self.states) or any(s.shape != tuple(t.shape) for s, t in zip(states, self.states)):
+            raise UsageError("the checkpoint's recurrent states do not match --batch-size/--hidden-size")
+        self.states = [tf.constant(s) for s in states]
+        self.progress = progress
+        if progress.get("rng"):
+            self.rng.bit_generator.state = progress["rng"]
+
+    def _compile_steps(self):
+        model, optimizer = self.model, self.optimizer
+
+        @tf.function(reduce_retracing=True)
+        def train_step(inputs, targets, states):
+            with tf.GradientTape() as tape:
+                logits, new_states = model(inputs, states, training=True)
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            return loss, new_states
+
+        @tf.function(reduce_retracing=True)
+        def eval_step(inputs, targets, states):
+            logits, new_states = model(inputs, states, training=False)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
+            return loss, new_states
+
+        self.train_step, self.eval_step = train_step, eval_step
+
+    # ---- the loop ----
+    def evaluate(self):
+        """Mean validation loss (nats/token) over the validation streams, from zero states."""
+        states = self.model.initial_states(self.val_batches.batch_size)
+        total = 0.0
+        for inputs, targets in self.val_batches:
+            loss, states = self.eval_step(inputs, targets, states)
+            total += float(loss)
+        return total / len(self.val_batches)
+
+    def checkpoint(self):
+        self.progress["rng"] = self.rng.bit_generator.state
+        self.run.save_checkpoint(
+            {"model": [v.numpy() for v in self.model.variables],
+             "optimizer": [v.numpy() for v in self.optimizer.variables],
+             "states": [np.asarray(s) for s in self.states]},
+            self.progress)
+
+    def learning_rate(self, epoch):
+        c = self.config
+        return c.learning_rate * c.lr_decay ** max(0, epoch - c.lr_decay_after)
+
+    def show_sample(self):
+        seed = int(self.rng.integers(2**31 - 1))
+        text = self.model.sample(length=self.config.sample_length, seed=seed)[0]
+        self.log(f"---- sample at step {self.progress['global_step']} ----\n{text}\n----")
+
+    def train(self):
+        c, p = self.config, self.progress
+        batches = self.train_batches
+        started = time.monotonic()
+        initial_loss = math.log(len(self.vocabulary))
+        stopped_by = "epochs"
+        val = None  # validation loss of the current weights, when known
+        self.log(f"vocabulary {len(self.vocabulary)} characters; train {batches.inputs.size:,} / "
+                 f"validation {self.val_batches.inputs.size:,} characters; {len(batches)} batches "
+                 f"of {c.batch_size} x {c.seq_length} per epoch; "
+                 f"{self.model.count_params():,} parameters")
+        if p["global_step"]:
+            self.log(f"resuming {c.out} at epoch {p['epoch'] + 1}, step {p['step_in_epoch']} "
+                     f"(global step {p['global_step']})")
+        while p["epoch"] < c.epochs:
+            if p["step_in_epoch"] == 0:
+                # State reset point: every epoch starts its streams from zero states.
+                self.states = self.model.initial_states(c.batch_size)
+            self.optimizer.learning_rate.assign(self.learning_rate(p["epoch"]))
+            bar = tqdm(total=len(batches) * batches.tokens_per_batch, unit="char", unit_scale=True,
+                       initial=p["step_in_epoch"] * batches.tokens_per_batch,
+                       desc=f"epoch {p['epoch'] + 1}/{c.epochs}", disable=None if self.progress_bar is None else not self.progress_bar, leave=False, dynamic_ncols=True)
+            epoch_losses = []
+            with bar:
+                while p["step_in_epoch"] < len(batches):
+                    inputs, targets = batches[p["step_in_epoch"]]
+                    loss, states = self.train_step(inputs, targets, self.states)
+                    loss = float(loss)
+                    if not math.isfinite(loss) or loss > 3 * initial_loss:
+                        raise TrainingDiverged(
+                            f"the training loss became {loss} at step {p['global_step'] + 1}; "
+                            f"the last good checkpoint in {c.out} is intact. Lower --learning-rate "
+                            f"(now {c.learning_rate}) or --grad-clip and --resume")
+                    self.states = states
+                    val = None
+                    p["step_in_epoch"] += 1
+                    p["global_step"] += 1
+                    p["step_losses"].append(loss)
+                    epoch_losses.append(loss)
+                    bar.update(batches.tokens_per_batch)
+                    bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                    if c.sample_every and p["global_step"] % c.sample_every == 0:
+                        self.show_sample()
+                    if c.max_steps and p["global_step"] >= c.max_steps:
+                        stopped_by = "max_steps"
+                    elif c.max_minutes and time.monotonic() - started >= c.max_minutes * 60:
+                        stopped_by = "max_minutes"
+                    if stopped_by != "epochs":
+                        break
+                    if p["step_in_epoch"] < len(batches) and p["global_step"] % c.checkpoint_every == 0:
+                        self.checkpoint()
+            if stopped_by != "epochs" and p["step_in_epoch"] < len(batches):
+                break
+            val = self.evaluate()
+            train = float(np.mean(epoch_losses)) if epoch_losses else float("nan")
+            p["history"].append({"epoch": p["epoch"] + 1, "global_step": p["global_step"],
+                                 "seconds": time.monotonic() - started, "train": train, "val": val,
+                                 "learning_rate": float(self.optimizer.learning_rate.numpy())})
+            self.log(f"epoch {p['epoch'] + 1}/{c.epochs}  {format_metrics('train', train)}  |  "
+                     f"{format_metrics('val', val)}")
+            p["epoch"] += 1
+            p["step_in_epoch"] = 0
+            self.checkpoint()
+            if stopped_by != "epochs":
+                break
+        self.checkpoint()
+        final_val = self.evaluate() if val is None else val
+        self.log(f"stopped by {stopped_by} at global step {p['global_step']}: "
+                 f"{format_metrics('val', final_val)}; checkpoint in {c.out}")
+        return TrainResult(c.out, p["global_step"], p["epoch"], list(p["step_losses"]),
+                           list(p["history"]), final_val, stopped_by, self.states)
+
+
+def train(config, explicit=(), log=None, progress_bar=None):
+    """Trains (or resumes) the run `config.out`. Raises UsageError for bad input, before writing."""
+    trainer = Trainer(config, explicit, log, progress_bar)
+    trainer.prepare()
+    return trainer.train()
