@@ -24,6 +24,7 @@ class TrainConfig:
     dropout: float = 0.0              # dropout on each recurrent layer's output
     batch_size: int = 64              # parallel streams (rows) per batch
     seq_length: int = 100             # truncated-BPTT length: gradients flow through this many steps
+    stateful: bool = True             # carry each stream's state to its next batch (off: reset every batch)
     epochs: int = 50                  # passes over the training text
     max_minutes: float = 0.0          # stop, after a checkpoint, once training has run this long (0: no limit)
     max_steps: int = 0                # stop after this many training steps in all (0: no limit)
@@ -44,7 +45,7 @@ class TrainConfig:
 
 # Fields that fix the model and the data layout; a resumed run must keep them.
 RUN_IDENTITY = ("data", "encoding", "cell", "num_layers", "hidden_size", "embedding_size",
-                "dropout", "batch_size", "seq_length", "optimizer", "val_fraction", "seed")
+                "dropout", "batch_size", "seq_length", "stateful", "optimizer", "val_fraction", "seed")
 
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
 

@@ -20,6 +20,7 @@ HELP = {
     "dropout": "dropout rate on each recurrent layer's output (between layers and before the softmax)",
     "batch_size": "number of contiguous streams trained in parallel",
     "seq_length": "truncated-BPTT length: characters per stream per batch; gradients flow this far back",
+    "stateful": "(flag, on by default) see --no-stateful",
     "epochs": "passes over the training text",
     "max_minutes": "stop cleanly, after saving a checkpoint, once training has run this many minutes (0: no limit)",
     "max_steps": "stop after this many training steps in all, counting resumed ones (0: no limit)",
@@ -47,7 +48,12 @@ def build_parser():
         flag = "--" + field.name.replace("_", "-")
         default = field.default
         help_text = HELP[field.name]
-        if field.type is bool or isinstance(default, bool):
+        if field.name == "stateful":
+            parser.add_argument("--no-stateful", dest="stateful", action="store_false",
+                                help="reset the recurrent state before every batch instead of "
+                                     "carrying it across batches (for comparison; worse models)")
+            continue
+        if isinstance(default, bool):
             parser.add_argument(flag, action="store_true", help=help_text)
             continue
         if field.name != "data":

@@ -200,6 +200,8 @@ class Trainer:
         states = self.model.initial_states(self.val_batches.batch_size)
         total = 0.0
         for inputs, targets in self.val_batches:
+            if not self.config.stateful:
+                states = self.model.initial_states(self.val_batches.batch_size)
             loss, states = self.eval_step(inputs, targets, states)
             total += float(loss)
         return total / len(self.val_batches)
@@ -247,6 +249,8 @@ class Trainer:
             with bar:
                 while p["step_in_epoch"] < len(batches):
                     inputs, targets = batches[p["step_in_epoch"]]
+                    if not c.stateful:
+                        self.states = self.model.initial_states(c.batch_size)
                     loss, states = self.train_step(inputs, targets, self.states)
                     loss = float(loss)
                     if not math.isfinite(loss) or loss > 3 * initial_loss:
