@@ -1,0 +1,28 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from textgen.config import TrainConfig  # noqa: E402
+
+SMALL_TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+    "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n\n"
+    "All:\nResolved. resolved.\n\n"
+) * 40
+
+
+@pytest.fixture
+def small_corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(SMALL_TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_config(small_corpus, tmp_path):
+    """A model and layout small enough that a few dozen steps take seconds."""
+    return TrainConfig(data=str(small_corpus), hidden_size=32, embedding_size=16, num_layers=2,
+                       batch_size=8, seq_length=20, epochs=3, sample_every=0, checkpoint_every=5,
+                       out=str(tmp_path / "run"))

@@ -1,0 +1,161 @@
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from textgen.errors import TrainingDiverged
+from textgen.run_directory import RunDirectory
+from textgen.trainer import load_language_model, train
+
+QUIET = {"log": lambda message: None, "progress_bar": False}
+
+
+def checkpoint_arrays(run):
+    groups, progress = RunDirectory(run).load_checkpoint()
+    return groups, progress
+
+
+def assert_same_checkpoint(run_a, run_b, rtol=1e-4, atol=2e-5):
+    """Equal within float tolerance: threaded CPU reductions may round differently per process."""
+    a, progress_a = checkpoint_arrays(run_a)
+    b, progress_b = checkpoint_arrays(run_b)
+    assert progress_a["global_step"] == progress_b["global_step"]
+    assert progress_a["epoch"] == progress_b["epoch"]
+    assert progress_a["step_in_epoch"] == progress_b["step_in_epoch"]
+    for group in ("model", "optimizer", "states"):
+        assert len(a[group]) == len(b[group])
+        for x, y in zip(a[group], b[group]):
+            np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(progress_a["step_losses"], progress_b["step_losses"], rtol=rtol)
+
+
+def test_same_seed_same_losses(tiny_config, tmp_path):
+    first = train(dataclasses.replace(tiny_config, max_steps=12, out=str(tmp_path / "a")), **QUIET)
+    second = train(dataclasses.replace(tiny_config, max_steps=12, out=str(tmp_path / "b")), **QUIET)
+    assert len(first.step_losses) == 12
+    np.testing.assert_allclose(first.step_losses, second.step_losses, rtol=1e-6)
+    third = train(dataclasses.replace(tiny_config, max_steps=12, seed=1, out=str(tmp_path / "c")),
+                  **QUIET)
+    assert not np.allclose(first.step_losses, third.step_losses)
+
+
+def test_training_lowers_the_loss(tiny_config):
+    result = train(dataclasses.replace(tiny_config, epochs=4), **QUIET)
+    assert result.stopped_by == "epochs"
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert result.history[-1]["val"] < result.history[0]["val"] < np.log(30)
+    assert np.mean(result.step_losses[-10:]) < np.mean(result.step_losses[:10]) - 0.5
+
+
+@pytest.mark.parametrize("split", [15, 50])  # mid-epoch, and across an epoch boundary (42 steps)
+def test_stop_and_resume_continues_the_same_trajectory(tiny_config, tmp_path, split):
+    config = dataclasses.replace(tiny_config, dropout=0.1, max_steps=60)
+    train(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
+    resumed = str(tmp_path / "resumed")
+    train(dataclasses.replace(config, max_steps=split, out=resumed), **QUIET)
+    result = train(dataclasses.replace(config, out=resumed, resume=True), explicit={"max_steps"},
+                   **QUIET)
+    assert result.global_step == 60
+    assert_same_checkpoint(str(tmp_path / "straight"), resumed)
+
+
+def test_sigkill_then_resume(tiny_config, tmp_path):
+    """A run killed with SIGKILL resumes from its last checkpoint onto the same trajectory."""
+    steps = 80
+    config = dataclasses.replace(tiny_config, epochs=10, max_steps=steps, checkpoint_every=3)
+    train(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
+
+    run = str(tmp_path / "killed")
+    command = [sys.executable, "-m", "textgen.train", "--data", config.data, "--out", run,
+               "--hidden-size", "32", "--embedding-size", "16", "--batch-size", "8",
+               "--seq-length", "20", "--epochs", "10", "--sample-every", "0",
+               "--checkpoint-every", "3", "--max-steps", "100000"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            path = os.path.join(run, "checkpoint.npz")
+            if os.path.exists(path):
+                try:
+                    if RunDirectory(run).load_checkpoint()[1]["global_step"] >= 9:
+                        break
+                except Exception:
+                    pass  # the checkpoint is being replaced; readers see old or new, retry
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    killed_at = RunDirectory(run).load_checkpoint()[1]["global_step"]
+    assert 9 <= killed_at < steps
+    leftovers = [f for f in os.listdir(run) if f.endswith(".tmp")]
+    # A kill during a write may leave a temporary file, never a broken checkpoint.
+    assert all(f.startswith(".checkpoint.npz.") for f in leftovers)
+    resumed = subprocess.run(command[:-2] + ["--max-steps", str(steps), "--resume"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"global step {killed_at})" in resumed.stdout
+    assert_same_checkpoint(str(tmp_path / "straight"), run)
+
+
+def test_divergence_aborts_and_keeps_the_last_good_checkpoint(tiny_config):
+    train(dataclasses.replace(tiny_config, max_steps=10), **QUIET)
+    path = RunDirectory(tiny_config.out).checkpoint_path
+    before = open(path, "rb").read()
+    exploding = dataclasses.replace(tiny_config, resume=True, max_steps=40, optimizer="sgd",
+                                    learning_rate=1e6, grad_clip=0.0)
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        train(exploding, explicit={"max_steps", "learning_rate", "grad_clip"}, **QUIET)
+    assert open(path, "rb").read() == before
+    assert RunDirectory(tiny_config.out).load_checkpoint()[1]["global_step"] == 10
+
+
+def test_max_minutes_stops_cleanly_with_a_checkpoint(tiny_config):
+    result = train(dataclasses.replace(tiny_config, epochs=1000, max_minutes=0.05), **QUIET)
+    assert result.stopped_by == "max_minutes"
+    progress = RunDirectory(tiny_config.out).load_checkpoint()[1]
+    assert progress["global_step"] == result.global_step > 0
+    assert np.isfinite(result.final_val_loss)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "adagrad", "sgd"])
+def test_optimizers_train(tiny_config, optimizer):
+    rates = {"adam": 1e-2, "rmsprop": 1e-2, "adagrad": 1e-1, "sgd": 1.0}
+    result = train(dataclasses.replace(tiny_config, optimizer=optimizer, max_steps=30,
+                                       learning_rate=rates[optimizer]), **QUIET)
+    assert np.mean(result.step_losses[-5:]) < result.step_losses[0] - 0.3
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_other_cells_train_and_sample(tiny_config, cell):
+    result = train(dataclasses.replace(tiny_config, cell=cell, max_steps=30), **QUIET)
+    assert np.mean(result.step_losses[-5:]) < result.step_losses[0] - 0.3
+    model = load_language_model(tiny_config.out)
+    assert model.cell == cell
+    assert len(model.sample("Spe", length=40, seed=3)[0]) == 40
+
+
+def test_learning_rate_decay_schedule(tiny_config):
+    result = train(dataclasses.replace(tiny_config, epochs=3, lr_decay=0.5, lr_decay_after=1,
+                                       learning_rate=4e-3), **QUIET)
+    assert [h["learning_rate"] for h in result.history] == pytest.approx([4e-3, 2e-3, 1e-3])
+
+
+def test_run_directory_contents(tiny_config):
+    train(dataclasses.replace(tiny_config, max_steps=3), **QUIET)
+    run = RunDirectory(tiny_config.out)
+    config = json.load(open(run.config_path))
+    assert config["hidden_size"] == 32
+    vocabulary = run.load_vocabulary()
+    assert "\n" in vocabulary and len(vocabulary) < 40
+    groups, progress = run.load_checkpoint()
+    assert set(groups) == {"model", "optimizer", "states"}
+    assert {"epoch", "step_in_epoch", "global_step", "rng", "step_losses"} <= set(progress)
+    assert [s.shape for s in groups["states"]] == [(8, 32)] * 4
