@@ -39,6 +39,10 @@ def test_minimum_length_is_enough():
     train, val = split_train_validation(np.arange(n), 0.1)
     StreamBatches(train, 8, 20)
     StreamBatches(val, 1, 20)
+    train, val = split_train_validation(np.arange(n - 1), 0.1)
+    with pytest.raises(UsageError):
+        StreamBatches(train, 8, 20)
+        StreamBatches(val, 1, 20)
 
 
 def test_read_text_reports_line_and_byte_offset_of_bad_bytes(tmp_path):

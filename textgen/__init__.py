@@ -4,12 +4,16 @@ Public parts that captioning builds on: `Vocabulary`, `RecurrentStack`, `Languag
 `RunDirectory`, the samplers and `decode_loop`.
 """
 
-from textgen.errors import TrainingDiverged, UsageError
-from textgen.language_model import LanguageModel
-from textgen.recurrent_stack import RecurrentStack
-from textgen.run_directory import RunDirectory
-from textgen.sampler import GreedySampler, RandomSampler, Sampler, TopKSampler, decode_loop, make_sampler
-from textgen.vocabulary import Vocabulary
+from textgen._quiet_import import import_tensorflow_quietly
+
+import_tensorflow_quietly()
+
+from textgen.errors import TrainingDiverged, UsageError  # noqa: E402
+from textgen.language_model import LanguageModel  # noqa: E402
+from textgen.recurrent_stack import RecurrentStack  # noqa: E402
+from textgen.run_directory import RunDirectory  # noqa: E402
+from textgen.sampler import GreedySampler, RandomSampler, Sampler, TopKSampler, decode_loop, make_sampler  # noqa: E402
+from textgen.vocabulary import Vocabulary  # noqa: E402
 
 __all__ = ["GreedySampler", "LanguageModel", "RandomSampler", "RecurrentStack", "RunDirectory",
            "Sampler", "TopKSampler", "TrainingDiverged", "UsageError", "Vocabulary", "decode_loop",

@@ -1,7 +1,6 @@
 """Reading a corpus and laying it out for stateful truncated BPTT."""
 
 import codecs
-import math
 import os
 
 import numpy as np
@@ -56,9 +55,12 @@ def split_train_validation(ids, val_fraction):
 
 def minimum_corpus_length(batch_size, seq_length, val_fraction):
     """The shortest corpus that gives one training batch and one validation row."""
-    need_train = batch_size * seq_length + 1
-    need_val = seq_length + 1
-    return max(math.ceil(need_train / (1 - val_fraction)), math.ceil(need_val / val_fraction)) + 1
+    n = batch_size * seq_length + seq_length + 2
+    while True:
+        n_val = int(round(n * val_fraction))
+        if n - n_val - 1 >= batch_size * seq_length and n_val - 1 >= seq_length:
+            return n
+        n += 1
 
 
 class StreamBatches:
