@@ -17,6 +17,11 @@ DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 class TrainConfig:
     data: str = DEFAULT_DATA          # corpus file; the embedded tiny-shakespeare by default
     encoding: str = "utf-8"           # any Python codec: utf-8, gbk, latin-1, utf-16, ...
+    keep_newlines: bool = False       # keep \r\n as it is instead of normalising it to \n
+    level: str = "char"               # char | word: what one token is
+    segmenter: str = "auto"           # word level: regex | jieba | whitespace (auto: jieba for Chinese text)
+    min_count: int = 1                # tokens seen fewer times map to <unk>
+    max_vocab: int = 0                # keep at most this many tokens, <unk> included (0: all)
     cell: str = "lstm"                # lstm | gru | rnn
     num_layers: int = 2               # stacked recurrent layers
     hidden_size: int = 256            # units per recurrent layer
@@ -44,7 +49,8 @@ class TrainConfig:
 
 
 # Fields that fix the model and the data layout; a resumed run must keep them.
-RUN_IDENTITY = ("data", "encoding", "cell", "num_layers", "hidden_size", "embedding_size",
+RUN_IDENTITY = ("data", "encoding", "keep_newlines", "level", "segmenter", "min_count",
+                "max_vocab", "cell", "num_layers", "hidden_size", "embedding_size",
                 "dropout", "batch_size", "seq_length", "stateful", "optimizer", "val_fraction", "seed")
 
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
@@ -75,6 +81,14 @@ def validate(config):
         raise UsageError(f"--dropout must be in [0, 1), got {config.dropout}")
     if not 0 < config.val_fraction <= 0.5:
         raise UsageError(f"--val-fraction must be in (0, 0.5], got {config.val_fraction}")
+    if config.level not in ("char", "word"):
+        raise UsageError(f"--level must be char or word, got {config.level!r}")
+    if config.segmenter not in ("auto", "regex", "jieba", "whitespace"):
+        raise UsageError(f"--segmenter must be auto, regex, jieba or whitespace, got {config.segmenter!r}")
+    if config.min_count < 1:
+        raise UsageError(f"--min-count must be a positive integer, got {config.min_count}")
+    if config.max_vocab < 0 or config.max_vocab == 1:
+        raise UsageError(f"--max-vocab must be 0 (no limit) or at least 2, got {config.max_vocab}")
     if config.cell not in ("lstm", "gru", "rnn"):
         raise UsageError(f"--cell must be lstm, gru or rnn, got {config.cell!r}")
     if config.optimizer not in OPTIMIZERS:

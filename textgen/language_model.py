@@ -7,6 +7,7 @@ import tensorflow as tf
 from textgen.errors import UsageError
 from textgen.recurrent_stack import RecurrentStack
 from textgen.sampler import GreedySampler, RandomSampler, TopKSampler
+from textgen.tokenizers import make_tokenizer
 from textgen.vocabulary import Vocabulary
 
 
@@ -20,15 +21,26 @@ class LanguageModel(keras.Model):
 
     Args:
         vocabulary: the tokens, in id order (characters for char-level models).
+        unknown_token: the token that stands for out-of-vocabulary tokens (`<unk>`), if any.
+        level: "char" or "word".
+        segmenter: for word level, "regex", "jieba" or "whitespace" (see textgen.tokenizers).
         cell, num_layers, hidden_size, dropout, fused: see `RecurrentStack`.
         embedding_size: size of the token embedding.
         seed: seed of the dropout masks.
     """
 
     def __init__(self, vocabulary, cell="lstm", num_layers=2, hidden_size=256, embedding_size=64,
-                 dropout=0.0, fused=None, seed=None, **kwargs):
+                 dropout=0.0, fused=None, seed=None, unknown_token=None, level="char",
+                 segmenter=None, **kwargs):
         super().__init__(**kwargs)
-        self.vocabulary = vocabulary if isinstance(vocabulary, Vocabulary) else Vocabulary(vocabulary)
+        if isinstance(vocabulary, Vocabulary):
+            unknown_token = vocabulary.unknown_token
+            vocabulary = vocabulary.tokens
+        self.vocabulary = Vocabulary(vocabulary, unknown_token=unknown_token)
+        self.unknown_token = unknown_token
+        self.level = level
+        self.segmenter = segmenter
+        self.tokenizer = make_tokenizer(level, segmenter or "regex")
         self.cell = cell
         self.num_layers = num_layers
         self.hidden_size = hidden_size
@@ -67,58 +79,77 @@ class LanguageModel(keras.Model):
         return self.output_layer(x), states
 
     # The model owns the mapping between text and ids, so scripts never touch token ids.
+    @property
+    def unit(self):
+        return "character" if self.level == "char" else "token"
+
+    def tokenize(self, text):
+        return self.tokenizer.tokenize(text)
+
     def encode(self, text):
-        return np.asarray(self.vocabulary.encode(list(text)), dtype=np.int32)
+        return np.asarray(self.vocabulary.encode(self.tokenize(text)), dtype=np.int32)
 
     def decode(self, ids):
-        return "".join(self.vocabulary.decode(ids))
+        return self.tokenizer.detokenize(self.vocabulary.decode(ids))
 
     def default_prime(self):
-        return "\n" if "\n" in self.vocabulary else self.vocabulary.tokens[0]
+        if "\n" in self.vocabulary:
+            return "\n"
+        return next(t for t in self.vocabulary.tokens if t != self.unknown_token)
+
+    def forbidden_tokens(self, allow_unknown=False):
+        """Bool mask of tokens sampling must never emit: `<unk>` unless allowed."""
+        mask = np.zeros(len(self.vocabulary), dtype=bool)
+        if self.unknown_token is not None and not allow_unknown:
+            mask[self.vocabulary.id(self.unknown_token)] = True
+        return mask
 
     def sample(self, prime=None, length=200, temperature=1.0, top_k=0, num_samples=1, seed=0,
-               unknown="error"):
-        """Generates `num_samples` texts of `length` characters, each starting with `prime`.
+               unknown="error", allow_unknown=False):
+        """Generates `num_samples` texts of `length` tokens (characters at char level), each
+        starting with `prime`.
 
-        The prime is fed in one call to warm up the state; every new character then costs one
+        The prime is fed in one call to warm up the state; every new token then costs one
         recurrent step. With no prime the text starts after a newline, which is not returned.
         """
         check_sampling_arguments(length, temperature, top_k, num_samples)
         given_prime = prime is not None and prime != ""
-        if not given_prime:
-            prime = self.default_prime()
-        missing = self.vocabulary.unknown(list(prime))
-        if missing and unknown == "skip":
-            prime = "".join(ch for ch in prime if ch in self.vocabulary)
-            if not prime:
-                raise UsageError("every character of the prime is outside the vocabulary")
-        elif missing:
-            shown = " ".join(repr(ch) for ch in missing[:30])
-            raise UsageError(f"the prime has {len(missing)} character(s) not in the model's "
-                             f"vocabulary: {shown}; remove them or pass --unknown skip")
-        if given_prime and length < len(prime):
-            raise UsageError(f"--length {length} is shorter than the prime ({len(prime)} characters); "
-                             f"pass --length of at least {len(prime)}")
-        num_new = length - len(prime) if given_prime else length
-        ids = np.tile(self.encode(prime)[None, :], (num_samples, 1))
-        tokens = self._generate(ids, num_new, temperature, top_k, seed)
-        texts = [self.decode(row) for row in tokens.numpy()]
-        return [prime + t for t in texts] if given_prime else texts
+        prime_tokens = self.tokenize(prime) if given_prime else [self.default_prime()]
+        if self.unknown_token is None:
+            missing = self.vocabulary.unknown(prime_tokens)
+            if missing and unknown == "skip":
+                prime_tokens = [t for t in prime_tokens if t in self.vocabulary]
+                if not prime_tokens:
+                    raise UsageError(f"every {self.unit} of the prime is outside the vocabulary")
+            elif missing:
+                shown = " ".join(repr(t) for t in missing[:30])
+                raise UsageError(f"the prime has {len(missing)} {self.unit}(s) not in the model's "
+                                 f"vocabulary: {shown}; remove them or pass --unknown skip")
+        if given_prime and length < len(prime_tokens):
+            raise UsageError(f"--length {length} is shorter than the prime ({len(prime_tokens)} "
+                             f"{self.unit}s); pass --length of at least {len(prime_tokens)}")
+        num_new = length - len(prime_tokens) if given_prime else length
+        ids = np.tile(np.asarray(self.vocabulary.encode(prime_tokens), np.int32)[None, :],
+                      (num_samples, 1))
+        tokens = self._generate(ids, num_new, temperature, top_k, seed,
+                                self.forbidden_tokens(allow_unknown))
+        start = ids if given_prime else ids[:, :0]
+        return [self.decode(row) for row in np.concatenate([start, tokens.numpy()], axis=1)]
 
-    def _generate(self, prime_ids, num_new, temperature, top_k, seed):
+    def _generate(self, prime_ids, num_new, temperature, top_k, seed, forbidden):
         if self._generate_fn is None:
             self._generate_fn = tf.function(self._generate_graph, reduce_retracing=True)
         return self._generate_fn(tf.constant(prime_ids, tf.int32), tf.constant(num_new, tf.int32),
                                  tf.constant(float(temperature)), tf.constant(int(top_k)),
-                                 tf.constant(int(seed)))
+                                 tf.constant(int(seed)), tf.constant(forbidden))
 
-    def _generate_graph(self, prime_ids, num_new, temperature, top_k, seed):
+    def _generate_graph(self, prime_ids, num_new, temperature, top_k, seed, forbidden):
         states = self.initial_states(tf.shape(prime_ids)[0])
         _, states = self(prime_ids[:, :-1], states)
         seed_pair = tf.stack([seed, 0])
 
         def run(sampler):
-            return sampler(self.step, prime_ids[:, -1], states, num_new, seed_pair)[0]
+            return sampler(self.step, prime_ids[:, -1], states, num_new, seed_pair, forbidden)[0]
 
         # The sampler is chosen in the graph so one traced function serves every setting.
         return tf.case([(tf.equal(temperature, 0.0), lambda: run(GreedySampler())),
@@ -129,13 +160,15 @@ class LanguageModel(keras.Model):
         config = super().get_config()
         config.update(vocabulary=self.vocabulary.tokens, cell=self.cell, num_layers=self.num_layers,
                       hidden_size=self.hidden_size, embedding_size=self.embedding_size,
-                      dropout=self.dropout, fused=self.fused, seed=self.seed)
+                      dropout=self.dropout, fused=self.fused, seed=self.seed,
+                      unknown_token=self.unknown_token, level=self.level, segmenter=self.segmenter)
         return config
 
 
 def check_sampling_arguments(length, temperature, top_k, num_samples):
     if length <= 0:
-        raise UsageError(f"--length must be a positive number of characters, got {length}")
+        raise UsageError(f"--length must be a positive number of characters (tokens at word "
+                         f"level), got {length}")
     if temperature < 0:
         raise UsageError(f"--temperature must be >= 0 (0 means argmax), got {temperature}")
     if top_k < 0:

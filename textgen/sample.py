@@ -20,6 +20,7 @@ class SampleConfig:
     num_samples: int = 1       # samples, generated together as one batch
     seed: int = 0              # the same seed gives the same text
     unknown: str = "error"     # a prime character outside the vocabulary: error or skip
+    allow_unk: bool = False    # word level: let samples contain <unk>
 
 
 def build_parser():
@@ -29,7 +30,8 @@ def build_parser():
     p.add_argument("run_directory", help="the --out directory of a training run")
     p.add_argument("--prime", default=d.prime, help="text the samples start with (default: none)")
     p.add_argument("--length", type=int, default=d.length,
-                   help=f"characters per sample, prime included (default: {d.length})")
+                   help=f"characters (tokens for word-level models) per sample, prime included "
+                        f"(default: {d.length})")
     p.add_argument("--temperature", type=float, default=d.temperature,
                    help=f"sampling temperature; 0 means argmax (default: {d.temperature})")
     p.add_argument("--top-k", type=int, default=d.top_k,
@@ -39,6 +41,8 @@ def build_parser():
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default: {d.seed})")
     p.add_argument("--unknown", choices=("error", "skip"), default=d.unknown,
                    help="what to do with prime characters outside the vocabulary (default: error)")
+    p.add_argument("--allow-unk", action="store_true",
+                   help="word-level models: allow <unk> in the samples (never emitted by default)")
     return p
 
 
@@ -50,7 +54,7 @@ def sample(config):
     check_sampling_arguments(config.length, config.temperature, config.top_k, config.num_samples)
     model = load_language_model(config.run_directory)
     return model.sample(config.prime, config.length, config.temperature, config.top_k,
-                        config.num_samples, config.seed, config.unknown)
+                        config.num_samples, config.seed, config.unknown, config.allow_unk)
 
 
 @cli_errors

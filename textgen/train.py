@@ -13,6 +13,11 @@ from textgen.errors import cli_errors  # noqa: E402
 HELP = {
     "data": "corpus text file (default: the embedded data/tinyshakespeare/input.txt)",
     "encoding": "codec of the corpus: utf-8, gbk, gb18030, big5, latin-1, utf-16, ...",
+    "keep_newlines": "keep \\r\\n line ends instead of normalising them to \\n",
+    "level": "char or word: what one token is",
+    "segmenter": "word level: regex (words, numbers, punctuation), jieba (Chinese; pip install '.[zh]') or whitespace; auto picks jieba for Chinese text, regex otherwise",
+    "min_count": "tokens seen fewer times than this map to <unk>",
+    "max_vocab": "keep only the most frequent tokens, <unk> included (0: no limit)",
     "cell": "recurrent cell: lstm, gru or rnn (tanh)",
     "num_layers": "number of stacked recurrent layers",
     "hidden_size": "units per recurrent layer",
@@ -43,7 +48,7 @@ HELP = {
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m textgen.train", argument_default=argparse.SUPPRESS,
-        description="Train a char-level LSTM/GRU/RNN language model with stateful truncated BPTT.")
+        description="Train a char- or word-level LSTM/GRU/RNN language model with stateful truncated BPTT.")
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         default = field.default

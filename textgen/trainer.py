@@ -9,8 +9,8 @@ State handling, at explicit points:
 - A checkpoint stores the training states, so a resumed run continues the same trajectory.
 """
 
+import collections
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -26,19 +26,28 @@ from textgen.corpus import StreamBatches, minimum_corpus_length, read_text, spli
 from textgen.errors import TrainingDiverged, UsageError
 from textgen.language_model import LanguageModel
 from textgen.run_directory import RunDirectory, assign_variables
+from textgen.tokenizers import make_tokenizer
 from textgen.vocabulary import Vocabulary
 
 LN2 = math.log(2.0)
+UNKNOWN = "<unk>"
 
 
-def metrics(nats):
-    """Loss in the units people compare: nats and bits per token, and perplexity."""
-    return {"nats": nats, "bits": nats / LN2, "perplexity": math.exp(min(nats, 700.0))}
+def metrics(nats, characters_per_token=1.0):
+    """Loss in the units people compare: nats per token, perplexity, and bits per character of
+    the original text (total nats over total characters, divided by ln 2), which compares char-
+    and word-level models on the same text."""
+    return {"nats": nats, "perplexity": math.exp(min(nats, 700.0)),
+            "bits_per_char": nats / characters_per_token / LN2}
 
 
-def format_metrics(name, nats):
-    m = metrics(nats)
-    return f"{name} {m['nats']:.4f} nats/char  {m['bits']:.4f} bits/char  perplexity {m['perplexity']:.2f}"
+def format_metrics(name, nats, characters_per_token=1.0, level="char"):
+    m = metrics(nats, characters_per_token)
+    if level == "char":
+        return (f"{name} {m['nats']:.4f} nats/char  {m['bits_per_char']:.4f} bits/char  "
+                f"perplexity {m['perplexity']:.2f}")
+    return (f"{name} {m['nats']:.4f} nats/token  perplexity {m['perplexity']:.2f}  "
+            f"{m['bits_per_char']:.4f} bits/char")
 
 
 def make_optimizer(config):
@@ -58,7 +67,9 @@ def build_model(config, vocabulary):
     fused = {"auto": None, "on": True, "off": False}[config.fused]
     model = LanguageModel(vocabulary, cell=config.cell, num_layers=config.num_layers,
                           hidden_size=config.hidden_size, embedding_size=config.embedding_size,
-                          dropout=config.dropout, fused=fused, seed=config.seed)
+                          dropout=config.dropout, fused=fused, seed=config.seed,
+                          level=config.level,
+                          segmenter=None if config.level == "char" else config.segmenter)
     model.build()
     return model
 
@@ -86,6 +97,20 @@ class TrainResult:
     states: list               # the training states after the last step
 
 
+def build_vocabulary(tokens, config):
+    """Characters sorted by code point; words by falling count, rare ones mapped to <unk>."""
+    limited = config.min_count > 1 or config.max_vocab > 0
+    if config.level == "char" and not limited:
+        return Vocabulary.from_characters(tokens)
+    vocabulary = Vocabulary.from_tokens(tokens, specials=[UNKNOWN], min_count=config.min_count,
+                                        max_size=config.max_vocab or None, unknown_token=UNKNOWN)
+    if len(vocabulary) < 2:
+        top = max(collections.Counter(tokens).values())
+        raise UsageError(f"--min-count {config.min_count} leaves no token in the vocabulary (the "
+                         f"most frequent one occurs {top} times); lower --min-count")
+    return vocabulary
+
+
 class Trainer:
     def __init__(self, config, explicit=(), log=None, progress_bar=None):
         self.config = config
@@ -106,25 +131,36 @@ class Trainer:
         self.config = config
         self.run = run
 
-        text = read_text(config.data, config.encoding)
+        text = read_text(config.data, config.encoding, config.keep_newlines)
+        tokenizer = make_tokenizer(config.level, config.segmenter, text)
+        if config.level == "word":
+            config.segmenter = tokenizer.name  # "auto" resolved, so the run always reloads the same way
+        tokens = tokenizer.tokenize(text)
+        self.unit = "characters" if config.level == "char" else "tokens"
         if config.resume:
             self.vocabulary = run.load_vocabulary()
-            missing = self.vocabulary.unknown(text)
+            missing = self.vocabulary.unknown(tokens) if self.vocabulary.unknown_token is None else []
             if missing:
                 raise UsageError(f"{config.data} has characters the run's vocabulary lacks "
                                  f"({''.join(missing[:20])!r}); resume with the corpus the run was "
                                  "started with")
         else:
-            self.vocabulary = Vocabulary.from_characters(text)
+            self.vocabulary = build_vocabulary(tokens, config)
         minimum = minimum_corpus_length(config.batch_size, config.seq_length, config.val_fraction)
-        if len(text) < minimum:
+        if len(tokens) < minimum:
             raise UsageError(
-                f"{config.data} has {len(text)} characters, too few for --batch-size "
+                f"{config.data} has {len(tokens)} {self.unit}, too few for --batch-size "
                 f"{config.batch_size} x --seq-length {config.seq_length} with --val-fraction "
                 f"{config.val_fraction}; it needs at least {minimum}: use a longer corpus or "
                 "smaller --batch-size/--seq-length")
-        ids = np.asarray(self.vocabulary.encode(list(text)), dtype=np.int32)
+        ids = np.asarray(self.vocabulary.encode(tokens), dtype=np.int32)
+        self.coverage = 1.0
+        if self.vocabulary.unknown_token is not None:
+            self.coverage = float(np.mean(ids != self.vocabulary.id(self.vocabulary.unknown_token)))
         train_ids, val_ids = split_train_validation(ids, config.val_fraction)
+        val_tokens = tokens[len(tokens) - len(val_ids):]
+        # Bits per character are measured against the original text the validation tokens cover.
+        self.characters_per_token = len(tokenizer.detokenize(val_tokens)) / max(1, len(val_tokens))
         self.train_batches = StreamBatches(train_ids, config.batch_size, config.seq_length)
         val_rows = min(config.batch_size, (len(val_ids) - 1) // config.seq_length)
         self.val_batches = StreamBatches(val_ids, val_rows, config.seq_length)
@@ -214,9 +250,13 @@ class Trainer:
              "states": [np.asarray(s) for s in self.states]},
             self.progress)
 
+    def format(self, name, nats):
+        return format_metrics(name, nats, self.characters_per_token, self.config.level)
+
     def learning_rate(self, epoch):
         c = self.config
-        return c.learning_rate * c.lr_decay ** max(0, epoch - c.lr_decay_after)
+        # Epochs 0 .. lr_decay_after-1 run at the initial rate; each later one is decayed once more.
+        return c.learning_rate * c.lr_decay ** max(0, epoch + 1 - c.lr_decay_after)
 
     def show_sample(self):
         seed = int(self.rng.integers(2**31 - 1))
@@ -230,8 +270,11 @@ class Trainer:
         initial_loss = math.log(len(self.vocabulary))
         stopped_by = "epochs"
         val = None  # validation loss of the current weights, when known
-        self.log(f"vocabulary {len(self.vocabulary)} characters; train {batches.inputs.size:,} / "
-                 f"validation {self.val_batches.inputs.size:,} characters; {len(batches)} batches "
+        coverage = (f" (coverage {self.coverage:.2%} of tokens are not <unk>)"
+                    if self.vocabulary.unknown_token is not None else "")
+        self.log(f"vocabulary {len(self.vocabulary)} {self.unit}{coverage}; train "
+                 f"{batches.inputs.size:,} / validation {self.val_batches.inputs.size:,} "
+                 f"{self.unit}; {len(batches)} batches "
                  f"of {c.batch_size} x {c.seq_length} per epoch; "
                  f"{self.model.count_params():,} parameters")
         if p["global_step"]:
@@ -242,7 +285,8 @@ class Trainer:
                 # State reset point: every epoch starts its streams from zero states.
                 self.states = self.model.initial_states(c.batch_size)
             self.optimizer.learning_rate.assign(self.learning_rate(p["epoch"]))
-            bar = tqdm(total=len(batches) * batches.tokens_per_batch, unit="char", unit_scale=True,
+            bar = tqdm(total=len(batches) * batches.tokens_per_batch,
+                   unit="char" if c.level == "char" else "tok", unit_scale=True,
                        initial=p["step_in_epoch"] * batches.tokens_per_batch,
                        desc=f"epoch {p['epoch'] + 1}/{c.epochs}", disable=None if self.progress_bar is None else not self.progress_bar, leave=False, dynamic_ncols=True)
             epoch_losses = []
@@ -282,9 +326,10 @@ class Trainer:
             train = float(np.mean(epoch_losses)) if epoch_losses else float("nan")
             p["history"].append({"epoch": p["epoch"] + 1, "global_step": p["global_step"],
                                  "seconds": time.monotonic() - started, "train": train, "val": val,
+                                 "val_bits_per_char": metrics(val, self.characters_per_token)["bits_per_char"],
                                  "learning_rate": float(self.optimizer.learning_rate.numpy())})
-            self.log(f"epoch {p['epoch'] + 1}/{c.epochs}  {format_metrics('train', train)}  |  "
-                     f"{format_metrics('val', val)}")
+            self.log(f"epoch {p['epoch'] + 1}/{c.epochs}  {self.format('train', train)}  |  "
+                     f"{self.format('val', val)}")
             p["epoch"] += 1
             p["step_in_epoch"] = 0
             self.checkpoint()
@@ -293,7 +338,7 @@ class Trainer:
         self.checkpoint()
         final_val = self.evaluate() if val is None else val
         self.log(f"stopped by {stopped_by} at global step {p['global_step']}: "
-                 f"{format_metrics('val', final_val)}; checkpoint in {c.out}")
+                 f"{self.format('val', final_val)}; checkpoint in {c.out}")
         return TrainResult(c.out, p["global_step"], p["epoch"], list(p["step_losses"]),
                            list(p["history"]), final_val, stopped_by, self.states)
 

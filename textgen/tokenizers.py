@@ -1,0 +1,164 @@
+"""Tokenisers: text <-> tokens for char-level and word-level models.
+
+Every tokeniser has `tokenize(text) -> list[str]` and `detokenize(tokens) -> str`.
+
+The `regex` and `whitespace` word tokenisers are written as a few regular-expression rewrites
+that mean the same in Python's `re` and in RE2, so an exported SavedModel can tokenise its prompt
+in-graph (`tf.strings.regex_replace`) exactly as training did (`tokenize_tf`, `detokenize_tf`).
+"""
+
+import re
+import unicodedata
+
+from textgen.errors import UsageError
+
+NEWLINE = "\n"
+
+# Punctuation that is a token of its own: anything that is not a letter, digit, underscore,
+# white space, apostrophe or hyphen. Apostrophes stay inside words ("I'll", "'tis", "o'") and
+# single hyphens inside compounds ("store-house"); runs of hyphens are dashes.
+_PUNCT_PY = r"([^\w\s'\-])"
+_PUNCT_RE2 = r"([^\pL\pN_\s'\-])"
+_DASH = r"(--+)"
+# Detokenising: no space before closing punctuation or after opening brackets, none around a
+# newline or a dash.
+_NO_SPACE_BEFORE = r" ([,.;:!?)\]}%])"
+_NO_SPACE_AFTER = r"([(\[{]) "
+_AROUND_NEWLINE = r" ?\n ?"
+_AROUND_DASH = r" ?(--+) ?"
+
+
+class CharTokenizer:
+    """Characters are Unicode code points: Chinese, accents and emoji are one token each."""
+
+    name = "char"
+    joiner = ""
+
+    def tokenize(self, text):
+        return list(text)
+
+    def detokenize(self, tokens):
+        return "".join(tokens)
+
+
+class RegexTokenizer:
+    """Words, numbers and each punctuation mark are tokens; a newline is a token of its own."""
+
+    name = "regex"
+
+    def tokenize(self, text):
+        text = text.replace(NEWLINE, " \n ")
+        text = re.sub(_PUNCT_PY, r" \1 ", text)
+        text = re.sub(_DASH, r" \1 ", text)
+        return [t for t in re.split(r"[^\S\n]+", text) if t]
+
+    def detokenize(self, tokens):
+        text = " ".join(tokens)
+        text = re.sub(_NO_SPACE_BEFORE, r"\1", text)
+        text = re.sub(_NO_SPACE_AFTER, r"\1", text)
+        text = re.sub(_AROUND_NEWLINE, "\n", text)
+        return re.sub(_AROUND_DASH, r"\1", text)
+
+    @staticmethod
+    def tokenize_tf(text):
+        """The same rewrites in RE2, on a tf.string scalar; returns a 1-D tf.string tensor."""
+        import tensorflow as tf
+
+        text = tf.strings.regex_replace(text, "\n", " \n ")
+        text = tf.strings.regex_replace(text, _PUNCT_RE2, r" \1 ")
+        text = tf.strings.regex_replace(text, _DASH, r" \1 ")
+        text = tf.strings.regex_replace(text, r"[ \t\r\f\v]+", " ")
+        tokens = tf.strings.split(tf.strings.strip(text), sep=" ")
+        return tf.boolean_mask(tokens, tf.strings.length(tokens) > 0)
+
+    @staticmethod
+    def detokenize_tf(tokens):
+        import tensorflow as tf
+
+        text = tf.strings.reduce_join(tokens, separator=" ", axis=-1)
+        text = tf.strings.regex_replace(text, _NO_SPACE_BEFORE, r"\1")
+        text = tf.strings.regex_replace(text, _NO_SPACE_AFTER, r"\1")
+        text = tf.strings.regex_replace(text, _AROUND_NEWLINE, "\n")
+        return tf.strings.regex_replace(text, _AROUND_DASH, r"\1")
+
+
+class WhitespaceTokenizer:
+    """Splits on spaces only; a newline is a token of its own."""
+
+    name = "whitespace"
+
+    def tokenize(self, text):
+        return [t for t in re.split(r"[^\S\n]+", text.replace(NEWLINE, " \n ")) if t]
+
+    def detokenize(self, tokens):
+        return re.sub(_AROUND_NEWLINE, "\n", " ".join(tokens))
+
+    @staticmethod
+    def tokenize_tf(text):
+        import tensorflow as tf
+
+        text = tf.strings.regex_replace(text, "\n", " \n ")
+        text = tf.strings.regex_replace(text, r"[ \t\r\f\v]+", " ")
+        tokens = tf.strings.split(tf.strings.strip(text), sep=" ")
+        return tf.boolean_mask(tokens, tf.strings.length(tokens) > 0)
+
+    @staticmethod
+    def detokenize_tf(tokens):
+        import tensorflow as tf
+
+        text = tf.strings.reduce_join(tokens, separator=" ", axis=-1)
+        return tf.strings.regex_replace(text, _AROUND_NEWLINE, "\n")
+
+
+class JiebaTokenizer:
+    """Chinese word segmentation with jieba; tokens are joined back without spaces."""
+
+    name = "jieba"
+
+    def __init__(self):
+        try:
+            import jieba
+        except ImportError:
+            raise UsageError("--segmenter jieba needs jieba: pip install jieba "
+                             "(or pip install '.[zh]' in this project)") from None
+        jieba.setLogLevel(60)  # its "Building prefix dict" chatter goes to stderr otherwise
+        self._jieba = jieba
+
+    def tokenize(self, text):
+        tokens = []
+        for i, line in enumerate(text.split(NEWLINE)):
+            if i:
+                tokens.append(NEWLINE)
+            tokens.extend(t for t in self._jieba.lcut(line, HMM=True) if t)
+        return tokens
+
+    def detokenize(self, tokens):
+        return "".join(tokens)
+
+
+SEGMENTERS = ("auto", "regex", "jieba", "whitespace")
+
+
+def looks_chinese(text, sample=20000):
+    """True when most letters of the text's start are CJK ideographs."""
+    letters = [c for c in text[:sample] if c.isalpha()]
+    cjk = sum(1 for c in letters if "CJK" in unicodedata.name(c, ""))
+    return bool(letters) and cjk / len(letters) > 0.5
+
+
+def make_tokenizer(level="char", segmenter="auto", text=None):
+    """The tokeniser for a level ("char" or "word") and segmenter; "auto" picks jieba for Chinese
+    text and regex otherwise."""
+    if level == "char":
+        return CharTokenizer()
+    if level != "word":
+        raise UsageError(f"--level must be char or word, got {level!r}")
+    if segmenter == "auto":
+        segmenter = "jieba" if text is not None and looks_chinese(text) else "regex"
+    if segmenter == "regex":
+        return RegexTokenizer()
+    if segmenter == "whitespace":
+        return WhitespaceTokenizer()
+    if segmenter == "jieba":
+        return JiebaTokenizer()
+    raise UsageError(f"--segmenter must be one of {', '.join(SEGMENTERS)}, got {segmenter!r}")
