@@ -26,7 +26,7 @@ def import_tensorflow_quietly():
             import keras  # noqa: F401
             import tensorflow as tf
 
-            tf.config.list_logical_devices()
+            tf.config.list_physical_devices()  # the CUDA probe; logical devices stay configurable
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)
