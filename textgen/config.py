@@ -45,6 +45,7 @@ class TrainConfig:
     sample_every: int = 500           # print a short sample every N steps (0: never)
     sample_length: int = 200          # characters in those samples
     checkpoint_every: int = 500       # write a checkpoint every N steps (and always at the end)
+    strategy: str = "auto"            # auto | none | mirrored | multiworker (tf.distribute); --batch-size is global
     fused: str = "auto"               # auto | on | off: lean CPU kernels or the stock Keras layers
 
 
@@ -93,6 +94,8 @@ def validate(config):
         raise UsageError(f"--cell must be lstm, gru or rnn, got {config.cell!r}")
     if config.optimizer not in OPTIMIZERS:
         raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    if config.strategy not in ("auto", "none", "mirrored", "multiworker"):
+        raise UsageError(f"--strategy must be auto, none, mirrored or multiworker, got {config.strategy!r}")
     if config.fused not in ("auto", "on", "off"):
         raise UsageError(f"--fused must be auto, on or off, got {config.fused!r}")
 

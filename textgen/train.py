@@ -41,6 +41,7 @@ HELP = {
     "sample_every": "print a sample from the model every N steps (0: never)",
     "sample_length": "characters per periodic sample",
     "checkpoint_every": "write a checkpoint every N steps (one is always written at each epoch end and at the end)",
+    "strategy": "tf.distribute strategy: auto (MirroredStrategy over all GPUs if more than one), none, mirrored, or multiworker (MultiWorkerMirroredStrategy, configured by TF_CONFIG); --batch-size is the global batch",
     "fused": "auto, on or off: run the recurrent layers through the lean CPU kernels (auto: when no GPU is visible)",
 }
 

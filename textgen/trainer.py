@@ -22,6 +22,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from textgen import config as config_lib
+from textgen.distribution import StreamPlacement, is_chief, make_strategy
 from textgen.corpus import StreamBatches, minimum_corpus_length, read_text, split_train_validation
 from textgen.errors import TrainingDiverged, UsageError
 from textgen.language_model import LanguageModel
@@ -51,7 +52,9 @@ def format_metrics(name, nats, characters_per_token=1.0, level="char"):
 
 
 def make_optimizer(config):
-    clip = {"global_clipnorm": config.grad_clip} if config.grad_clip > 0 else {}
+    # Clipping happens in the train step, after the cross-replica sum, so that it means the same
+    # on one device and on many (Keras would clip each replica's share before summing).
+    clip = {}
     if config.optimizer == "adam":
         return keras.optimizers.Adam(config.learning_rate, **clip)
     if config.optimizer == "rmsprop":
@@ -125,7 +128,7 @@ class Trainer:
         if config.resume:
             config = self._resumed_config(run)
         config_lib.validate(config)
-        if not config.resume and run.holds_run():
+        if not config.resume and is_chief() and run.holds_run():
             raise UsageError(f"{run.path} already holds a run; pass --resume to continue it or "
                              "choose another --out directory")
         self.config = config
@@ -165,17 +168,21 @@ class Trainer:
         val_rows = min(config.batch_size, (len(val_ids) - 1) // config.seq_length)
         self.val_batches = StreamBatches(val_ids, val_rows, config.seq_length)
 
+        self.strategy = make_strategy(config.strategy)
+        self.placement = StreamPlacement(self.strategy, config.batch_size)
+        self.chief = is_chief()
         keras.utils.set_random_seed(config.seed)
-        self.model = build_model(config, self.vocabulary)
-        self.optimizer = make_optimizer(config)
-        self.optimizer.build(self.model.trainable_variables)
+        with self.strategy.scope():
+            self.model = build_model(config, self.vocabulary)
+            self.optimizer = make_optimizer(config)
+            self.optimizer.build(self.model.trainable_variables)
         self.progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "step_losses": [],
                          "history": [], "rng": None}
         self.rng = np.random.default_rng(config.seed)
-        self.states = self.model.initial_states(config.batch_size)
+        self.states = self.zero_states()
         if config.resume:
             self._restore()
-        else:
+        elif self.chief:
             run.create()
             run.save_config(config_lib.to_dict(config))
             run.save_vocabulary(self.vocabulary)
@@ -203,24 +210,50 @@ class Trainer:
         assign_variables(self.model.variables, groups.get("model", []), "model")
         assign_variables(self.optimizer.variables, groups.get("optimizer", []), "optimizer")
         states = groups.get("states", [])
-        if len(states) != len(self.states) or any(s.shape != tuple(t.shape) for s, t in zip(states, self.states)):
+        expected = (self.config.batch_size, self.config.hidden_size)
+        if len(states) != len(self.states) or any(s.shape != expected for s in states):
             raise UsageError("the checkpoint's recurrent states do not match --batch-size/--hidden-size")
-        self.states = [tf.constant(s) for s in states]
+        self.states = [self.placement.distribute(s) for s in states]
         self.progress = progress
         if progress.get("rng"):
             self.rng.bit_generator.state = progress["rng"]
 
+    def zero_states(self):
+        """State reset: zeros for every stream, placed on the replica that owns it."""
+        return [self.placement.distribute(np.zeros((self.config.batch_size, self.config.hidden_size),
+                                                   np.float32))
+                for _ in self.model.initial_states(1)]
+
     def _compile_steps(self):
-        model, optimizer = self.model, self.optimizer
+        model, optimizer, strategy = self.model, self.optimizer, self.strategy
+        replicas = strategy.num_replicas_in_sync
+        tokens_per_batch = self.config.batch_size * self.config.seq_length
+        clip = self.config.grad_clip
+
+        def replica_step(inputs, targets, states):
+            with tf.GradientTape() as tape:
+                logits, new_states = model(inputs, states, training=True)
+                # Summed over this replica's rows, divided by the global count: the replicas'
+                # losses (and gradients) add up to the global mean.
+                loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    targets, logits)) / tokens_per_batch
+            variables = model.trainable_variables
+            gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+            if replicas > 1:
+                gradients = tf.distribute.get_replica_context().all_reduce(
+                    tf.distribute.ReduceOp.SUM, gradients)
+            if clip > 0:
+                gradients, _ = tf.clip_by_global_norm(gradients, clip)
+            if replicas > 1:
+                # The optimizer sums over replicas again; hand it each replica's equal share.
+                gradients = [g / replicas for g in gradients]
+            optimizer.apply_gradients(zip(gradients, variables))
+            return loss, new_states
 
         @tf.function(reduce_retracing=True)
         def train_step(inputs, targets, states):
-            with tf.GradientTape() as tape:
-                logits, new_states = model(inputs, states, training=True)
-                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
-            gradients = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-            return loss, new_states
+            losses, new_states = strategy.run(replica_step, args=(inputs, targets, states))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None), new_states
 
         @tf.function(reduce_retracing=True)
         def eval_step(inputs, targets, states):
@@ -243,11 +276,15 @@ class Trainer:
         return total / len(self.val_batches)
 
     def checkpoint(self):
+        """Every worker gathers the states (a collective); only the chief writes."""
+        states = [self.placement.gather(s) for s in self.states]
+        if not self.chief:
+            return
         self.progress["rng"] = self.rng.bit_generator.state
         self.run.save_checkpoint(
             {"model": [v.numpy() for v in self.model.variables],
              "optimizer": [v.numpy() for v in self.optimizer.variables],
-             "states": [np.asarray(s) for s in self.states]},
+             "states": states},
             self.progress)
 
     def format(self, name, nats):
@@ -283,7 +320,7 @@ class Trainer:
         while p["epoch"] < c.epochs:
             if p["step_in_epoch"] == 0:
                 # State reset point: every epoch starts its streams from zero states.
-                self.states = self.model.initial_states(c.batch_size)
+                self.states = self.zero_states()
             self.optimizer.learning_rate.assign(self.learning_rate(p["epoch"]))
             bar = tqdm(total=len(batches) * batches.tokens_per_batch,
                    unit="char" if c.level == "char" else "tok", unit_scale=True,
@@ -294,8 +331,9 @@ class Trainer:
                 while p["step_in_epoch"] < len(batches):
                     inputs, targets = batches[p["step_in_epoch"]]
                     if not c.stateful:
-                        self.states = self.model.initial_states(c.batch_size)
-                    loss, states = self.train_step(inputs, targets, self.states)
+                        self.states = self.zero_states()
+                    loss, states = self.train_step(self.placement.distribute(inputs),
+                                                   self.placement.distribute(targets), self.states)
                     loss = float(loss)
                     if not math.isfinite(loss) or loss > 3 * initial_loss:
                         raise TrainingDiverged(
@@ -340,7 +378,8 @@ class Trainer:
         self.log(f"stopped by {stopped_by} at global step {p['global_step']}: "
                  f"{self.format('val', final_val)}; checkpoint in {c.out}")
         return TrainResult(c.out, p["global_step"], p["epoch"], list(p["step_losses"]),
-                           list(p["history"]), final_val, stopped_by, self.states)
+                           list(p["history"]), final_val, stopped_by,
+                           [self.placement.gather(s) for s in self.states])
 
 
 def train(config, explicit=(), log=None, progress_bar=None):

@@ -1,0 +1,157 @@
+"""Training under tf.distribute keeps the stateful TBPTT layout: each replica owns fixed streams.
+
+These run in subprocesses: logical CPU devices must be configured before TensorFlow starts, and
+multi-worker training needs one process per worker.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from textgen.run_directory import RunDirectory
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+TWO_CPUS = """
+import textgen, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+"""
+
+
+def run_python(code, timeout=300, env=None):
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                            text=True, timeout=timeout, cwd=HERE, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_mirrored_streams_stay_on_their_replica():
+    run_python(TWO_CPUS + """
+import numpy as np
+from textgen.corpus import StreamBatches
+from textgen.distribution import StreamPlacement, make_strategy
+strategy = make_strategy("mirrored")
+assert strategy.num_replicas_in_sync == 2
+placement = StreamPlacement(strategy, 6)
+batches = StreamBatches(np.arange(1000, dtype=np.int32), batch_size=6, seq_length=7)
+previous = None
+for k in range(len(batches)):
+    inputs, _ = batches[k]
+    per_replica = [np.asarray(v) for v in
+                   strategy.experimental_local_results(placement.distribute(inputs))]
+    for r, rows in enumerate(per_replica):
+        np.testing.assert_array_equal(rows, inputs[3 * r:3 * (r + 1)])  # replica r owns streams 3r..3r+2
+        if previous is not None:  # and each of its rows continues its own row of batch k-1
+            np.testing.assert_array_equal(rows[:, 0], previous[r][:, -1] + 1)
+    previous = per_replica
+np.testing.assert_array_equal(placement.gather(placement.distribute(inputs)), inputs)
+""")
+
+
+def test_mirrored_training_matches_one_device():
+    out = run_python(TWO_CPUS + """
+import dataclasses, tempfile, numpy as np
+from conftest import SMALL_TEXT
+from textgen.config import TrainConfig
+from textgen.trainer import train
+directory = tempfile.mkdtemp()
+open(directory + "/c.txt", "w").write(SMALL_TEXT)
+config = TrainConfig(data=directory + "/c.txt", hidden_size=32, embedding_size=16, batch_size=8,
+                     seq_length=20, epochs=2, sample_every=0, checkpoint_every=10,
+                     out=directory + "/one", strategy="none")
+quiet = dict(log=lambda m: None, progress_bar=False)
+one = train(config, **quiet)
+two = train(dataclasses.replace(config, out=directory + "/two", strategy="mirrored"), **quiet)
+one_losses, two_losses = np.array(one.step_losses), np.array(two.step_losses)
+assert len(one_losses) == len(two_losses) == 78
+relative = np.max(np.abs(one_losses - two_losses) / one_losses)
+assert relative < 1e-4, relative
+for a, b in zip(one.states, two.states):  # every stream ends in the same state
+    np.testing.assert_allclose(a, b, atol=1e-4)
+print("max relative loss difference", relative)
+""")
+    assert "max relative loss difference" in out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_workers(run, data, max_steps, resume=False):
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=__import__("json").dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        command = [sys.executable, "-m", "textgen.train", "--strategy", "multiworker",
+                   "--data", data, "--out", run, "--hidden-size", "32", "--embedding-size", "16",
+                   "--batch-size", "8", "--seq-length", "20", "--epochs", "50",
+                   "--sample-every", "0", "--checkpoint-every", "4", "--max-steps", str(max_steps),
+                   "--no-progress"] + (["--resume"] if resume else [])
+        log = open(f"{run}-worker{index}.log", "a")
+        processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+    return processes
+
+
+def stop(processes):
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def wait_all(processes, timeout):
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.wait(timeout=max(1, deadline - time.monotonic()))
+    return [p.returncode for p in processes]
+
+
+def checkpoint_step(run):
+    try:
+        return RunDirectory(run).load_checkpoint()[1]["global_step"]
+    except Exception:
+        return -1
+
+
+def test_multiworker_training_kill_and_resume(small_corpus, tmp_path):
+    run = str(tmp_path / "run")
+    processes = start_workers(run, str(small_corpus), max_steps=12)
+    try:
+        assert wait_all(processes, timeout=180) == [0, 0], open(run + "-worker1.log").read()
+    finally:
+        stop(processes)
+    assert checkpoint_step(run) == 12
+
+    # Both resume, then worker 1 is killed part way; the run is restarted from the checkpoint.
+    processes = start_workers(run, str(small_corpus), max_steps=100_000, resume=True)
+    try:
+        deadline = time.monotonic() + 180
+        while checkpoint_step(run) < 20 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.killpg(processes[1].pid, signal.SIGKILL)
+        time.sleep(2)
+    finally:
+        stop(processes)
+    killed_at = checkpoint_step(run)
+    assert killed_at >= 20
+
+    processes = start_workers(run, str(small_corpus), max_steps=killed_at + 8, resume=True)
+    try:
+        assert wait_all(processes, timeout=180) == [0, 0], open(run + "-worker0.log").read()
+    finally:
+        stop(processes)
+    chief_log = open(run + "-worker0.log").read()
+    assert f"(global step {killed_at})" in chief_log
+    assert checkpoint_step(run) == killed_at + 8

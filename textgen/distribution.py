@@ -1,0 +1,81 @@
+"""tf.distribute for stateful TBPTT: which strategy, and how the streams map onto replicas.
+
+Stock stateful Keras layers fail under MirroredStrategy ("Expected batch size 8, received 4"),
+so the states are carried explicitly: replica r owns streams [r*b, (r+1)*b) of the global batch
+(b = batch_size / replicas) for the whole run, gets exactly those rows of every batch, and its
+final states come back as per-replica values that are fed to it again at the next batch. Streams
+never move between replicas, so each keeps its trajectory exactly as on one device.
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from textgen.errors import UsageError
+
+STRATEGIES = ("auto", "none", "mirrored", "multiworker")
+
+
+def make_strategy(name):
+    """auto: MirroredStrategy over every visible GPU if there is more than one, else none."""
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "auto":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise UsageError("--strategy multiworker needs the TF_CONFIG environment variable "
+                             "(cluster and task); see the README's multi-machine section")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+
+
+def is_chief():
+    """Only the chief writes checkpoints: task chief, or worker 0 when there is no chief."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    task = config.get("task", {})
+    if not task:
+        return True
+    if task.get("type") == "chief":
+        return True
+    return task.get("type") == "worker" and task.get("index", 0) == 0 and \
+        "chief" not in config.get("cluster", {})
+
+
+class StreamPlacement:
+    """Splits the global batch's rows (streams) over the replicas, always the same way."""
+
+    def __init__(self, strategy, batch_size):
+        self.strategy = strategy
+        self.replicas = strategy.num_replicas_in_sync
+        if batch_size % self.replicas:
+            raise UsageError(f"--batch-size {batch_size} does not divide over {self.replicas} "
+                             f"replicas; pass a multiple of {self.replicas}")
+        self.rows = batch_size // self.replicas
+
+    def distribute(self, array):
+        """Replica r gets rows [r*b, (r+1)*b) of a [batch, ...] array."""
+        if self.replicas == 1:
+            return tf.convert_to_tensor(array)
+        array = np.asarray(array)
+        return self.strategy.experimental_distribute_values_from_function(
+            lambda context: tf.convert_to_tensor(
+                array[context.replica_id_in_sync_group * self.rows:
+                      (context.replica_id_in_sync_group + 1) * self.rows]))
+
+    def gather(self, value):
+        """The [batch, ...] array of a per-replica value, rows in stream order (a collective
+        under MultiWorkerMirroredStrategy: every worker must call it)."""
+        if self.replicas == 1:
+            return np.asarray(value)
+        local = self.strategy.experimental_local_results(value)
+        if len(local) == self.replicas:  # every replica is on this host
+            return np.concatenate([np.asarray(v) for v in local], axis=0)
+        return self.strategy.gather(value, axis=0).numpy()
