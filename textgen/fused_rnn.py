@@ -3,13 +3,24 @@
 Keras runs a recurrent layer on the CPU as a loop that calls its cell once per time step, so every
 step pays for a small input matmul, bias adds and the layer machinery. These kernels compute the
 same function (same weights, gate order and activations as `keras.layers.LSTM`, `GRU` with
-`reset_after=True`, and `SimpleRNN`) with:
+`reset_after=True`, and `SimpleRNN`) with fewer, larger, better-shaped operations:
 
-- one large input-projection matmul for all time steps, before the loop;
-- one recurrent matmul and a handful of fused element-wise ops per step;
-- for the LSTM, a hand-written backward pass (`tf.custom_gradient`): the loop only carries the
-  recurrent gradient, and the weight gradient is one large matmul over all time steps, as cuDNN
-  and oneDNN do it.
+- LSTM (`lstm_layer`, what `RecurrentStack` runs): one large input-projection matmul for all time
+  steps; a `tf.while_loop` with one recurrent matmul and a few element-wise ops per step, every
+  per-step tensor kept feature-major ([features, batch]) because TensorFlow's CPU matmul runs
+  `[4H, H] @ [H, B]` about twice as fast as `[B, H] @ [H, 4H]`; and a hand-written backward pass
+  (`tf.custom_gradient`): every gate-derivative factor is computed for all steps at once before
+  the backward loop, so that loop carries only the recurrent gradient (one matmul and five
+  element-wise ops per step), and the input and weight gradients are each one large matmul over
+  all time steps, in the fast orientation, as cuDNN does it.
+  (TensorFlow's fused `BlockLSTMV2` op has exactly Keras' gate layout (i, f, c, o) and, with
+  cell_clip=0 and no peepholes, Keras' semantics, but on this kind of CPU its per-step Eigen matmul
+  is slower than the above, its registered gradient uses the ICFO layout of `BlockLSTM`, and
+  `BlockLSTMGradV2` does a small weight-gradient matmul every step; so it is not used.)
+- `lstm_sequence`: the same backward with a batch-major forward on a precomputed input
+  projection, for callers that hold the projection rather than the inputs.
+- GRU and SimpleRNN: one large input-projection matmul before the loop, one recurrent matmul and
+  a handful of element-wise ops per step, autodiff backward.
 
 All sequences here are time-major: [time, batch, features].
 """
@@ -18,9 +29,129 @@ import tensorflow as tf
 
 
 def lstm_gate_permutation(units):
-    """Keras orders LSTM gates (i, f, c, o); the kernel wants the sigmoid gates contiguous (i, f, o, c)."""
+    """Keras orders LSTM gates (i, f, c, o); `lstm_sequence` wants the sigmoid gates contiguous
+    (i, f, o, c)."""
     return tf.concat([tf.range(0, 2 * units), tf.range(3 * units, 4 * units),
                       tf.range(2 * units, 3 * units)], axis=0)
+
+
+def _lstm_backward(order, i, f, o, g, co, cs, c0, recurrent_kernel, d_hs, d_h, d_c):
+    """The recurrent part of the LSTM backward pass.
+
+    Args:
+        order: "ifco" (Keras) or "ifoc": the gate order of the returned pre-activation gradient
+            and of `recurrent_kernel`'s columns.
+        i, f, o, g: [T, B, H] gate activations (g = tanh of the candidate); co = tanh(cs);
+            cs: [T, B, H] cell states; c0: [B, H] initial cell state.
+        d_hs: [T, B, H] gradient of the outputs; d_h, d_c: [B, H] of the final states.
+    Returns:
+        (d_z [T, B, 4H] gradient of the gate pre-activations, d_h0, d_c0).
+    """
+    steps = tf.shape(i)[0]
+    # Every factor that does not depend on the incoming gradient, for all steps at once.
+    c_prev = tf.concat([c0[None], cs[:-1]], 0)
+    d_c_from_h = o * (1 - co * co)                     # d c_t / d h_t (through h = o tanh c)
+    factors = {"i": g * i * (1 - i), "f": c_prev * f * (1 - f), "c": i * (1 - g * g),
+               "o": co * o * (1 - o)}
+    factors = tf.concat([factors[k] for k in order], -1)  # [T, B, 4H]
+    uses_h = {k: k == "o" for k in order}
+    kernel_t = tf.transpose(recurrent_kernel)
+
+    def backward(k, d_h_rec, d_c_carry, d_z):
+        t = steps - 1 - k
+        d_h = d_hs[t] + d_h_rec
+        d_c = d_c_carry + d_h * d_c_from_h[t]
+        d_zt = tf.concat([d_h if uses_h[gate] else d_c for gate in order], 1) * factors[t]
+        return (k + 1, tf.matmul(d_zt, kernel_t), d_c * f[t],
+                d_z.write(t, d_zt))
+
+    _, d_h0, d_c0, d_z = tf.while_loop(
+        lambda k, *_: k < steps, backward,
+        (0, d_h, d_c, tf.TensorArray(i.dtype, size=steps)),
+        swap_memory=False)
+    return d_z.stack(), d_h0, d_c0
+
+
+def _none_to_zeros(grad, like):
+    return tf.zeros_like(like) if grad is None else grad
+
+
+def lstm_layer(x, h0, c0, kernel, recurrent_kernel, bias):
+    """Runs a `keras.layers.LSTM` over a time-major sequence, on its own weights.
+
+    Inside, every per-step tensor is feature-major ([features, batch]): the recurrent matmuls are
+    then `[4H, H] @ [H, B]` and `[H, 4H] @ [4H, B]`, shapes TensorFlow's CPU matmul runs about
+    twice as fast as `[B, H] @ [H, 4H]`, the gate slices are contiguous row blocks, and the weight
+    gradients are `[4H, T*B] @ [T*B, F]` matmuls, again the fast orientation.
+
+    Args:
+        x: [T, B, F] inputs.
+        h0, c0: [B, H] initial states.
+        kernel [F, 4H], recurrent_kernel [H, 4H], bias [4H]: the Keras weights, gates (i, f, c, o).
+    Returns:
+        (outputs [T, B, H], h_T, c_T).
+    """
+
+    @tf.custom_gradient
+    def run(x, h0, c0, kernel, recurrent_kernel, bias):
+        steps, batch, features = tf.unstack(tf.shape(x))
+        units = tf.shape(h0)[1]
+        flat_x = tf.reshape(x, [-1, features])
+        x_proj = tf.reshape(tf.matmul(flat_x, kernel) + bias, [steps, batch, 4 * units])
+        x_proj = tf.transpose(x_proj, [0, 2, 1])                      # [T, 4H, B]
+        recurrent_t = tf.transpose(recurrent_kernel)                  # [4H, H]
+
+        def forward(t, h, c, sigs, gs, cs, cos, hs):
+            z = x_proj[t] + tf.matmul(recurrent_t, h)                 # [4H, B]
+            sig = tf.sigmoid(z)                                       # rows 2H:3H unused
+            g = tf.tanh(z[2 * units: 3 * units])
+            c = sig[units: 2 * units] * c + sig[:units] * g
+            co = tf.tanh(c)
+            h = sig[3 * units:] * co
+            return (t + 1, h, c, sigs.write(t, sig), gs.write(t, g), cs.write(t, c),
+                    cos.write(t, co), hs.write(t, h))
+
+        arrays = [tf.TensorArray(x.dtype, size=steps) for _ in range(5)]
+        _, h_t, c_t, sigs, gs, cs, cos, hs = tf.while_loop(
+            lambda t, *_: t < steps, forward, (0, tf.transpose(h0), tf.transpose(c0), *arrays),
+            swap_memory=False)
+        sigs, g, cs, co, hs = sigs.stack(), gs.stack(), cs.stack(), cos.stack(), hs.stack()
+        outputs = tf.transpose(hs, [0, 2, 1])                         # [T, B, H]
+
+        def grad(d_outputs, d_h, d_c):
+            d_outputs = _none_to_zeros(d_outputs, outputs)
+            d_h, d_c = _none_to_zeros(d_h, h0), _none_to_zeros(d_c, c0)
+            d_hs = tf.transpose(d_outputs, [0, 2, 1])                 # [T, H, B]
+            i, f, o = sigs[:, :units], sigs[:, units: 2 * units], sigs[:, 3 * units:]
+            c_prev = tf.concat([tf.transpose(c0)[None], cs[:-1]], 0)
+            d_c_from_h = o * (1 - co * co)
+            factors = tf.concat([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g),
+                                 co * o * (1 - o)], 1)                # [T, 4H, B]
+
+            def backward(k, d_h_rec, d_c_carry, d_z):
+                t = steps - 1 - k
+                d_h = d_hs[t] + d_h_rec
+                d_c = d_c_carry + d_h * d_c_from_h[t]
+                d_zt = tf.concat([d_c, d_c, d_c, d_h], 0) * factors[t]
+                return (k + 1, tf.matmul(recurrent_kernel, d_zt), d_c * f[t],
+                        d_z.write(t, d_zt))
+
+            _, d_h0, d_c0, d_z = tf.while_loop(
+                lambda k, *_: k < steps, backward,
+                (0, tf.transpose(d_h), tf.transpose(d_c), tf.TensorArray(x.dtype, size=steps)),
+                swap_memory=False)
+            d_z = tf.reshape(tf.transpose(d_z.stack(), [1, 0, 2]), [4 * units, -1])  # [4H, T*B]
+            prev_h = tf.reshape(tf.concat([h0[None], outputs[:-1]], 0), [-1, units])
+            d_kernel = tf.transpose(tf.matmul(d_z, flat_x))
+            d_recurrent = tf.transpose(tf.matmul(d_z, prev_h))
+            d_bias = tf.reduce_sum(d_z, 1)
+            d_x = tf.reshape(tf.transpose(tf.matmul(kernel, d_z)), tf.shape(x))
+            return d_x, tf.transpose(d_h0), tf.transpose(d_c0), d_kernel, d_recurrent, d_bias
+
+        return (outputs, tf.transpose(h_t), tf.transpose(c_t)), grad
+
+    return run(x, h0, c0, tf.convert_to_tensor(kernel), tf.convert_to_tensor(recurrent_kernel),
+               tf.convert_to_tensor(bias))
 
 
 def lstm_sequence(x_proj, h0, c0, recurrent_kernel):
@@ -39,48 +170,31 @@ def lstm_sequence(x_proj, h0, c0, recurrent_kernel):
         steps = tf.shape(x_proj)[0]
         units = tf.shape(h0)[1]
 
-        def forward(t, h, c, hs, cs, gates):
+        def forward(t, h, c, acts, cs, cos, hs):
             z = x_proj[t] + tf.matmul(h, recurrent_kernel)
-            s = tf.sigmoid(z[:, : 3 * units])
-            g = tf.tanh(z[:, 3 * units:])
-            c = s[:, units: 2 * units] * c + s[:, :units] * g
-            h = s[:, 2 * units:] * tf.tanh(c)
-            return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, tf.concat([s, g], 1))
+            act = tf.concat([tf.sigmoid(z[:, : 3 * units]), tf.tanh(z[:, 3 * units:])], 1)
+            c = act[:, units: 2 * units] * c + act[:, :units] * act[:, 3 * units:]
+            co = tf.tanh(c)
+            h = act[:, 2 * units: 3 * units] * co
+            return t + 1, h, c, acts.write(t, act), cs.write(t, c), cos.write(t, co), hs.write(t, h)
 
-        arrays = [tf.TensorArray(x_proj.dtype, size=steps) for _ in range(3)]
-        _, h, c, hs, cs, gates = tf.while_loop(lambda t, *_: t < steps, forward,
-                                               (0, h0, c0, *arrays))
-        all_h, all_c, all_gates = hs.stack(), cs.stack(), gates.stack()
+        arrays = [tf.TensorArray(x_proj.dtype, size=steps) for _ in range(4)]
+        _, h, c, acts, cs, cos, hs = tf.while_loop(lambda t, *_: t < steps, forward,
+                                                   (0, h0, c0, *arrays), swap_memory=False)
+        acts, cs, cos, hs = acts.stack(), cs.stack(), cos.stack(), hs.stack()
 
-        def grad(d_outputs, d_h, d_c):
-            d_outputs = tf.zeros_like(all_h) if d_outputs is None else d_outputs
-            d_h = tf.zeros_like(h0) if d_h is None else d_h
-            d_c = tf.zeros_like(c0) if d_c is None else d_c
-            prev_c = tf.concat([c0[None], all_c[:-1]], 0)
-            kernel_t = tf.transpose(recurrent_kernel)
-
-            def backward(k, d_h, d_c, d_z):
-                t = steps - 1 - k
-                s_g = all_gates[t]
-                s, g = s_g[:, : 3 * units], s_g[:, 3 * units:]
-                tanh_c = tf.tanh(all_c[t])
-                d_h = d_h + d_outputs[t]
-                d_c = d_c + d_h * s[:, 2 * units:] * (1 - tanh_c * tanh_c)
-                d_s = tf.concat([d_c * g, d_c * prev_c[t], d_h * tanh_c], 1) * s * (1 - s)
-                d_zt = tf.concat([d_s, d_c * s[:, :units] * (1 - g * g)], 1)
-                return (k + 1, tf.matmul(d_zt, kernel_t), d_c * s[:, units: 2 * units],
-                        d_z.write(t, d_zt))
-
-            _, d_h0, d_c0, d_z = tf.while_loop(
-                lambda k, *_: k < steps, backward,
-                (0, d_h, d_c, tf.TensorArray(x_proj.dtype, size=steps)))
-            d_z = d_z.stack()
-            prev_h = tf.concat([h0[None], all_h[:-1]], 0)
+        def grad(d_hs, d_h, d_c):
+            d_hs, d_h, d_c = (_none_to_zeros(d_hs, hs), _none_to_zeros(d_h, h0),
+                              _none_to_zeros(d_c, c0))
+            i, f, o, g = tf.split(acts, 4, axis=-1)
+            d_z, d_h0, d_c0 = _lstm_backward("ifoc", i, f, o, g, cos, cs, c0, recurrent_kernel,
+                                             d_hs, d_h, d_c)
+            prev_h = tf.concat([h0[None], hs[:-1]], 0)
             d_kernel = tf.matmul(tf.reshape(prev_h, [-1, units]), tf.reshape(d_z, [-1, 4 * units]),
                                  transpose_a=True)
             return d_z, d_h0, d_c0, d_kernel
 
-        return (all_h, h, c), grad
+        return (hs, h, c), grad
 
     return run(x_proj, h0, c0, recurrent_kernel)
 

@@ -119,11 +119,14 @@ class RecurrentStack(keras.layers.Layer):
         return layer.cell.recurrent_kernel
 
     def _fused_layer(self, layer, x, states):
-        x_proj = self._projection(layer, x)
         if self.cell == "lstm":
-            outputs, h, c = fused_rnn.lstm_sequence(x_proj, states[0], states[1],
-                                                    self._recurrent_kernel(layer))
+            # On the layer's own (Keras-ordered) weights, input projection inside; see
+            # fused_rnn.lstm_layer.
+            cell = layer.cell
+            outputs, h, c = fused_rnn.lstm_layer(x, states[0], states[1], cell.kernel,
+                                                 cell.recurrent_kernel, cell.bias)
             return outputs, [h, c]
+        x_proj = self._projection(layer, x)
         outputs, h = fused_rnn.scan_sequence(self._step_fn(layer), x_proj, states[0])
         return outputs, [h]
 

@@ -1,0 +1,300 @@
+"""Training throughput of the char-rnn LSTM: characters/s and achieved FLOP/s, side by side.
+
+Run (after `pip install -e .[bench]`, which also brings the optional PyTorch reference):
+
+    .venv/bin/python bench/train_throughput.py
+    .venv/bin/python bench/train_throughput.py --steps 10 --repeats 5 --hidden-size 256
+
+In one process, on the embedded tiny-shakespeare corpus (vocabulary 65), it times:
+
+- ours: the project's real training step (`Trainer.train_step`: model(inputs, states,
+  training=True), sparse softmax cross-entropy, Adam with global-norm clipping) on the model from
+  `textgen.trainer.build_model` with the lean CPU kernels (`--fused on`), states carried from batch
+  to batch as in stateful training;
+- stock Keras: the same step and model with `--fused off` (the stock `keras.layers.LSTM` path);
+- PyTorch: a same-size `nn.LSTM` truncated-BPTT loop (embedding -> nn.LSTM(num_layers,
+  batch_first) -> Linear; detached states carried between batches; Adam lr 2e-3;
+  clip_grad_norm_ 5). Skipped with a message when torch is not installed;
+- the best single-precision matmul rate of this machine, numpy's `a @ b` and TensorFlow's
+  `tf.matmul` in a `tf.function`, on 2048^3 and on the shapes the LSTM uses; the best of all of
+  them is the denominator of the "% of sgemm" column.
+
+Every contender is warmed up, then timed `--repeats` times over `--steps` consecutive training
+steps; the repeats of the contenders are interleaved so that a noisy machine hurts them alike. The
+table shows the best repeat (and the median in brackets).
+"""
+
+import argparse
+import atexit
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")   # one tf.function per matmul shape is intended
+
+from textgen import config as config_lib  # noqa: E402
+from textgen.corpus import StreamBatches, read_text  # noqa: E402
+from textgen.trainer import Trainer  # noqa: E402
+from textgen.vocabulary import Vocabulary  # noqa: E402
+
+FLOP_FORMULA = (
+    "FLOPs per character = 3 x forward matmul FLOPs (forward + backward, the backward being two "
+    "matmuls per forward one)\n"
+    "  forward = 2*E*4H (layer-1 input projection) + (L-1) * 2*H*4H (input projections of layers "
+    "2..L)\n"
+    "          + L * 2*H*4H (recurrent matmuls) + 2*H*V (output layer)\n"
+    "  (element-wise gate math, embedding lookups, softmax and the optimizer are not counted)")
+
+
+def flops_per_char(embedding, hidden, layers, vocab):
+    forward = (2 * embedding * 4 * hidden + (layers - 1) * 2 * hidden * 4 * hidden
+               + layers * 2 * hidden * 4 * hidden + 2 * hidden * vocab)
+    return 3 * forward
+
+
+# ---------------------------------------------------------------- sgemm ----
+class Sgemm:
+    """Best single-precision matmul rates, numpy's `a @ b` and TensorFlow's `tf.matmul`.
+
+    Small shapes are timed as chains of dependent matmuls inside one call (a Python loop for
+    numpy, a tf.while_loop in a tf.function for TensorFlow) so per-call overhead does not hide the
+    matmul rate. `measure()` is called once per repeat, between the training contenders, so the
+    rates see the same machine load; the best of all calls is kept."""
+
+    def __init__(self, shapes):
+        rng = np.random.default_rng(0)
+        self.cases = []
+        for label, m, k, n in shapes:
+            a = rng.random((m, k), dtype=np.float32) / k
+            b = rng.random((k, n), dtype=np.float32)
+            flops = 2.0 * m * k * n
+            chain = max(1, int(1e9 // flops))          # about 1 GFLOP per timed call
+
+            def numpy_fn(a=a, b=b, chain=chain):
+                for _ in range(chain):
+                    out = a @ b
+                return out
+
+            ta, tb = tf.constant(a), tf.constant(b)
+
+            @tf.function
+            def tf_chain(ta=ta, tb=tb, chain=chain):
+                # Each matmul depends on the previous one through a zero-scaled term, so none
+                # can be skipped or merged.
+                def body(i, acc):
+                    out = tf.matmul(ta + acc, tb)
+                    return i + 1, out[:1, :1] * 0.0
+
+                return tf.while_loop(lambda i, _: i < chain, body, (0, tf.zeros([1, 1])))[1]
+
+            def tf_fn(tf_chain=tf_chain):
+                return tf_chain().numpy()
+
+            numpy_fn()
+            tf_fn()
+            self.cases.append(((label, m, k, n), chain * flops, numpy_fn, tf_fn))
+        self.rates = {case[0]: [0.0, 0.0] for case in self.cases}
+
+    def measure(self, number=2):
+        for key, flops, numpy_fn, tf_fn in self.cases:
+            for column, fn in enumerate((numpy_fn, tf_fn)):
+                for _ in range(number):
+                    start = time.perf_counter()
+                    fn()
+                    rate = flops / (time.perf_counter() - start)
+                    self.rates[key][column] = max(self.rates[key][column], rate)
+
+
+# -------------------------------------------------------------- contenders --
+class KerasContender:
+    """The project's own training step: a `Trainer` prepared on the corpus (in a temporary run
+    directory), timed through `trainer.train_step` exactly as `Trainer.train` calls it, with the
+    states each step returns fed to the next one."""
+
+    def __init__(self, name, fused, args, workdir):
+        config = config_lib.TrainConfig(
+            data=args.data, hidden_size=args.hidden_size, num_layers=args.num_layers,
+            embedding_size=args.embedding_size, batch_size=args.batch_size,
+            seq_length=args.seq_length, fused=fused, optimizer="adam", learning_rate=2e-3,
+            grad_clip=5.0, sample_every=0, out=os.path.join(workdir, f"fused-{fused}"))
+        trainer = Trainer(config, log=lambda message: None, progress_bar=False)
+        trainer.prepare()
+        self.name, self.trainer, self.batches = name, trainer, trainer.train_batches
+        self.states = trainer.states
+        self.position = 0
+        self.losses = []
+
+    def _place(self, array):
+        placement = getattr(self.trainer, "placement", None)
+        return placement.distribute(array) if placement is not None else array
+
+    def run(self, steps):
+        for _ in range(steps):
+            inputs, targets = self.batches[self.position % len(self.batches)]
+            self.position += 1
+            loss, self.states = self.trainer.train_step(self._place(inputs), self._place(targets),
+                                                        self.states)
+        self.losses.append(float(loss))   # waits for the last step
+
+
+class TorchContender:
+    def __init__(self, name, args, vocabulary, batches):
+        import torch
+        from torch import nn
+
+        torch.manual_seed(0)
+        self.torch, self.name, self.batches = torch, name, batches
+
+        class Model(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.embedding = nn.Embedding(len(vocabulary), args.embedding_size)
+                self.lstm = nn.LSTM(args.embedding_size, args.hidden_size,
+                                    num_layers=args.num_layers, batch_first=True)
+                self.output = nn.Linear(args.hidden_size, len(vocabulary))
+
+            def forward(self, ids, state):
+                x, state = self.lstm(self.embedding(ids), state)
+                return self.output(x), state
+
+        self.model = Model()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=2e-3)
+        self.loss_fn = nn.CrossEntropyLoss()
+        shape = (args.num_layers, args.batch_size, args.hidden_size)
+        self.state = (torch.zeros(shape), torch.zeros(shape))
+        self.position = 0
+        self.losses = []
+
+    def run(self, steps):
+        torch = self.torch
+        for _ in range(steps):
+            inputs, targets = self.batches[self.position % len(self.batches)]
+            self.position += 1
+            inputs = torch.from_numpy(inputs.astype(np.int64))
+            targets = torch.from_numpy(targets.astype(np.int64))
+            state = tuple(s.detach() for s in self.state)
+            logits, self.state = self.model(inputs, state)
+            loss = self.loss_fn(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+            self.optimizer.step()
+        self.losses.append(float(loss.detach()))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=5, help="training steps per timed repeat")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per contender")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per contender first")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seq-length", type=int, default=100)
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--num-layers", type=int, default=2)
+    parser.add_argument("--embedding-size", type=int, default=64)
+    parser.add_argument("--data", default=config_lib.DEFAULT_DATA)
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    parser.add_argument("--no-keras", action="store_true", help="skip the stock Keras layers")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    text = read_text(args.data)
+    vocabulary = Vocabulary.from_characters(text)
+    ids = np.asarray(vocabulary.encode(list(text)), dtype=np.int32)
+    batches = StreamBatches(ids, args.batch_size, args.seq_length)
+    chars_per_step = args.batch_size * args.seq_length
+    E, H, L, V = args.embedding_size, args.hidden_size, args.num_layers, len(vocabulary)
+    per_char = flops_per_char(E, H, L, V)
+
+    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, numpy {np.__version__}; "
+          f"{os.cpu_count()} CPUs; TF threads intra {tf.config.threading.get_intra_op_parallelism_threads()} "
+          f"inter {tf.config.threading.get_inter_op_parallelism_threads()} (0 = default)")
+    print(f"model: embedding {E} -> {L} x LSTM {H} -> dense {V}; batch {args.batch_size} x "
+          f"seq {args.seq_length} = {chars_per_step} chars/step; Adam lr 2e-3, global-norm clip 5")
+    print(FLOP_FORMULA)
+    print(f"  = 3 x (2*{E}*{4 * H} + {L - 1}*2*{H}*{4 * H} + {L}*2*{H}*{4 * H} + 2*{H}*{V}) "
+          f"= {per_char / 1e6:.3f} MFLOP/char\n")
+
+    workdir = tempfile.mkdtemp(prefix="textgen-bench-")
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    contenders = [KerasContender("ours (fused on)", "on", args, workdir)]
+    if not args.no_keras:
+        contenders.append(KerasContender("stock Keras (fused off)", "off", args, workdir))
+    torch_note = None
+    if args.no_torch:
+        torch_note = "PyTorch skipped (--no-torch)"
+    else:
+        try:
+            import torch
+        except ImportError:
+            torch_note = ("PyTorch skipped: torch is not installed "
+                          "(pip install -e .[bench] installs it)")
+        else:
+            contenders.append(TorchContender(f"PyTorch {torch.__version__} nn.LSTM", args,
+                                             vocabulary, batches))
+            print(f"PyTorch threads {torch.get_num_threads()}")
+    if torch_note:
+        print(torch_note)
+
+    shapes = [("square", 2048, 2048, 2048),
+              ("recurrent step h@R", args.batch_size, H, 4 * H),
+              ("recurrent grad dz@R^T", args.batch_size, 4 * H, H),
+              ("input projection", args.batch_size * args.seq_length, H, 4 * H),
+              ("weight gradient", H, args.batch_size * args.seq_length, 4 * H)]
+    sgemm = Sgemm(shapes)
+    for contender in contenders:
+        contender.run(args.warmup)
+    times = {c.name: [] for c in contenders}
+    for _ in range(args.repeats):
+        for contender in contenders:
+            start = time.perf_counter()
+            contender.run(args.steps)
+            times[contender.name].append(time.perf_counter() - start)
+        sgemm.measure()
+
+    rates = sgemm.rates
+    print(f"single-precision matmul, best of {args.repeats} x 2 (GFLOP/s):")
+    print(f"  {'shape':<24}{'m x k x n':>20}{'numpy':>10}{'tf.matmul':>11}")
+    for (label, m, k, n), (numpy_rate, tf_rate) in rates.items():
+        print(f"  {label:<24}{f'{m}x{k}x{n}':>20}{numpy_rate / 1e9:>10.1f}{tf_rate / 1e9:>11.1f}")
+    best_numpy = max(r[0] for r in rates.values())
+    best_tf = max(r[1] for r in rates.values())
+    best = max(best_numpy, best_tf)
+    print(f"  best numpy {best_numpy / 1e9:.1f}, best tf.matmul {best_tf / 1e9:.1f}: "
+          f"denominator {best / 1e9:.1f} GFLOP/s\n")
+
+    print(f"training, {args.steps} steps x {args.repeats} repeats, best (median):")
+    print(f"  {'':<30}{'chars/s':>18}{'ms/step':>10}{'GFLOP/s':>10}{'% of sgemm':>12}{'loss':>8}")
+    speed = {}
+    for contender in contenders:
+        seconds = times[contender.name]
+        best_rate = args.steps * chars_per_step / min(seconds)
+        median_rate = args.steps * chars_per_step / statistics.median(seconds)
+        speed[contender.name] = best_rate
+        print(f"  {contender.name:<30}{f'{best_rate:,.0f} ({median_rate:,.0f})':>18}"
+              f"{min(seconds) / args.steps * 1e3:>10.1f}{best_rate * per_char / 1e9:>10.1f}"
+              f"{100 * best_rate * per_char / best:>11.1f}%{contender.losses[-1]:>8.3f}")
+    ours = speed[contenders[0].name]
+    print()
+    for contender in contenders[1:]:
+        print(f"ours / {contender.name}: {ours / speed[contender.name]:.2f}x")
+    print(f"ours achieved / best sgemm: {100 * ours * per_char / best:.1f}%")
+    if torch_note:
+        print(torch_note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
