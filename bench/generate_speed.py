@@ -129,15 +129,27 @@ def main(argv=None):
             rows.append((streams, first_call, saved, tutorial))
 
     characters = args.length
+    flops = flops_per_character(model)
     print(f"\n{'case':<22}{'SavedModel chars/s':>20}{'tutorial chars/s':>18}{'ratio':>8}"
-          f"{'target':>10}{'first call':>12}")
+          f"{'target':>10}{'GFLOP/s':>9}{'first call':>12}")
     for streams, first_call, saved, tutorial in rows:
         saved_rate, tutorial_rate = streams * characters / saved, streams * characters / tutorial
         target = TARGETS.get(streams)
         print(f"{f'{streams} x {characters} chars':<22}{saved_rate:>20,.0f}{tutorial_rate:>18,.0f}"
               f"{saved_rate / tutorial_rate:>7.1f}x{f'{target:,}' if target else '-':>10}"
-              f"{first_call:>11.2f}s")
+              f"{saved_rate * flops / 1e9:>9.1f}{first_call:>11.2f}s")
+    print(f"\nThe step's matmuls cost {flops / 1e6:.2f} MFLOP per character, so a target of T "
+          f"chars/s needs T x {flops / 1e6:.2f} MFLOP/s of float32 compute (GFLOP/s column: what "
+          "the SavedModel achieved; 'first call' includes XLA compilation for that batch size).")
     return 0
+
+
+def flops_per_character(model):
+    """Multiply-adds of one step, x 2: each layer's [x, h] @ [kernel; recurrent_kernel] (layer 0's
+    input side is a table lookup) and the output layer."""
+    units, gates = model.hidden_size, 4 if model.cell in ("lstm", "gru") else 1
+    recurrent = units * gates * units + (model.num_layers - 1) * 2 * units * gates * units
+    return 2 * (recurrent + units * model.vocabulary_size)
 
 
 if __name__ == "__main__":
