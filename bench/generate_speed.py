@@ -95,13 +95,17 @@ def build_model(data):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=DEFAULT_DATA, help="corpus whose characters are the vocabulary")
-    parser.add_argument("--length", type=int, default=1000, help="new characters per stream (default: 1000)")
+    parser.add_argument("--data", default=DEFAULT_DATA,
+                        help="corpus whose characters are the vocabulary")
+    parser.add_argument("--length", type=int, default=1000,
+                        help="new characters per stream (default: 1000)")
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 64],
                         help="batch sizes to measure (default: 1 64)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure; the best counts (default: 3)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs per figure; the best counts (default: 3)")
     parser.add_argument("--temperature", type=float, default=1.0,
-                        help="sampling temperature for both (default: 1.0; 0 is argmax for the SavedModel only)")
+                        help="sampling temperature for both (default: 1.0; 0 is argmax for the "
+                             "SavedModel, near-argmax for the tutorial loop)")
     args = parser.parse_args(argv)
 
     model = build_model(args.data)

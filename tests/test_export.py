@@ -237,7 +237,9 @@ def test_every_cell_generates_what_model_sample_generates(cell, tmp_path):
 def test_word_level_model_tokenises_in_the_graph(tmp_path):
     vocabulary = ["<unk>", "\n", "the", "king", ",", ".", "is", "dead", "long", "live", "'tis", "!"]
     model = random_model("lstm", vocabulary, level="word", segmenter="regex", unknown_token="<unk>")
-    generate = tf.saved_model.load(export.export_saved_model(model, str(tmp_path / "m"))).signatures["generate"]
+    # Exported without XLA, so this test also covers the uncompiled (`--no-xla`) step.
+    out = export.export_saved_model(model, str(tmp_path / "saved_model"), xla=False)
+    generate = tf.saved_model.load(out).signatures["generate"]
     prompt = "the king is dead, long live the queen!"
     for temperature in (0.0, 1.0):
         text = generate(prompt=tf.constant([prompt]), length=tf.constant(20),

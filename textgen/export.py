@@ -353,7 +353,8 @@ class ExportedLanguageModel(tf.Module):
         # there are none, which saves a select per step.
         forbidden = (model.forbidden_tokens() if hasattr(model, "forbidden_tokens")
                      else np.zeros(len(tokens), bool))
-        self.forbidden = tf.Variable(forbidden, trainable=False, name="forbidden") if forbidden.any() else None
+        self.forbidden = (tf.Variable(forbidden, trainable=False, name="forbidden")
+                          if forbidden.any() else None)
         self.token_ids = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(tokens),
                                                 tf.range(len(tokens), dtype=tf.int32)),
@@ -433,16 +434,16 @@ def export_saved_model(model, out_directory, overwrite=False, xla=True):
     """Writes `model` (a textgen LanguageModel) as a SavedModel in `out_directory`.
 
     `overwrite` allows replacing a non-empty `out_directory`; `xla=False` leaves the generation
-    step uncompiled (slower; for servers without XLA). The SavedModel is written into a temporary directory beside `out_directory` and renamed into
+    step uncompiled (slower; for servers without XLA).
+
+    The SavedModel is written into a temporary directory beside `out_directory` and renamed into
     place; an existing export (with `overwrite`) is renamed aside first and deleted last. So a
     failed or interrupted export leaves the old model (or nothing), never a half-written one.
     """
     check_out_directory(out_directory, overwrite)
     module = ExportedLanguageModel(model, xla)
-    # lstm_sequence's hand-written gradient is for training; an inference export needs none.
-    options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
     replace_directory(out_directory,
-                      lambda path: tf.saved_model.save(module, path, module.signatures(), options))
+                      lambda path: tf.saved_model.save(module, path, module.signatures()))
     return out_directory
 
 
