@@ -156,8 +156,9 @@ def beam_search(step_fn, first_tokens, states, num_steps, beam_size, end_token, 
     lengths = tf.zeros([batch, beam_size], tf.int32)
     history = tf.fill([batch, beam_size, num_steps], tf.cast(end_token, tf.int32))
 
-    def body(t, tokens, states, scores, finished, lengths, history):
-        logits, states = step_fn(tokens, states)
+    def body(t, tokens, states_in, scores_in, finished_in, lengths_in, history_in):
+        scores, finished, lengths, history = scores_in, finished_in, lengths_in, history_in
+        logits, states = step_fn(tokens, states_in)
         logits = tf.cast(logits, tf.float32)
         if forbidden is not None:
             logits = tf.where(forbidden, tf.constant(-1e9, tf.float32), logits)
@@ -178,10 +179,12 @@ def beam_search(step_fn, first_tokens, states, num_steps, beam_size, end_token, 
         history = tf.gather(history, parents, batch_dims=1)
         history = tf.where((tf.range(num_steps) == t)[None, None], new_tokens[:, :, None], history)
         rows = tf.reshape(parents + tf.range(batch)[:, None] * beam_size, [-1])
-        # Static shapes stay as they entered the loop (a reshape or gather would lose them).
-        states = [tf.ensure_shape(tf.gather(s, rows), s.shape) for s in states]
-        new_flat = tf.ensure_shape(tf.reshape(new_tokens, [-1]), tokens.shape)
-        return t + 1, new_flat, states, scores, finished, lengths, history
+        new = (tf.reshape(new_tokens, [-1]), [tf.gather(s, rows) for s in states], scores,
+               finished, lengths, history)
+        old = (tokens, states_in, scores_in, finished_in, lengths_in, history_in)
+        # Static shapes stay as they entered the loop (top_k with a tensor k loses them).
+        return (t + 1,) + tuple(tf.nest.map_structure(lambda n, o: tf.ensure_shape(n, o.shape),
+                                                      new, old))
 
     def keep_going(t, tokens, states, scores, finished, lengths, history):
         return (t < num_steps) & ~tf.reduce_all(finished)
