@@ -64,7 +64,7 @@ from textgen.trainer import train
 directory = tempfile.mkdtemp()
 open(directory + "/c.txt", "w").write(SMALL_TEXT)
 config = TrainConfig(data=directory + "/c.txt", hidden_size=32, embedding_size=16, batch_size=8,
-                     seq_length=20, epochs=2, sample_every=0, checkpoint_every=10,
+                     seq_length=20, epochs=2, sample_every=0, checkpoint_every=10, export=False,
                      out=directory + "/one", strategy="none")
 quiet = dict(log=lambda m: None, progress_bar=False)
 one = train(config, **quiet)
@@ -97,7 +97,7 @@ def start_workers(run, data, max_steps, resume=False):
                    "--data", data, "--out", run, "--hidden-size", "32", "--embedding-size", "16",
                    "--batch-size", "8", "--seq-length", "20", "--epochs", "50",
                    "--sample-every", "0", "--checkpoint-every", "4", "--max-steps", str(max_steps),
-                   "--no-progress"] + (["--resume"] if resume else [])
+                   "--no-progress", "--no-export"] + (["--resume"] if resume else [])
         log = open(f"{run}-worker{index}.log", "a")
         processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True))

@@ -35,7 +35,7 @@ def train_synthetic(tmp_path, stateful):
     config = TrainConfig(data=str(tmp_path / "corpus.txt"), hidden_size=64, embedding_size=16,
                          num_layers=1, batch_size=16, seq_length=SEQ_LENGTH, epochs=8,
                          learning_rate=5e-3, val_fraction=0.1, sample_every=0,
-                         checkpoint_every=10_000, stateful=stateful,
+                         checkpoint_every=10_000, stateful=stateful, export=False,
                          out=str(tmp_path / ("stateful" if stateful else "reset")))
     return train(config, progress_bar=False).final_val_loss
 

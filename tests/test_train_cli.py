@@ -8,7 +8,7 @@ import pytest
 from textgen import train as train_cli
 
 TINY = ["--hidden-size", "16", "--embedding-size", "8", "--batch-size", "4", "--seq-length", "10",
-        "--sample-every", "0", "--no-progress"]
+        "--sample-every", "0", "--no-progress", "--no-export"]
 
 
 def run_cli(capsys, argv):

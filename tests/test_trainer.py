@@ -75,8 +75,8 @@ def test_sigkill_then_resume(tiny_config, tmp_path):
     command = [sys.executable, "-m", "textgen.train", "--data", config.data, "--out", run,
                "--hidden-size", "32", "--embedding-size", "16", "--batch-size", "8",
                "--seq-length", "20", "--epochs", "10", "--sample-every", "0",
-               "--checkpoint-every", "3", "--max-steps", "100000"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               "--checkpoint-every", "3", "--no-export"]
+    process = subprocess.Popen(command + ["--max-steps", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -98,7 +98,7 @@ def test_sigkill_then_resume(tiny_config, tmp_path):
     leftovers = [f for f in os.listdir(run) if f.endswith(".tmp")]
     # A kill during a write may leave a temporary file, never a broken checkpoint.
     assert all(f.startswith(".checkpoint.npz.") for f in leftovers)
-    resumed = subprocess.run(command[:-2] + ["--max-steps", str(steps), "--resume"],
+    resumed = subprocess.run(command + ["--max-steps", str(steps), "--resume"],
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"global step {killed_at})" in resumed.stdout
@@ -149,7 +149,8 @@ def test_learning_rate_decay_schedule(tiny_config):
 
 
 def test_run_directory_contents(tiny_config):
-    train(dataclasses.replace(tiny_config, max_steps=3), **QUIET)
+    train(dataclasses.replace(tiny_config, max_steps=3, export=True), **QUIET)
+    assert os.path.isfile(os.path.join(tiny_config.out, "saved_model", "saved_model.pb"))
     run = RunDirectory(tiny_config.out)
     config = json.load(open(run.config_path))
     assert config["hidden_size"] == 32

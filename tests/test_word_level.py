@@ -98,7 +98,7 @@ def chinese_corpora(tmp_path):
 
 def tiny(tmp_path, **overrides):
     values = dict(hidden_size=48, embedding_size=16, num_layers=1, batch_size=8, seq_length=20,
-                  epochs=2, learning_rate=1e-2, sample_every=0, checkpoint_every=1000)
+                  epochs=2, learning_rate=1e-2, sample_every=0, checkpoint_every=1000, export=False)
     values.update(overrides)
     return TrainConfig(**values)
 

@@ -45,6 +45,7 @@ class TrainConfig:
     sample_every: int = 500           # print a short sample every N steps (0: never)
     sample_length: int = 200          # characters in those samples
     checkpoint_every: int = 500       # write a checkpoint every N steps (and always at the end)
+    export: bool = True               # export RUN_DIR/saved_model when training finishes
     strategy: str = "auto"            # auto | none | mirrored | multiworker (tf.distribute); --batch-size is global
     fused: str = "auto"               # auto | on | off: lean CPU kernels or the stock Keras layers
 

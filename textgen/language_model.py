@@ -145,7 +145,9 @@ class LanguageModel(keras.Model):
 
     def _generate_graph(self, prime_ids, num_new, temperature, top_k, seed, forbidden):
         states = self.initial_states(tf.shape(prime_ids)[0])
-        _, states = self(prime_ids[:, :-1], states)
+        # A one-token prime has nothing to warm up with; zero-length sequences are skipped.
+        states = tf.cond(tf.shape(prime_ids)[1] > 1, lambda: self(prime_ids[:, :-1], states)[1],
+                         lambda: states)
         seed_pair = tf.stack([seed, 0])
 
         def run(sampler):

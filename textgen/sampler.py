@@ -116,7 +116,9 @@ def decode_loop(step_fn, first_tokens, states, num_steps, sampler, seed=(0, 0), 
 
     _, _, _, _, lengths, outputs = tf.while_loop(
         keep_going, body, (0, first_tokens, list(states), finished, lengths, outputs))
-    tokens = tf.transpose(outputs.stack())
+    # Stacking an empty TensorArray fails when the batch size is not static, hence the cond.
+    tokens = tf.cond(outputs.size() > 0, lambda: tf.transpose(outputs.stack()),
+                     lambda: tf.zeros([batch, 0], tf.int32))
     if end_token is not None:
         # A loop that stopped early (every row finished) is padded up to num_steps.
         tokens = tf.pad(tokens, [[0, 0], [0, num_steps - tf.shape(tokens)[1]]],

@@ -41,6 +41,7 @@ HELP = {
     "sample_every": "print a sample from the model every N steps (0: never)",
     "sample_length": "characters per periodic sample",
     "checkpoint_every": "write a checkpoint every N steps (one is always written at each epoch end and at the end)",
+    "export": "(on by default) see --no-export",
     "strategy": "tf.distribute strategy: auto (MirroredStrategy over all GPUs if more than one), none, mirrored, or multiworker (MultiWorkerMirroredStrategy, configured by TF_CONFIG); --batch-size is the global batch",
     "fused": "auto, on or off: run the recurrent layers through the lean CPU kernels (auto: when no GPU is visible)",
 }
@@ -58,6 +59,10 @@ def build_parser():
             parser.add_argument("--no-stateful", dest="stateful", action="store_false",
                                 help="reset the recurrent state before every batch instead of "
                                      "carrying it across batches (for comparison; worse models)")
+            continue
+        if field.name == "export":
+            parser.add_argument("--no-export", dest="export", action="store_false",
+                                help="do not export RUN_DIR/saved_model when training finishes")
             continue
         if isinstance(default, bool):
             parser.add_argument(flag, action="store_true", help=help_text)

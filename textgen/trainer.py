@@ -287,6 +287,18 @@ class Trainer:
              "states": states},
             self.progress)
 
+    def export(self):
+        """RUN_DIR/saved_model: text in, text out, loadable without this project."""
+        from textgen.export import export_saved_model
+
+        path = os.path.join(self.config.out, "saved_model")
+        try:
+            export_saved_model(self.model, path, overwrite=True)
+        except UsageError as error:  # e.g. jieba models, which cannot tokenise in the graph
+            self.log(f"no SavedModel exported: {error}")
+            return
+        self.log(f"exported a SavedModel to {path}")
+
     def format(self, name, nats):
         return format_metrics(name, nats, self.characters_per_token, self.config.level)
 
@@ -374,6 +386,8 @@ class Trainer:
             if stopped_by != "epochs":
                 break
         self.checkpoint()
+        if c.export and self.chief:
+            self.export()
         final_val = self.evaluate() if val is None else val
         self.log(f"stopped by {stopped_by} at global step {p['global_step']}: "
                  f"{self.format('val', final_val)}; checkpoint in {c.out}")
