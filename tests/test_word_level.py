@@ -131,6 +131,17 @@ def test_chinese_word_level_with_jieba(chinese_corpora):
     assert result.history[-1]["val"] < math.log(len(model.vocabulary)) - 1.0
     assert result.history[-1]["val_bits_per_char"] > 0
 
+    # The SavedModel takes the prompt pre-segmented (jieba cannot run in a graph).
+    from textgen.export import export_saved_model
+
+    export_saved_model(model, str(directory / "zh_saved_model"))
+    generate = tf.saved_model.load(str(directory / "zh_saved_model")).signatures["generate"]
+    segmented = " ".join(JiebaTokenizer().tokenize("我们今天"))
+    text = generate(prompt=tf.constant([segmented]), length=tf.constant(12),
+                    temperature=tf.constant(0.0), top_k=tf.constant(0),
+                    seed=tf.constant(0))["text"].numpy()[0].decode("utf-8")
+    assert text == model.sample("我们今天", length=12, temperature=0)[0]
+
 
 def test_accents_and_emoji_are_single_tokens(tmp_path):
     text = ("Le café est très bon 🙂. Ça va? Oui, ça va très bien 🎉!\n" * 60)

@@ -24,6 +24,8 @@ of textgen. It has two signatures:
     - All prompts of one call must have the same number of characters (after dropping unknown
       ones): they are primed together as one [B, T] batch, and padding would change the state.
       Send prompts of different lengths in separate calls.
+    - Word-level jieba models take the prompt already segmented, words separated by spaces
+      (jieba cannot run in a graph), and return text joined without spaces.
     - Word-level models (regex or whitespace segmenter) work the same with tokens for characters:
       the prompt is tokenised in the graph by the tokenizer's RE2 rewrites, `length` counts
       tokens, and `<unk>` is never sampled.

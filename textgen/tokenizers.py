@@ -111,7 +111,12 @@ class WhitespaceTokenizer:
 
 
 class JiebaTokenizer:
-    """Chinese word segmentation with jieba; tokens are joined back without spaces."""
+    """Chinese word segmentation with jieba; tokens are joined back without spaces.
+
+    jieba cannot run inside a TensorFlow graph, so an exported SavedModel takes its prompt
+    already segmented, words separated by spaces (`tokenize_tf`), and returns text joined
+    without spaces (`detokenize_tf`).
+    """
 
     name = "jieba"
 
@@ -134,6 +139,14 @@ class JiebaTokenizer:
 
     def detokenize(self, tokens):
         return "".join(tokens)
+
+    tokenize_tf = staticmethod(WhitespaceTokenizer.tokenize_tf)
+
+    @staticmethod
+    def detokenize_tf(tokens):
+        import tensorflow as tf
+
+        return tf.strings.reduce_join(tokens, separator="", axis=-1)
 
 
 SEGMENTERS = ("auto", "regex", "jieba", "whitespace")
