@@ -47,16 +47,13 @@ class RegexTokenizer:
     name = "regex"
 
     def tokenize(self, text):
-        text = text.replace(NEWLINE, " \n ")
         text = re.sub(_PUNCT_PY, r" \1 ", text)
-        text = re.sub(_DASH, r" \1 ", text)
-        return [t for t in re.split(r"[^\S\n]+", text) if t]
+        return WhitespaceTokenizer().tokenize(re.sub(_DASH, r" \1 ", text))
 
     def detokenize(self, tokens):
-        text = " ".join(tokens)
+        text = WhitespaceTokenizer().detokenize(tokens)
         text = re.sub(_NO_SPACE_BEFORE, r"\1", text)
         text = re.sub(_NO_SPACE_AFTER, r"\1", text)
-        text = re.sub(_AROUND_NEWLINE, "\n", text)
         return re.sub(_AROUND_DASH, r"\1", text)
 
     @staticmethod
@@ -64,21 +61,16 @@ class RegexTokenizer:
         """The same rewrites in RE2, on a tf.string scalar; returns a 1-D tf.string tensor."""
         import tensorflow as tf
 
-        text = tf.strings.regex_replace(text, "\n", " \n ")
         text = tf.strings.regex_replace(text, _PUNCT_RE2, r" \1 ")
-        text = tf.strings.regex_replace(text, _DASH, r" \1 ")
-        text = tf.strings.regex_replace(text, r"[ \t\r\f\v]+", " ")
-        tokens = tf.strings.split(tf.strings.strip(text), sep=" ")
-        return tf.boolean_mask(tokens, tf.strings.length(tokens) > 0)
+        return WhitespaceTokenizer.tokenize_tf(tf.strings.regex_replace(text, _DASH, r" \1 "))
 
     @staticmethod
     def detokenize_tf(tokens):
         import tensorflow as tf
 
-        text = tf.strings.reduce_join(tokens, separator=" ", axis=-1)
+        text = WhitespaceTokenizer.detokenize_tf(tokens)
         text = tf.strings.regex_replace(text, _NO_SPACE_BEFORE, r"\1")
         text = tf.strings.regex_replace(text, _NO_SPACE_AFTER, r"\1")
-        text = tf.strings.regex_replace(text, _AROUND_NEWLINE, "\n")
         return tf.strings.regex_replace(text, _AROUND_DASH, r"\1")
 
 
