@@ -32,14 +32,16 @@ def plot(run, path):
     history = progress["history"]
     losses = np.asarray(progress["step_losses"])
     # Steps are timed only at epoch ends; in between, time is interpolated linearly.
-    ends = [0] + [h["global_step"] for h in history]
-    times = [0.0] + [h["seconds"] for h in history]
+    final = progress.get("final")
+    points = history + ([final] if final else [])
+    ends = [0] + [h["global_step"] for h in points]
+    times = [0.0] + [h["seconds"] for h in points]
     step_times = np.interp(np.arange(1, len(losses) + 1), ends, times) / 60
     window = 25
     smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
     axes.plot(step_times[window - 1:], smooth, label="train (25-step mean)", color="tab:blue")
-    axes.plot([h["seconds"] / 60 for h in history], [h["val"] for h in history], "o-",
+    axes.plot([h["seconds"] / 60 for h in points], [h["val"] for h in points], "o-",
               label="validation", color="tab:red")
     axes.axhline(1.5, color="gray", linestyle=":", label="target 1.50")
     axes.set_xlabel("training time (minutes, 2-core CPU)")
@@ -54,6 +56,9 @@ def plot(run, path):
     for h in history:
         print(f"epoch {h['epoch']:>2}  {h['seconds'] / 60:5.2f} min  train {h['train']:.4f}  "
               f"val {h['val']:.4f} nats/char")
+    if final:
+        print(f"final     {final['seconds'] / 60:5.2f} min  step {final['global_step']}  "
+              f"val {final['val']:.4f} nats/char")
 
 
 def main():

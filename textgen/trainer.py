@@ -389,6 +389,8 @@ class Trainer:
         if c.export and self.chief:
             self.export()
         final_val = self.evaluate() if val is None else val
+        p["final"] = {"global_step": p["global_step"], "seconds": time.monotonic() - started,
+                      "val": final_val}
         self.log(f"stopped by {stopped_by} at global step {p['global_step']}: "
                  f"{self.format('val', final_val)}; checkpoint in {c.out}")
         return TrainResult(c.out, p["global_step"], p["epoch"], list(p["step_losses"]),
