@@ -67,10 +67,12 @@ def main():
     parser.add_argument("--out", default="runs/quality", help="run directory")
     parser.add_argument("--plot", default=os.path.join(HERE, "quality_curve.png"), help="PNG path")
     parser.add_argument("--plot-only", action="store_true", help="plot an existing run")
+    parser.add_argument("train_args", nargs=argparse.REMAINDER,
+                        help="extra flags for textgen.train, after --")
     args = parser.parse_args()
     if not args.plot_only:
         command = [sys.executable, "-m", "textgen.train", "--max-minutes", str(args.minutes),
-                   "--out", args.out]
+                   "--out", args.out] + [a for a in args.train_args if a != "--"]
         print(" ".join(command[1:]))
         subprocess.run(command, check=True)
     plot(args.out, args.plot)
