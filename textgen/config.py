@@ -26,7 +26,7 @@ class TrainConfig:
     num_layers: int = 2               # stacked recurrent layers
     hidden_size: int = 256            # units per recurrent layer
     embedding_size: int = 64          # token embedding size
-    dropout: float = 0.0              # dropout on each recurrent layer's output
+    dropout: float = 0.1              # dropout on each recurrent layer's output
     batch_size: int = 32              # parallel streams (rows) per batch
     seq_length: int = 100             # truncated-BPTT length: gradients flow through this many steps
     stateful: bool = True             # carry each stream's state to its next batch (off: reset every batch)
