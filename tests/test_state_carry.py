@@ -35,7 +35,8 @@ def train_synthetic(tmp_path, stateful):
     config = TrainConfig(data=str(tmp_path / "corpus.txt"), hidden_size=64, embedding_size=16,
                          num_layers=1, batch_size=16, seq_length=SEQ_LENGTH, epochs=8,
                          learning_rate=5e-3, val_fraction=0.1, sample_every=0,
-                         checkpoint_every=10_000, stateful=stateful, export=False,
+                         checkpoint_every=10_000, stateful=stateful, export=False, dropout=0.0,
+                         lr_decay=1.0,
                          out=str(tmp_path / ("stateful" if stateful else "reset")))
     return train(config, progress_bar=False).final_val_loss
 
@@ -46,6 +47,6 @@ def test_stateful_training_learns_dependency_across_batches(tmp_path):
     stateful = train_synthetic(tmp_path, stateful=True)
     reset = train_synthetic(tmp_path, stateful=False)
     print(f"floor {floor:.3f}  stateful {stateful:.3f}  reset every batch {reset:.3f}")
-    # Measured: floor 0.209, stateful 0.233, reset every batch 0.495.
+    # Measured: floor 0.209, stateful 0.233-0.249, reset every batch 0.494-0.495.
     assert stateful < floor + 0.08, (stateful, floor)
     assert reset > floor + 0.2, (reset, floor)
