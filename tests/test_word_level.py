@@ -212,3 +212,15 @@ def test_english_word_level_beats_the_unigram_baseline(tmp_path):
     perplexity = math.exp(result.final_val_loss)
     print(f"word-level validation perplexity {perplexity:.1f} vs unigram baseline {baseline:.1f}")
     assert perplexity < 0.6 * baseline
+
+
+def test_word_level_resume_continues_the_same_trajectory(small_corpus, tmp_path):
+    from test_trainer import assert_same_checkpoint
+
+    config = tiny(tmp_path, data=str(small_corpus), level="word", segmenter="regex",
+                  batch_size=4, seq_length=8, max_steps=16, epochs=5)
+    train(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
+    resumed = str(tmp_path / "resumed")
+    train(dataclasses.replace(config, max_steps=7, out=resumed), **QUIET)
+    train(dataclasses.replace(config, out=resumed, resume=True), explicit={"max_steps"}, **QUIET)
+    assert_same_checkpoint(str(tmp_path / "straight"), resumed)
