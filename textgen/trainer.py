@@ -118,7 +118,7 @@ class Trainer:
     def __init__(self, config, explicit=(), log=None, progress_bar=None):
         self.config = config
         self.explicit = set(explicit)
-        self.log = log or (lambda message: tqdm.write(message, file=sys.stdout))
+        self.log = log if log is not None else (lambda message: tqdm.write(message, file=sys.stdout))
         self.progress_bar = progress_bar
 
     # ---- set-up: every check happens before anything is written ----

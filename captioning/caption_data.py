@@ -1,0 +1,169 @@
+"""The tf.data input pipeline of captioning.train.
+
+Images are decoded by `captioning.images.load_image` (Pillow), called through `tf.numpy_function`
+inside a `tf.data` map with `num_parallel_calls=AUTOTUNE`, rather than by `tf.io.decode_image`:
+Pillow applies EXIF orientation, converts every mode (palette, alpha on white, 16-bit, CMYK) to
+RGB, enforces the decompression-bomb limit and names each bad file in one line, and its decoders
+release the GIL, so the map's threads decode in parallel.
+
+Every image is decoded once, at the start (`decode_images`), in parallel batches:
+- an image that fails to decode is skipped and named (one line each), as the data layer does;
+- for a frozen pretrained backbone the batches go straight through the backbone and only the
+  pooled features are kept (and cached on disk, `FeatureCache`): no epoch reads an image again;
+- for the small encoder (and fine-tuning) the pixels are kept in memory as uint8 when they fit
+  in --image-memory-mb (5,000 64x64 images: 61 MB), so no later epoch reads an image either;
+  larger data sets are decoded again every epoch by the same parallel map (`FileSource`).
+
+Batches: a batch holds `batch_size` images and, for each, `captions_per_image` of its encoded
+captions (neuraltalk2's seq_per_img: the encoder runs once per image). The order of an epoch's
+images and the captions chosen are drawn from `numpy.random.default_rng([seed, epoch])`, so they
+depend only on the seed and the epoch: a run resumed in the middle of an epoch slices the same
+order at the step it stopped at and sees exactly the batches the uninterrupted run saw.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from captioning import images as image_files
+from captioning.captions import encode_captions
+from captioning.coco_data import caption_rows
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+class CaptionSet:
+    """The images of one split and their captions, encoded.
+
+    Attributes:
+        records: the `CaptionRecord`s, one per image.
+        captions: int32 [num_captions, max_length + 2] (<start> ... <end> <pad>...).
+        offsets: image i's captions are rows offsets[i]:offsets[i + 1] of `captions`.
+    """
+
+    def __init__(self, records, vocabulary, max_length):
+        self.records = list(records)
+        self.vocabulary = vocabulary
+        self.max_length = max_length
+        _, token_lists = caption_rows(self.records)
+        self.captions = encode_captions(token_lists, vocabulary, max_length)
+        counts = np.array([len(r.captions) for r in self.records], np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+
+    def __len__(self):
+        return len(self.records)
+
+    @property
+    def counts(self):
+        return np.diff(self.offsets)
+
+    def subset(self, indices):
+        return CaptionSet([self.records[i] for i in indices], self.vocabulary, self.max_length)
+
+    def choose_captions(self, rng, per_image):
+        """int64 [num_images, per_image]: rows of `captions`. Each image's captions in a random
+        order, the first `per_image` of them; an image with fewer repeats that order."""
+        counts = self.counts
+        keys = rng.random((len(self), int(counts.max())))
+        keys[np.arange(keys.shape[1])[None, :] >= counts[:, None]] = np.inf
+        shuffled = np.argsort(keys, axis=1, kind="stable")
+        columns = np.arange(per_image)[None, :] % counts[:, None]
+        return self.offsets[:-1, None] + np.take_along_axis(shuffled, columns, axis=1)
+
+    def epoch_plan(self, seed, epoch, per_image):
+        """(image order [N], caption rows [N, per_image]) of one training epoch."""
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(self))
+        return order, self.choose_captions(rng, per_image)[order]
+
+    def fixed_plan(self, seed, per_image):
+        """In order, with captions chosen once for all (validation)."""
+        rng = np.random.default_rng([seed, 1 << 30])
+        return np.arange(len(self)), self.choose_captions(rng, per_image)
+
+
+def decode_images(paths, image_size, batch_size=64, errors=None):
+    """Decodes every image once, in parallel (tf.data map, AUTOTUNE threads, order kept).
+
+    Yields (indices [n], uint8 pixels [n, S, S, 3], ok [n] bool) batches; a failed image has
+    ok False and zero pixels, and its ImageError is put in `errors[index]` when given.
+    """
+    paths = list(paths)
+    size = int(image_size)
+
+    def load(index):
+        index = int(index)
+        try:
+            return image_files.load_image(paths[index], size), np.bool_(True)
+        except image_files.ImageError as error:
+            if errors is not None:
+                errors[index] = error
+            return np.zeros((size, size, 3), np.uint8), np.bool_(False)
+
+    def load_op(index):
+        pixels, ok = tf.numpy_function(load, [index], (tf.uint8, tf.bool))
+        pixels.set_shape((size, size, 3))
+        ok.set_shape(())
+        return pixels, ok
+
+    dataset = (tf.data.Dataset.range(len(paths))
+               .map(load_op, num_parallel_calls=AUTOTUNE, deterministic=True)
+               .batch(batch_size).prefetch(2))
+    start = 0
+    for pixels, ok in dataset:
+        n = int(ok.shape[0])
+        yield np.arange(start, start + n), pixels.numpy(), ok.numpy()
+        start += n
+
+
+class ArraySource:
+    """Per-image inputs held in memory: uint8 pixels [N, S, S, 3] or float32 features [N, F]."""
+
+    def __init__(self, array):
+        self.array = array
+
+    @property
+    def kind(self):
+        return "features" if self.array.ndim == 2 else "pixels"
+
+    def batches(self, order, caption_rows, captions, batch_size):
+        array = self.array
+
+        def gather(indices, rows):
+            return array[indices], captions[rows]
+
+        def gather_op(indices, rows):
+            inputs, batch_captions = tf.numpy_function(
+                gather, [indices, rows], (tf.as_dtype(array.dtype), tf.int32))
+            inputs.set_shape((None,) + array.shape[1:])
+            batch_captions.set_shape((None, rows.shape[1], captions.shape[1]))
+            return inputs, batch_captions
+
+        return (tf.data.Dataset.from_tensor_slices((order, caption_rows)).batch(batch_size)
+                .map(gather_op, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(2))
+
+
+class FileSource:
+    """Pixels decoded from the files every epoch (data sets too large for memory)."""
+
+    kind = "pixels"
+
+    def __init__(self, paths, image_size):
+        self.paths = list(paths)
+        self.image_size = int(image_size)
+
+    def batches(self, order, caption_rows, captions, batch_size):
+        paths, size = self.paths, self.image_size
+
+        def load(index, rows):
+            # The file decoded at the start; one that fails now was changed during the run.
+            return image_files.load_image(paths[int(index)], size), captions[rows]
+
+        def load_op(index, rows):
+            pixels, image_captions = tf.numpy_function(load, [index, rows], (tf.uint8, tf.int32))
+            pixels.set_shape((size, size, 3))
+            image_captions.set_shape((rows.shape[0], captions.shape[1]))
+            return pixels, image_captions
+
+        return (tf.data.Dataset.from_tensor_slices((order, caption_rows))
+                .map(load_op, num_parallel_calls=AUTOTUNE, deterministic=True)
+                .batch(batch_size).prefetch(2))

@@ -1,0 +1,189 @@
+"""Captioner: image -> ImageEncoder -> feature vector v; tokens -> Embedding; both into textgen's
+RecurrentStack; Dense logits over the caption vocabulary.
+
+The image enters through a learned projection at the FIRST step only, as in cs231n's captioning
+RNN: h1 = tanh(Wxh x0 + Whh h0 + Wih v + b) with x0 the embedding of <start>. For an LSTM or GRU
+Wih v is added to the pre-activation of every gate at the first step only.
+
+This is done with the stock Keras recurrent layers of `RecurrentStack`, unchanged: the input at
+step t is concat(embedding(token_t), v * 1{t == 0}), i.e. the feature vector is an extra input
+channel that is zero at every later step. The first recurrent layer's kernel therefore has
+[embedding_size + feature_size] rows; rows [:embedding_size] are Wxh and rows [embedding_size:]
+are Wih (see `input_projections`).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from captioning.captions import END, PAD, START, UNKNOWN, check_vocabulary
+from captioning.image_encoder import ImageEncoder
+from textgen.recurrent_stack import RecurrentStack
+from textgen.sampler import GreedySampler, RandomSampler, TopKSampler, decode_loop
+from textgen.vocabulary import Vocabulary
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class Captioner(keras.Model):
+    """CNN encoder + recurrent decoder with explicit states, cs231n / neuraltalk2 style.
+
+    `model({"images": uint8 [B, S, S, 3], "tokens": int [B, T]})` (or "features": [B, F] in place
+    of "images") returns teacher-forced logits [B, T, vocabulary]: position t predicts token t+1.
+
+    Args:
+        vocabulary: the caption vocabulary (`captioning.captions.build_vocabulary`: <pad> = 0,
+            <start>, <end>, <unk>), as a Vocabulary or its token list.
+        encoder: "small" or a keras.applications backbone name (see `ImageEncoder`).
+        encoder_weights: "none", "imagenet" or a weights file path.
+        image_size: input width and height (None: the encoder's own).
+        feature_size: small encoder only: the length of v.
+        encoder_filters: small encoder only: its convolution channels.
+        cell, num_layers, hidden_size, dropout, fused: see `textgen.RecurrentStack`.
+        embedding_size: size of the token embedding.
+        seed: seed of the dropout masks.
+    """
+
+    def __init__(self, vocabulary, encoder="small", encoder_weights="none", image_size=None,
+                 feature_size=256, encoder_filters=(32, 64, 64, 128), cell="lstm", num_layers=1,
+                 hidden_size=256, embedding_size=64, dropout=0.0, fused=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(vocabulary, Vocabulary):
+            vocabulary = Vocabulary(vocabulary, unknown_token=UNKNOWN)
+        check_vocabulary(vocabulary)
+        self.vocabulary = vocabulary
+        self.encoder_name = encoder
+        self.encoder_weights = encoder_weights
+        self.embedding_size = embedding_size
+        self.cell = cell
+        self.num_layers = num_layers
+        self.hidden_size = hidden_size
+        self.dropout = dropout
+        self.fused = fused
+        self.seed = seed
+        self.encoder = ImageEncoder(encoder, encoder_weights, image_size, feature_size,
+                                    encoder_filters, name="encoder")
+        self.image_size = self.encoder.image_size
+        self.feature_size = self.encoder.output_size
+        self.encoder_filters = self.encoder.filters
+        self.small_feature_size = feature_size
+        self.embedding = keras.layers.Embedding(len(vocabulary), embedding_size, name="embedding")
+        self.recurrent_stack = RecurrentStack(cell, num_layers, hidden_size, dropout, fused, seed,
+                                              name="recurrent_stack")
+        self.output_layer = keras.layers.Dense(len(vocabulary), name="logits")
+        self.pad_id, self.start_id, self.end_id = (vocabulary.id(t) for t in (PAD, START, END))
+        self.unknown_id = vocabulary.id(UNKNOWN)
+        self._generate_fns = {}
+
+    def build(self, input_shape=None):
+        self.embedding.build((None, None))
+        self.recurrent_stack.build((None, None, self.embedding_size + self.feature_size))
+        self.output_layer.build((None, None, self.hidden_size))
+        self.built = True
+
+    @property
+    def vocabulary_size(self):
+        return len(self.vocabulary)
+
+    # ---- weights ------------------------------------------------------------------------------
+    def input_projections(self):
+        """(Wxh [embedding_size, gates*H], Wih [feature_size, gates*H]): the two row blocks of
+        the first recurrent layer's kernel (Keras gate order: LSTM i, f, c, o; GRU z, r, h)."""
+        kernel = self.recurrent_stack.recurrent_layers[0].cell.kernel
+        return kernel[: self.embedding_size], kernel[self.embedding_size:]
+
+    def encoder_variables(self):
+        return self.encoder.trainable_variables
+
+    def decoder_variables(self):
+        encoder = {id(v) for v in self.encoder.trainable_variables}
+        return [v for v in self.trainable_variables if id(v) not in encoder]
+
+    # ---- teacher forcing ----------------------------------------------------------------------
+    def encode(self, images, training=False):
+        """uint8 pixels [B, S, S, 3] -> features v [B, F]."""
+        return self.encoder(images, training=training)
+
+    def initial_states(self, batch_size):
+        return self.recurrent_stack.initial_states(batch_size)
+
+    def recurrent_inputs(self, features, tokens):
+        """concat(embedding(tokens), v * 1{t == 0}): [B, T, embedding_size + feature_size]."""
+        embedded = self.embedding(tokens)
+        features = tf.cast(features, embedded.dtype)
+        steps = tf.shape(tokens)[1]
+        image_channel = tf.pad(features[:, None, :], [[0, 0], [0, steps - 1], [0, 0]])
+        return tf.concat([embedded, image_channel], axis=-1)
+
+    def decode(self, features, tokens, training=False):
+        """features [B, F], tokens [B, T] (starting with <start>) ->
+        (top-layer outputs [B, T, H], final states); the states start from zeros."""
+        x = self.recurrent_inputs(features, tokens)
+        states = self.initial_states(tf.shape(tokens)[0])
+        return self.recurrent_stack(x, states, training=training)
+
+    def call(self, inputs, training=False):
+        tokens = inputs["tokens"]
+        features = inputs["features"] if "features" in inputs else self.encode(inputs["images"], training)
+        outputs, _ = self.decode(features, tokens, training=training)
+        return self.output_layer(outputs)
+
+    # ---- generation ---------------------------------------------------------------------------
+    def start_states(self, features):
+        """Decoding states for `step`: [image channel, *recurrent states]. The image channel is v
+        for the first step (the one that feeds <start>) and zero afterwards."""
+        features = tf.convert_to_tensor(features, self.compute_dtype)
+        return [features] + self.initial_states(tf.shape(features)[0])
+
+    def step(self, tokens, states):
+        """One decoding step for textgen's decode_loop: (tokens [B], states) -> (logits [B, V],
+        states). The first step sees v through the image channel; it hands on zeros."""
+        image_channel, recurrent = states[0], list(states[1:])
+        x = tf.concat([tf.gather(self.embedding.embeddings, tokens), image_channel], axis=-1)
+        outputs, recurrent = self.recurrent_stack.step(x, recurrent)
+        return self.output_layer(outputs), [tf.zeros_like(image_channel)] + list(recurrent)
+
+    def forbidden_tokens(self, allow_unknown=False):
+        """bool [V]: tokens decoding never emits: <pad>, <start>, and <unk> unless allowed."""
+        mask = np.zeros(len(self.vocabulary), bool)
+        mask[[self.pad_id, self.start_id]] = True
+        if not allow_unknown:
+            mask[self.unknown_id] = True
+        return tf.constant(mask)
+
+    def generate(self, features, max_length, temperature=0.0, top_k=0, seed=0, allow_unknown=False):
+        """Captions for features [B, F], from <start> to <end>, through textgen's decode_loop.
+
+        Returns (token ids [B, max_length + 1] int32, lengths [B]: tokens before <end>); a row
+        that reaches max_length tokens without <end> is cut there.
+        """
+        key = (float(temperature), int(top_k), bool(allow_unknown))
+        if key not in self._generate_fns:
+            if temperature == 0:
+                sampler = GreedySampler()
+            elif top_k:
+                sampler = TopKSampler(top_k, temperature)
+            else:
+                sampler = RandomSampler(temperature)
+            forbidden = self.forbidden_tokens(allow_unknown)
+
+            def run(features, num_steps, seed):
+                return decode_loop(self.step, tf.fill([tf.shape(features)[0]], self.start_id),
+                                   self.start_states(features), num_steps, sampler,
+                                   tf.stack([seed, 0]), forbidden, self.end_id)
+
+            self._generate_fns[key] = tf.function(run, reduce_retracing=True, autograph=False)
+        tokens, lengths = self._generate_fns[key](
+            tf.convert_to_tensor(features, tf.float32), tf.constant(int(max_length) + 1, tf.int32),
+            tf.constant(int(seed), tf.int32))
+        return tokens, tf.minimum(lengths, int(max_length))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(vocabulary=self.vocabulary.tokens, encoder=self.encoder_name,
+                      encoder_weights=self.encoder_weights, image_size=self.image_size,
+                      feature_size=self.small_feature_size,
+                      encoder_filters=list(self.encoder_filters), cell=self.cell,
+                      num_layers=self.num_layers, hidden_size=self.hidden_size,
+                      embedding_size=self.embedding_size, dropout=self.dropout, fused=self.fused,
+                      seed=self.seed)
+        return config

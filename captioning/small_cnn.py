@@ -1,0 +1,125 @@
+"""SmallCNN: a compact convolutional encoder, trained end to end with the caption decoder."""
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class SmallCNN(keras.layers.Layer):
+    """uint8 (or 0..255 float) pixels [batch, size, size, 3] -> feature vector [batch, feature_size].
+
+    A few blocks of 3x3 convolution + batch normalisation + ReLU + 2x2 max-pooling. The final
+    feature map is read two ways, concatenated: global max-pooling (WHAT is in the image: the
+    shared detectors learn shapes and colours several times faster through this path) and the
+    flattened map (WHERE: "left of", "above" and left-to-right order need positions). A dense
+    layer projects them to `feature_size` and layer normalisation keeps v at unit scale, so that
+    Wih v does not saturate the decoder's gates at the first step (without it, |Wih v| grew to
+    about 50 and the decoder learnt to ignore the image). Pixels are scaled to [-1, 1] inside.
+
+    Batch normalisation uses momentum 0.9 rather than Keras' 0.99: with 0.99 the moving averages
+    that inference uses lag the fast-changing early weights by hundreds of steps, and a model
+    that trains well captions badly for the first few minutes.
+
+    Args:
+        image_size: width and height of the input, in pixels; must be divisible by
+            2 ** len(filters).
+        filters: output channels of each convolution block.
+        feature_size: length of the feature vector.
+        batch_norm: batch-normalise every convolution's output (it trains much faster from
+            scratch); the statistics are those of the batch in training, moving averages after.
+    """
+
+    def __init__(self, image_size=64, filters=(32, 64, 64, 128), feature_size=256, batch_norm=True,
+                 coordinates="none", spatial=True, unpooled=(), **kwargs):
+        super().__init__(**kwargs)
+        self.image_size = int(image_size)
+        self.filters = tuple(int(f) for f in filters)
+        self.feature_size = int(feature_size)
+        self.batch_norm = bool(batch_norm)
+        self.coordinates = coordinates
+        self.spatial = spatial
+        self.unpooled = tuple(int(i) for i in unpooled)
+        self.pooled = [i not in self.unpooled for i in range(len(self.filters))]
+        if self.image_size % (2 ** sum(self.pooled)):
+            raise ValueError(f"image_size {image_size} must be divisible by 2**{sum(self.pooled)}")
+        activation = None if self.batch_norm else "relu"
+        self.convolutions = [keras.layers.Conv2D(f, 3, padding="same", activation=activation,
+                                                 use_bias=not self.batch_norm, name=f"conv_{i}")
+                             for i, f in enumerate(self.filters)]
+        self.norms = [keras.layers.BatchNormalization(momentum=0.9, name=f"norm_{i}")
+                      for i in range(len(self.filters))] if self.batch_norm else []
+        self.pools = [keras.layers.MaxPooling2D(2, name=f"pool_{i}") for i in range(len(self.filters))]
+        self.global_pool = keras.layers.GlobalMaxPooling2D(name="global_max")
+        self.flatten = keras.layers.Flatten(name="flatten")
+        self.projection = keras.layers.Dense(self.feature_size, name="features")
+        self.normalization = keras.layers.LayerNormalization(name="feature_norm")
+
+    def _with_coordinates(self, i):
+        last = len(self.filters) - 1
+        return self.coordinates == "all" and i > 0 or self.coordinates == "last" and i == last
+
+    def build(self, input_shape=None):
+        size, channels = self.image_size, 3
+        for i, conv in enumerate(self.convolutions):
+            conv.build((None, size, size, channels + 2 * self._with_coordinates(i)))
+            if self.batch_norm:
+                self.norms[i].build((None, size, size, conv.filters))
+            size, channels = size // (1 + self.pooled[i]), conv.filters
+        cells = {True: size * size, False: 0, "columns": size, "lines": 2 * size, "keypoints": 2,
+                 "keypoints+lines": 2 + 2 * size}[self.spatial]
+        self.projection.build((None, (cells + 1) * channels))
+        self.normalization.build((None, self.feature_size))
+        self.built = True
+
+    def call(self, pixels, training=False):
+        x = tf.cast(pixels, self.compute_dtype) / 127.5 - 1.0
+        for i, (conv, pool) in enumerate(zip(self.convolutions, self.pools)):
+            if self._with_coordinates(i):
+                x = tf.concat([x, self._coordinate_channels(x)], axis=-1)
+            x = conv(x)
+            if self.batch_norm:
+                x = tf.nn.relu(self.norms[i](x, training=training))
+            if self.pooled[i]:
+                x = pool(x)
+        parts = [self.global_pool(x)]
+        if self.spatial is True:
+            parts.append(self.flatten(x))
+        elif self.spatial == "columns":
+            parts.append(self.flatten(tf.reduce_max(x, axis=1)))
+        elif self.spatial == "lines":
+            parts += [self.flatten(tf.reduce_max(x, axis=1)), self.flatten(tf.reduce_max(x, axis=2))]
+        elif self.spatial in ("keypoints", "keypoints+lines"):
+            parts += self._keypoints(x)
+            if self.spatial == "keypoints+lines":
+                parts += [self.flatten(tf.reduce_max(x, axis=1)), self.flatten(tf.reduce_max(x, axis=2))]
+        x = tf.concat(parts, axis=-1)
+        return self.normalization(self.projection(x))
+
+    @staticmethod
+    def _keypoints(x):
+        """Spatial soft-argmax: for every channel, the expected x and y of its activation."""
+        shape = tf.shape(x)
+        flat = tf.reshape(x, [shape[0], shape[1] * shape[2], shape[3]])
+        weights = tf.nn.softmax(flat, axis=1)
+        grid = tf.reshape(SmallCNN._coordinate_channels(x[:1, :, :, :1])[0], [-1, 2])  # [HW, 2]
+        expected = tf.einsum("bpc,pk->bkc", weights, grid)
+        return [expected[:, 0], expected[:, 1]]
+
+    @staticmethod
+    def _coordinate_channels(x):
+        """[B, H, W, 2]: x and y of every position, from -1 to 1 (CoordConv)."""
+        shape = tf.shape(x)
+        ys = tf.linspace(-1.0, 1.0, shape[1])
+        xs = tf.linspace(-1.0, 1.0, shape[2])
+        grid = tf.stack(tf.meshgrid(xs, ys), axis=-1)  # [H, W, 2]: (x, y)
+        return tf.tile(tf.cast(grid, x.dtype)[None], [shape[0], 1, 1, 1])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.feature_size)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(image_size=self.image_size, filters=list(self.filters),
+                      feature_size=self.feature_size, batch_norm=self.batch_norm,
+                      coordinates=self.coordinates, spatial=self.spatial, unpooled=list(self.unpooled))
+        return config

@@ -1,0 +1,478 @@
+"""Training a Captioner: tf.data batches, teacher forcing, a masked loss, checkpoints and resume.
+
+Mirrors textgen's trainer: a `tf.function` train step, Keras Adam with global-norm clipping, a
+RunDirectory (config.json, vocab.json, atomic checkpoint.npz of plain arrays, read without
+pickle) whose checkpoint groups are the model's variables, the optimizers' variables and a
+progress JSON; --max-minutes, a tqdm progress bar (images/s and ETA), a NaN/explosion abort that
+keeps the last good checkpoint, and a resume that continues the uninterrupted run's trajectory.
+
+Why resume is exact: the model's variables include the dropout layers' seed-generator states,
+the optimizers' variables include their step counters, and an epoch's image order and caption
+choice depend only on (seed, epoch) (`CaptionSet.epoch_plan`), so nothing random lives outside
+the checkpoint.
+
+Encoders: the small CNN is trained end to end with the decoder by one optimizer. A pretrained
+backbone is frozen: its pooled features are computed once (and cached on disk), and training
+runs on them, reading no image. From epoch --fine-tune-after on, the backbone is unfrozen and
+trained on pixels by its own Adam optimizer at --encoder-learning-rate (neuraltalk2's
+finetune_cnn_after); its BatchNorm statistics stay frozen.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from captioning import config as config_lib
+from captioning.caption_data import ArraySource, CaptionSet, FileSource, decode_images
+from captioning.captioner import Captioner
+from captioning.captions import build_vocabulary, check_vocabulary, tokenize
+from captioning.coco_data import read_coco_captions
+from captioning.evaluate import format_scores, score_captions
+from captioning.feature_cache import FeatureCache
+from captioning.greedy import caption_features
+from captioning.losses import masked_cross_entropy, teacher_forcing
+from textgen.errors import TrainingDiverged, UsageError
+from textgen.io import atomic_write_text
+from textgen.run_directory import RunDirectory, assign_variables
+from textgen.trainer import metrics
+
+DECODE_BATCH = 64  # images per batch of the one-time decoding / feature pass
+
+
+def format_loss(name, nats):
+    m = metrics(nats)
+    return f"{name} {m['nats']:.4f} nats/token  perplexity {m['perplexity']:.2f}"
+
+
+def make_optimizer(learning_rate, grad_clip):
+    clip = {"global_clipnorm": grad_clip} if grad_clip > 0 else {}
+    return keras.optimizers.Adam(learning_rate, **clip)
+
+
+def build_model(config, vocabulary, encoder_weights=None):
+    """The Captioner a config describes; `encoder_weights` overrides the config's (e.g. "none"
+    when the weights come from a checkpoint anyway)."""
+    fused = {"auto": None, "on": True, "off": False}[config.fused]
+    model = Captioner(vocabulary, encoder=config.encoder,
+                      encoder_weights=encoder_weights or config_lib.resolved_encoder_weights(config),
+                      image_size=config_lib.resolved_image_size(config),
+                      feature_size=config.feature_size,
+                      encoder_filters=config_lib.parse_filters(config.encoder_filters),
+                      cell=config.cell, num_layers=config.num_layers,
+                      hidden_size=config.hidden_size, embedding_size=config.embedding_size,
+                      dropout=config.dropout, fused=fused, seed=config.seed)
+    model.build()
+    return model
+
+
+def load_captioner(run_directory):
+    """(model with the checkpoint's weights, its CaptionTrainConfig) of a training run."""
+    run = RunDirectory(run_directory)
+    if not run.has_checkpoint():
+        raise UsageError(f"{run.path} holds no checkpoint ({run.CHECKPOINT}); train first with "
+                         f"`python -m captioning.train --out {run.path} ...`")
+    config = config_lib.from_dict(run.load_config())
+    vocabulary = run.load_vocabulary()
+    check_vocabulary(vocabulary)
+    model = build_model(config, vocabulary, encoder_weights="none")
+    groups, _ = run.load_checkpoint()
+    assign_variables(model.variables, groups.get("model", []), "model")
+    return model, config
+
+
+def hold_out(records, fraction, seed):
+    """(train, validation): a seeded random `fraction` of the images (at least one) held out."""
+    if len(records) < 2:
+        raise UsageError("only one usable training image: too few to hold out validation images; "
+                         "pass --val-annotations")
+    count = min(len(records) - 1, max(1, round(fraction * len(records))))
+    order = np.random.default_rng([seed, 7]).permutation(len(records))
+    held = set(order[:count].tolist())
+    return ([r for i, r in enumerate(records) if i not in held],
+            [r for i, r in enumerate(records) if i in held])
+
+
+@dataclasses.dataclass
+class CaptionTrainResult:
+    run_directory: str
+    global_step: int
+    epoch: int
+    step_losses: list          # training loss of every step (nats/token) since the run began
+    history: list              # one dict per finished epoch (train and validation metrics)
+    final_val_loss: float      # nats/token on the validation captions with the final weights
+    stopped_by: str            # "epochs", "max_steps" or "max_minutes"
+    scores: dict | None        # greedy-caption scores on validation images (see evaluate.py)
+    seconds: float             # wall time of the whole call
+
+
+class CaptionTrainer:
+    def __init__(self, config, explicit=(), log=None, progress_bar=None):
+        self.config = config
+        self.explicit = set(explicit)
+        self.log = log if log is not None else (lambda message: tqdm.write(message, file=sys.stdout))
+        self.progress_bar = progress_bar
+        self.started = time.monotonic()
+
+    # ---- set-up: every check on the input happens before anything is written ----
+    def prepare(self):
+        self.started = time.monotonic()
+        config = self.config
+        run = RunDirectory(config.out)
+        if config.resume:
+            config = self._resumed_config(run)
+        config_lib.validate(config)
+        if not config.resume and run.holds_run():
+            raise UsageError(f"{run.path} already holds a run; pass --resume to continue it or "
+                             "choose another --out directory")
+        self.config, self.run = config, run
+
+        train_records = read_coco_captions(config.annotations, config.images, config.check_images,
+                                           log=self.log)
+        if config.val_annotations:
+            val_records = read_coco_captions(config.val_annotations,
+                                             config.val_images or config.images,
+                                             config.check_images, log=self.log)
+        else:
+            train_records, val_records = hold_out(train_records, config.val_fraction, config.seed)
+        if config.resume:
+            vocabulary = run.load_vocabulary()
+            check_vocabulary(vocabulary)
+        else:
+            vocabulary = build_vocabulary((tokenize(c) for r in train_records for c in r.captions),
+                                          min_count=config.min_count)
+        self.vocabulary = vocabulary
+        self.train_set = CaptionSet(train_records, vocabulary, config.max_length)
+        self.val_set = CaptionSet(val_records, vocabulary, config.max_length)
+
+        keras.utils.set_random_seed(config.seed)
+        self.model = build_model(config, vocabulary)
+        self.pretrained = self.model.encoder.pretrained
+        self.decoder_vars = (self.model.decoder_variables() if self.pretrained
+                             else self.model.trainable_variables)
+        self.optimizer = make_optimizer(config.learning_rate, config.grad_clip)
+        self.optimizer.build(self.decoder_vars)
+        self.encoder_optimizer = None
+        self.fine_tuning = False
+        self.progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "step_losses": [],
+                         "history": [], "fine_tuning": False}
+        if config.resume:
+            self._restore()
+        else:
+            run.create()
+            run.save_config(config_lib.to_dict(config))
+            run.save_vocabulary(vocabulary)
+        self._prepare_sources()
+        self._compile_steps()
+
+    def _resumed_config(self, run):
+        if not os.path.isdir(run.path) or not run.has_checkpoint():
+            raise UsageError(f"--resume: {run.path} holds no checkpoint to resume from; train "
+                             "without --resume first")
+        saved = config_lib.from_dict(run.load_config())
+        changed = [name for name in config_lib.RUN_IDENTITY
+                   if name in self.explicit and getattr(self.config, name) != getattr(saved, name)]
+        if changed:
+            details = ", ".join(f"--{n.replace('_', '-')} {getattr(self.config, n)!r} (run has "
+                                f"{getattr(saved, n)!r})" for n in changed)
+            raise UsageError(f"--resume: the config does not match the run in {run.path}: "
+                             f"{details}; drop those flags or choose another --out")
+        for name in self.explicit:
+            setattr(saved, name, getattr(self.config, name))
+        saved.resume = True
+        return saved
+
+    def _restore(self):
+        groups, progress = self.run.load_checkpoint()
+        assign_variables(self.model.variables, groups.get("model", []), "model")
+        assign_variables(self.optimizer.variables, groups.get("optimizer", []), "optimizer")
+        self.progress = progress
+        if progress.get("fine_tuning"):
+            self._unfreeze()
+            assign_variables(self.encoder_optimizer.variables, groups.get("encoder_optimizer", []),
+                             "encoder optimizer")
+
+    def _unfreeze(self):
+        self.model.encoder.set_backbone_trainable(True)
+        self.encoder_optimizer = make_optimizer(self.config.encoder_learning_rate, self.config.grad_clip)
+        self.encoder_optimizer.build(self.model.encoder_variables())
+        self.fine_tuning = self.progress["fine_tuning"] = True
+
+    # ---- data: decode every image once; features for a frozen backbone ----
+    def _prepare_sources(self):
+        uses_features = self.pretrained and not self.fine_tuning
+        prepare = self._feature_source if uses_features else self._pixel_source
+        self.train_source, kept = prepare(self.train_set, "training")
+        if len(kept) < len(self.train_set):
+            self.train_set = self.train_set.subset(kept)
+        self.val_source, kept = prepare(self.val_set, "validation")
+        if len(kept) < len(self.val_set):
+            self.val_set = self.val_set.subset(kept)
+
+    def _report_failures(self, errors, total, what):
+        for index in sorted(errors):
+            self.log(f"skipped image {errors[index]}")
+        if errors:
+            self.log(f"{what}: skipped {len(errors)} of {total} images that failed to decode (named above)")
+        if errors and len(errors) == total:
+            raise UsageError(f"{what}: none of the {total} images could be decoded (see the lines above)")
+
+    def _bar(self, total, unit, description, initial=0):
+        disable = None if self.progress_bar is None else not self.progress_bar
+        return tqdm(total=total, initial=initial, unit=unit, desc=description, disable=disable,
+                    leave=False, dynamic_ncols=True)
+
+    def _pixel_source(self, caption_set, what):
+        size = self.model.image_size
+        total = len(caption_set)
+        in_memory = total * size * size * 3 <= self.config.image_memory_mb * 2 ** 20
+        pixels = np.zeros((total, size, size, 3), np.uint8) if in_memory else None
+        ok = np.zeros(total, bool)
+        errors = {}
+        paths = [r.path for r in caption_set.records]
+        with self._bar(total, "img", f"decoding {what} images") as bar:
+            for indices, batch, batch_ok in decode_images(paths, size, DECODE_BATCH, errors):
+                if in_memory:
+                    pixels[indices] = batch
+                ok[indices] = batch_ok
+                bar.update(len(indices))
+        self._report_failures(errors, total, what)
+        kept = np.flatnonzero(ok)
+        if not in_memory:
+            self.log(f"{what}: {total} images of {size}x{size} exceed --image-memory-mb "
+                     f"{self.config.image_memory_mb}; they are decoded again every epoch")
+            return FileSource([paths[i] for i in kept], size), kept
+        return ArraySource(pixels if len(kept) == total else pixels[kept]), kept
+
+    def feature_cache(self):
+        config = self.config
+        root = config.feature_cache or os.path.join(config.out, "feature_cache")
+        encoder = self.model.encoder
+        return FeatureCache(root, encoder.backbone_name, encoder.weights_key(), encoder.image_size)
+
+    def _feature_source(self, caption_set, what):
+        cache = self.feature_cache()
+        total, size = len(caption_set), self.model.feature_size
+        features = np.zeros((total, size), np.float32)
+        have = np.zeros(total, bool)
+        for i, record in enumerate(caption_set.records):
+            vector = cache.load(record.image_id)
+            if vector is not None and vector.shape == (size,):
+                features[i], have[i] = vector, True
+        missing = np.flatnonzero(~have)
+        if len(missing):
+            self.log(f"{what}: computing {self.config.encoder} features of {len(missing)} images "
+                     f"({total - len(missing)} cached) into {cache.directory}")
+            encode = tf.function(lambda pixels: self.model.encode(pixels, training=False),
+                                 reduce_retracing=True, autograph=False)
+            errors = {}
+            paths = [caption_set.records[i].path for i in missing]
+            with self._bar(len(missing), "img", f"{what} features") as bar:
+                for indices, pixels, ok in decode_images(paths, self.model.image_size, DECODE_BATCH, errors):
+                    vectors = encode(pixels).numpy()
+                    for j, k in enumerate(indices):
+                        if ok[j]:
+                            i = missing[k]
+                            features[i], have[i] = vectors[j], True
+                            cache.save(caption_set.records[i].image_id, vectors[j])
+                    bar.update(len(indices))
+            self._report_failures({missing[k]: e for k, e in errors.items()}, total, what)
+        kept = np.flatnonzero(have)
+        return ArraySource(features if len(kept) == total else features[kept]), kept
+
+    # ---- steps ----
+    def _compile_steps(self):
+        model, optimizer, encoder_optimizer = self.model, self.optimizer, self.encoder_optimizer
+        pad = model.pad_id
+        uses_pixels = self.train_source.kind == "pixels"
+        decoder_vars = self.decoder_vars
+        encoder_vars = model.encoder_variables() if self.fine_tuning else []
+
+        def batch_loss(inputs, captions, training):
+            features = model.encode(inputs, training=training) if uses_pixels else inputs
+            features = tf.repeat(features, tf.shape(captions)[1], axis=0)
+            captions = tf.reshape(captions, [-1, tf.shape(captions)[2]])
+            # Drop the columns that are <pad> in every caption of the batch.
+            length = tf.reduce_max(tf.reduce_sum(tf.cast(captions != pad, tf.int32), axis=1))
+            inputs, targets = teacher_forcing(captions[:, :length])
+            outputs, _ = model.decode(features, inputs, training=training)
+            return masked_cross_entropy(targets, model.output_layer(outputs), pad)
+
+        @tf.function(reduce_retracing=True, autograph=False)
+        def train_step(inputs, captions):
+            with tf.GradientTape() as tape:
+                total, count = batch_loss(inputs, captions, True)
+                loss = total / tf.maximum(count, 1.0)
+            gradients = tape.gradient(loss, decoder_vars + encoder_vars)
+            optimizer.apply_gradients(zip(gradients[:len(decoder_vars)], decoder_vars))
+            if encoder_vars:
+                encoder_optimizer.apply_gradients(zip(gradients[len(decoder_vars):], encoder_vars))
+            return total, count
+
+        @tf.function(reduce_retracing=True, autograph=False)
+        def eval_step(inputs, captions):
+            return batch_loss(inputs, captions, False)
+
+        self.train_step, self.eval_step = train_step, eval_step
+
+    def steps_per_epoch(self):
+        return math.ceil(len(self.train_set) / self.config.batch_size)
+
+    def _batches(self, source, caption_set, order, rows):
+        return source.batches(order, rows, caption_set.captions, self.config.batch_size)
+
+    def evaluate(self):
+        """Validation loss in nats per caption token (every <end> counts, no <pad> does)."""
+        order, rows = self.val_set.fixed_plan(self.config.seed, self.config.captions_per_image)
+        total = count = 0.0
+        for inputs, captions in self._batches(self.val_source, self.val_set, order, rows):
+            batch_total, batch_count = self.eval_step(inputs, captions)
+            total += float(batch_total)
+            count += float(batch_count)
+        return total / max(count, 1.0)
+
+    def checkpoint(self):
+        groups = {"model": [v.numpy() for v in self.model.variables],
+                  "optimizer": [v.numpy() for v in self.optimizer.variables]}
+        if self.encoder_optimizer is not None:
+            groups["encoder_optimizer"] = [v.numpy() for v in self.encoder_optimizer.variables]
+        self.run.save_checkpoint(groups, self.progress)
+
+    def learning_rate(self, epoch):
+        c = self.config
+        return c.learning_rate * c.lr_decay ** max(0, epoch - c.lr_decay_after)
+
+    def _start_fine_tuning(self):
+        self.log(f"epoch {self.progress['epoch'] + 1}: fine-tuning the {self.config.encoder} "
+                 f"backbone from now on (learning rate {self.config.encoder_learning_rate})")
+        self._unfreeze()
+        self._prepare_sources()
+        self._compile_steps()
+
+    def train(self):
+        c, p = self.config, self.progress
+        initial_loss = math.log(len(self.vocabulary))
+        stopped_by = "epochs"
+        val = None
+        steps = self.steps_per_epoch()
+        self.log(f"vocabulary {len(self.vocabulary)} words; {len(self.train_set)} training images "
+                 f"({len(self.train_set.captions)} captions), {len(self.val_set)} validation images; "
+                 f"{steps} batches of {c.batch_size} images x {c.captions_per_image} captions per "
+                 f"epoch; {self.model.count_params():,} parameters "
+                 f"({sum(int(np.prod(v.shape)) for v in self.model.trainable_variables):,} trained)")
+        if p["global_step"]:
+            self.log(f"resuming {c.out} at epoch {p['epoch'] + 1}, step {p['step_in_epoch']} "
+                     f"(global step {p['global_step']})")
+        while p["epoch"] < c.epochs:
+            if (self.pretrained and not self.fine_tuning and c.fine_tune_after >= 0
+                    and p["epoch"] >= c.fine_tune_after):
+                self._start_fine_tuning()
+            self.optimizer.learning_rate.assign(self.learning_rate(p["epoch"]))
+            order, rows = self.train_set.epoch_plan(c.seed, p["epoch"], c.captions_per_image)
+            first = p["step_in_epoch"] * c.batch_size
+            batches = self._batches(self.train_source, self.train_set, order[first:], rows[first:])
+            bar = self._bar(len(self.train_set), "img", f"epoch {p['epoch'] + 1}/{c.epochs}",
+                            initial=min(first, len(self.train_set)))
+            epoch_total = epoch_count = 0.0
+            with bar:
+                for inputs, captions in batches:
+                    total, count = self.train_step(inputs, captions)
+                    total, count = float(total), float(count)
+                    loss = total / max(count, 1.0)
+                    if not math.isfinite(loss) or loss > 3 * initial_loss:
+                        raise TrainingDiverged(
+                            f"the training loss became {loss} at step {p['global_step'] + 1}; "
+                            f"the last good checkpoint in {c.out} is intact. Lower --learning-rate "
+                            f"(now {c.learning_rate}) or --grad-clip and --resume")
+                    val = None
+                    epoch_total += total
+                    epoch_count += count
+                    p["step_in_epoch"] += 1
+                    p["global_step"] += 1
+                    p["step_losses"].append(loss)
+                    bar.update(int(inputs.shape[0]))
+                    bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                    if c.max_steps and p["global_step"] >= c.max_steps:
+                        stopped_by = "max_steps"
+                    elif c.max_minutes and time.monotonic() - self.started >= c.max_minutes * 60:
+                        stopped_by = "max_minutes"
+                    if stopped_by != "epochs":
+                        break
+                    if p["step_in_epoch"] < steps and p["global_step"] % c.checkpoint_every == 0:
+                        self.checkpoint()
+            if stopped_by != "epochs" and p["step_in_epoch"] < steps:
+                break
+            val = self.evaluate()
+            train = epoch_total / epoch_count if epoch_count else float("nan")
+            p["history"].append({"epoch": p["epoch"] + 1, "global_step": p["global_step"],
+                                 "seconds": time.monotonic() - self.started, "train": train,
+                                 "val": val, "val_perplexity": metrics(val)["perplexity"],
+                                 "learning_rate": float(self.optimizer.learning_rate.numpy())})
+            self.log(f"epoch {p['epoch'] + 1}/{c.epochs}  {format_loss('train', train)}  |  "
+                     f"{format_loss('val', val)}")
+            p["epoch"] += 1
+            p["step_in_epoch"] = 0
+            self.checkpoint()
+            if stopped_by != "epochs":
+                break
+        self.checkpoint()
+        final_val = self.evaluate() if val is None else val
+        self.log(f"stopped by {stopped_by} at global step {p['global_step']}: "
+                 f"{format_loss('val', final_val)}; checkpoint in {c.out}")
+        scores = self.score_validation() if c.eval_images else None
+        return CaptionTrainResult(c.out, p["global_step"], p["epoch"], list(p["step_losses"]),
+                                  list(p["history"]), final_val, stopped_by, scores,
+                                  time.monotonic() - self.started)
+
+    # ---- greedy captions on validation images ----
+    def validation_features(self, count):
+        """Encoder features of the first `count` validation images."""
+        source = self.val_source
+        if source.kind == "features":
+            return source.array[:count]
+        if isinstance(source, ArraySource):
+            pixels = source.array[:count]
+        else:
+            pixels = np.zeros((count, self.model.image_size, self.model.image_size, 3), np.uint8)
+            for indices, batch, _ in decode_images(source.paths[:count], self.model.image_size):
+                pixels[indices] = batch
+        encode = tf.function(lambda x: self.model.encode(x, training=False), reduce_retracing=True, autograph=False)
+        return np.concatenate([encode(pixels[i:i + 256]).numpy() for i in range(0, count, 256)])
+
+    def score_validation(self):
+        """Greedy captions of up to --eval-images validation images: correctness (shapes scenes),
+        BLEU-4 and CIDEr; written with the captions to OUT/eval.json."""
+        count = min(self.config.eval_images, len(self.val_set))
+        records = self.val_set.records[:count]
+        captions = caption_features(self.model, self.validation_features(count), self.vocabulary,
+                                    self.config.max_length)
+        scores = score_captions(captions, records)
+        self.log(f"greedy captions on validation: {format_scores(scores)}")
+        correct = ([None] * count if scores["correct"] is None else
+                   [bool(x) for x in _correct_flags(captions, records)])
+        document = {"scores": scores, "global_step": self.progress["global_step"],
+                    "captions": [{"image_id": r.image_id, "file": os.path.basename(r.path),
+                                  "caption": c, "correct": ok, "references": r.captions}
+                                 for r, c, ok in zip(records, captions, correct)]}
+        atomic_write_text(self.run.file("eval.json"), json.dumps(document, indent=1))
+        return scores
+
+
+def _correct_flags(captions, records):
+    from captioning.scene_parser import caption_is_correct
+
+    return [caption_is_correct(c, r.scene) for c, r in zip(captions, records)]
+
+
+def train(config, explicit=(), log=None, progress_bar=None):
+    """Trains (or resumes) the run `config.out`. Raises UsageError for bad input, before writing."""
+    trainer = CaptionTrainer(config, explicit, log, progress_bar)
+    trainer.prepare()
+    return trainer.train()

@@ -1,0 +1,389 @@
+"""Captioning training: run directory, exact resume, feature cache, fine-tuning, the CLI and its
+bad-input handling. Tiny models on a dozen 64x64 shapes images: seconds per run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioning import images as image_files
+from captioning import shapes
+from captioning.captions import build_vocabulary, tokenize
+from captioning.config import CaptionTrainConfig
+from captioning.evaluate import score_captions
+from captioning.greedy import caption_features
+from captioning.train import build_parser, main
+from captioning.trainer import CaptionTrainer, load_captioner, train
+from textgen.run_directory import RunDirectory
+from textgen.vocabulary import Vocabulary
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_IMAGES, VAL_IMAGES = 12, 4
+
+
+@pytest.fixture(scope="module")
+def shapes_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shapes")
+    shapes.generate(shapes.ShapesConfig(out=str(out), train_size=TRAIN_IMAGES, val_size=VAL_IMAGES, seed=5))
+    return out
+
+
+def data_flags(data):
+    return dict(annotations=str(data / "annotations" / "captions_train.json"), images=str(data / "images"),
+                val_annotations=str(data / "annotations" / "captions_val.json"))
+
+
+def tiny_config(data, out, **overrides):
+    values = dict(data_flags(data), out=str(out), encoder_filters="4,8", feature_size=16,
+                  hidden_size=16, embedding_size=8, batch_size=4, captions_per_image=2, epochs=2,
+                  eval_images=4, checkpoint_every=2)
+    values.update(overrides)
+    return CaptionTrainConfig(**values)
+
+
+class Log(list):
+    def __call__(self, message):
+        self.append(message)
+
+    @property
+    def text(self):
+        return "\n".join(self)
+
+
+def test_training_writes_a_run_directory_and_scores(shapes_data, tmp_path):
+    log = Log()
+    result = train(tiny_config(shapes_data, tmp_path / "run"), log=log, progress_bar=False)
+    run = RunDirectory(tmp_path / "run")
+    assert result.epoch == 2 and result.global_step == 2 * 3 and result.stopped_by == "epochs"
+    assert len(result.history) == 2
+    for entry in result.history:
+        assert np.isfinite(entry["val"]) and entry["val_perplexity"] == pytest.approx(np.exp(entry["val"]))
+    assert "nats/token" in log.text and "perplexity" in log.text
+
+    # vocab.json is textgen's Vocabulary of the training captions.
+    records = json.loads((shapes_data / "annotations" / "captions_train.json").read_text())
+    expected = build_vocabulary([tokenize(a["caption"]) for a in records["annotations"]])
+    assert Vocabulary.load(run.vocabulary_path) == expected
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["hidden_size"] == 16 and config["encoder"] == "small"
+    with np.load(run.checkpoint_path, allow_pickle=False) as checkpoint:
+        assert any(k.startswith("model/") for k in checkpoint.files)
+        assert any(k.startswith("optimizer/") for k in checkpoint.files)
+
+    scores = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert set(scores["scores"]) == {"images", "correct", "bleu4", "cider"}
+    assert scores["scores"]["images"] == VAL_IMAGES == len(scores["captions"])
+    assert result.scores == scores["scores"]
+
+    # The run directory alone gives the model back: the same greedy captions.
+    model, loaded_config = load_captioner(tmp_path / "run")
+    assert loaded_config.hidden_size == 16
+    trainer = CaptionTrainer(tiny_config(shapes_data, tmp_path / "run", resume=True), explicit=["resume"],
+                             log=Log(), progress_bar=False)
+    trainer.prepare()
+    captions = caption_features(model, trainer.validation_features(VAL_IMAGES), model.vocabulary, 24)
+    assert captions == [c["caption"] for c in scores["captions"]]
+
+
+def test_score_captions_on_scenes(shapes_data):
+    from captioning.coco_data import read_coco_captions
+
+    records = read_coco_captions(shapes_data / "annotations" / "captions_val.json", shapes_data / "images")
+    perfect = score_captions([r.captions[0] for r in records], records)
+    assert perfect["correct"] == 1.0 and perfect["bleu4"] > 0.5 and perfect["cider"] > 1.0
+    wrong = score_captions(["a small red circle above a large blue square"] * len(records), records)
+    assert wrong["correct"] < 1.0 and wrong["cider"] < perfect["cider"]
+
+
+def checkpoint_arrays(path):
+    with np.load(os.path.join(path, "checkpoint.npz"), allow_pickle=False) as data:
+        return {k: data[k] for k in data.files if "/" in k}
+
+
+def test_resume_mid_epoch_continues_bit_exactly(shapes_data, tmp_path):
+    # 3 steps per epoch; 7 steps straight == 4 steps (stopping inside epoch 2) + 3 resumed.
+    common = dict(dropout=0.25, epochs=3, eval_images=0)
+    straight = train(tiny_config(shapes_data, tmp_path / "straight", max_steps=7, **common),
+                     log=Log(), progress_bar=False)
+    first = train(tiny_config(shapes_data, tmp_path / "split", max_steps=4, **common), log=Log(),
+                  progress_bar=False)
+    assert first.stopped_by == "max_steps" and first.epoch == 1
+    resumed = train(tiny_config(shapes_data, tmp_path / "split", max_steps=7, resume=True, **common),
+                    explicit=["max_steps", "resume"], log=Log(), progress_bar=False)
+    assert straight.global_step == resumed.global_step == 7
+    np.testing.assert_allclose(resumed.step_losses, straight.step_losses, rtol=1e-5)
+    a, b = checkpoint_arrays(tmp_path / "straight"), checkpoint_arrays(tmp_path / "split")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_max_minutes_stops_with_a_checkpoint(shapes_data, tmp_path):
+    result = train(tiny_config(shapes_data, tmp_path / "run", max_minutes=1e-6, eval_images=0),
+                   log=Log(), progress_bar=False)
+    assert result.stopped_by == "max_minutes" and result.global_step == 1
+    assert RunDirectory(tmp_path / "run").has_checkpoint()
+
+
+def pretrained_config(data, out, **overrides):
+    return tiny_config(data, out, encoder="mobilenet_v3_small", encoder_weights="none", image_size=32,
+                       **overrides)
+
+
+def test_frozen_backbone_features_are_cached_and_no_epoch_reads_an_image(shapes_data, tmp_path, monkeypatch):
+    loads, epochs_done = [], []
+    real_load = image_files.load_image
+
+    def counting_load(path, size):
+        if epochs_done:
+            raise AssertionError(f"an image was read after epoch 1: {path}")
+        loads.append(os.path.basename(path))
+        return real_load(path, size)
+
+    def log(message):
+        if message.startswith("epoch 1/"):
+            epochs_done.append(message)
+
+    monkeypatch.setattr(image_files, "load_image", counting_load)
+    cache = tmp_path / "cache"
+    config = pretrained_config(shapes_data, tmp_path / "run", feature_cache=str(cache), eval_images=4)
+    result = train(config, log=log, progress_bar=False)
+    assert result.epoch == 2 and epochs_done
+    assert len(loads) == len(set(loads)) == TRAIN_IMAGES + VAL_IMAGES  # each image decoded once
+    (directory,) = cache.iterdir()
+    assert directory.name.startswith("mobilenet_v3_small-none-") and directory.name.endswith("-32px")
+    files = sorted(directory.iterdir())
+    assert len(files) == TRAIN_IMAGES + VAL_IMAGES and all(f.suffix == ".npy" for f in files)
+    assert np.load(files[0], allow_pickle=False).shape == (576,)
+
+    # Another run with the same backbone, weights and cache decodes no image at all.
+    loads.clear()
+    epochs_done.clear()
+    again = train(pretrained_config(shapes_data, tmp_path / "again", feature_cache=str(cache), eval_images=4),
+                  log=Log(), progress_bar=False)
+    assert loads == []
+    np.testing.assert_allclose(again.step_losses, result.step_losses, rtol=1e-5)
+
+
+def test_fine_tune_after_unfreezes_the_backbone_with_its_own_optimizer(shapes_data, tmp_path):
+    log = Log()
+    config = pretrained_config(shapes_data, tmp_path / "run", fine_tune_after=1, encoder_learning_rate=1e-3,
+                               eval_images=0)
+    trainer = CaptionTrainer(config, log=log, progress_bar=False)
+    trainer.prepare()
+    backbone = [np.array(v) for v in trainer.model.encoder.backbone.trainable_weights]
+    assert backbone == [] and trainer.train_source.kind == "features"
+    initial = [np.array(v) for v in trainer.model.encoder.backbone.weights]
+    trainer.train()
+    assert "fine-tuning the mobilenet_v3_small backbone" in log.text
+    assert trainer.fine_tuning and trainer.train_source.kind == "pixels"
+    after = [np.array(v) for v in trainer.model.encoder.backbone.weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(initial, after))
+    arrays = checkpoint_arrays(tmp_path / "run")
+    assert any(k.startswith("encoder_optimizer/") for k in arrays)
+    # Resuming a fine-tuning run restores the encoder optimizer too.
+    resumed = train(pretrained_config(shapes_data, tmp_path / "run", fine_tune_after=1, epochs=3, eval_images=0,
+                                      resume=True), explicit=["epochs", "resume"], log=Log(), progress_bar=False)
+    assert resumed.epoch == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# The CLI
+
+
+def cli(capsys, *argv):
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def tiny_flags(data, out):
+    flags = ["--out", out, "--encoder-filters", "4,8", "--feature-size", "16", "--hidden-size", "16",
+             "--embedding-size", "8", "--batch-size", "4", "--captions-per-image", "2", "--epochs", "1",
+             "--eval-images", "0", "--no-progress"]
+    for name, value in data_flags(data).items():
+        flags += ["--" + name.replace("_", "-"), value]
+    return flags
+
+
+def test_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for action in build_parser()._actions:
+        for flag in action.option_strings:
+            assert flag in text
+    for name in CaptionTrainConfig.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in text
+
+
+def test_cli_trains(shapes_data, tmp_path, capsys):
+    status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "run"))
+    assert status == 0, err
+    assert "epoch 1/1" in out and "nats/token" in out
+    assert RunDirectory(tmp_path / "run").has_checkpoint()
+    status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "run"))
+    assert status == 2 and "already holds a run" in err
+    status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "run"), "--resume", "--hidden-size", "32")
+    assert status == 2 and "--hidden-size 32" in err and "\n" not in err.strip()
+    status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "fresh"), "--resume")
+    assert status == 2 and "no checkpoint" in err
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("content, words", [
+    ("{ not json", "not valid JSON"),
+    ('{"images": []}', "missing top-level key 'annotations'"),
+    ('[1, 2, 3]', "not COCO caption format"),
+    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "bbox": [0, 0, 1, 1]}]}',
+     "not captions"),
+])
+def test_bad_annotation_files_are_one_line_errors(tmp_path, capsys, content, words):
+    annotations = write(tmp_path / "captions.json", content)
+    status, out, err = cli(capsys, "--annotations", annotations, "--images", tmp_path, "--out", tmp_path / "run")
+    assert status == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+    assert not (tmp_path / "run").exists()  # nothing written before the input is checked
+
+
+def test_cli_errors_have_no_traceback(tmp_path):
+    """The real command line: exit status 2, one line on stderr."""
+    annotations = write(tmp_path / "captions.json", "this is not JSON")
+    process = subprocess.run([sys.executable, "-m", "captioning.train", "--annotations", str(annotations),
+                              "--images", str(tmp_path), "--out", str(tmp_path / "run")],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert process.returncode == 2
+    assert process.stderr.count("\n") == 1 and process.stderr.startswith("error: "), process.stderr
+    assert "Traceback" not in process.stderr and "not valid JSON" in process.stderr
+
+
+def test_bad_flag_values(shapes_data, tmp_path, capsys):
+    flags = tiny_flags(shapes_data, tmp_path / "run")
+    for extra, words in [(["--encoder", "vgg16"], "--encoder must be one of"),
+                         (["--encoder-weights", "imagenet"], "no ImageNet weights"),
+                         (["--encoder-filters", "4,x"], "--encoder-filters"),
+                         (["--image-size", "30"], "divisible"),
+                         (["--fine-tune-after", "1"], "pretrained encoders"),
+                         (["--cell", "transformer"], "--cell")]:
+        status, out, err = cli(capsys, *flags, *extra)
+        assert status == 2 and words in err and err.count("\n") == 1, (extra, err)
+    status, out, err = cli(capsys, *flags, "--encoder", "mobilenet_v3_small", "--encoder-weights",
+                           tmp_path / "missing.weights.h5", "--image-size", "32")
+    assert status == 2 and "no such file" in err
+
+
+def test_imagenet_download_failure_through_the_cli(shapes_data, tmp_path, capsys, monkeypatch):
+    from keras.src.utils import file_utils
+
+    def no_network(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -3] "
+                        "Temporary failure in name resolution")
+
+    monkeypatch.setattr(file_utils, "get_file", no_network)
+    status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "run"), "--encoder", "mobilenet_v3_small",
+                           "--image-size", "32")
+    assert status == 2 and err.count("\n") == 1
+    assert "could not download the ImageNet weights" in err and "--encoder-weights PATH" in err
+
+
+def test_all_images_missing_is_an_error(shapes_data, tmp_path, capsys):
+    status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "run"), "--images", tmp_path / "nowhere",
+                           "--val-images", shapes_data / "images")
+    assert status == 2 and "none of the 12 images" in err and err.count("\n") == 1
+
+
+def broken_dataset(source, target):
+    """A copy of the shapes data with every kind of bad input, one each."""
+    images = target / "images"
+    images.mkdir(parents=True)
+    document = json.loads((source / "annotations" / "captions_train.json").read_text())
+    entries = document["images"]
+    for entry in entries:
+        (images / entry["file_name"]).write_bytes((source / "images" / entry["file_name"]).read_bytes())
+    names = [e["file_name"] for e in entries]
+    os.remove(images / names[0])                                       # missing
+    data = (images / names[1]).read_bytes()
+    (images / names[1]).write_bytes(data[: len(data) // 2])           # truncated PNG
+    (images / names[2]).write_text("not an image, just some text\n")  # a text file
+    Image.new("RGB", (200, 200), (90, 90, 90)).save(images / names[3])  # above the bomb limit (patched)
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(images / "cut.jpg", quality=95)
+    jpeg = (images / "cut.jpg").read_bytes()
+    (images / "cut.jpg").write_bytes(jpeg[: len(jpeg) * 2 // 3])     # truncated JPEG: passes verify()
+    entries[4]["file_name"] = "cut.jpg"
+    first = next(a for a in document["annotations"] if a["image_id"] == entries[5]["id"])
+    first["caption"] = "   "                                         # an empty caption
+    write(target / "captions.json", json.dumps(document))
+    return names
+
+
+def test_bad_images_and_captions_are_skipped_and_named(shapes_data, tmp_path, capsys, monkeypatch):
+    names = broken_dataset(shapes_data, tmp_path / "broken")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10000)  # 200x200 is a "bomb", 64x64 is not
+    flags = tiny_flags(shapes_data, tmp_path / "run")
+    flags[flags.index("--annotations") + 1] = str(tmp_path / "broken" / "captions.json")
+    flags[flags.index("--images") + 1] = str(tmp_path / "broken" / "images")
+    status, out, err = cli(capsys, *flags, "--val-images", shapes_data / "images")
+    text = out + err
+    assert status == 0, text
+    assert "skipped 1 of 12 images whose file is missing" in text and names[0] in text
+    assert names[1] in text and "truncated" in text
+    assert names[2] in text and "text file" in text
+    assert names[3] in text and "decompression-bomb" in text
+    assert "cut.jpg" in text and "failed to decode" in text
+    assert "skipped 1 empty caption" in text
+    assert "7 training images" in text  # 12 - missing - truncated - text - bomb - cut.jpg
+    assert "Traceback" not in text
+
+
+def test_divergence_aborts_and_keeps_the_last_checkpoint(shapes_data, tmp_path, capsys, monkeypatch):
+    from captioning import trainer as trainer_module
+
+    real = trainer_module.CaptionTrainer._compile_steps
+
+    def poisoned(self):
+        real(self)
+        step = self.train_step
+
+        def train_step(inputs, captions):
+            total, count = step(inputs, captions)
+            if self.progress["global_step"] >= 2:
+                return total * float("nan"), count
+            return total, count
+
+        self.train_step = train_step
+
+    monkeypatch.setattr(trainer_module.CaptionTrainer, "_compile_steps", poisoned)
+    status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "run"), "--checkpoint-every", "1")
+    assert status == 3 and "loss became nan at step 3" in err and err.count("\n") == 1
+    with np.load(tmp_path / "run" / "checkpoint.npz", allow_pickle=False) as data:
+        progress = json.loads(data["progress"].tobytes().decode())
+    assert progress["global_step"] == 2
+
+
+def test_images_decoded_every_epoch_give_the_same_run_as_images_in_memory(shapes_data, tmp_path):
+    log = Log()
+    memory = train(tiny_config(shapes_data, tmp_path / "memory", eval_images=0), log=Log(), progress_bar=False)
+    files = train(tiny_config(shapes_data, tmp_path / "files", eval_images=0, image_memory_mb=0), log=log,
+                  progress_bar=False)
+    assert "decoded again every epoch" in log.text
+    np.testing.assert_allclose(files.step_losses, memory.step_losses, rtol=1e-6)
+
+
+def test_without_validation_captions_a_share_of_the_images_is_held_out(shapes_data, tmp_path, capsys):
+    flags = tiny_flags(shapes_data, tmp_path / "run")
+    at = flags.index("--val-annotations")
+    del flags[at:at + 2]
+    status, out, err = cli(capsys, *flags, "--val-fraction", "0.25")
+    assert status == 0, err
+    assert "9 training images" in out and "3 validation images" in out
