@@ -19,7 +19,7 @@ import tensorflow as tf
 from captioning.captions import END, PAD, START, UNKNOWN, check_vocabulary
 from captioning.image_encoder import ImageEncoder
 from textgen.recurrent_stack import RecurrentStack
-from textgen.sampler import GreedySampler, RandomSampler, TopKSampler, decode_loop
+from textgen.sampler import beam_search, decode_loop, make_sampler
 from textgen.vocabulary import Vocabulary
 
 
@@ -127,20 +127,27 @@ class Captioner(keras.Model):
         outputs, _ = self.decode(features, tokens, training=training)
         return self.output_layer(outputs)
 
-    # ---- generation ---------------------------------------------------------------------------
+    # ---- generation ----------------------------------------------------------------------------
     def start_states(self, features):
-        """Decoding states for `step`: [image channel, *recurrent states]. The image channel is v
-        for the first step (the one that feeds <start>) and zero afterwards."""
+        """Decoding states for `step`: [image channel, words so far, *recurrent states]. The image
+        channel is v for the first step (the one that feeds <start>) and zero afterwards; the
+        word count lets `step` force <end> once a caption has `max_length` words."""
         features = tf.convert_to_tensor(features, self.compute_dtype)
-        return [features] + self.initial_states(tf.shape(features)[0])
+        batch = tf.shape(features)[0]
+        return [features, tf.zeros([batch], tf.int32)] + self.initial_states(batch)
 
-    def step(self, tokens, states):
-        """One decoding step for textgen's decode_loop: (tokens [B], states) -> (logits [B, V],
-        states). The first step sees v through the image channel; it hands on zeros."""
-        image_channel, recurrent = states[0], list(states[1:])
+    def step(self, tokens, states, max_length=None):
+        """One decoding step for textgen's decode_loop and beam_search: (tokens [B], states) ->
+        (logits [B, V], states). The first step sees v through the image channel and hands on
+        zeros. With `max_length`, a row that already has that many words can only emit <end>."""
+        image_channel, words, recurrent = states[0], states[1], list(states[2:])
         x = tf.concat([tf.gather(self.embedding.embeddings, tokens), image_channel], axis=-1)
         outputs, recurrent = self.recurrent_stack.step(x, recurrent)
-        return self.output_layer(outputs), [tf.zeros_like(image_channel)] + list(recurrent)
+        logits = tf.cast(self.output_layer(outputs), tf.float32)
+        if max_length is not None:
+            only_end = tf.where(tf.range(self.vocabulary_size) == self.end_id, 0.0, -1e9)
+            logits = tf.where((words >= max_length)[:, None], only_end[None], logits)
+        return logits, [tf.zeros_like(image_channel), words + 1] + list(recurrent)
 
     def forbidden_tokens(self, allow_unknown=False):
         """bool [V]: tokens decoding never emits: <pad>, <start>, and <unk> unless allowed."""
@@ -150,32 +157,71 @@ class Captioner(keras.Model):
             mask[self.unknown_id] = True
         return tf.constant(mask)
 
-    def generate(self, features, max_length, temperature=0.0, top_k=0, seed=0, allow_unknown=False):
-        """Captions for features [B, F], from <start> to <end>, through textgen's decode_loop.
+    def caption_ids(self, features, max_length, beam_size=1, length_normalization=0.0,
+                    allow_unknown=False):
+        """Beam search (beam_size 1: greedy) from <start> to <end>, all TensorFlow ops, so the
+        exported SavedModel runs exactly this. `max_length` and `beam_size` may be tensors.
 
-        Returns (token ids [B, max_length + 1] int32, lengths [B]: tokens before <end>); a row
-        that reaches max_length tokens without <end> is cut there.
+        Returns (token ids [B, max_length + 1] int32, padded with <end>; log-probabilities [B]
+        of the captions, <end> included; lengths [B]: words before <end>, at most max_length).
         """
-        key = (float(temperature), int(top_k), bool(allow_unknown))
+        max_length = tf.convert_to_tensor(max_length, tf.int32)
+        step = lambda tokens, states: self.step(tokens, states, max_length)
+        start = tf.fill([tf.shape(features)[0]], self.start_id)
+        return beam_search(step, start, self.start_states(features), max_length + 1, beam_size,
+                           self.end_id, self.forbidden_tokens(allow_unknown), length_normalization)
+
+    def sample_ids(self, features, max_length, temperature=1.0, top_k=0, seed=0,
+                   allow_unknown=False):
+        """Captions drawn with textgen's samplers through textgen's decode_loop; returns the same
+        triple as `caption_ids`, the log-probabilities being the model's (temperature 1)."""
+        max_length = tf.convert_to_tensor(max_length, tf.int32)
+        step = lambda tokens, states: self.step(tokens, states, max_length)
+        batch = tf.shape(features)[0]
+        start = tf.fill([batch], self.start_id)
+        forbidden = self.forbidden_tokens(allow_unknown)
+        tokens, lengths = decode_loop(step, start, self.start_states(features), max_length + 1,
+                                      make_sampler(temperature, top_k), tf.stack([seed, 0]),
+                                      forbidden, self.end_id)
+        # Score what was drawn: one teacher-forced pass over <start> + tokens.
+        inputs = tf.concat([start[:, None], tokens[:, :-1]], axis=1)
+        outputs, _ = self.decode(features, inputs)
+        logits = tf.where(forbidden, -1e9, tf.cast(self.output_layer(outputs), tf.float32))
+        token_log_probs = tf.gather(tf.nn.log_softmax(logits), tokens, batch_dims=2)
+        counted = tf.sequence_mask(lengths + 1, tf.shape(tokens)[1])  # the words and one <end>
+        log_probs = tf.reduce_sum(tf.where(counted, token_log_probs, 0.0), axis=1)
+        return tokens, log_probs, lengths
+
+    def caption(self, features, max_length=20, beam_size=1, temperature=0.0, top_k=0, seed=0,
+                allow_unknown=False, length_normalization=0.0):
+        """Captions for features [B, F]: beam search at temperature 0 (beam_size 1 is greedy),
+        else sampled. Never <pad> or <start>; <unk> only with `allow_unknown`.
+
+        Returns numpy (token ids [B, max_length + 1], log-probabilities [B], lengths [B]).
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        sampled = temperature > 0
+        key = (sampled, float(temperature), int(top_k), bool(allow_unknown),
+               float(length_normalization))
         if key not in self._generate_fns:
-            if temperature == 0:
-                sampler = GreedySampler()
-            elif top_k:
-                sampler = TopKSampler(top_k, temperature)
+            if sampled:
+                run = lambda f, n, beam, seed: self.sample_ids(f, n, temperature, top_k, seed,
+                                                               allow_unknown)
             else:
-                sampler = RandomSampler(temperature)
-            forbidden = self.forbidden_tokens(allow_unknown)
-
-            def run(features, num_steps, seed):
-                return decode_loop(self.step, tf.fill([tf.shape(features)[0]], self.start_id),
-                                   self.start_states(features), num_steps, sampler,
-                                   tf.stack([seed, 0]), forbidden, self.end_id)
-
+                run = lambda f, n, beam, seed: self.caption_ids(f, n, beam, length_normalization,
+                                                                allow_unknown)
             self._generate_fns[key] = tf.function(run, reduce_retracing=True, autograph=False)
-        tokens, lengths = self._generate_fns[key](
-            tf.convert_to_tensor(features, tf.float32), tf.constant(int(max_length) + 1, tf.int32),
-            tf.constant(int(seed), tf.int32))
-        return tokens, tf.minimum(lengths, int(max_length))
+        tokens, log_probs, lengths = self._generate_fns[key](
+            tf.convert_to_tensor(features, tf.float32), tf.constant(int(max_length), tf.int32),
+            tf.constant(int(beam_size), tf.int32), tf.constant(int(seed), tf.int32))
+        return tokens.numpy(), log_probs.numpy(), lengths.numpy()
+
+    def generate(self, features, max_length, temperature=0.0, top_k=0, seed=0, allow_unknown=False):
+        """(token ids, lengths) of greedy (temperature 0) or sampled captions; see `caption`."""
+        tokens, _, lengths = self.caption(features, max_length, 1, temperature, top_k, seed,
+                                          allow_unknown)
+        return tokens, lengths
 
     def get_config(self):
         config = super().get_config()

@@ -1,4 +1,8 @@
-"""Captions for images with a trained Captioner, through textgen's one decoding loop."""
+"""Captions for images with a trained Captioner, through textgen's one decoding loop.
+
+(Greedy by default; `beam_size` > 1 runs beam search, `temperature` > 0 samples. The module keeps
+its first name because the trainer's validation scoring, which is greedy, imports it.)
+"""
 
 import numpy as np
 
@@ -11,21 +15,30 @@ def ids_to_captions(tokens, lengths, vocabulary):
     return [caption_text(decode_caption(row[:length], vocabulary)) for row, length in zip(tokens, lengths)]
 
 
-def caption_features(model, features, vocabulary, max_length, temperature=0.0, top_k=0, seed=0,
-                     allow_unknown=False, batch_size=256):
-    """Captions for precomputed encoder features [N, F] (e.g. from the feature cache)."""
+def decode_features(model, features, vocabulary, max_length, beam_size=1, temperature=0.0, top_k=0,
+                    seed=0, allow_unknown=False, length_normalization=0.0, batch_size=256):
+    """(captions, log-probabilities) for encoder features [N, F], `batch_size` rows at a time;
+    see `Captioner.caption` for the decoding arguments."""
     features = np.asarray(features, np.float32)
-    captions = []
+    captions, log_probs = [], []
     for start in range(0, len(features), batch_size):
-        tokens, lengths = model.generate(features[start:start + batch_size], max_length,
-                                         temperature=temperature, top_k=top_k, seed=seed,
-                                         allow_unknown=allow_unknown)
+        tokens, scores, lengths = model.caption(features[start:start + batch_size], max_length,
+                                                beam_size, temperature, top_k, seed,
+                                                allow_unknown, length_normalization)
         captions.extend(ids_to_captions(tokens, lengths, vocabulary))
-    return captions
+        log_probs.extend(float(s) for s in scores)
+    return captions, log_probs
+
+
+def caption_features(model, features, vocabulary, max_length, temperature=0.0, top_k=0, seed=0,
+                     allow_unknown=False, batch_size=256, beam_size=1):
+    """Captions for precomputed encoder features [N, F] (e.g. from the feature cache)."""
+    return decode_features(model, features, vocabulary, max_length, beam_size, temperature, top_k,
+                           seed, allow_unknown, batch_size=batch_size)[0]
 
 
 def caption_images(model, pixels, vocabulary, max_length, temperature=0.0, top_k=0, seed=0,
-                   allow_unknown=False, batch_size=64):
+                   allow_unknown=False, batch_size=64, beam_size=1):
     """Captions for uint8 pixels [N, S, S, 3] (S = model.image_size): greedy at temperature 0
     (the default), else sampled; from <start> to <end>, at most `max_length` tokens; never
     <pad> or <start>, and <unk> only with `allow_unknown`."""
@@ -34,5 +47,5 @@ def caption_images(model, pixels, vocabulary, max_length, temperature=0.0, top_k
     for start in range(0, len(pixels), batch_size):
         features = model.encode(pixels[start:start + batch_size], training=False)
         captions.extend(caption_features(model, features, vocabulary, max_length, temperature,
-                                         top_k, seed, allow_unknown, batch_size))
+                                         top_k, seed, allow_unknown, batch_size, beam_size))
     return captions

@@ -1,0 +1,161 @@
+"""A trained captioner behind one interface, whether it comes from a run directory or a SavedModel.
+
+`load_caption_model(path)` returns an object with `image_size` and
+`caption_pixels(pixels, options) -> (captions, log_probs)`. Both kinds decode the same way for
+the same options (beam search from <start> to <end> in the graph), and both get the same pixels
+(`captioning.images.load_image`: Pillow, EXIF orientation, any mode to RGB), so a run directory
+and its export give the same captions. Sampling (`temperature` > 0), `allow_unknown` and length
+normalisation need the run directory: the SavedModel signature takes beam size and length only.
+"""
+
+import dataclasses
+import io
+import json
+import os
+
+import numpy as np
+
+from textgen.errors import UsageError
+
+# The model shipped with the project (data/models/), used when no --model is given.
+BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "data", "models", "shapes")
+
+
+@dataclasses.dataclass
+class DecodeOptions:
+    beam_size: int = 3                 # beams per image; 1 is greedy decoding
+    max_length: int = 20               # most words per caption
+    temperature: float = 0.0           # > 0 samples from the model instead of beam search
+    top_k: int = 0                     # with temperature: sample among the k most probable words (0: all)
+    seed: int = 0                      # with temperature: same seed, same captions
+    allow_unknown: bool = False        # let captions contain <unk>
+    length_normalization: float = 0.0  # beam search ranks by log_prob / length**alpha (0: plain log_prob)
+
+    def check(self):
+        if self.beam_size < 1:
+            raise UsageError(f"--beam-size must be >= 1, got {self.beam_size}")
+        if self.max_length < 1:
+            raise UsageError(f"--max-length must be >= 1, got {self.max_length}")
+        if self.temperature < 0:
+            raise UsageError(f"--temperature must be >= 0 (0 means beam search), got {self.temperature}")
+        if self.top_k < 0:
+            raise UsageError(f"--top-k must be >= 0 (0 means no cut), got {self.top_k}")
+        if self.length_normalization < 0:
+            raise UsageError(f"--length-normalization must be >= 0, got {self.length_normalization}")
+
+
+class RunDirectoryModel:
+    """A captioning.train run directory: the Captioner with its checkpoint's weights."""
+
+    def __init__(self, path):
+        from captioning.trainer import load_captioner
+
+        self.path = path
+        self.model, _ = load_captioner(path)
+        self.image_size = self.model.image_size
+
+    def caption_pixels(self, pixels, options):
+        from captioning.greedy import decode_features
+
+        features = self.model.encode(np.asarray(pixels), training=False)
+        return decode_features(self.model, features, self.model.vocabulary, options.max_length,
+                               options.beam_size, options.temperature, options.top_k,
+                               options.seed, options.allow_unknown,
+                               options.length_normalization)
+
+
+class SavedModelCaptioner:
+    """A SavedModel written by captioning.export (or by training), used through its signature."""
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        self.path = path
+        try:
+            self.loaded = tf.saved_model.load(path)
+            config = json.loads(self.loaded.signatures["config"]()["config_json"].numpy())
+        except (KeyError, ValueError, OSError, tf.errors.OpError) as error:
+            raise UsageError(f"{path} is not a SavedModel written by captioning.export "
+                             f"({' '.join(str(error).split())[:200]}); pass a run directory or "
+                             "export one with `python -m captioning.export RUN_DIR OUT_DIR`") from None
+        self.image_size = int(config["image_size"])
+        self.signature = self.loaded.signatures["caption"]
+
+    def caption_pixels(self, pixels, options):
+        import tensorflow as tf
+        from PIL import Image
+
+        unsupported = [flag for flag, used in (
+            ("--temperature", options.temperature > 0), ("--allow-unk", options.allow_unknown),
+            ("--length-normalization", options.length_normalization > 0)) if used]
+        if unsupported:
+            raise UsageError(f"{' and '.join(unsupported)} need a run directory as --model; a "
+                             "SavedModel's signature takes only beam size and length")
+        encoded = []
+        for image in np.asarray(pixels):
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, "PNG")  # lossless: the model sees these pixels
+            encoded.append(buffer.getvalue())
+        out = self.signature(image_bytes=tf.constant(encoded),
+                             beam_size=tf.constant(options.beam_size, tf.int32),
+                             max_length=tf.constant(options.max_length, tf.int32))
+        return ([c.decode("utf-8") for c in out["caption"].numpy()],
+                [float(x) for x in out["log_prob"].numpy()])
+
+
+def load_caption_model(path=None):
+    """The model at `path` (a run directory or a SavedModel directory; None: the bundled one)."""
+    if path is None:
+        path = BUNDLED_MODEL
+        if not os.path.isdir(path):
+            raise UsageError(f"no --model given and the bundled model {path} is missing (it comes "
+                             "with a git checkout of the project); pass --model RUN_DIR_OR_SAVEDMODEL")
+    if not os.path.isdir(path):
+        raise UsageError(f"--model {path}: no such directory; pass a captioning.train run "
+                         "directory or a SavedModel from captioning.export")
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return SavedModelCaptioner(path)
+    return RunDirectoryModel(path)
+
+
+@dataclasses.dataclass
+class CaptionResult:
+    file: str
+    caption: str
+    log_prob: float
+
+
+def caption_files(paths, model, options, batch_size=32, on_error=None):
+    """Captions for image files, `batch_size` at a time. A file that cannot be used (missing, a
+    directory, corrupt, not an image, unsupported, too large) is reported to `on_error(ImageError)`
+    and left out; the others are still captioned. Returns [CaptionResult] in the order given."""
+    from captioning.images import ImageError, load_image
+
+    options.check()
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
+    results = []
+    pending_paths, pending_pixels = [], []
+
+    def flush():
+        if pending_paths:
+            captions, log_probs = model.caption_pixels(np.stack(pending_pixels), options)
+            results.extend(CaptionResult(os.fspath(p), c, s)
+                           for p, c, s in zip(pending_paths, captions, log_probs))
+            pending_paths.clear()
+            pending_pixels.clear()
+
+    for path in paths:
+        try:
+            pending_pixels.append(load_image(path, model.image_size))
+        except ImageError as error:
+            if on_error is None:
+                raise
+            on_error(error)
+            continue
+        pending_paths.append(path)
+        if len(pending_paths) == batch_size:
+            flush()
+    flush()
+    return results

@@ -1,0 +1,168 @@
+"""Export a trained captioner as a self-contained TensorFlow SavedModel: image bytes in, text out.
+
+    python -m captioning.export RUN_DIR OUT_DIR [--overwrite]
+
+Signatures (`saved_model_cli show --dir OUT_DIR --all` lists them):
+
+    caption (also serving_default)
+        inputs:  image_bytes string[B]  JPEG, PNG, GIF or BMP file contents
+                 beam_size   int32 scalar  beams per image (1: greedy)
+                 max_length  int32 scalar  most words per caption
+        outputs: caption     string[B]  words joined by spaces, no <start>/<end>
+                 log_prob    float32[B] the caption's log-probability under the model (<end> included)
+    config
+        no inputs; outputs config_json (string: the model's settings and the default beam size and
+        max length) and vocabulary (string[V]).
+
+A SavedModel signature has no optional inputs, so callers of `signatures["caption"]` pass all
+three; the restored object's `caption` function also accepts `image_bytes` alone and then uses the
+defaults (`loaded.caption(image_bytes)`; beam 3, 20 words unless --beam-size/--max-length say else).
+
+Decoding the bytes (`tf.io.decode_image`; the first frame of a GIF), the resize to the model's
+square input (bicubic with antialiasing; skipped for images already at that size), the CNN, Wih and
+beam search all run in the graph, so nothing from this project is needed to use the model. One
+undecodable image fails the whole call (TensorFlow's InvalidArgumentError names the problem).
+
+`python -m captioning.caption` reads images with Pillow instead (EXIF orientation, CMYK, 16-bit,
+alpha on white, formats TensorFlow cannot decode) and hands the SavedModel PNG bytes already at the
+model's size, so its captions are the same from a run directory and from the export.
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from textgen.errors import UsageError, cli_errors
+from textgen.export import check_out_directory, replace_directory
+
+DEFAULT_BEAM_SIZE = 3
+DEFAULT_MAX_LENGTH = 20
+
+
+def decode_image_bytes(image_bytes, image_size):
+    """string[B] of encoded images -> uint8 [B, image_size, image_size, 3], in the graph."""
+    import tensorflow as tf
+
+    def one(data):
+        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        image.set_shape([None, None, 3])
+
+        def resize():
+            resized = tf.image.resize(image, [image_size, image_size], method="bicubic",
+                                      antialias=True)
+            return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+        same = tf.reduce_all(tf.equal(tf.shape(image)[:2], [image_size, image_size]))
+        out = tf.cond(same, lambda: image, resize)
+        return tf.ensure_shape(out, [image_size, image_size, 3])
+
+    return tf.map_fn(one, image_bytes,
+                     fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
+
+
+def build_module(model, beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENGTH):
+    """(tf.Module holding `model`'s variables and the functions, signatures) for saving."""
+    import tensorflow as tf
+
+    if beam_size < 1 or max_length < 1:
+        raise UsageError(f"--beam-size and --max-length must be >= 1, got {beam_size} and {max_length}")
+    tokens = list(model.vocabulary.tokens)
+    config = {"format": "captioning-saved-model-1", "image_size": model.image_size,
+              "encoder": model.encoder_name, "cell": model.cell, "num_layers": model.num_layers,
+              "hidden_size": model.hidden_size, "embedding_size": model.embedding_size,
+              "feature_size": model.feature_size, "vocabulary_size": len(tokens),
+              "default_beam_size": beam_size, "default_max_length": max_length}
+    config_json = json.dumps(config)
+    words = tf.constant(tokens)
+
+    def caption(image_bytes, beam_size=beam_size, max_length=max_length):
+        beam_size = tf.convert_to_tensor(beam_size, tf.int32)
+        max_length = tf.convert_to_tensor(max_length, tf.int32)
+        tf.debugging.assert_positive(beam_size, "beam_size must be >= 1")
+        tf.debugging.assert_positive(max_length, "max_length must be >= 1")
+        pixels = decode_image_bytes(image_bytes, model.image_size)
+        features = model.encode(pixels, training=False)
+        ids, log_probs, lengths = model.caption_ids(features, max_length, beam_size)
+        ids = tf.RaggedTensor.from_tensor(ids, lengths=lengths)
+        text = tf.strings.reduce_join(tf.gather(words, ids), axis=1, separator=" ")
+        # As captioning.captions.caption_text: no space before , . ; : ! ? )
+        text = tf.strings.regex_replace(text, r" ([,.;:!?)])", r"\1")
+        return {"caption": text, "log_prob": log_probs}
+
+    def model_config():
+        return {"config_json": tf.constant(config_json), "vocabulary": words}
+
+    module = tf.Module(name="captioner")
+    # What keras.export.ExportArchive.track does: the Keras variables' tf.Variables, tracked by
+    # the module, so that the functions below capture and save them.
+    module.model_variables = [v.value for v in model.variables]
+    module.caption = tf.function(caption, autograph=False)
+    module.config = tf.function(model_config, input_signature=[], autograph=False)
+    bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
+    full = module.caption.get_concrete_function(
+        bytes_spec, tf.TensorSpec([], tf.int32, name="beam_size"),
+        tf.TensorSpec([], tf.int32, name="max_length"))
+    module.caption.get_concrete_function(bytes_spec)  # loaded.caption(image_bytes): defaults
+    signatures = {"caption": full, "serving_default": full,
+                  "config": module.config.get_concrete_function()}
+    return module, signatures
+
+
+def export_saved_model(model, out_directory, overwrite=False, beam_size=DEFAULT_BEAM_SIZE,
+                       max_length=DEFAULT_MAX_LENGTH):
+    """Writes `model` as a SavedModel in `out_directory`, atomically: into a temporary directory
+    that is renamed into place (textgen.export.replace_directory), so a failed export leaves the
+    old model or nothing, never half of one."""
+    import tensorflow as tf
+
+    check_out_directory(out_directory, overwrite)
+    module, signatures = build_module(model, beam_size, max_length)
+    replace_directory(out_directory, lambda path: tf.saved_model.save(module, path, signatures))
+    return out_directory
+
+
+@dataclasses.dataclass
+class CaptionExportConfig:
+    run_directory: str
+    out_directory: str
+    overwrite: bool = False               # replace a non-empty OUT_DIR
+    beam_size: int = DEFAULT_BEAM_SIZE    # default beam size of loaded.caption(image_bytes)
+    max_length: int = DEFAULT_MAX_LENGTH  # default caption length of loaded.caption(image_bytes)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m captioning.export",
+        description="Export a trained captioning run as a self-contained TensorFlow SavedModel "
+                    "with the signature `caption` (image bytes -> caption, log_prob; also "
+                    "serving_default) and `config`.")
+    parser.add_argument("run_directory", metavar="RUN_DIR", help="the --out directory of a captioning.train run")
+    parser.add_argument("out_directory", metavar="OUT_DIR",
+                        help="where to write the SavedModel; must be absent or empty unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUT_DIR if it already holds files (the old one is removed "
+                             "only once the new one is in place)")
+    parser.add_argument("--beam-size", type=int, default=DEFAULT_BEAM_SIZE,
+                        help=f"beam size used when a caller passes only the image bytes (default: {DEFAULT_BEAM_SIZE})")
+    parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
+                        help=f"caption length used when a caller passes only the image bytes (default: {DEFAULT_MAX_LENGTH})")
+    return parser
+
+
+@cli_errors
+def main(argv=None):
+    config = CaptionExportConfig(**vars(build_parser().parse_args(argv)))
+    check_out_directory(config.out_directory, config.overwrite)  # before the slow part
+    from captioning.trainer import load_captioner
+
+    model, _ = load_captioner(config.run_directory)
+    export_saved_model(model, config.out_directory, config.overwrite, config.beam_size,
+                       config.max_length)
+    print(f"exported {config.run_directory} to {config.out_directory} "
+          "(signatures: caption = serving_default, config)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""`python -m captioning.caption` and `python -m captioning.export`: captions from a run directory
+and from its SavedModel (reloaded in a process that cannot import this project), one error line
+per bad image, JSON output and the HTML gallery (rendered by a real headless Chromium)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioning import caption, export
+from captioning.captions import SPECIALS
+from captioning.trainer import train
+from test_captioning_train import shapes_data, tiny_config  # noqa: F401 (a fixture)
+
+QUIET = {"log": lambda message: None, "progress_bar": False}
+
+
+@pytest.fixture(scope="module")
+def run_directory(shapes_data, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("caption_run") / "run"
+    # Enough steps that the captions are not all alike, so that comparisons mean something.
+    train(tiny_config(shapes_data, out, epochs=40, eval_images=0, hidden_size=32, learning_rate=1e-2), **QUIET)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def saved_model(run_directory, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("caption_export") / "saved_model")
+    assert export.main([run_directory, out]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(shapes_data):  # noqa: F811
+    return sorted(str(p) for p in (shapes_data / "images").glob("val_*.png"))
+
+
+def run_cli(capsys, *argv):
+    status = caption.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def cli_captions(capsys, *argv):
+    status, out, err = run_cli(capsys, "--json", *argv)
+    assert status == 0, err
+    return json.loads(out)
+
+
+def test_one_line_per_image_path_then_caption(run_directory, images, capsys):
+    status, out, err = run_cli(capsys, *images, "--model", run_directory, "--max-length", 6)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == images
+    for line in lines:
+        words = line.split("\t")[1].split()
+        assert 0 < len(words) <= 6 and not set(words) & set(SPECIALS)
+
+
+def test_json_has_file_caption_and_log_prob(run_directory, images, capsys):
+    results = cli_captions(capsys, *images, "--model", run_directory, "--beam-size", 3)
+    assert [r["file"] for r in results] == images
+    for r in results:
+        assert set(r) == {"file", "caption", "log_prob"} and r["log_prob"] < 0
+    # Batching does not change a caption.
+    one_by_one = cli_captions(capsys, *images, "--model", run_directory, "--batch-size", 1)
+    assert [r["caption"] for r in one_by_one] == [r["caption"] for r in results]
+    np.testing.assert_allclose([r["log_prob"] for r in one_by_one], [r["log_prob"] for r in results], rtol=1e-5)
+
+
+def test_sampling_is_seeded(run_directory, images, capsys):
+    flags = ["--model", run_directory, "--temperature", 1.5]
+    first = cli_captions(capsys, *images, *flags, "--seed", 1)
+    assert cli_captions(capsys, *images, *flags, "--seed", 1) == first
+    others = [cli_captions(capsys, *images, *flags, "--seed", s) for s in (2, 3)]
+    assert any(o != first for o in others)
+
+
+def bad_files(directory):
+    directory.mkdir()
+    corrupt = directory / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    svg = directory / "drawing.svg"
+    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>\n')
+    folder = directory / "folder.png"
+    folder.mkdir()
+    return {"missing": directory / "missing.png", "corrupt": corrupt, "unsupported": svg,
+            "directory": folder}
+
+
+def test_each_bad_image_gets_one_line_and_the_others_are_captioned(run_directory, images, tmp_path, capsys):
+    bad = bad_files(tmp_path / "bad")
+    argv = [images[0], bad["missing"], bad["corrupt"], images[1], bad["unsupported"], bad["directory"]]
+    status, out, err = run_cli(capsys, *argv, "--model", run_directory)
+    assert status == 1
+    assert [line.split("\t")[0] for line in out.splitlines()] == images[:2]
+    lines = err.splitlines()
+    assert len(lines) == 4 and all(line.startswith("error: ") for line in lines)
+    assert "missing.png: no such file" in lines[0]
+    assert "corrupt.png: corrupt PNG" in lines[1]
+    assert "drawing.svg: SVG images are not supported" in lines[2]
+    assert "folder.png: is a directory" in lines[3]
+
+
+def test_bad_options_are_one_line(run_directory, images, capsys, tmp_path):
+    for argv, message in (
+            (["--beam-size", 0], "--beam-size must be >= 1"),
+            (["--max-length", 0], "--max-length must be >= 1"),
+            (["--temperature", -1], "--temperature must be >= 0"),
+            (["--model", tmp_path / "nowhere"], "no such directory")):
+        status, out, err = run_cli(capsys, images[0], "--model", run_directory, *argv)
+        assert status == 2 and err.count("\n") == 1 and message in err, err
+
+
+# ---- the SavedModel ----
+
+# Run by a fresh interpreter: the project's editable-install hook is removed and the script
+# checks that neither package can be imported before it loads the SavedModel.
+ISOLATED_SCRIPT = r'''
+import importlib.util, json, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+sys.path_hooks[:] = [h for h in sys.path_hooks if "__editable__" not in getattr(h, "__module__", "")]
+sys.path_importer_cache.clear()
+for name in ("textgen", "captioning"):
+    assert importlib.util.find_spec(name) is None, f"{name} is importable"
+import tensorflow as tf
+
+model = tf.saved_model.load(sys.argv[1])
+images = [open(p, "rb").read() for p in sys.argv[2:]]
+out = {}
+for beam in (1, 3):
+    r = model.signatures["caption"](image_bytes=tf.constant(images), beam_size=tf.constant(beam),
+                                    max_length=tf.constant(20))
+    out[beam] = {"caption": [c.decode() for c in r["caption"].numpy()],
+                 "log_prob": [float(x) for x in r["log_prob"].numpy()]}
+default = model.caption(tf.constant(images))
+out["default"] = [c.decode() for c in default["caption"].numpy()]
+out["serving_default"] = [c.decode() for c in model.signatures["serving_default"](
+    image_bytes=tf.constant(images), beam_size=tf.constant(3), max_length=tf.constant(20))["caption"].numpy()]
+out["config"] = json.loads(model.signatures["config"]()["config_json"].numpy())
+print(json.dumps(out))
+'''
+
+
+@pytest.fixture(scope="module")
+def isolated(saved_model, images, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("isolated_caption")
+    script = directory / "use_saved_model.py"
+    script.write_text(ISOLATED_SCRIPT, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    result = subprocess.run([sys.executable, "-I", str(script), saved_model, *images], cwd=directory,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_saved_model_elsewhere_matches_the_cli(isolated, run_directory, images, capsys, beam):
+    expected = cli_captions(capsys, *images, "--model", run_directory, "--beam-size", beam)
+    got = isolated[str(beam)]
+    assert got["caption"] == [r["caption"] for r in expected]
+    np.testing.assert_allclose(got["log_prob"], [r["log_prob"] for r in expected], rtol=1e-4, atol=1e-4)
+    if beam == 3:
+        assert len(set(got["caption"])) > 1  # the model tells the images apart
+
+
+def test_saved_model_defaults_and_config(isolated):
+    assert isolated["default"] == isolated["3"]["caption"]  # beam 3, 20 words
+    assert isolated["serving_default"] == isolated["3"]["caption"]
+    assert isolated["config"]["image_size"] == 64 and isolated["config"]["default_beam_size"] == 3
+
+
+def test_cli_on_the_saved_model_equals_the_run_directory(saved_model, run_directory, images, capsys):
+    from_export = cli_captions(capsys, *images, "--model", saved_model)
+    from_run = cli_captions(capsys, *images, "--model", run_directory)
+    assert [r["caption"] for r in from_export] == [r["caption"] for r in from_run]
+    np.testing.assert_allclose([r["log_prob"] for r in from_export], [r["log_prob"] for r in from_run], rtol=1e-4)
+    status, out, err = run_cli(capsys, images[0], "--model", saved_model, "--temperature", 1)
+    assert status == 2 and "need a run directory" in err and err.count("\n") == 1
+
+
+def test_saved_model_cli_lists_the_signatures(saved_model):
+    cli = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable)) or shutil.which("saved_model_cli")
+    if cli is None:
+        pytest.skip("saved_model_cli is not installed")
+    result = subprocess.run([cli, "show", "--dir", saved_model, "--all"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("signature_def['caption']", "signature_def['serving_default']", "image_bytes",
+                 "beam_size", "max_length", "log_prob"):
+        assert name in result.stdout
+
+
+def test_a_failed_export_leaves_nothing(run_directory, tmp_path, monkeypatch, capsys):
+    import tensorflow as tf
+
+    def failing_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", failing_save)
+    with pytest.raises(OSError):
+        export.main([run_directory, str(tmp_path / "out")])
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep").write_text("x")
+    assert export.main([run_directory, str(tmp_path / "full")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+# ---- the HTML gallery ----
+
+def test_html_gallery_shows_each_image_beside_its_caption(run_directory, images, tmp_path, capsys):
+    page = tmp_path / "gallery.html"
+    results = cli_captions(capsys, *images[:2], "--model", run_directory, "--html", page)
+    text = page.read_text(encoding="utf-8")
+    assert text.count("data:image/png;base64,") == 2
+    for r in results:
+        assert r["caption"] in text and os.path.basename(r["file"]) in text
+
+
+def chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_gallery_renders_in_headless_chromium(run_directory, tmp_path, capsys):
+    # An image of one flat, unusual colour: if the browser shows it, the screenshot has it.
+    image = tmp_path / "flat.png"
+    Image.new("RGB", (64, 64), (250, 20, 200)).save(image)
+    page = tmp_path / "gallery.html"
+    [result] = cli_captions(capsys, image, "--model", run_directory, "--html", page)
+    browser = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--window-size=900,500", f"--user-data-dir={tmp_path / 'profile'}"]
+    shot = tmp_path / "shot.png"
+    subprocess.run(browser + [f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120,
+                   check=True)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    flat = np.abs(pixels - [250, 20, 200]).sum(-1) < 30
+    assert flat.sum() > 200 * 200  # shown at 320 px wide
+    columns = np.flatnonzero(flat.any(axis=0))
+    # The caption is drawn to the right of the image: dark text pixels there.
+    right = pixels[:, columns.max() + 10:]
+    assert (right.sum(-1) < 200).sum() > 50
+    dom = subprocess.run(browser + ["--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert result["caption"] in dom
