@@ -7,6 +7,7 @@ The model defaults are tuned for the synthetic shapes data (64x64 images, `small
 import dataclasses
 
 from captioning.image_encoder import BACKBONES, check_backbone, default_image_size
+from textgen.distribution import STRATEGIES
 from textgen.errors import UsageError
 
 
@@ -30,7 +31,7 @@ class CaptionTrainConfig:
     hidden_size: int = 256              # units per recurrent layer
     embedding_size: int = 64            # word embedding size
     dropout: float = 0.0                # dropout on each recurrent layer's output
-    batch_size: int = 32                # images per batch
+    batch_size: int = 32                # images per batch (the global batch, over all replicas)
     captions_per_image: int = 5         # captions trained per image per batch (neuraltalk2's seq_per_img)
     epochs: int = 30                    # passes over the training images
     max_minutes: float = 0.0            # stop, after a checkpoint, once training has run this long (0: no limit)
@@ -49,6 +50,7 @@ class CaptionTrainConfig:
     check_images: str = "verify"        # how images are checked when reading captions: verify | decode | none
     image_memory_mb: int = 2048         # decode images once into memory if they fit in this; else decode every epoch
     fused: str = "auto"                 # auto | on | off: lean CPU recurrent kernels or the stock Keras layers
+    strategy: str = "auto"              # auto | none | mirrored | multiworker (tf.distribute); --batch-size is global
 
 
 # Fields that fix the model, the data and their order; a resumed run must keep them.
@@ -118,6 +120,8 @@ def validate(config):
         raise UsageError(f"--cell must be lstm, gru or rnn, got {config.cell!r}")
     if config.fused not in ("auto", "on", "off"):
         raise UsageError(f"--fused must be auto, on or off, got {config.fused!r}")
+    if config.strategy not in STRATEGIES:
+        raise UsageError(f"--strategy must be auto, none, mirrored or multiworker, got {config.strategy!r}")
     if config.check_images not in ("verify", "decode", "none"):
         raise UsageError(f"--check-images must be verify, decode or none, got {config.check_images!r}")
     filters = parse_filters(config.encoder_filters)

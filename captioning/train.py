@@ -37,7 +37,7 @@ HELP = {
     "hidden_size": "units per recurrent layer",
     "embedding_size": "size of the word embedding",
     "dropout": "dropout rate on each recurrent layer's output",
-    "batch_size": "images per batch",
+    "batch_size": "images per batch: the global batch, over all replicas under --strategy",
     "captions_per_image": "captions per image in a batch, the image encoded once (neuraltalk2's seq_per_img)",
     "epochs": "passes over the training images",
     "max_minutes": "stop cleanly, after saving a checkpoint, once the run has taken this many minutes (0: no limit)",
@@ -58,6 +58,9 @@ HELP = {
     "image_memory_mb": "keep the decoded images in memory when they fit in this many MiB; otherwise "
                        "decode them again every epoch",
     "fused": "auto, on or off: run the recurrent layers through textgen's lean CPU kernels (auto: when no GPU is visible)",
+    "strategy": "tf.distribute strategy: auto (MirroredStrategy over all GPUs if more than one), none, mirrored, "
+                "or multiworker (MultiWorkerMirroredStrategy, configured by TF_CONFIG); --batch-size is the "
+                "global batch, split over the replicas",
 }
 
 

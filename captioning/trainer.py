@@ -16,6 +16,15 @@ backbone is frozen: its pooled features are computed once (and cached on disk), 
 runs on them, reading no image. From epoch --fine-tune-after on, the backbone is unfrozen and
 trained on pixels by its own Adam optimizer at --encoder-learning-rate (neuraltalk2's
 finetune_cnn_after); its BatchNorm statistics stay frozen.
+
+Several devices or hosts (--strategy, tf.distribute): --batch-size is the global batch. Replica r
+gets a fixed contiguous share of every batch's rows; each replica sums its tokens' losses and
+divides by the global token count (summed over the replicas first), so the replicas' gradients
+add up to the one-device gradient. The gradients are summed over the replicas and clipped by
+their global norm in the step (Keras would clip each replica's share before summing), and batch
+normalisation in training uses the statistics of the global batch (synchronized). So a mirrored
+run follows the one-device trajectory; only dropout masks differ (drawn per replica). Only the
+chief writes the run directory; every worker restores from it.
 """
 
 import dataclasses
@@ -39,6 +48,7 @@ from captioning.evaluate import format_scores, score_captions
 from captioning.feature_cache import FeatureCache
 from captioning.greedy import caption_features
 from captioning.losses import masked_cross_entropy, teacher_forcing
+from textgen.distribution import is_chief, make_strategy
 from textgen.errors import TrainingDiverged, UsageError
 from textgen.io import atomic_write_text
 from textgen.run_directory import RunDirectory, assign_variables
@@ -129,7 +139,7 @@ class CaptionTrainer:
         if config.resume:
             config = self._resumed_config(run)
         config_lib.validate(config)
-        if not config.resume and run.holds_run():
+        if not config.resume and is_chief() and run.holds_run():
             raise UsageError(f"{run.path} already holds a run; pass --resume to continue it or "
                              "choose another --out directory")
         self.config, self.run = config, run
@@ -152,20 +162,32 @@ class CaptionTrainer:
         self.train_set = CaptionSet(train_records, vocabulary, config.max_length)
         self.val_set = CaptionSet(val_records, vocabulary, config.max_length)
 
+        self.strategy = make_strategy(config.strategy)
+        self.replicas = self.strategy.num_replicas_in_sync
+        if config.batch_size % self.replicas:
+            raise UsageError(f"--batch-size {config.batch_size} (the global batch) does not divide "
+                             f"over {self.replicas} replicas; pass a multiple of {self.replicas}")
+        self.chief = is_chief()
         keras.utils.set_random_seed(config.seed)
-        self.model = build_model(config, vocabulary)
-        self.pretrained = self.model.encoder.pretrained
-        self.decoder_vars = (self.model.decoder_variables() if self.pretrained
-                             else self.model.trainable_variables)
-        self.optimizer = make_optimizer(config.learning_rate, config.grad_clip)
-        self.optimizer.build(self.decoder_vars)
+        with self.strategy.scope():
+            self.model = build_model(config, vocabulary)
+            self.pretrained = self.model.encoder.pretrained
+            self.decoder_vars = (self.model.decoder_variables() if self.pretrained
+                                 else self.model.trainable_variables)
+            self.optimizer = make_optimizer(config.learning_rate, self._optimizer_clip())
+            self.optimizer.build(self.decoder_vars)
+        if self.replicas > 1:
+            # Training batch statistics of the global batch, as on one device.
+            for layer in self.model._flatten_layers():
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
         self.encoder_optimizer = None
         self.fine_tuning = False
         self.progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "step_losses": [],
                          "history": [], "fine_tuning": False}
         if config.resume:
             self._restore()
-        else:
+        elif self.chief:
             run.create()
             run.save_config(config_lib.to_dict(config))
             run.save_vocabulary(vocabulary)
@@ -199,10 +221,16 @@ class CaptionTrainer:
             assign_variables(self.encoder_optimizer.variables, groups.get("encoder_optimizer", []),
                              "encoder optimizer")
 
+    def _optimizer_clip(self):
+        """Keras' own clipping on one device; under a strategy the step clips the summed gradients."""
+        return self.config.grad_clip if self.replicas == 1 else 0.0
+
     def _unfreeze(self):
         self.model.encoder.set_backbone_trainable(True)
-        self.encoder_optimizer = make_optimizer(self.config.encoder_learning_rate, self.config.grad_clip)
-        self.encoder_optimizer.build(self.model.encoder_variables())
+        with self.strategy.scope():
+            self.encoder_optimizer = make_optimizer(self.config.encoder_learning_rate,
+                                                    self._optimizer_clip())
+            self.encoder_optimizer.build(self.model.encoder_variables())
         self.fine_tuning = self.progress["fine_tuning"] = True
 
     # ---- data: decode every image once; features for a frozen backbone ----
@@ -299,8 +327,10 @@ class CaptionTrainer:
             features = model.encode(inputs, training=training) if uses_pixels else inputs
             features = tf.repeat(features, tf.shape(captions)[1], axis=0)
             captions = tf.reshape(captions, [-1, tf.shape(captions)[2]])
-            # Drop the columns that are <pad> in every caption of the batch.
-            length = tf.reduce_max(tf.reduce_sum(tf.cast(captions != pad, tf.int32), axis=1))
+            # Drop the columns that are <pad> in every caption of the batch (keeping <start> and
+            # one more: under a strategy, a replica's share of a short last batch may be empty).
+            length = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(captions != pad, tf.int32),
+                                                            axis=1)), 2)
             inputs, targets = teacher_forcing(captions[:, :length])
             outputs, _ = model.decode(features, inputs, training=training)
             return masked_cross_entropy(targets, model.output_layer(outputs), pad)
@@ -321,6 +351,60 @@ class CaptionTrainer:
             return batch_loss(inputs, captions, False)
 
         self.train_step, self.eval_step = train_step, eval_step
+        if self.replicas > 1:
+            self.train_step = self._distributed_train_step(batch_loss, decoder_vars, encoder_vars)
+
+    def _distributed_train_step(self, batch_loss, decoder_vars, encoder_vars):
+        """The train step under a strategy: (summed loss, token count) of the global batch."""
+        optimizer, encoder_optimizer, strategy = self.optimizer, self.encoder_optimizer, self.strategy
+        replicas, clip = self.replicas, self.config.grad_clip
+        SUM = tf.distribute.ReduceOp.SUM
+
+        def replica_step(inputs, captions):
+            # Every replica's graph must issue the same collectives in the same order; a share
+            # whose batch size is statically 0 (of a short last batch) would be traced differently.
+            inputs, captions = [tf.compat.v1.placeholder_with_default(x, [None] + x.shape[1:])
+                                for x in (inputs, captions)]
+            context = tf.distribute.get_replica_context()
+            with tf.GradientTape() as tape:
+                total, count = batch_loss(inputs, captions, True)
+                # This replica's summed loss over the global token count: the replicas' losses
+                # (and gradients) add up to the one-device mean.
+                loss = total / tf.maximum(context.all_reduce(SUM, count), 1.0)
+            gradients = [tf.convert_to_tensor(g) for g in
+                         tape.gradient(loss, decoder_vars + encoder_vars)]
+            gradients = context.all_reduce(SUM, gradients)
+            groups = [gradients[:len(decoder_vars)], gradients[len(decoder_vars):]]
+            if clip > 0:  # each optimizer clips its own gradients, as Keras does on one device
+                groups = [tf.clip_by_global_norm(g, clip)[0] if g else g for g in groups]
+            # The optimizers sum over the replicas again; hand them each replica's equal share.
+            groups = [[g / replicas for g in group] for group in groups]
+            optimizer.apply_gradients(zip(groups[0], decoder_vars))
+            if encoder_vars:
+                encoder_optimizer.apply_gradients(zip(groups[1], encoder_vars))
+            return total, count
+
+        @tf.function(reduce_retracing=True, autograph=False)
+        def train_step(inputs, captions):
+            total, count = strategy.run(replica_step, args=(inputs, captions))
+            return strategy.reduce(SUM, total, axis=None), strategy.reduce(SUM, count, axis=None)
+
+        return train_step
+
+    def _distribute(self, inputs, captions):
+        """Replica r gets its contiguous share of the batch's rows (the last, short batch splits
+        as evenly as it can; a replica may get none)."""
+        if self.replicas == 1:
+            return inputs, captions
+        rows = int(inputs.shape[0])
+        bounds = [rows * r // self.replicas for r in range(self.replicas + 1)]
+
+        def share(array):
+            return self.strategy.experimental_distribute_values_from_function(
+                lambda context: array[bounds[context.replica_id_in_sync_group]:
+                                      bounds[context.replica_id_in_sync_group + 1]])
+
+        return share(inputs), share(captions)
 
     def steps_per_epoch(self):
         return math.ceil(len(self.train_set) / self.config.batch_size)
@@ -339,6 +423,8 @@ class CaptionTrainer:
         return total / max(count, 1.0)
 
     def checkpoint(self):
+        if not self.chief:
+            return
         groups = {"model": [v.numpy() for v in self.model.variables],
                   "optimizer": [v.numpy() for v in self.optimizer.variables]}
         if self.encoder_optimizer is not None:
@@ -383,7 +469,7 @@ class CaptionTrainer:
             epoch_total = epoch_count = 0.0
             with bar:
                 for inputs, captions in batches:
-                    total, count = self.train_step(inputs, captions)
+                    total, count = self.train_step(*self._distribute(inputs, captions))
                     total, count = float(total), float(count)
                     loss = total / max(count, 1.0)
                     if not math.isfinite(loss) or loss > 3 * initial_loss:
@@ -426,7 +512,7 @@ class CaptionTrainer:
         final_val = self.evaluate() if val is None else val
         self.log(f"stopped by {stopped_by} at global step {p['global_step']}: "
                  f"{format_loss('val', final_val)}; checkpoint in {c.out}")
-        scores = self.score_validation() if c.eval_images else None
+        scores = self.score_validation() if c.eval_images and self.chief else None
         return CaptionTrainResult(c.out, p["global_step"], p["epoch"], list(p["step_losses"]),
                                   list(p["history"]), final_val, stopped_by, scores,
                                   time.monotonic() - self.started)

@@ -1,0 +1,104 @@
+"""captioning.train under tf.distribute: a MirroredStrategy run over two logical CPU devices
+follows the one-device trajectory step by step, and its checkpoints resume onto it.
+
+The training runs are in subprocesses: logical CPU devices must be configured before TensorFlow
+starts. 13 training images in batches of 4 make the last batch of every epoch one image, so one
+replica's share of it is empty. A high learning rate and a small --grad-clip make the steps large
+and the clipping act, so per-replica clipping or per-replica batch statistics would show.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from captioning.train import main
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SETUP = """
+import textgen, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import dataclasses, os, tempfile, numpy as np
+from captioning import shapes
+from captioning.config import CaptionTrainConfig
+from captioning.trainer import train
+directory = tempfile.mkdtemp()
+shapes.generate(shapes.ShapesConfig(out=directory + "/data", train_size=13, val_size=4, seed=5))
+annotations = directory + "/data/annotations/"
+config = CaptionTrainConfig(
+    annotations=annotations + "captions_train.json", images=directory + "/data/images",
+    val_annotations=annotations + "captions_val.json", encoder_filters="4,8", feature_size=16,
+    hidden_size=16, embedding_size=8, batch_size=4, captions_per_image=2, epochs=2,
+    learning_rate=0.02, grad_clip=0.1, checkpoint_every=2, eval_images=0,
+    dropout=0.0,  # dropout masks are drawn per replica, so only exact without
+    out=directory + "/one", strategy="none")
+quiet = dict(log=lambda message: None, progress_bar=False)
+
+def relative(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.max(np.abs(a - b) / np.abs(a)))
+
+one = train(config, **quiet)
+assert one.global_step == 8, one.global_step  # 2 epochs of 4 batches: 4, 4, 4 and 1 image
+assert one.step_losses[-1] < one.step_losses[0] - 0.3, one.step_losses  # it does learn
+"""
+
+
+def run_python(code, timeout=300):
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(SETUP + code)],
+                            capture_output=True, text=True, timeout=timeout, cwd=HERE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_mirrored_captioning_matches_one_device():
+    out = run_python("""
+two = train(dataclasses.replace(config, out=directory + "/two", strategy="mirrored"), **quiet)
+difference = relative(one.step_losses, two.step_losses)
+assert difference < 1e-4, (difference, one.step_losses, two.step_losses)
+assert abs(one.final_val_loss - two.final_val_loss) < 1e-4 * one.final_val_loss
+print("max relative loss difference", difference)
+
+from textgen.errors import UsageError
+try:
+    train(dataclasses.replace(config, out=directory + "/odd", strategy="mirrored", batch_size=3), **quiet)
+    raise AssertionError("an odd global batch over two replicas was accepted")
+except UsageError as error:
+    assert "--batch-size 3" in str(error) and "2 replicas" in str(error), error
+assert not os.path.exists(directory + "/odd")
+""")
+    assert "max relative loss difference" in out
+
+
+def test_mirrored_checkpoints_resume_onto_the_one_device_trajectory():
+    out = run_python("""
+# Mirrored for 3 steps (mid epoch 1), resumed mirrored to step 6 (mid epoch 2), then resumed on
+# one device to the end: every step's loss is the straight one-device run's.
+split = dataclasses.replace(config, out=directory + "/split", strategy="mirrored", max_steps=3)
+first = train(split, **quiet)
+assert first.global_step == 3 and first.stopped_by == "max_steps"
+second = train(dataclasses.replace(split, max_steps=6, resume=True),
+               explicit=["max_steps", "resume", "strategy"], **quiet)
+assert second.global_step == 6
+last = train(dataclasses.replace(split, max_steps=0, strategy="none", resume=True),
+             explicit=["max_steps", "resume", "strategy"], **quiet)
+assert last.global_step == 8 and last.epoch == 2
+difference = relative(one.step_losses, last.step_losses)
+assert difference < 1e-4, (difference, one.step_losses, last.step_losses)
+assert abs(one.final_val_loss - last.final_val_loss) < 1e-4 * one.final_val_loss
+print("max relative loss difference", difference)
+""")
+    assert "max relative loss difference" in out
+
+
+def test_bad_strategy_flags_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    flags = ["--annotations", str(tmp_path / "a.json"), "--images", str(tmp_path), "--out",
+             str(tmp_path / "run"), "--no-progress"]
+    assert main(flags + ["--strategy", "parameter-server"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--strategy must be auto, none, mirrored or multiworker" in err, err
+    assert not (tmp_path / "run").exists()
