@@ -46,6 +46,7 @@ class CaptionTrainConfig:
     min_count: int = 1                  # words seen fewer times become <unk>
     max_length: int = 24                # captions are cut to this many words (plus <start> and <end>)
     checkpoint_every: int = 500         # write a checkpoint every N steps (and at every epoch end)
+    export: bool = True                 # export RUN_DIR/saved_model (image bytes in, caption out) when training finishes
     eval_images: int = 500              # after training, caption this many validation images and score them (0: skip)
     check_images: str = "verify"        # how images are checked when reading captions: verify | decode | none
     image_memory_mb: int = 2048         # decode images once into memory if they fit in this; else decode every epoch

@@ -52,6 +52,8 @@ HELP = {
     "min_count": "words seen fewer times than this in the training captions become <unk>",
     "max_length": "captions are cut to this many words, not counting <start> and <end>",
     "checkpoint_every": "write a checkpoint every N steps (one is always written at each epoch end and at the end)",
+    "export": "skip exporting RUN_DIR/saved_model (signature caption: image bytes in, caption out), "
+              "which training otherwise does when it finishes",
     "eval_images": "after training, caption this many validation images greedily and report correctness "
                    "(shapes data), BLEU-4 and CIDEr (0: skip)",
     "check_images": "how images are checked when the captions are read: verify (cheap), decode (thorough) or none",
@@ -74,7 +76,11 @@ def build_parser():
         default = field.default
         help_text = HELP[field.name]
         if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", help=help_text)
+            if default:  # on unless switched off
+                parser.add_argument("--no-" + field.name.replace("_", "-"), dest=field.name,
+                                    action="store_false", help=help_text)
+            else:
+                parser.add_argument(flag, action="store_true", help=help_text)
             continue
         if field.name in ("annotations", "images"):
             parser.add_argument(flag, metavar="PATH", help=help_text)

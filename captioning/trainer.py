@@ -513,9 +513,19 @@ class CaptionTrainer:
         self.log(f"stopped by {stopped_by} at global step {p['global_step']}: "
                  f"{format_loss('val', final_val)}; checkpoint in {c.out}")
         scores = self.score_validation() if c.eval_images and self.chief else None
+        if c.export and self.chief:
+            self.export()
         return CaptionTrainResult(c.out, p["global_step"], p["epoch"], list(p["step_losses"]),
                                   list(p["history"]), final_val, stopped_by, scores,
                                   time.monotonic() - self.started)
+
+    def export(self):
+        """RUN_DIR/saved_model: image bytes in, caption out, loadable without this project."""
+        from captioning.export import export_saved_model
+
+        path = os.path.join(self.config.out, "saved_model")
+        export_saved_model(self.model, path, overwrite=True)
+        self.log(f"exported a SavedModel to {path}")
 
     # ---- greedy captions on validation images ----
     def validation_features(self, count):

@@ -24,8 +24,17 @@ QUIET = {"log": lambda message: None, "progress_bar": False}
 def run_directory(shapes_data, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("caption_run") / "run"
     # Enough steps that the captions are not all alike, so that comparisons mean something.
-    train(tiny_config(shapes_data, out, epochs=40, eval_images=0, hidden_size=32, learning_rate=1e-2), **QUIET)
+    train(tiny_config(shapes_data, out, epochs=40, eval_images=0, hidden_size=32, learning_rate=1e-2,
+                      export=True), **QUIET)
     return str(out)
+
+
+def test_training_exports_a_saved_model(run_directory, images, capsys):
+    exported = os.path.join(run_directory, "saved_model")
+    assert os.path.isfile(os.path.join(exported, "saved_model.pb"))
+    from_export = cli_captions(capsys, *images, "--model", exported)
+    from_run = cli_captions(capsys, *images, "--model", run_directory)
+    assert [r["caption"] for r in from_export] == [r["caption"] for r in from_run]
 
 
 @pytest.fixture(scope="module")

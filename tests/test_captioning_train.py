@@ -40,7 +40,7 @@ def data_flags(data):
 def tiny_config(data, out, **overrides):
     values = dict(data_flags(data), out=str(out), encoder_filters="4,8", feature_size=16,
                   hidden_size=16, embedding_size=8, batch_size=4, captions_per_image=2, epochs=2,
-                  eval_images=4, checkpoint_every=2)
+                  eval_images=4, checkpoint_every=2, export=False)
     values.update(overrides)
     return CaptionTrainConfig(**values)
 
@@ -204,7 +204,7 @@ def cli(capsys, *argv):
 def tiny_flags(data, out):
     flags = ["--out", out, "--encoder-filters", "4,8", "--feature-size", "16", "--hidden-size", "16",
              "--embedding-size", "8", "--batch-size", "4", "--captions-per-image", "2", "--epochs", "1",
-             "--eval-images", "0", "--no-progress"]
+             "--eval-images", "0", "--no-export", "--no-progress"]
     for name, value in data_flags(data).items():
         flags += ["--" + name.replace("_", "-"), value]
     return flags
