@@ -12,9 +12,16 @@ class SmallCNN(keras.layers.Layer):
     feature map is read two ways, concatenated: global max-pooling (WHAT is in the image: the
     shared detectors learn shapes and colours several times faster through this path) and the
     flattened map (WHERE: "left of", "above" and left-to-right order need positions). A dense
-    layer projects them to `feature_size` and layer normalisation keeps v at unit scale, so that
-    Wih v does not saturate the decoder's gates at the first step (without it, |Wih v| grew to
-    about 50 and the decoder learnt to ignore the image). Pixels are scaled to [-1, 1] inside.
+    layer projects them to `feature_size`, and batch normalisation of that vector gives v: every
+    feature has zero mean and unit variance over the images, so each one has to vary from image
+    to image. With layer normalisation there (each image's vector at unit scale, the earlier
+    choice), the CNN learnt what the first words need (how many objects, their sizes) and then
+    stalled: the decoder grew Wih until 60-80% of the first step's gate inputs were beyond +-4,
+    saturated gates pass almost no gradient back to v, and after 15 minutes a linear probe read
+    a single shape's colour from v only 53% of the time (the same CNN trained to name the colour
+    directly: 100% after one epoch); 10% of the validation scenes were captioned correctly.
+    With batch normalisation, 23% after 8 minutes, and every single shape's colour right.
+    Pixels are scaled to [-1, 1] inside.
 
     Batch normalisation uses momentum 0.9 rather than Keras' 0.99: with 0.99 the moving averages
     that inference uses lag the fast-changing early weights by hundreds of steps, and a model
@@ -27,10 +34,11 @@ class SmallCNN(keras.layers.Layer):
         feature_size: length of the feature vector.
         batch_norm: batch-normalise every convolution's output (it trains much faster from
             scratch); the statistics are those of the batch in training, moving averages after.
+        feature_norm: "batch" (default) or "layer": the normalisation that produces v.
     """
 
     def __init__(self, image_size=64, filters=(32, 64, 64, 128), feature_size=256, batch_norm=True,
-                 coordinates="none", spatial=True, unpooled=(), **kwargs):
+                 coordinates="none", spatial=True, unpooled=(), feature_norm="batch", **kwargs):
         super().__init__(**kwargs)
         self.image_size = int(image_size)
         self.filters = tuple(int(f) for f in filters)
@@ -39,6 +47,9 @@ class SmallCNN(keras.layers.Layer):
         self.coordinates = coordinates
         self.spatial = spatial
         self.unpooled = tuple(int(i) for i in unpooled)
+        if feature_norm not in ("batch", "layer"):
+            raise ValueError(f"feature_norm must be 'batch' or 'layer', got {feature_norm!r}")
+        self.feature_norm = feature_norm
         self.pooled = [i not in self.unpooled for i in range(len(self.filters))]
         if self.image_size % (2 ** sum(self.pooled)):
             raise ValueError(f"image_size {image_size} must be divisible by 2**{sum(self.pooled)}")
@@ -52,7 +63,9 @@ class SmallCNN(keras.layers.Layer):
         self.global_pool = keras.layers.GlobalMaxPooling2D(name="global_max")
         self.flatten = keras.layers.Flatten(name="flatten")
         self.projection = keras.layers.Dense(self.feature_size, name="features")
-        self.normalization = keras.layers.LayerNormalization(name="feature_norm")
+        self.normalization = (
+            keras.layers.BatchNormalization(momentum=0.9, name="feature_norm")
+            if feature_norm == "batch" else keras.layers.LayerNormalization(name="feature_norm"))
 
     def _with_coordinates(self, i):
         last = len(self.filters) - 1
@@ -93,7 +106,7 @@ class SmallCNN(keras.layers.Layer):
             if self.spatial == "keypoints+lines":
                 parts += [self.flatten(tf.reduce_max(x, axis=1)), self.flatten(tf.reduce_max(x, axis=2))]
         x = tf.concat(parts, axis=-1)
-        return self.normalization(self.projection(x))
+        return self.normalization(self.projection(x), training=training)
 
     @staticmethod
     def _keypoints(x):
@@ -121,5 +134,6 @@ class SmallCNN(keras.layers.Layer):
         config = super().get_config()
         config.update(image_size=self.image_size, filters=list(self.filters),
                       feature_size=self.feature_size, batch_norm=self.batch_norm,
-                      coordinates=self.coordinates, spatial=self.spatial, unpooled=list(self.unpooled))
+                      coordinates=self.coordinates, spatial=self.spatial, unpooled=list(self.unpooled),
+                      feature_norm=self.feature_norm)
         return config
