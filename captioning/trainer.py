@@ -43,7 +43,7 @@ from captioning import config as config_lib
 from captioning.caption_data import ArraySource, CaptionSet, FileSource, decode_images
 from captioning.captioner import Captioner
 from captioning.captions import build_vocabulary, check_vocabulary, tokenize
-from captioning.coco_data import read_coco_captions
+from captioning.coco_data import is_karpathy, read_captions, read_json
 from captioning.evaluate import format_scores, score_captions
 from captioning.feature_cache import FeatureCache
 from captioning.greedy import caption_features
@@ -144,12 +144,16 @@ class CaptionTrainer:
                              "choose another --out directory")
         self.config, self.run = config, run
 
-        train_records = read_coco_captions(config.annotations, config.images, config.check_images,
-                                           log=self.log)
+        # COCO files are one split each; a Karpathy file (dataset_coco.json) holds all of them:
+        # training reads its "train" + "restval" images and validates on its "val" images.
+        train_records = read_captions(config.annotations, config.images, "train",
+                                      config.check_images, log=self.log)
         if config.val_annotations:
-            val_records = read_coco_captions(config.val_annotations,
-                                             config.val_images or config.images,
-                                             config.check_images, log=self.log)
+            val_records = read_captions(config.val_annotations, config.val_images or config.images,
+                                        "val", config.check_images, log=self.log)
+        elif is_karpathy(read_json(config.annotations)):
+            val_records = read_captions(config.annotations, config.val_images or config.images,
+                                        "val", config.check_images, log=self.log)
         else:
             train_records, val_records = hold_out(train_records, config.val_fraction, config.seed)
         if config.resume:

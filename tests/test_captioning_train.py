@@ -387,3 +387,24 @@ def test_without_validation_captions_a_share_of_the_images_is_held_out(shapes_da
     status, out, err = cli(capsys, *flags, "--val-fraction", "0.25")
     assert status == 0, err
     assert "9 training images" in out and "3 validation images" in out
+
+
+def test_a_karpathy_split_file_trains_on_train_and_restval_and_validates_on_val(shapes_data, tmp_path):
+    entries = []
+    for split, karpathy_split in (("train", "train"), ("val", "val")):
+        document = json.loads((shapes_data / "annotations" / f"captions_{split}.json").read_text())
+        captions = {}
+        for annotation in document["annotations"]:
+            captions.setdefault(annotation["image_id"], []).append(annotation["caption"])
+        for i, image in enumerate(document["images"]):
+            entries.append({"filepath": "images", "filename": image["file_name"], "cocoid": image["id"],
+                            "split": "restval" if split == "train" and i % 3 == 0 else karpathy_split,
+                            "sentences": [{"raw": c} for c in captions[image["id"]]]})
+    entries.append(dict(entries[0], split="test", cocoid=99999))  # never read for training
+    path = tmp_path / "dataset_shapes.json"
+    write(path, json.dumps({"dataset": "shapes", "images": entries}))
+    log = Log()
+    config = tiny_config(shapes_data, tmp_path / "run", annotations=str(path), images=str(shapes_data),
+                         val_annotations="", epochs=1, eval_images=0)
+    train(config, log=log, progress_bar=False)
+    assert f"{TRAIN_IMAGES} training images" in log.text and f"{VAL_IMAGES} validation images" in log.text
