@@ -218,8 +218,9 @@ def test_help_lists_every_flag(capsys):
     for action in build_parser()._actions:
         for flag in action.option_strings:
             assert flag in text
-    for name in CaptionTrainConfig.__dataclass_fields__:
-        assert "--" + name.replace("_", "-") in text
+    for name, field in CaptionTrainConfig.__dataclass_fields__.items():
+        switched_off = field.default is True  # on by default: the flag is --no-NAME
+        assert ("--no-" if switched_off else "--") + name.replace("_", "-") in text
 
 
 def test_cli_trains(shapes_data, tmp_path, capsys):
