@@ -24,7 +24,7 @@ body {{ font-family: sans-serif; margin: 2em; background: #fafafa; color: #222; 
 h1 {{ font-size: 1.3em; }}
 .item {{ display: flex; align-items: center; gap: 1.5em; margin: 1em 0; padding: 0.8em;
          background: #fff; border: 1px solid #ddd; }}
-.item img {{ width: {size}px; height: auto; image-rendering: pixelated; border: 1px solid #ccc; }}
+.item img {{ flex: none; width: {size}px; height: auto; image-rendering: pixelated; border: 1px solid #ccc; }}
 .caption {{ font-size: 1.4em; }}
 .meta {{ color: #777; font-size: 0.85em; margin-top: 0.4em; }}
 </style>
