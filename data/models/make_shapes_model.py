@@ -3,7 +3,8 @@
     python data/models/make_shapes_model.py [--work runs/bundled_shapes]
 
 1. `python -m captioning.shapes --out WORK/data --train-size 5000 --val-size 500 --seed 0`
-2. `python -m captioning.train` on it with the default model settings for MAX_STEPS steps
+2. `python -m captioning.train` on it with the default model settings (and 5 captions per image,
+   the default then) for MAX_STEPS steps
    (the run this file records stopped there after 25 minutes on a 2-core CPU; a fixed step count
    makes the rebuild repeatable);
 3. copies what captioning needs into data/models/shapes: config.json (data paths made relative
@@ -83,6 +84,7 @@ def main(argv=None):
     run(python, "-m", "captioning.train", "--annotations", os.path.join(data, "annotations", "captions_train.json"),
         "--val-annotations", os.path.join(data, "annotations", "captions_val.json"),
         "--images", os.path.join(data, "images"), "--out", run_directory, "--epochs", "1000",
+        "--captions-per-image", "5",  # the default when the model was made (now 2)
         "--max-steps", str(args.max_steps), "--no-export", "--no-progress")
     package(run_directory, MODEL, data)
     copy_samples(data)
