@@ -5,7 +5,7 @@ Data: `shapes` (synthetic data set), `scene_parser` (grading), `captions` (token
 Model and training: `captioner.Captioner`, `image_encoder.ImageEncoder`, `small_cnn.SmallCNN`,
 `losses`, `caption_data` (tf.data pipeline), `feature_cache`, `trainer` and the
 `python -m captioning.train` CLI.
-Using a model: `caption_model` (one interface over run directories and SavedModels), `greedy`
+Using a model: `caption_model` (one interface over run directories and SavedModels), `decoding`
 (batched greedy, beam and sampled decoding), `gallery` (HTML page), and the CLIs
 `python -m captioning.caption`, `python -m captioning.export` (SavedModel: image bytes in,
 caption out) and `python -m captioning.evaluate` (BLEU-1..4, METEOR, ROUGE-L, CIDEr).

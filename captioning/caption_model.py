@@ -56,7 +56,7 @@ class RunDirectoryModel:
         self.image_size = self.model.image_size
 
     def caption_pixels(self, pixels, options):
-        from captioning.greedy import decode_features
+        from captioning.decoding import decode_features
 
         features = self.model.encode(np.asarray(pixels), training=False)
         return decode_features(self.model, features, self.model.vocabulary, options.max_length,

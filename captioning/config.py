@@ -7,7 +7,7 @@ The model defaults are tuned for the synthetic shapes data (64x64 images, `small
 import dataclasses
 
 from captioning.image_encoder import BACKBONES, check_backbone, default_image_size
-from textgen.distribution import STRATEGIES
+from textgen.config import validate_shared
 from textgen.errors import UsageError
 
 
@@ -105,24 +105,9 @@ def validate(config):
     for name in ("learning_rate", "encoder_learning_rate"):
         if not getattr(config, name) > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}")
-    if not 0 < config.lr_decay <= 1:
-        raise UsageError(f"--lr-decay must be in (0, 1], got {config.lr_decay}")
-    if config.lr_decay_after < 0:
-        raise UsageError(f"--lr-decay-after must be >= 0, got {config.lr_decay_after}")
-    if config.grad_clip < 0:
-        raise UsageError(f"--grad-clip must be >= 0 (0 turns clipping off), got {config.grad_clip}")
-    if config.max_minutes < 0:
-        raise UsageError(f"--max-minutes must be >= 0 (0 means no limit), got {config.max_minutes}")
-    if not 0 <= config.dropout < 1:
-        raise UsageError(f"--dropout must be in [0, 1), got {config.dropout}")
+    validate_shared(config)
     if not 0 < config.val_fraction < 1:
         raise UsageError(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
-    if config.cell not in ("lstm", "gru", "rnn"):
-        raise UsageError(f"--cell must be lstm, gru or rnn, got {config.cell!r}")
-    if config.fused not in ("auto", "on", "off"):
-        raise UsageError(f"--fused must be auto, on or off, got {config.fused!r}")
-    if config.strategy not in STRATEGIES:
-        raise UsageError(f"--strategy must be auto, none, mirrored or multiworker, got {config.strategy!r}")
     if config.check_images not in ("verify", "decode", "none"):
         raise UsageError(f"--check-images must be verify, decode or none, got {config.check_images!r}")
     filters = parse_filters(config.encoder_filters)

@@ -46,7 +46,7 @@ from captioning.captions import build_vocabulary, check_vocabulary, tokenize
 from captioning.coco_data import is_karpathy, read_captions, read_json
 from captioning.evaluate import format_scores, score_captions
 from captioning.feature_cache import FeatureCache
-from captioning.greedy import caption_features
+from captioning.decoding import caption_features
 from captioning.losses import masked_cross_entropy, teacher_forcing
 from textgen.distribution import is_chief, make_strategy
 from textgen.errors import TrainingDiverged, UsageError
@@ -137,7 +137,8 @@ class CaptionTrainer:
         config = self.config
         run = RunDirectory(config.out)
         if config.resume:
-            config = self._resumed_config(run)
+            config = run.resumed_config(self.config, self.explicit, config_lib.from_dict,
+                                            config_lib.RUN_IDENTITY)
         config_lib.validate(config)
         if not config.resume and is_chief() and run.holds_run():
             raise UsageError(f"{run.path} already holds a run; pass --resume to continue it or "
@@ -197,23 +198,6 @@ class CaptionTrainer:
             run.save_vocabulary(vocabulary)
         self._prepare_sources()
         self._compile_steps()
-
-    def _resumed_config(self, run):
-        if not os.path.isdir(run.path) or not run.has_checkpoint():
-            raise UsageError(f"--resume: {run.path} holds no checkpoint to resume from; train "
-                             "without --resume first")
-        saved = config_lib.from_dict(run.load_config())
-        changed = [name for name in config_lib.RUN_IDENTITY
-                   if name in self.explicit and getattr(self.config, name) != getattr(saved, name)]
-        if changed:
-            details = ", ".join(f"--{n.replace('_', '-')} {getattr(self.config, n)!r} (run has "
-                                f"{getattr(saved, n)!r})" for n in changed)
-            raise UsageError(f"--resume: the config does not match the run in {run.path}: "
-                             f"{details}; drop those flags or choose another --out")
-        for name in self.explicit:
-            setattr(saved, name, getattr(self.config, name))
-        saved.resume = True
-        return saved
 
     def _restore(self):
         groups, progress = self.run.load_checkpoint()

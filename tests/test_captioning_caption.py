@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from isolated_process import run_isolated
 from PIL import Image
 
 from captioning import caption, export
@@ -128,16 +129,8 @@ def test_bad_options_are_one_line(run_directory, images, capsys, tmp_path):
 
 # ---- the SavedModel ----
 
-# Run by a fresh interpreter: the project's editable-install hook is removed and the script
-# checks that neither package can be imported before it loads the SavedModel.
+# Run by a fresh interpreter that cannot import this project (isolated_process.PREAMBLE first).
 ISOLATED_SCRIPT = r'''
-import importlib.util, json, sys
-sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
-sys.path_hooks[:] = [h for h in sys.path_hooks if "__editable__" not in getattr(h, "__module__", "")]
-sys.path_importer_cache.clear()
-for name in ("textgen", "captioning"):
-    assert importlib.util.find_spec(name) is None, f"{name} is importable"
-import tensorflow as tf
 
 model = tf.saved_model.load(sys.argv[1])
 images = [open(p, "rb").read() for p in sys.argv[2:]]
@@ -158,15 +151,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def isolated(saved_model, images, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("isolated_caption")
-    script = directory / "use_saved_model.py"
-    script.write_text(ISOLATED_SCRIPT, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    result = subprocess.run([sys.executable, "-I", str(script), saved_model, *images], cwd=directory,
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_isolated(ISOLATED_SCRIPT, [saved_model, *images], tmp_path_factory.mktemp("isolated_caption"))
 
 
 @pytest.mark.parametrize("beam", [1, 3])

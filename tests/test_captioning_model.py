@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from captioning.captioner import Captioner
 from captioning.captions import END, PAD, SPECIALS, START, UNKNOWN, build_vocabulary
-from captioning.greedy import caption_features, caption_images
+from captioning.decoding import caption_features, caption_images
 from captioning.image_encoder import ImageEncoder, default_image_size
 from captioning.losses import masked_cross_entropy, masked_loss, teacher_forcing
 from textgen.errors import UsageError

@@ -15,7 +15,7 @@ from captioning import shapes
 from captioning.captions import build_vocabulary, tokenize
 from captioning.config import CaptionTrainConfig
 from captioning.evaluate import score_captions
-from captioning.greedy import caption_features
+from captioning.decoding import caption_features
 from captioning.train import build_parser, main
 from captioning.trainer import CaptionTrainer, load_captioner, train
 from textgen.run_directory import RunDirectory

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from isolated_process import run_isolated
 import tensorflow as tf
 
 import textgen.sample
@@ -25,17 +26,8 @@ CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
 PROMPT = "First"
 QUIET = {"log": lambda message: None, "progress_bar": False}
 
-# Run by a fresh interpreter on the exported directory. The project is installed editable, whose
-# import hook would find textgen even under `python -I`; the script removes it and checks that
-# neither textgen nor captioning can be imported before it touches the SavedModel.
+# Run by a fresh interpreter that cannot import this project (isolated_process.PREAMBLE first).
 ISOLATED_SCRIPT = r'''
-import importlib.util, json, sys
-sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
-sys.path_hooks[:] = [h for h in sys.path_hooks if "__editable__" not in getattr(h, "__module__", "")]
-sys.path_importer_cache.clear()
-for name in ("textgen", "captioning"):
-    assert importlib.util.find_spec(name) is None, f"{name} is importable"
-import tensorflow as tf
 
 model = tf.saved_model.load(sys.argv[1])
 generate = model.signatures["generate"]
@@ -101,15 +93,7 @@ def exported(run_directory, tmp_path_factory):
 @pytest.fixture(scope="module")
 def isolated(exported, tmp_path_factory):
     """What the SavedModel returns in a process that cannot import textgen."""
-    directory = tmp_path_factory.mktemp("isolated")
-    script = directory / "use_saved_model.py"
-    script.write_text(ISOLATED_SCRIPT, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    result = subprocess.run([sys.executable, "-I", str(script), exported], cwd=directory,
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_isolated(ISOLATED_SCRIPT, [exported], tmp_path_factory.mktemp("isolated"))
 
 
 # ---- the SavedModel on its own ----

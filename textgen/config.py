@@ -71,16 +71,7 @@ def validate(config):
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
     if not config.learning_rate > 0:
         raise UsageError(f"--learning-rate must be positive, got {config.learning_rate}")
-    if not 0 < config.lr_decay <= 1:
-        raise UsageError(f"--lr-decay must be in (0, 1], got {config.lr_decay}")
-    if config.lr_decay_after < 0:
-        raise UsageError(f"--lr-decay-after must be >= 0, got {config.lr_decay_after}")
-    if config.grad_clip < 0:
-        raise UsageError(f"--grad-clip must be >= 0 (0 turns clipping off), got {config.grad_clip}")
-    if config.max_minutes < 0:
-        raise UsageError(f"--max-minutes must be >= 0 (0 means no limit), got {config.max_minutes}")
-    if not 0 <= config.dropout < 1:
-        raise UsageError(f"--dropout must be in [0, 1), got {config.dropout}")
+    validate_shared(config)
     if not 0 < config.val_fraction <= 0.5:
         raise UsageError(f"--val-fraction must be in (0, 0.5], got {config.val_fraction}")
     if config.level not in ("char", "word"):
@@ -91,10 +82,25 @@ def validate(config):
         raise UsageError(f"--min-count must be a positive integer, got {config.min_count}")
     if config.max_vocab < 0 or config.max_vocab == 1:
         raise UsageError(f"--max-vocab must be 0 (no limit) or at least 2, got {config.max_vocab}")
-    if config.cell not in ("lstm", "gru", "rnn"):
-        raise UsageError(f"--cell must be lstm, gru or rnn, got {config.cell!r}")
     if config.optimizer not in OPTIMIZERS:
         raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+
+
+def validate_shared(config):
+    """The checks of the flags textgen.train and captioning.train share (schedule, clipping,
+    time budget, dropout, cell, kernels, strategy); UsageError for the first bad one."""
+    if not 0 < config.lr_decay <= 1:
+        raise UsageError(f"--lr-decay must be in (0, 1], got {config.lr_decay}")
+    if config.lr_decay_after < 0:
+        raise UsageError(f"--lr-decay-after must be >= 0, got {config.lr_decay_after}")
+    if config.grad_clip < 0:
+        raise UsageError(f"--grad-clip must be >= 0 (0 turns clipping off), got {config.grad_clip}")
+    if config.max_minutes < 0:
+        raise UsageError(f"--max-minutes must be >= 0 (0 means no limit), got {config.max_minutes}")
+    if not 0 <= config.dropout < 1:
+        raise UsageError(f"--dropout must be in [0, 1), got {config.dropout}")
+    if config.cell not in ("lstm", "gru", "rnn"):
+        raise UsageError(f"--cell must be lstm, gru or rnn, got {config.cell!r}")
     if config.strategy not in ("auto", "none", "mirrored", "multiworker"):
         raise UsageError(f"--strategy must be auto, none, mirrored or multiworker, got {config.strategy!r}")
     if config.fused not in ("auto", "on", "off"):

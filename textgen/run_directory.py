@@ -88,6 +88,26 @@ class RunDirectory:
         except FileNotFoundError:
             raise UsageError(f"{self.path} has no {self.VOCABULARY}; is it a run directory?") from None
 
+    def resumed_config(self, requested, explicit, from_dict, run_identity):
+        """The config to --resume with: the run's own config.json, with the flags the user gave
+        (`explicit`) taken from `requested`. UsageError if there is no checkpoint, or if a given
+        flag in `run_identity` (fields that fix the model and the data) differs from the run's."""
+        if not os.path.isdir(self.path) or not self.has_checkpoint():
+            raise UsageError(f"--resume: {self.path} holds no checkpoint to resume from; train "
+                             "without --resume first")
+        saved = from_dict(self.load_config())
+        changed = [name for name in run_identity
+                   if name in explicit and getattr(requested, name) != getattr(saved, name)]
+        if changed:
+            details = ", ".join(f"--{n.replace('_', '-')} {getattr(requested, n)!r} (run has "
+                                f"{getattr(saved, n)!r})" for n in changed)
+            raise UsageError(f"--resume: the config does not match the run in {self.path}: {details}; "
+                             "drop those flags or choose another --out")
+        for name in explicit:
+            setattr(saved, name, getattr(requested, name))
+        saved.resume = True
+        return saved
+
     def save_checkpoint(self, groups, progress):
         """groups: {"model": [arrays], "optimizer": [arrays], "states": [arrays], ...}."""
         arrays = {"progress": _json_array(progress)}

@@ -126,7 +126,8 @@ class Trainer:
         config = self.config
         run = RunDirectory(config.out)
         if config.resume:
-            config = self._resumed_config(run)
+            config = run.resumed_config(self.config, self.explicit, config_lib.from_dict,
+                                            config_lib.RUN_IDENTITY)
         config_lib.validate(config)
         if not config.resume and is_chief() and run.holds_run():
             raise UsageError(f"{run.path} already holds a run; pass --resume to continue it or "
@@ -187,23 +188,6 @@ class Trainer:
             run.save_config(config_lib.to_dict(config))
             run.save_vocabulary(self.vocabulary)
         self._compile_steps()
-
-    def _resumed_config(self, run):
-        if not os.path.isdir(run.path) or not run.has_checkpoint():
-            raise UsageError(f"--resume: {run.path} holds no checkpoint to resume from; train "
-                             "without --resume first")
-        saved = config_lib.from_dict(run.load_config())
-        changed = [name for name in config_lib.RUN_IDENTITY
-                   if name in self.explicit and getattr(self.config, name) != getattr(saved, name)]
-        if changed:
-            details = ", ".join(f"--{n.replace('_', '-')} {getattr(self.config, n)!r} (run has "
-                                f"{getattr(saved, n)!r})" for n in changed)
-            raise UsageError(f"--resume: the config does not match the run in {run.path}: {details}; "
-                             "drop those flags or choose another --out")
-        for name in self.explicit:
-            setattr(saved, name, getattr(self.config, name))
-        saved.resume = True
-        return saved
 
     def _restore(self):
         groups, progress = self.run.load_checkpoint()

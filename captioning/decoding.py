@@ -1,7 +1,6 @@
 """Captions for images with a trained Captioner, through textgen's one decoding loop.
 
-(Greedy by default; `beam_size` > 1 runs beam search, `temperature` > 0 samples. The module keeps
-its first name because the trainer's validation scoring, which is greedy, imports it.)
+Greedy by default; `beam_size` > 1 runs beam search, `temperature` > 0 samples.
 """
 
 import numpy as np
