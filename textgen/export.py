@@ -15,8 +15,9 @@ of textgen. It has two signatures:
     - an empty prompt starts after a newline (the model's default prime), which is not returned;
     - temperature 0 is argmax, top_k 0 means no top-k cut;
     - the same seed gives the same text; argmax and seeded samples equal `model.sample` for the
-      same prompt and seed (up to float rounding in the folded weights, which could only matter
-      on a near-exact tie). The draws are TensorFlow's CPU random kernels, as in `model.sample`.
+      same prompt and seed (both run `textgen.lean_model`, XLA's random kernels included). A
+      `--no-xla` export draws with TensorFlow's CPU random kernels instead: the same argmax
+      text, other (equally random) seeded samples.
     - Characters outside the vocabulary are DROPPED from the prompt (as `--unknown skip` does),
       and the returned text starts with the prompt as it was fed, i.e. without them. A prompt
       made only of unknown characters acts as an empty prompt. (A model whose vocabulary has an
@@ -40,13 +41,14 @@ of textgen. It has two signatures:
 Also on the loaded object: `vocabulary` (string variable, token i is id i), `config_json`
 (string variable: cell, sizes, state names) and `default_prime_id`.
 
-Speed: the generation loop runs one lean step per character. The embedding and the first layer's
-input projection are folded into one [vocab, G*H] table, so layer 0 costs one gather and one
-recurrent matmul; every upper layer is one matmul of [x, h] with the stacked [kernel;
-recurrent_kernel]. Gate permutations and bias sums are done once, here, not per step. Inside
-`generate` the step is compiled by XLA (see `LeanLanguageModel.decode_step`); XLA compiles it on
-the first call for each batch size (about a second). TF Serving on CPU runs such a model only
-with `--xla_cpu_compilation_enabled=true`; export with `--no-xla` for a model without XLA.
+Speed: the generation loop runs one lean step per character (`textgen.lean_model`). The embedding
+and the first layer's input projection are folded into one [vocab, G*H] table, so layer 0 costs
+one gather and one recurrent matmul; every upper layer is one matmul of [x, h] with the stacked
+[kernel; recurrent_kernel]. Gate permutations and bias sums are done once, not per step. Inside
+`generate`, step, sampler and loop are compiled by XLA, 64 steps per call
+(`textgen.sampler.compiled_decode_loop`); XLA compiles on the first call for each batch size and
+sampler (a second or two). TF Serving on CPU runs such a model only with
+`--xla_cpu_compilation_enabled=true`; export with `--no-xla` for a model without XLA.
 """
 
 import argparse
@@ -62,225 +64,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from textgen import fused_rnn  # noqa: E402
 from textgen.errors import UsageError, cli_errors  # noqa: E402
-from textgen.sampler import GreedySampler, RandomSampler, TopKSampler, decode_loop  # noqa: E402
-
-# ---- lean weights, computed once from the Keras weights (numpy, float64 for the folding) ----
-
-def lean_weights(model):
-    """The weights of `model` rearranged for the lean step.
-
-    Returns a dict of float32 arrays:
-        input_table [V, G*H]: embedding @ kernel_0 + biases, the whole of layer 0's input side;
-        recurrent_kernel_0 [H, G*H];
-        stacked_kernel_l [in + H, G*H] and stacked_bias_l [G*H] for each upper layer l >= 1;
-        output_kernel [H, V], output_bias [V].
-
-    Gate layouts (G*H columns) are those `gates` expects:
-        LSTM: (i, f, o, c), Keras' (i, f, c, o) permuted so the sigmoid gates are contiguous.
-        GRU:  (z, r, x_h, h_h): the z and r columns hold x@K + h@R + both biases; the candidate's
-              input part x@K_h + b_h and recurrent part h@R_h + rb_h stay apart, because Keras'
-              GRU (reset_after=True) multiplies only the recurrent part by r. The zero blocks this
-              needs in the stacked kernel cost less than a second matmul per layer.
-        RNN:  the H pre-activation columns.
-    """
-    cell, units = model.cell, model.hidden_size
-    embedding = model.embedding.embeddings.numpy().astype(np.float64)
-    weights = {}
-    for index, layer in enumerate(model.recurrent_stack.recurrent_layers):
-        kernel = layer.cell.kernel.numpy().astype(np.float64)
-        recurrent_kernel = layer.cell.recurrent_kernel.numpy().astype(np.float64)
-        bias = layer.cell.bias.numpy().astype(np.float64)
-        if cell == "lstm":
-            permutation = fused_rnn.lstm_gate_permutation(units).numpy()
-            kernel, recurrent_kernel = kernel[:, permutation], recurrent_kernel[:, permutation]
-            input_bias = bias[permutation]
-        elif cell == "gru":
-            kernel, recurrent_kernel, input_bias = gru_four_blocks(kernel, recurrent_kernel, bias, units)
-        else:
-            input_bias = bias
-        if index == 0:
-            weights["input_table"] = embedding @ kernel + input_bias
-            weights["recurrent_kernel_0"] = recurrent_kernel
-        else:
-            weights[f"stacked_kernel_{index}"] = np.concatenate([kernel, recurrent_kernel], axis=0)
-            weights[f"stacked_bias_{index}"] = input_bias
-    weights["output_kernel"] = model.output_layer.kernel.numpy()
-    weights["output_bias"] = model.output_layer.bias.numpy()
-    return {name: np.asarray(value, np.float32) for name, value in weights.items()}
-
-
-def gru_four_blocks(kernel, recurrent_kernel, bias, units):
-    """Keras GRU weights (z, r, h columns; bias rows input, recurrent) -> the (z, r, x_h, h_h) layout.
-
-    Returns (kernel [in, 4H], recurrent_kernel [H, 4H], bias [4H]) such that
-    x @ kernel + h @ recurrent_kernel + bias = [x@K_zr + h@R_zr + b_zr + rb_zr, x@K_h + b_h, h@R_h + rb_h].
-    """
-    two = 2 * units
-    input_bias, recurrent_bias = bias[0], bias[1]
-    zeros_in = np.zeros((kernel.shape[0], units))
-    zeros_h = np.zeros((recurrent_kernel.shape[0], units))
-    four_kernel = np.concatenate([kernel[:, :two], kernel[:, two:], zeros_in], axis=1)
-    four_recurrent = np.concatenate([recurrent_kernel[:, :two], zeros_h, recurrent_kernel[:, two:]],
-                                    axis=1)
-    four_bias = np.concatenate([input_bias[:two] + recurrent_bias[:two], input_bias[two:],
-                                recurrent_bias[two:]])
-    return four_kernel, four_recurrent, four_bias
-
-
-# ---- the cell math on fused pre-activations z [B, G*H] (as fused_rnn's steps, after the matmul) ----
-
-def lstm_gates(z, states, units):
-    """fused_rnn.lstm_step: z in (i, f, o, c) order; states [h, c] -> [h, c]."""
-    sigmoid_part, candidate = tf.split(z, [3 * units, units], axis=1)
-    input_gate, forget_gate, output_gate = tf.split(tf.sigmoid(sigmoid_part), 3, axis=1)
-    c = forget_gate * states[1] + input_gate * tf.tanh(candidate)
-    return [output_gate * tf.tanh(c), c]
-
-
-def gru_gates(z, states, units):
-    """fused_rnn.gru_step: z in (z, r, x_h, h_h) order; states [h] -> [h]."""
-    update_reset, input_part, recurrent_part = tf.split(z, [2 * units, units, units], axis=1)
-    update, reset = tf.split(tf.sigmoid(update_reset), 2, axis=1)
-    candidate = tf.tanh(input_part + reset * recurrent_part)
-    return [update * states[0] + (1 - update) * candidate]
-
-
-def rnn_gates(z, states, units):
-    """fused_rnn.simple_rnn_step: states [h] -> [h]."""
-    return [tf.tanh(z)]
-
-
-GATE_FUNCTIONS = {"lstm": lstm_gates, "gru": gru_gates, "rnn": rnn_gates}
-
-
-# ---- the lean model: plain functions of the weight tensors, traced into the SavedModel ----
-
-class LeanLanguageModel:
-    """The generation-time model on `lean_weights` tensors: a sequence call to prime, a lean step.
-
-    Args:
-        weights: dict of tensors, as `lean_weights` returns (read once per traced call, so the
-            loop body captures plain tensors, not variable reads).
-        cell, num_layers, units: the architecture.
-        xla: compile the generation step with XLA.
-    """
-
-    def __init__(self, weights, cell, num_layers, units, xla=True):
-        self.weights = weights
-        self.xla = xla
-        self.cell = cell
-        self.num_layers = num_layers
-        self.units = units
-        self.states_per_layer = 2 if cell == "lstm" else 1
-        self.gates = GATE_FUNCTIONS[cell]
-
-    def initial_states(self, batch_size):
-        return [tf.zeros([batch_size, self.units]) for _ in range(self.num_layers * self.states_per_layer)]
-
-    def layer_states(self, states, index):
-        n = self.states_per_layer
-        return list(states[index * n:(index + 1) * n])
-
-    def recurrent_kernel(self, index):
-        if index == 0:
-            return self.weights["recurrent_kernel_0"]
-        return self.weights[f"stacked_kernel_{index}"][self.units:]
-
-    def step(self, token_ids, states):
-        """token_ids [B] -> (logits [B, V], new states): one gather, one matmul per layer."""
-        w = self.weights
-        new_states = []
-        x = None
-        for index in range(self.num_layers):
-            layer_states = self.layer_states(states, index)
-            h = layer_states[0]
-            if index == 0:
-                z = tf.gather(w["input_table"], token_ids) + tf.matmul(h, w["recurrent_kernel_0"])
-            else:
-                z = tf.nn.bias_add(tf.matmul(tf.concat([x, h], axis=1), w[f"stacked_kernel_{index}"]),
-                                   w[f"stacked_bias_{index}"])
-            layer_states = self.gates(z, layer_states, self.units)
-            new_states.extend(layer_states)
-            x = layer_states[0]
-        return tf.nn.bias_add(tf.matmul(x, w["output_kernel"]), w["output_bias"]), new_states
-
-    def prime(self, token_ids, states):
-        """Runs the whole of token_ids [B, T] through the stack in one sequence call; returns the
-        new states. Each layer is one input-projection matmul for all T steps, then the
-        recurrence (fused_rnn's sequence kernels). T is 0 for a one-character prompt: the
-        sequence kernels cannot stack an empty output of unknown batch size, so that case keeps
-        the states as they are."""
-        return tf.cond(tf.shape(token_ids)[1] > 0, lambda: self._prime(token_ids, states),
-                       lambda: list(states))
-
-    def _prime(self, token_ids, states):
-        w = self.weights
-        steps, batch = tf.shape(token_ids)[1], tf.shape(token_ids)[0]
-        x_proj = tf.gather(w["input_table"], tf.transpose(token_ids))  # time-major [T, B, G*H]
-        new_states = []
-        for index in range(self.num_layers):
-            layer_states = self.layer_states(states, index)
-            if index > 0:
-                kernel = w[f"stacked_kernel_{index}"][:self.units]
-                flat = tf.matmul(tf.reshape(x, [-1, self.units]), kernel) + w[f"stacked_bias_{index}"]
-                x_proj = tf.reshape(flat, [steps, batch, -1])
-            recurrent_kernel = self.recurrent_kernel(index)
-            if self.cell == "lstm":
-                x, h, c = fused_rnn.lstm_sequence(x_proj, layer_states[0], layer_states[1],
-                                                  recurrent_kernel)
-                layer_states = [h, c]
-            else:
-                def one_step(x_t, h, recurrent_kernel=recurrent_kernel):
-                    return self.gates(x_t + tf.matmul(h, recurrent_kernel), [h], self.units)[0]
-                x, h = fused_rnn.scan_sequence(one_step, x_proj, layer_states[0])
-                layer_states = [h]
-            new_states.extend(layer_states)
-        return new_states
-
-    def decode_step(self):
-        """(step_fn, states -> decode_loop states): the step as decode_loop runs it.
-
-        With `xla`, the states travel packed into one [B, n*H] tensor and the step is compiled
-        by XLA.
-
-        decode_loop is an ordinary (not XLA) while loop, because the samplers' random draws must
-        be TensorFlow's CPU kernels to equal `LanguageModel.sample` for the same seed. In such a
-        loop every small op and every loop variable costs the graph executor a few microseconds
-        per character, which is most of the time of a one-stream step; XLA fuses the ~25 ops of
-        the step into a few kernels, and packing the states saves the executor the control-flow
-        nodes of 2n-1 loop variables. XLA compiles once per batch size, on its first call.
-        """
-        if not self.xla:
-            return self.step, list
-        num_states = self.num_layers * self.states_per_layer
-
-        @tf.function(jit_compile=True)
-        def packed_step(token_ids, packed_states):
-            logits, states = self.step(token_ids, tf.split(packed_states, num_states, axis=1))
-            return logits, tf.concat(states, axis=1)
-
-        def step_fn(token_ids, states):
-            logits, packed_states = packed_step(token_ids, states[0])
-            return logits, [packed_states]
-
-        return step_fn, lambda states: [tf.concat(states, axis=1)]
-
-    def generate_ids(self, prime_ids, num_new, temperature, top_k, seed, forbidden=None):
-        """`LanguageModel._generate_graph` on the lean model: same samplers, same seeds."""
-        states = self.prime(prime_ids[:, :-1], self.initial_states(tf.shape(prime_ids)[0]))
-        step_fn, loop_states = self.decode_step()
-        seed_pair = tf.stack([seed, 0])
-
-        def run(sampler):
-            return decode_loop(step_fn, prime_ids[:, -1], loop_states(states), num_new, sampler,
-                               seed_pair, forbidden)[0]
-
-        return tf.case([(tf.equal(temperature, 0.0), lambda: run(GreedySampler())),
-                        (top_k > 0, lambda: run(TopKSampler(top_k, temperature)))],
-                       default=lambda: run(RandomSampler(temperature)))
-
+from textgen.lean_model import LeanLanguageModel, lean_weights  # noqa: E402
 
 # ---- text <-> tokens in the graph ----
 
@@ -436,7 +221,8 @@ def export_saved_model(model, out_directory, overwrite=False, xla=True):
     """Writes `model` (a textgen LanguageModel) as a SavedModel in `out_directory`.
 
     `overwrite` allows replacing a non-empty `out_directory`; `xla=False` leaves the generation
-    step uncompiled (slower; for servers without XLA).
+    loop uncompiled (slower, and seeded samples differ from `model.sample`'s; for servers without
+    XLA).
 
     The SavedModel is written into a temporary directory beside `out_directory` and renamed into
     place; an existing export (with `overwrite`) is renamed aside first and deleted last. So a
@@ -484,7 +270,7 @@ class ExportConfig:
     run_directory: str
     out_directory: str
     overwrite: bool = False     # replace a non-empty OUT_DIR
-    xla: bool = True            # compile the generation step with XLA
+    xla: bool = True            # compile the generation loop with XLA
 
 
 def build_parser():
@@ -499,8 +285,9 @@ def build_parser():
                         help="replace OUT_DIR if it already holds files (the old one is removed "
                              "only once the new one is in place)")
     parser.add_argument("--no-xla", dest="xla", action="store_false",
-                        help="do not compile the generation step with XLA: slower, but runs where "
-                             "XLA is unavailable or off (e.g. TF Serving on CPU without "
+                        help="do not compile the generation loop with XLA: slower, and seeded "
+                             "samples differ from textgen.sample's (argmax text is the same), but "
+                             "runs where XLA is unavailable or off (e.g. TF Serving on CPU without "
                              "--xla_cpu_compilation_enabled)")
     return parser
 

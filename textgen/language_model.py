@@ -6,7 +6,6 @@ import tensorflow as tf
 
 from textgen.errors import UsageError
 from textgen.recurrent_stack import RecurrentStack
-from textgen.sampler import GreedySampler, RandomSampler, TopKSampler
 from textgen.tokenizers import make_tokenizer
 from textgen.vocabulary import Vocabulary
 
@@ -137,26 +136,23 @@ class LanguageModel(keras.Model):
         return [self.decode(row) for row in np.concatenate([start, tokens.numpy()], axis=1)]
 
     def _generate(self, prime_ids, num_new, temperature, top_k, seed, forbidden):
+        """Runs the generation-time model (`textgen.lean_model`, XLA-compiled loop) on weights
+        folded from the current ones, which is what the exported SavedModel runs too: the same
+        prime, seed and settings give the same text here and from the SavedModel. The weights
+        are arguments of one traced function, so sampling during training does not retrace."""
+        from textgen.lean_model import LeanLanguageModel, lean_weights
+
         if self._generate_fn is None:
-            self._generate_fn = tf.function(self._generate_graph, reduce_retracing=True)
-        return self._generate_fn(tf.constant(prime_ids, tf.int32), tf.constant(num_new, tf.int32),
-                                 tf.constant(float(temperature)), tf.constant(int(top_k)),
-                                 tf.constant(int(seed)), tf.constant(forbidden))
+            def generate(weights, prime_ids, num_new, temperature, top_k, seed, forbidden):
+                lean = LeanLanguageModel(weights, self.cell, self.num_layers, self.hidden_size)
+                return lean.generate_ids(prime_ids, num_new, temperature, top_k, seed, forbidden)
 
-    def _generate_graph(self, prime_ids, num_new, temperature, top_k, seed, forbidden):
-        states = self.initial_states(tf.shape(prime_ids)[0])
-        # A one-token prime has nothing to warm up with; zero-length sequences are skipped.
-        states = tf.cond(tf.shape(prime_ids)[1] > 1, lambda: self(prime_ids[:, :-1], states)[1],
-                         lambda: states)
-        seed_pair = tf.stack([seed, 0])
-
-        def run(sampler):
-            return sampler(self.step, prime_ids[:, -1], states, num_new, seed_pair, forbidden)[0]
-
-        # The sampler is chosen in the graph so one traced function serves every setting.
-        return tf.case([(tf.equal(temperature, 0.0), lambda: run(GreedySampler())),
-                        (top_k > 0, lambda: run(TopKSampler(top_k, temperature)))],
-                       default=lambda: run(RandomSampler(temperature)))
+            self._generate_fn = tf.function(generate, reduce_retracing=True)
+        weights = {name: tf.constant(value) for name, value in lean_weights(self).items()}
+        return self._generate_fn(weights, tf.constant(prime_ids, tf.int32),
+                                 tf.constant(num_new, tf.int32), tf.constant(float(temperature)),
+                                 tf.constant(int(top_k)), tf.constant(int(seed)),
+                                 tf.constant(forbidden))
 
     def get_config(self):
         config = super().get_config()
