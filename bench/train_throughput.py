@@ -9,9 +9,12 @@ In one process, on the embedded tiny-shakespeare corpus (vocabulary 65), it time
 
 - ours: the project's real training step (`Trainer.train_step`: model(inputs, states,
   training=True), sparse softmax cross-entropy, Adam with global-norm clipping) on the model from
-  `textgen.trainer.build_model` with the lean CPU kernels (`--fused on`), states carried from batch
-  to batch as in stateful training;
-- stock Keras: the same step and model with `--fused off` (the stock `keras.layers.LSTM` path);
+  `textgen.trainer.build_model` with the lean CPU kernels (`--fused on`) and the default
+  `--batch-parts` (one group of streams per core, run as parallel branches with one TensorFlow
+  thread each), states carried from batch to batch as in stateful training. The thread setting is
+  process-wide, so `tf.matmul` below is then measured on one thread per op;
+- stock Keras: the same step and model with `--fused off` (the stock `keras.layers.LSTM` path)
+  and `--batch-parts 1`;
 - PyTorch: a same-size `nn.LSTM` truncated-BPTT loop (embedding -> nn.LSTM(num_layers,
   batch_first) -> Linear; detached states carried between batches; Adam lr 2e-3;
   clip_grad_norm_ 5). Skipped with a message when torch is not installed;
@@ -36,6 +39,7 @@ import time
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as textgen sets it (textgen/_quiet_import.py)
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -121,14 +125,16 @@ class KerasContender:
     directory), timed through `trainer.train_step` exactly as `Trainer.train` calls it, with the
     states each step returns fed to the next one."""
 
-    def __init__(self, name, fused, args, workdir):
-        config = config_lib.TrainConfig(
+    def __init__(self, name, fused, args, workdir, batch_parts=0):
+        config = config_lib.TrainConfig(batch_parts=batch_parts,
             data=args.data, hidden_size=args.hidden_size, num_layers=args.num_layers,
             embedding_size=args.embedding_size, batch_size=args.batch_size,
             seq_length=args.seq_length, fused=fused, optimizer="adam", learning_rate=2e-3,
             grad_clip=5.0, sample_every=0, out=os.path.join(workdir, f"fused-{fused}"))
         trainer = Trainer(config, log=lambda message: None, progress_bar=False)
         trainer.prepare()
+        if trainer.config.batch_parts > 1:
+            name += f", {trainer.config.batch_parts} batch parts"
         self.name, self.trainer, self.batches = name, trainer, trainer.train_batches
         self.states = trainer.states
         self.position = 0
@@ -231,7 +237,8 @@ def main(argv=None):
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     contenders = [KerasContender("ours (fused on)", "on", args, workdir)]
     if not args.no_keras:
-        contenders.append(KerasContender("stock Keras (fused off)", "off", args, workdir))
+        contenders.append(KerasContender("stock Keras (fused off)", "off", args, workdir,
+                                         batch_parts=1))
     torch_note = None
     if args.no_torch:
         torch_note = "PyTorch skipped (--no-torch)"

@@ -75,7 +75,9 @@ assert len(one_losses) == len(two_losses) == 78
 relative = np.max(np.abs(one_losses - two_losses) / one_losses)
 assert relative < 1e-4, relative
 for a, b in zip(one.states, two.states):  # every stream ends in the same state
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # (after 78 steps oneDNN's rounding, which differs with the batch per matmul, leaves ~1e-4;
+    # a stream on the wrong replica would be off by tenths)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-4)
 print("max relative loss difference", relative)
 """)
     assert "max relative loss difference" in out

@@ -160,3 +160,17 @@ def test_run_directory_contents(tiny_config):
     assert set(groups) == {"model", "optimizer", "states"}
     assert {"epoch", "step_in_epoch", "global_step", "rng", "step_losses"} <= set(progress)
     assert [s.shape for s in groups["states"]] == [(8, 32)] * 4
+
+
+def test_batch_parts_train_the_same_function(tiny_config, tmp_path):
+    """Groups of streams run as parallel branches (--batch-parts) compute the same loss and
+    gradient as one batch: same losses, weights and carried states, up to float rounding."""
+    config = dataclasses.replace(tiny_config, dropout=0.0, max_steps=30, batch_size=9)
+    whole = train(dataclasses.replace(config, batch_parts=1, out=str(tmp_path / "one")), **QUIET)
+    split = train(dataclasses.replace(config, batch_parts=3, out=str(tmp_path / "three")), **QUIET)
+    np.testing.assert_allclose(split.step_losses, whole.step_losses, rtol=1e-4)
+    for a, b in zip(split.states, whole.states):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    assert_same_checkpoint(str(tmp_path / "one"), str(tmp_path / "three"), rtol=1e-3, atol=1e-4)
+    with open(tmp_path / "three" / "config.json", encoding="utf-8") as f:
+        assert json.load(f)["batch_parts"] == 3  # saved, so --resume splits the same way

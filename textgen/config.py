@@ -48,6 +48,7 @@ class TrainConfig:
     export: bool = True               # export RUN_DIR/saved_model when training finishes
     strategy: str = "auto"            # auto | none | mirrored | multiworker (tf.distribute); --batch-size is global
     fused: str = "auto"               # auto | on | off: lean CPU kernels or the stock Keras layers
+    batch_parts: int = 0              # CPU: run each batch as this many groups of streams in parallel, one thread each (0: auto, 1: off)
 
 
 # Fields that fix the model and the data layout; a resumed run must keep them.
@@ -84,6 +85,9 @@ def validate(config):
         raise UsageError(f"--max-vocab must be 0 (no limit) or at least 2, got {config.max_vocab}")
     if config.optimizer not in OPTIMIZERS:
         raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    if config.batch_parts < 0 or config.batch_parts > config.batch_size:
+        raise UsageError(f"--batch-parts must be between 0 (auto) and --batch-size "
+                         f"({config.batch_size}), got {config.batch_parts}")
 
 
 def validate_shared(config):

@@ -37,6 +37,42 @@ def make_strategy(name):
     raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
 
 
+def cpu_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def batch_parts(requested, batch_size, replicas=1):
+    """How many groups of streams a CPU training step runs in parallel (see `Trainer`).
+
+    `requested` > 0 is taken as it is. Auto (0): one group per core, each of at least 16 streams
+    (smaller groups make the per-step matmuls too thin to pay), and 1 when a GPU or a
+    multi-replica strategy does the parallel work instead.
+    """
+    if requested > 0:
+        return requested
+    if replicas > 1 or tf.config.list_physical_devices("GPU"):
+        return 1
+    return max(1, min(cpu_cores(), batch_size // 16))
+
+
+def use_one_thread_per_part(parts):
+    """Gives each of `parts` parallel groups its share of the cores for TensorFlow's per-op
+    threads (one each on this 2-core machine): a group's small per-step ops then run where they
+    are, instead of every one being split over every core. Only possible before TensorFlow runs
+    its first op; later (e.g. inside a test session) the groups still run in parallel, on
+    TensorFlow's default threads."""
+    if parts <= 1:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, cpu_cores() // parts))
+        tf.config.threading.set_inter_op_parallelism_threads(max(2, parts))
+    except RuntimeError:  # TensorFlow is already running
+        pass
+
+
 def is_chief():
     """Only the chief writes checkpoints: task chief, or worker 0 when there is no chief."""
     config = json.loads(os.environ.get("TF_CONFIG", "{}"))

@@ -22,7 +22,8 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from textgen import config as config_lib
-from textgen.distribution import StreamPlacement, is_chief, make_strategy
+from textgen.distribution import (StreamPlacement, batch_parts, is_chief, make_strategy,
+                                  use_one_thread_per_part)
 from textgen.corpus import StreamBatches, minimum_corpus_length, read_text, split_train_validation
 from textgen.errors import TrainingDiverged, UsageError
 from textgen.language_model import LanguageModel
@@ -169,7 +170,14 @@ class Trainer:
         val_rows = min(config.batch_size, (len(val_ids) - 1) // config.seq_length)
         self.val_batches = StreamBatches(val_ids, val_rows, config.seq_length)
 
+        # Resolved here, before TensorFlow runs its first op (the thread setting needs that), and
+        # saved with the config, so that a resumed run splits its batches the same way.
+        config.batch_parts = batch_parts(config.batch_parts, config.batch_size,
+                                         2 if config.strategy in ("mirrored", "multiworker") else 1)
+        use_one_thread_per_part(config.batch_parts)
         self.strategy = make_strategy(config.strategy)
+        if self.strategy.num_replicas_in_sync > 1:
+            config.batch_parts = 1  # the replicas are the parallel groups
         self.placement = StreamPlacement(self.strategy, config.batch_size)
         self.chief = is_chief()
         keras.utils.set_random_seed(config.seed)
@@ -214,13 +222,37 @@ class Trainer:
         tokens_per_batch = self.config.batch_size * self.config.seq_length
         clip = self.config.grad_clip
 
+        parts = self.config.batch_parts
+        rows = self.config.batch_size
+        part_rows = [rows // parts + (1 if p < rows % parts else 0) for p in range(parts)]
+
+        def summed_loss(inputs, targets, states):
+            """(summed loss, new states). With --batch-parts, each group of streams is its own
+            branch of the graph (model call, loss and, through the tape, backward pass), and
+            TensorFlow runs independent branches in parallel: on a CPU that keeps the cores
+            busier than splitting every small per-step op over all of them. The sum, and so the
+            gradient, is the same function of the weights; only float rounding (and the
+            dropout masks drawn) differ."""
+            if parts == 1:
+                logits, new_states = model(inputs, states, training=True)
+                return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    targets, logits)), new_states
+            groups = zip(tf.split(inputs, part_rows), tf.split(targets, part_rows),
+                         zip(*[tf.split(s, part_rows) for s in states]))
+            totals, group_states = [], []
+            for group_inputs, group_targets, group_state in groups:
+                logits, new_states = model(group_inputs, list(group_state), training=True)
+                totals.append(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    group_targets, logits)))
+                group_states.append(new_states)
+            return tf.add_n(totals), [tf.concat(list(s), 0) for s in zip(*group_states)]
+
         def replica_step(inputs, targets, states):
             with tf.GradientTape() as tape:
-                logits, new_states = model(inputs, states, training=True)
+                total, new_states = summed_loss(inputs, targets, states)
                 # Summed over this replica's rows, divided by the global count: the replicas'
                 # losses (and gradients) add up to the global mean.
-                loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    targets, logits)) / tokens_per_batch
+                loss = total / tokens_per_batch
             variables = model.trainable_variables
             gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
             if replicas > 1:
@@ -309,7 +341,8 @@ class Trainer:
                  f"{batches.inputs.size:,} / validation {self.val_batches.inputs.size:,} "
                  f"{self.unit}; {len(batches)} batches "
                  f"of {c.batch_size} x {c.seq_length} per epoch; "
-                 f"{self.model.count_params():,} parameters")
+                 f"{self.model.count_params():,} parameters"
+                 + (f"; {c.batch_parts} groups of streams in parallel" if c.batch_parts > 1 else ""))
         if p["global_step"]:
             self.log(f"resuming {c.out} at epoch {p['epoch'] + 1}, step {p['step_in_epoch']} "
                      f"(global step {p['global_step']})")
