@@ -394,8 +394,17 @@ class CaptionTrainer:
 
         return share(inputs), share(captions)
 
+    def images_per_epoch(self):
+        """The training images an epoch uses: all of them, except that under several replicas a
+        last batch smaller than the replica count is left out. Such a batch would leave a replica
+        with no image, and synchronized batch normalisation over an empty share fails under
+        TensorFlow's oneDNN CPU kernels (a collective shape mismatch). The order is reshuffled
+        every epoch, so the left-out images differ from epoch to epoch."""
+        total, remainder = len(self.train_set), len(self.train_set) % self.config.batch_size
+        return total - remainder if 0 < remainder < self.replicas else total
+
     def steps_per_epoch(self):
-        return math.ceil(len(self.train_set) / self.config.batch_size)
+        return math.ceil(self.images_per_epoch() / self.config.batch_size)
 
     def _batches(self, source, caption_set, order, rows):
         return source.batches(order, rows, caption_set.captions, self.config.batch_size)
@@ -450,10 +459,11 @@ class CaptionTrainer:
                 self._start_fine_tuning()
             self.optimizer.learning_rate.assign(self.learning_rate(p["epoch"]))
             order, rows = self.train_set.epoch_plan(c.seed, p["epoch"], c.captions_per_image)
+            order, rows = order[:self.images_per_epoch()], rows[:self.images_per_epoch()]
             first = p["step_in_epoch"] * c.batch_size
             batches = self._batches(self.train_source, self.train_set, order[first:], rows[first:])
-            bar = self._bar(len(self.train_set), "img", f"epoch {p['epoch'] + 1}/{c.epochs}",
-                            initial=min(first, len(self.train_set)))
+            bar = self._bar(self.images_per_epoch(), "img", f"epoch {p['epoch'] + 1}/{c.epochs}",
+                            initial=min(first, self.images_per_epoch()))
             epoch_total = epoch_count = 0.0
             with bar:
                 for inputs, captions in batches:
