@@ -381,7 +381,7 @@ class CaptionTrainer:
 
     def _distribute(self, inputs, captions):
         """Replica r gets its contiguous share of the batch's rows (the last, short batch splits
-        as evenly as it can; a replica may get none)."""
+        as evenly as it can; `images_per_epoch` makes sure no replica gets none)."""
         if self.replicas == 1:
             return inputs, captions
         rows = int(inputs.shape[0])
