@@ -31,7 +31,7 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # importing textgen loads TensorFlow
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # importing textgen loads TensorFlow
 
 import numpy as np  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402

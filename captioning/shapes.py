@@ -31,7 +31,7 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # importing textgen loads TensorFlow
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # importing textgen loads TensorFlow
 
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402

@@ -5,7 +5,7 @@ import dataclasses
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from textgen._quiet_import import import_tensorflow_quietly  # noqa: E402
 

@@ -11,7 +11,10 @@ an AVX2-only CPU (this project's 2-core AMD EPYC) it falls back to Eigen, where 
 encoder's convolutions train 1.6x slower and the char-rnn training step 1.3x slower
 (bench/train_throughput.py). The variable is read when TensorFlow loads, so it only applies when
 textgen is imported before TensorFlow (as the CLIs do); the results differ from Eigen's only by
-float rounding.
+float rounding. TensorFlow's C++ log level defaults to 3 (fatal only): with oneDNN on, its first
+int32 op logs an "error" that oneDNN falls back to Eigen for int32 on CPUs without AVX-512,
+which is harmless and would break the one-line output of the CLIs; real failures still reach
+Python as exceptions. Set TF_CPP_MIN_LOG_LEVEL yourself to see TensorFlow's log.
 """
 
 import os
@@ -24,7 +27,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 def import_tensorflow_quietly():
     if "keras" in sys.modules and "tensorflow" in sys.modules:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         saved = os.dup(2)
     except OSError:  # no usable fd 2 (embedded interpreters): import normally

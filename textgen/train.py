@@ -5,7 +5,7 @@ import dataclasses
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from textgen.config import TrainConfig  # noqa: E402
 from textgen.errors import cli_errors  # noqa: E402
