@@ -459,11 +459,12 @@ class CaptionTrainer:
                 self._start_fine_tuning()
             self.optimizer.learning_rate.assign(self.learning_rate(p["epoch"]))
             order, rows = self.train_set.epoch_plan(c.seed, p["epoch"], c.captions_per_image)
-            order, rows = order[:self.images_per_epoch()], rows[:self.images_per_epoch()]
+            images = self.images_per_epoch()
+            order, rows = order[:images], rows[:images]
             first = p["step_in_epoch"] * c.batch_size
             batches = self._batches(self.train_source, self.train_set, order[first:], rows[first:])
-            bar = self._bar(self.images_per_epoch(), "img", f"epoch {p['epoch'] + 1}/{c.epochs}",
-                            initial=min(first, self.images_per_epoch()))
+            bar = self._bar(images, "img", f"epoch {p['epoch'] + 1}/{c.epochs}",
+                            initial=min(first, images))
             epoch_total = epoch_count = 0.0
             with bar:
                 for inputs, captions in batches:

@@ -44,17 +44,18 @@ def cpu_cores():
         return os.cpu_count() or 1
 
 
-def batch_parts(requested, batch_size, replicas=1):
+def batch_parts(requested, batch_size, strategy="none"):
     """How many groups of streams a CPU training step runs in parallel (see `Trainer`).
 
-    `requested` > 0 is taken as it is. Auto (0): one group per core, each of at least 16 streams
-    (smaller groups make the per-step matmuls too thin to pay), and 1 when a GPU or a
-    multi-replica strategy does the parallel work instead.
+    1 whenever a GPU is visible or `strategy` is mirrored or multiworker: the GPU or the replicas
+    do the parallel work then (and every replica multi-GPU `auto` makes needs a GPU). Otherwise
+    `requested` > 0 is taken as it is, and auto (0) is one group per core, each of at least 16
+    streams (smaller groups make the per-step matmuls too thin to pay).
     """
+    if strategy in ("mirrored", "multiworker") or tf.config.list_physical_devices("GPU"):
+        return 1
     if requested > 0:
         return requested
-    if replicas > 1 or tf.config.list_physical_devices("GPU"):
-        return 1
     return max(1, min(cpu_cores(), batch_size // 16))
 
 

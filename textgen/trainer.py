@@ -172,12 +172,9 @@ class Trainer:
 
         # Resolved here, before TensorFlow runs its first op (the thread setting needs that), and
         # saved with the config, so that a resumed run splits its batches the same way.
-        config.batch_parts = batch_parts(config.batch_parts, config.batch_size,
-                                         2 if config.strategy in ("mirrored", "multiworker") else 1)
+        config.batch_parts = batch_parts(config.batch_parts, config.batch_size, config.strategy)
         use_one_thread_per_part(config.batch_parts)
         self.strategy = make_strategy(config.strategy)
-        if self.strategy.num_replicas_in_sync > 1:
-            config.batch_parts = 1  # the replicas are the parallel groups
         self.placement = StreamPlacement(self.strategy, config.batch_size)
         self.chief = is_chief()
         keras.utils.set_random_seed(config.seed)
@@ -224,7 +221,8 @@ class Trainer:
 
         parts = self.config.batch_parts
         rows = self.config.batch_size
-        part_rows = [rows // parts + (1 if p < rows % parts else 0) for p in range(parts)]
+        # Rows per group; one group (also each replica's share under a strategy) splits as is.
+        splits = 1 if parts == 1 else [rows // parts + (p < rows % parts) for p in range(parts)]
 
         def summed_loss(inputs, targets, states):
             """(summed loss, new states). With --batch-parts, each group of streams is its own
@@ -233,12 +231,8 @@ class Trainer:
             busier than splitting every small per-step op over all of them. The sum, and so the
             gradient, is the same function of the weights; only float rounding (and the
             dropout masks drawn) differ."""
-            if parts == 1:
-                logits, new_states = model(inputs, states, training=True)
-                return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    targets, logits)), new_states
-            groups = zip(tf.split(inputs, part_rows), tf.split(targets, part_rows),
-                         zip(*[tf.split(s, part_rows) for s in states]))
+            groups = zip(tf.split(inputs, splits), tf.split(targets, splits),
+                         zip(*[tf.split(s, splits) for s in states]))
             totals, group_states = [], []
             for group_inputs, group_targets, group_state in groups:
                 logits, new_states = model(group_inputs, list(group_state), training=True)
