@@ -38,6 +38,8 @@ class Captioner(keras.Model):
         image_size: input width and height (None: the encoder's own).
         feature_size: small encoder only: the length of v.
         encoder_filters: small encoder only: its convolution channels.
+        encoder_spatial: small encoder only: how its final map's layout reaches v (`SmallCNN`'s
+            `spatial`).
         cell, num_layers, hidden_size, dropout, fused: see `textgen.RecurrentStack`.
         embedding_size: size of the token embedding.
         seed: seed of the dropout masks.
@@ -45,7 +47,8 @@ class Captioner(keras.Model):
 
     def __init__(self, vocabulary, encoder="small", encoder_weights="none", image_size=None,
                  feature_size=256, encoder_filters=(32, 64, 64, 128), cell="lstm", num_layers=1,
-                 hidden_size=256, embedding_size=64, dropout=0.0, fused=None, seed=None, **kwargs):
+                 hidden_size=256, embedding_size=64, dropout=0.0, fused=None, seed=None,
+                 encoder_spatial="flatten", **kwargs):
         super().__init__(**kwargs)
         if not isinstance(vocabulary, Vocabulary):
             vocabulary = Vocabulary(vocabulary, unknown_token=UNKNOWN)
@@ -61,7 +64,8 @@ class Captioner(keras.Model):
         self.fused = fused
         self.seed = seed
         self.encoder = ImageEncoder(encoder, encoder_weights, image_size, feature_size,
-                                    encoder_filters, name="encoder")
+                                    encoder_filters, encoder_spatial, name="encoder")
+        self.encoder_spatial = self.encoder.spatial
         self.image_size = self.encoder.image_size
         self.feature_size = self.encoder.output_size
         self.encoder_filters = self.encoder.filters
@@ -231,5 +235,5 @@ class Captioner(keras.Model):
                       encoder_filters=list(self.encoder_filters), cell=self.cell,
                       num_layers=self.num_layers, hidden_size=self.hidden_size,
                       embedding_size=self.embedding_size, dropout=self.dropout, fused=self.fused,
-                      seed=self.seed)
+                      seed=self.seed, encoder_spatial=self.encoder_spatial)
         return config

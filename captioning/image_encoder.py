@@ -76,7 +76,7 @@ class ImageEncoder(keras.layers.Layer):
     """
 
     def __init__(self, backbone="small", encoder_weights="none", image_size=None, feature_size=256,
-                 filters=(32, 64, 64, 128), **kwargs):
+                 filters=(32, 64, 64, 128), spatial="flatten", **kwargs):
         super().__init__(**kwargs)
         check_backbone(backbone)
         self.backbone_name = backbone
@@ -84,11 +84,13 @@ class ImageEncoder(keras.layers.Layer):
         self.image_size = int(image_size or default_image_size(backbone))
         self.feature_size = int(feature_size)
         self.filters = tuple(int(f) for f in filters)
+        self.spatial = {True: "flatten", False: "none"}.get(spatial, spatial)
         if backbone == "small":
             if encoder_weights == "imagenet":
                 raise UsageError("--encoder small has no ImageNet weights; pass --encoder-weights "
                                  "none (trained from scratch) or the PATH of saved small-encoder weights")
-            self.backbone = SmallCNN(self.image_size, self.filters, self.feature_size, name="small_cnn")
+            self.backbone = SmallCNN(self.image_size, self.filters, self.feature_size,
+                                     spatial=self.spatial, name="small_cnn")
             self.backbone.build((None, self.image_size, self.image_size, 3))
             self._preprocess = None
         else:
@@ -172,5 +174,5 @@ class ImageEncoder(keras.layers.Layer):
         config = super().get_config()
         config.update(backbone=self.backbone_name, encoder_weights=self.encoder_weights,
                       image_size=self.image_size, feature_size=self.feature_size,
-                      filters=list(self.filters))
+                      filters=list(self.filters), spatial=self.spatial)
         return config

@@ -4,14 +4,25 @@ import keras
 import tensorflow as tf
 
 
+# How the final feature map's layout reaches the feature vector (see SmallCNN).
+SPATIAL = ("lines", "flatten", "columns", "keypoints", "keypoints+lines", "none")
+
+
 @keras.saving.register_keras_serializable(package="captioning")
 class SmallCNN(keras.layers.Layer):
     """uint8 (or 0..255 float) pixels [batch, size, size, 3] -> feature vector [batch, feature_size].
 
     A few blocks of 3x3 convolution + batch normalisation + ReLU + 2x2 max-pooling. The final
     feature map is read two ways, concatenated: global max-pooling (WHAT is in the image: the
-    shared detectors learn shapes and colours several times faster through this path) and the
-    flattened map (WHERE: "left of", "above" and left-to-right order need positions). A dense
+    shared detectors learn shapes and colours several times faster through this path) and a
+    summary of its layout (WHERE: "left of", "above" and left-to-right order need positions),
+    chosen by `spatial`:
+    "flatten": every cell of the map; "lines": the maximum over each row and over each column
+    (half the cells' numbers at 4x4, and an object's column reads the same whatever its row,
+    so fewer examples teach it; on the shapes benchmark it trained to a lower validation loss,
+    0.269 nats/token against 0.289 after 47 epochs); "columns": over each column only;
+    "keypoints": every channel's expected x and y (a spatial soft-argmax); "keypoints+lines";
+    "none": global max-pooling alone. A dense
     layer projects them to `feature_size`, and batch normalisation of that vector gives v: every
     feature has zero mean and unit variance over the images, so each one has to vary from image
     to image. With layer normalisation there (each image's vector at unit scale, the earlier
@@ -34,18 +45,26 @@ class SmallCNN(keras.layers.Layer):
         feature_size: length of the feature vector.
         batch_norm: batch-normalise every convolution's output (it trains much faster from
             scratch); the statistics are those of the batch in training, moving averages after.
+        coordinates: "none", "last" or "all": add x and y channels (CoordConv) to the input of
+            the last convolution or of every convolution after the first.
+        spatial: how the final map's layout reaches the feature vector (see above; True and
+            False, from configs saved before the names, mean "flatten" and "none").
+        unpooled: indices of blocks without the 2x2 max-pooling.
         feature_norm: "batch" (default) or "layer": the normalisation that produces v.
     """
 
     def __init__(self, image_size=64, filters=(32, 64, 64, 128), feature_size=256, batch_norm=True,
-                 coordinates="none", spatial=True, unpooled=(), feature_norm="batch", **kwargs):
+                 coordinates="none", spatial="flatten", unpooled=(), feature_norm="batch", **kwargs):
         super().__init__(**kwargs)
         self.image_size = int(image_size)
         self.filters = tuple(int(f) for f in filters)
         self.feature_size = int(feature_size)
         self.batch_norm = bool(batch_norm)
         self.coordinates = coordinates
-        self.spatial = spatial
+        # True and False are what saved configs from before the names say.
+        self.spatial = {True: "flatten", False: "none"}.get(spatial, spatial)
+        if self.spatial not in SPATIAL:
+            raise ValueError(f"spatial must be one of {', '.join(SPATIAL)}, got {spatial!r}")
         self.unpooled = tuple(int(i) for i in unpooled)
         if feature_norm not in ("batch", "layer"):
             raise ValueError(f"feature_norm must be 'batch' or 'layer', got {feature_norm!r}")
@@ -78,8 +97,8 @@ class SmallCNN(keras.layers.Layer):
             if self.batch_norm:
                 self.norms[i].build((None, size, size, conv.filters))
             size, channels = size // (1 + self.pooled[i]), conv.filters
-        cells = {True: size * size, False: 0, "columns": size, "lines": 2 * size, "keypoints": 2,
-                 "keypoints+lines": 2 + 2 * size}[self.spatial]
+        cells = {"flatten": size * size, "none": 0, "columns": size, "lines": 2 * size,
+                 "keypoints": 2, "keypoints+lines": 2 + 2 * size}[self.spatial]
         self.projection.build((None, (cells + 1) * channels))
         self.normalization.build((None, self.feature_size))
         self.built = True
@@ -95,7 +114,7 @@ class SmallCNN(keras.layers.Layer):
             if self.pooled[i]:
                 x = pool(x)
         parts = [self.global_pool(x)]
-        if self.spatial is True:
+        if self.spatial == "flatten":
             parts.append(self.flatten(x))
         elif self.spatial == "columns":
             parts.append(self.flatten(tf.reduce_max(x, axis=1)))

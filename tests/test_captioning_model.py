@@ -13,6 +13,7 @@ from captioning.captioner import Captioner
 from captioning.captions import END, PAD, SPECIALS, START, UNKNOWN, build_vocabulary
 from captioning.decoding import caption_features, caption_images
 from captioning.image_encoder import ImageEncoder, default_image_size
+from captioning.small_cnn import SPATIAL, SmallCNN
 from captioning.losses import masked_cross_entropy, masked_loss, teacher_forcing
 from textgen.errors import UsageError
 
@@ -183,7 +184,8 @@ def test_config_round_trip(vocabulary):
     clone.build()
     assert clone.get_config() == config
     for name in ("encoder", "encoder_weights", "image_size", "feature_size", "encoder_filters", "cell",
-                 "num_layers", "hidden_size", "embedding_size", "dropout", "fused", "seed"):
+                 "num_layers", "hidden_size", "embedding_size", "dropout", "fused", "seed",
+                 "encoder_spatial"):
         assert name in config
     clone.set_weights(model.get_weights())
     v, tokens = features(), token_batch(vocabulary)
@@ -194,6 +196,29 @@ def test_config_round_trip(vocabulary):
     assert isinstance(restored, Captioner) and restored.get_config() == config
     encoder = model.encoder
     assert ImageEncoder.from_config(encoder.get_config()).get_config() == encoder.get_config()
+
+
+@pytest.mark.parametrize("spatial", SPATIAL)
+def test_small_cnn_spatial_summaries_round_trip(spatial):
+    keras.utils.set_random_seed(3)
+    cnn = SmallCNN(image_size=16, filters=(4, 4), feature_size=F, spatial=spatial)
+    cnn.build((None, 16, 16, 3))
+    clone = SmallCNN.from_config(cnn.get_config())
+    clone.build((None, 16, 16, 3))
+    clone.set_weights(cnn.get_weights())
+    assert clone.get_config() == cnn.get_config() and clone.spatial == spatial
+    # The final map is 4x4 with 4 channels; the global max plus the layout summary's cells.
+    cells = {"flatten": 16, "lines": 8, "columns": 4, "keypoints": 2, "keypoints+lines": 10, "none": 0}
+    assert cnn.projection.kernel.shape == ((cells[spatial] + 1) * 4, F)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3)).astype(np.uint8)
+    np.testing.assert_allclose(np.asarray(clone(pixels)), np.asarray(cnn(pixels)), rtol=1e-6)
+
+
+def test_small_cnn_reads_the_booleans_of_older_configs():
+    assert SmallCNN(image_size=16, filters=(4, 4), spatial=True).spatial == "flatten"
+    assert SmallCNN(image_size=16, filters=(4, 4), spatial=False).spatial == "none"
+    with pytest.raises(ValueError, match="spatial must be one of"):
+        SmallCNN(image_size=16, filters=(4, 4), spatial="grid")
 
 
 def test_masked_loss_ignores_pad_positions(vocabulary):
