@@ -7,6 +7,7 @@ The model defaults are tuned for the synthetic shapes data (64x64 images, `small
 import dataclasses
 
 from captioning.image_encoder import BACKBONES, check_backbone, default_image_size
+from captioning.small_cnn import SPATIAL
 from textgen.config import validate_shared
 from textgen.errors import UsageError
 
@@ -23,6 +24,7 @@ class CaptionTrainConfig:
     image_size: int = 0                 # image side in pixels (0: the encoder's own: small 64, inception_v3 299, others 224)
     feature_size: int = 256             # small encoder: length of the image feature vector
     encoder_filters: str = "24,48,64,96"  # small encoder: channels of its conv blocks, comma separated
+    encoder_spatial: str = "lines"      # small encoder: how its final map's layout reaches v: lines | flatten | columns | keypoints | keypoints+lines | none
     fine_tune_after: int = -1           # pretrained encoders: unfreeze after this many epochs (-1: never)
     encoder_learning_rate: float = 1e-5  # learning rate of a fine-tuned backbone
     feature_cache: str = ""             # directory of cached backbone features (empty: OUT/feature_cache)
@@ -37,6 +39,8 @@ class CaptionTrainConfig:
     max_minutes: float = 0.0            # stop, after a checkpoint, once training has run this long (0: no limit)
     max_steps: int = 0                  # stop after this many training steps in all (0: no limit)
     learning_rate: float = 2e-3         # Adam learning rate of the decoder (and of the small encoder)
+    lr_schedule: str = "cosine"         # constant | cosine: fall to --min-learning-rate over the run (the first of --epochs, --max-steps, --max-minutes to end it)
+    min_learning_rate: float = 1e-4     # where the cosine schedule ends
     lr_decay: float = 1.0               # multiply the learning rate by this every epoch ...
     lr_decay_after: int = 0             # ... after this many epochs
     grad_clip: float = 5.0              # global-norm gradient clipping (0: off)
@@ -56,7 +60,7 @@ class CaptionTrainConfig:
 
 # Fields that fix the model, the data and their order; a resumed run must keep them.
 RUN_IDENTITY = ("annotations", "val_annotations", "val_fraction", "encoder", "encoder_weights",
-                "image_size", "feature_size", "encoder_filters", "fine_tune_after", "cell",
+                "image_size", "feature_size", "encoder_filters", "encoder_spatial", "fine_tune_after", "cell",
                 "num_layers", "hidden_size", "embedding_size", "dropout", "batch_size",
                 "captions_per_image", "seed", "min_count", "max_length")
 
@@ -102,6 +106,11 @@ def validate(config):
     if config.fine_tune_after >= 0 and config.encoder == "small":
         raise UsageError("--fine-tune-after is for pretrained encoders; --encoder small is always "
                          "trained end to end")
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise UsageError(f"--lr-schedule must be constant or cosine, got {config.lr_schedule!r}")
+    if not 0 <= config.min_learning_rate <= config.learning_rate:
+        raise UsageError(f"--min-learning-rate must be in [0, --learning-rate {config.learning_rate}], "
+                         f"got {config.min_learning_rate}")
     for name in ("learning_rate", "encoder_learning_rate"):
         if not getattr(config, name) > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}")
@@ -110,6 +119,9 @@ def validate(config):
         raise UsageError(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
     if config.check_images not in ("verify", "decode", "none"):
         raise UsageError(f"--check-images must be verify, decode or none, got {config.check_images!r}")
+    if config.encoder_spatial not in SPATIAL:
+        raise UsageError(f"--encoder-spatial must be one of {', '.join(SPATIAL)}, got "
+                         f"{config.encoder_spatial!r}")
     filters = parse_filters(config.encoder_filters)
     size = resolved_image_size(config)
     if config.encoder == "small" and size % (2 ** len(filters)):
@@ -125,5 +137,8 @@ def to_dict(config):
 
 
 def from_dict(values):
+    values = dict(values)
+    # Runs saved before --encoder-spatial existed flattened the whole map (the bundled model too).
+    values.setdefault("encoder_spatial", "flatten")
     known = {f.name for f in dataclasses.fields(CaptionTrainConfig)}
     return CaptionTrainConfig(**{k: v for k, v in values.items() if k in known})

@@ -28,6 +28,10 @@ HELP = {
                   "inception_v3 299, the others 224)",
     "feature_size": "small encoder: length of the image feature vector fed at the first step",
     "encoder_filters": "small encoder: output channels of its conv+pool blocks, comma separated",
+    "encoder_spatial": "small encoder: how the layout of its final feature map reaches the feature "
+                       "vector, beside the global max-pooling: lines (the maximum over each row and "
+                       "each column), flatten (every cell), columns, keypoints (each channel's "
+                       "expected x and y), keypoints+lines, or none",
     "fine_tune_after": "pretrained encoders: train the backbone too from this epoch on (-1: keep it frozen)",
     "encoder_learning_rate": "learning rate of the backbone once it is fine-tuned",
     "feature_cache": "directory for the cached features of a frozen backbone (default: OUT/feature_cache); "
@@ -43,6 +47,11 @@ HELP = {
     "max_minutes": "stop cleanly, after saving a checkpoint, once the run has taken this many minutes (0: no limit)",
     "max_steps": "stop after this many training steps in all, counting resumed ones (0: no limit)",
     "learning_rate": "Adam learning rate of the decoder (and of the small encoder)",
+    "lr_schedule": "constant, or cosine: the learning rate falls from --learning-rate to "
+                   "--min-learning-rate along a half cosine over the run, whose end is the first of "
+                   "--epochs, --max-steps and --max-minutes (with --max-minutes it follows the clock, "
+                   "so runs with the same seed differ slightly)",
+    "min_learning_rate": "where --lr-schedule cosine ends",
     "lr_decay": "multiply the learning rate by this at every epoch after --lr-decay-after (1: constant)",
     "lr_decay_after": "epochs at the initial learning rate before --lr-decay starts",
     "grad_clip": "clip the gradients' global norm to this (0: off)",

@@ -76,6 +76,7 @@ def build_model(config, vocabulary, encoder_weights=None):
                       image_size=config_lib.resolved_image_size(config),
                       feature_size=config.feature_size,
                       encoder_filters=config_lib.parse_filters(config.encoder_filters),
+                      encoder_spatial=config.encoder_spatial,
                       cell=config.cell, num_layers=config.num_layers,
                       hidden_size=config.hidden_size, embedding_size=config.embedding_size,
                       dropout=config.dropout, fused=fused, seed=config.seed)
@@ -428,9 +429,27 @@ class CaptionTrainer:
             groups["encoder_optimizer"] = [v.numpy() for v in self.encoder_optimizer.variables]
         self.run.save_checkpoint(groups, self.progress)
 
-    def learning_rate(self, epoch):
+    def run_fraction(self):
+        """How much of the run is behind us, from 0 to 1: the largest of the fractions of
+        --epochs, --max-steps and (this invocation's) --max-minutes used so far."""
+        c, p = self.config, self.progress
+        fractions = [p["global_step"] / (c.epochs * self.steps_per_epoch())]
+        if c.max_steps:
+            fractions.append(p["global_step"] / c.max_steps)
+        if c.max_minutes:
+            fractions.append((time.monotonic() - self.started) / (c.max_minutes * 60))
+        return min(1.0, max(fractions))
+
+    def learning_rate(self, epoch, fraction=0.0):
+        """--lr-decay per epoch, times the --lr-schedule at `fraction` of the run. A constant rate
+        leaves the last minutes of a time budget as noisy as the first; annealing it to a small
+        value settles the weights, and greedy captions, which must get every word right, gain
+        most from that."""
         c = self.config
-        return c.learning_rate * c.lr_decay ** max(0, epoch - c.lr_decay_after)
+        rate = c.learning_rate
+        if c.lr_schedule == "cosine":
+            rate = c.min_learning_rate + (rate - c.min_learning_rate) * 0.5 * (1 + math.cos(math.pi * fraction))
+        return rate * c.lr_decay ** max(0, epoch - c.lr_decay_after)
 
     def _start_fine_tuning(self):
         self.log(f"epoch {self.progress['epoch'] + 1}: fine-tuning the {self.config.encoder} "
@@ -457,7 +476,6 @@ class CaptionTrainer:
             if (self.pretrained and not self.fine_tuning and c.fine_tune_after >= 0
                     and p["epoch"] >= c.fine_tune_after):
                 self._start_fine_tuning()
-            self.optimizer.learning_rate.assign(self.learning_rate(p["epoch"]))
             order, rows = self.train_set.epoch_plan(c.seed, p["epoch"], c.captions_per_image)
             images = self.images_per_epoch()
             order, rows = order[:images], rows[:images]
@@ -468,6 +486,7 @@ class CaptionTrainer:
             epoch_total = epoch_count = 0.0
             with bar:
                 for inputs, captions in batches:
+                    self.optimizer.learning_rate.assign(self.learning_rate(p["epoch"], self.run_fraction()))
                     total, count = self.train_step(*self._distribute(inputs, captions))
                     total, count = float(total), float(count)
                     loss = total / max(count, 1.0)
@@ -501,7 +520,7 @@ class CaptionTrainer:
                                  "val": val, "val_perplexity": metrics(val)["perplexity"],
                                  "learning_rate": float(self.optimizer.learning_rate.numpy())})
             self.log(f"epoch {p['epoch'] + 1}/{c.epochs}  {format_loss('train', train)}  |  "
-                     f"{format_loss('val', val)}")
+                     f"{format_loss('val', val)}  |  learning rate {self.optimizer.learning_rate.numpy():.2e}")
             p["epoch"] += 1
             p["step_in_epoch"] = 0
             self.checkpoint()

@@ -32,7 +32,7 @@ config = CaptionTrainConfig(
     annotations=annotations + "captions_train.json", images=directory + "/data/images",
     val_annotations=annotations + "captions_val.json", encoder_filters="4,8", feature_size=16,
     hidden_size=16, embedding_size=8, batch_size=4, captions_per_image=2, epochs=2,
-    learning_rate=0.02, grad_clip=0.1, checkpoint_every=2, eval_images=0,
+    learning_rate=0.02, lr_schedule="constant", grad_clip=0.1, checkpoint_every=2, eval_images=0,
     dropout=0.0,  # dropout masks are drawn per replica, so only exact without
     out=directory + "/one", strategy="none")
 quiet = dict(log=lambda message: None, progress_bar=False)

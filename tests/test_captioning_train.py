@@ -106,7 +106,8 @@ def checkpoint_arrays(path):
 
 def test_resume_mid_epoch_continues_bit_exactly(shapes_data, tmp_path):
     # 3 steps per epoch; 7 steps straight == 4 steps (stopping inside epoch 2) + 3 resumed.
-    common = dict(dropout=0.25, epochs=3, eval_images=0)
+    # A constant rate: the cosine schedule spans --max-steps, and the first part here has fewer.
+    common = dict(dropout=0.25, epochs=3, eval_images=0, lr_schedule="constant")
     straight = train(tiny_config(shapes_data, tmp_path / "straight", max_steps=7, **common),
                      log=Log(), progress_bar=False)
     first = train(tiny_config(shapes_data, tmp_path / "split", max_steps=4, **common), log=Log(),
@@ -122,11 +123,96 @@ def test_resume_mid_epoch_continues_bit_exactly(shapes_data, tmp_path):
         np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
+def test_an_interrupted_cosine_run_resumes_on_the_same_schedule(shapes_data, tmp_path):
+    # The schedule spans 3 epochs (9 steps); the first attempt dies after 5 steps, its last
+    # checkpoint at step 4; the resumed run redoes step 5 with the rate step 5 had.
+    common = dict(epochs=3, eval_images=0, lr_schedule="cosine", learning_rate=1e-2,
+                  min_learning_rate=1e-3)
+    straight = train(tiny_config(shapes_data, tmp_path / "straight", **common), log=Log(),
+                     progress_bar=False)
+    trainer = CaptionTrainer(tiny_config(shapes_data, tmp_path / "split", **common), log=Log(),
+                             progress_bar=False)
+    trainer.prepare()
+    step, calls = trainer.train_step, []
+
+    def dies_after_five_steps(*args):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return step(*args)
+
+    trainer.train_step = dies_after_five_steps
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    resumed = train(tiny_config(shapes_data, tmp_path / "split", resume=True, **common),
+                    explicit=["resume"], log=Log(), progress_bar=False)
+    assert straight.global_step == resumed.global_step == 9
+    np.testing.assert_allclose(resumed.step_losses, straight.step_losses, rtol=1e-5)
+    assert straight.history[-1]["learning_rate"] < 2e-3  # it did fall
+    a, b = checkpoint_arrays(tmp_path / "straight"), checkpoint_arrays(tmp_path / "split")
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
 def test_max_minutes_stops_with_a_checkpoint(shapes_data, tmp_path):
     result = train(tiny_config(shapes_data, tmp_path / "run", max_minutes=1e-6, eval_images=0),
                    log=Log(), progress_bar=False)
     assert result.stopped_by == "max_minutes" and result.global_step == 1
     assert RunDirectory(tmp_path / "run").has_checkpoint()
+
+
+def test_runs_saved_before_encoder_spatial_load_as_flatten(shapes_data, tmp_path):
+    train(tiny_config(shapes_data, tmp_path / "run", epochs=1, eval_images=0, encoder_spatial="flatten"),
+          log=Log(), progress_bar=False)
+    path = tmp_path / "run" / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["encoder_spatial"]
+    path.write_text(json.dumps(saved))
+    model, config = load_captioner(tmp_path / "run")
+    assert config.encoder_spatial == "flatten" and model.encoder.backbone.spatial == "flatten"
+    assert CaptionTrainConfig().encoder_spatial == "lines"
+
+
+def learning_rates_used(trainer):
+    """Wraps the trainer's step so that it records the learning rate each step trains with."""
+    rates, step = [], trainer.train_step
+
+    def recording_step(*args):
+        rates.append(float(trainer.optimizer.learning_rate.numpy()))
+        return step(*args)
+
+    trainer.train_step = recording_step
+    return rates
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_learning_rate_schedule_over_max_steps(shapes_data, tmp_path, schedule):
+    config = tiny_config(shapes_data, tmp_path / "run", epochs=100, max_steps=6, eval_images=0,
+                         learning_rate=1e-2, min_learning_rate=1e-3, lr_schedule=schedule)
+    trainer = CaptionTrainer(config, log=Log(), progress_bar=False)
+    trainer.prepare()
+    rates = learning_rates_used(trainer)
+    trainer.train()
+    if schedule == "constant":
+        expected = [1e-2] * 6
+    else:  # a half cosine from 1e-2 at step 0 towards 1e-3 at step 6 (max_steps, before 100 epochs)
+        expected = [1e-3 + 9e-3 * 0.5 * (1 + np.cos(np.pi * k / 6)) for k in range(6)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-6)
+
+
+def test_cosine_schedule_follows_the_clock_under_max_minutes(shapes_data, tmp_path, monkeypatch):
+    config = tiny_config(shapes_data, tmp_path / "run", epochs=100, max_minutes=10, eval_images=0,
+                         learning_rate=1e-2, min_learning_rate=0.0)
+    trainer = CaptionTrainer(config, log=Log(), progress_bar=False)
+    trainer.prepare()
+    clock = [trainer.started]
+    monkeypatch.setattr("captioning.trainer.time.monotonic", lambda: clock[0])
+    assert trainer.learning_rate(0, trainer.run_fraction()) == pytest.approx(1e-2)
+    clock[0] += 300  # half of the 10 minutes: half way down the cosine
+    assert trainer.run_fraction() == pytest.approx(0.5)
+    assert trainer.learning_rate(0, trainer.run_fraction()) == pytest.approx(5e-3)
+    clock[0] += 600  # past the budget: the minimum, not an upturn
+    assert trainer.learning_rate(0, trainer.run_fraction()) == pytest.approx(0.0, abs=1e-12)
 
 
 def pretrained_config(data, out, **overrides):
@@ -275,7 +361,10 @@ def test_bad_flag_values(shapes_data, tmp_path, capsys):
                          (["--encoder-filters", "4,x"], "--encoder-filters"),
                          (["--image-size", "30"], "divisible"),
                          (["--fine-tune-after", "1"], "pretrained encoders"),
-                         (["--cell", "transformer"], "--cell")]:
+                         (["--cell", "transformer"], "--cell"),
+                         (["--lr-schedule", "step"], "--lr-schedule"),
+                         (["--encoder-spatial", "grid"], "--encoder-spatial"),
+                         (["--min-learning-rate", "0.5"], "--min-learning-rate")]:
         status, out, err = cli(capsys, *flags, *extra)
         assert status == 2 and words in err and err.count("\n") == 1, (extra, err)
     status, out, err = cli(capsys, *flags, "--encoder", "mobilenet_v3_small", "--encoder-weights",
