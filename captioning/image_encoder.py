@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from captioning.small_cnn import SmallCNN
+from captioning.small_cnn import SmallCNN, spatial_name
 from textgen.errors import UsageError
 
 
@@ -84,7 +84,7 @@ class ImageEncoder(keras.layers.Layer):
         self.image_size = int(image_size or default_image_size(backbone))
         self.feature_size = int(feature_size)
         self.filters = tuple(int(f) for f in filters)
-        self.spatial = {True: "flatten", False: "none"}.get(spatial, spatial)
+        self.spatial = spatial_name(spatial)
         if backbone == "small":
             if encoder_weights == "imagenet":
                 raise UsageError("--encoder small has no ImageNet weights; pass --encoder-weights "

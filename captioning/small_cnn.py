@@ -8,6 +8,11 @@ import tensorflow as tf
 SPATIAL = ("lines", "flatten", "columns", "keypoints", "keypoints+lines", "none")
 
 
+def spatial_name(spatial):
+    """The name of a `spatial` choice; True and False are what configs saved before the names say."""
+    return {True: "flatten", False: "none"}.get(spatial, spatial)
+
+
 @keras.saving.register_keras_serializable(package="captioning")
 class SmallCNN(keras.layers.Layer):
     """uint8 (or 0..255 float) pixels [batch, size, size, 3] -> feature vector [batch, feature_size].
@@ -61,8 +66,7 @@ class SmallCNN(keras.layers.Layer):
         self.feature_size = int(feature_size)
         self.batch_norm = bool(batch_norm)
         self.coordinates = coordinates
-        # True and False are what saved configs from before the names say.
-        self.spatial = {True: "flatten", False: "none"}.get(spatial, spatial)
+        self.spatial = spatial_name(spatial)
         if self.spatial not in SPATIAL:
             raise ValueError(f"spatial must be one of {', '.join(SPATIAL)}, got {spatial!r}")
         self.unpooled = tuple(int(i) for i in unpooled)
