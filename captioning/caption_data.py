@@ -38,12 +38,15 @@ class CaptionSet:
         records: the `CaptionRecord`s, one per image.
         captions: int32 [num_captions, max_length + 2] (<start> ... <end> <pad>...).
         offsets: image i's captions are rows offsets[i]:offsets[i + 1] of `captions`.
+        first_captions: batches draw from each image's first this many captions (0: all); the
+            records keep every caption, for scoring against all the references.
     """
 
-    def __init__(self, records, vocabulary, max_length):
+    def __init__(self, records, vocabulary, max_length, first_captions=0):
         self.records = list(records)
         self.vocabulary = vocabulary
         self.max_length = max_length
+        self.first_captions = first_captions
         _, token_lists = caption_rows(self.records)
         self.captions = encode_captions(token_lists, vocabulary, max_length)
         counts = np.array([len(r.captions) for r in self.records], np.int64)
@@ -57,12 +60,14 @@ class CaptionSet:
         return np.diff(self.offsets)
 
     def subset(self, indices):
-        return CaptionSet([self.records[i] for i in indices], self.vocabulary, self.max_length)
+        return CaptionSet([self.records[i] for i in indices], self.vocabulary, self.max_length,
+                          self.first_captions)
 
     def choose_captions(self, rng, per_image):
-        """int64 [num_images, per_image]: rows of `captions`. Each image's captions in a random
-        order, the first `per_image` of them; an image with fewer repeats that order."""
-        counts = self.counts
+        """int64 [num_images, per_image]: rows of `captions`. Each image's captions (its first
+        `first_captions`, if set) in a random order, the first `per_image` of them; an image with
+        fewer repeats that order."""
+        counts = np.minimum(self.counts, self.first_captions) if self.first_captions else self.counts
         keys = rng.random((len(self), int(counts.max())))
         keys[np.arange(keys.shape[1])[None, :] >= counts[:, None]] = np.inf
         shuffled = np.argsort(keys, axis=1, kind="stable")

@@ -43,6 +43,10 @@ HELP = {
     "dropout": "dropout rate on each recurrent layer's output",
     "batch_size": "images per batch: the global batch, over all replicas under --strategy",
     "captions_per_image": "captions per image in a batch, the image encoded once (neuraltalk2's seq_per_img)",
+    "first_captions": "train on each image's first N captions only, in the annotation file's order, "
+                      "and measure the validation loss on the same (0: all of them; BLEU and CIDEr "
+                      "always score against every reference). The shapes data's first caption is its "
+                      "canonical wording",
     "epochs": "passes over the training images",
     "max_minutes": "stop cleanly, after saving a checkpoint, once the run has taken this many minutes (0: no limit)",
     "max_steps": "stop after this many training steps in all, counting resumed ones (0: no limit)",

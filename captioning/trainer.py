@@ -162,11 +162,12 @@ class CaptionTrainer:
             vocabulary = run.load_vocabulary()
             check_vocabulary(vocabulary)
         else:
-            vocabulary = build_vocabulary((tokenize(c) for r in train_records for c in r.captions),
+            vocabulary = build_vocabulary((tokenize(c) for r in train_records
+                                           for c in r.captions[:config.first_captions or None]),
                                           min_count=config.min_count)
         self.vocabulary = vocabulary
-        self.train_set = CaptionSet(train_records, vocabulary, config.max_length)
-        self.val_set = CaptionSet(val_records, vocabulary, config.max_length)
+        self.train_set = CaptionSet(train_records, vocabulary, config.max_length, config.first_captions)
+        self.val_set = CaptionSet(val_records, vocabulary, config.max_length, config.first_captions)
 
         self.strategy = make_strategy(config.strategy)
         self.replicas = self.strategy.num_replicas_in_sync
@@ -466,7 +467,9 @@ class CaptionTrainer:
         val = None
         steps = self.steps_per_epoch()
         self.log(f"vocabulary {len(self.vocabulary)} words; {len(self.train_set)} training images "
-                 f"({len(self.train_set.captions)} captions), {len(self.val_set)} validation images; "
+                 f"({len(self.train_set.captions)} captions"
+                 + (f", the first {c.first_captions} of each used" if c.first_captions else "")
+                 + f"), {len(self.val_set)} validation images; "
                  f"{steps} batches of {c.batch_size} images x {c.captions_per_image} captions per "
                  f"epoch; {self.model.count_params():,} parameters "
                  f"({sum(int(np.prod(v.shape)) for v in self.model.trainable_variables):,} trained)")

@@ -12,6 +12,7 @@ from PIL import Image
 
 from captioning import images as image_files
 from captioning import shapes
+from captioning.caption_data import CaptionSet
 from captioning.captions import build_vocabulary, tokenize
 from captioning.config import CaptionTrainConfig
 from captioning.evaluate import score_captions
@@ -87,6 +88,41 @@ def test_training_writes_a_run_directory_and_scores(shapes_data, tmp_path):
     trainer.prepare()
     captions = caption_features(model, trainer.validation_features(VAL_IMAGES), model.vocabulary, 24)
     assert captions == [c["caption"] for c in scores["captions"]]
+
+
+def test_first_captions_trains_and_validates_on_each_images_first_captions(shapes_data, tmp_path):
+    """--first-captions 1: the vocabulary, every training batch and the validation loss use each
+    image's first caption (the shapes data's canonical wording) and nothing else, while the
+    scores still count every reference. With 2, batches draw from the first two, both of them."""
+    config = tiny_config(shapes_data, tmp_path / "run", first_captions=1, captions_per_image=1, epochs=1)
+    trainer = CaptionTrainer(config, log=Log(), progress_bar=False)
+    trainer.prepare()
+    annotations = json.loads((shapes_data / "annotations" / "captions_train.json").read_text())
+    first = {}
+    for annotation in annotations["annotations"]:
+        first.setdefault(annotation["image_id"], annotation["caption"])
+    assert trainer.vocabulary == build_vocabulary([tokenize(c) for c in first.values()])
+    assert len(trainer.vocabulary) < len(build_vocabulary(
+        [tokenize(a["caption"]) for a in annotations["annotations"]]))
+    for caption_set in (trainer.train_set, trainer.val_set):
+        firsts = caption_set.offsets[:-1]
+        for epoch in range(3):
+            order, rows = caption_set.epoch_plan(0, epoch, 1)
+            assert np.array_equal(rows[:, 0], firsts[order])
+        assert np.array_equal(caption_set.fixed_plan(0, 1)[1][:, 0], firsts)
+    result = trainer.train()
+    assert np.isfinite(result.history[-1]["val"])
+    scores = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert all(len(c["references"]) == 5 for c in scores["captions"])
+
+    two = CaptionSet(trainer.train_set.records, trainer.vocabulary, 24, first_captions=2)
+    positions = []
+    for epoch in range(4):
+        order, rows = two.epoch_plan(0, epoch, 2)
+        positions.append(rows - two.offsets[order][:, None])  # which of its captions each row is
+    positions = np.concatenate(positions)
+    assert set(np.unique(positions)) == {0, 1}
+    assert np.all(positions[:, 0] != positions[:, 1])
 
 
 def test_score_captions_on_scenes(shapes_data):
@@ -364,7 +400,10 @@ def test_bad_flag_values(shapes_data, tmp_path, capsys):
                          (["--cell", "transformer"], "--cell"),
                          (["--lr-schedule", "step"], "--lr-schedule"),
                          (["--encoder-spatial", "grid"], "--encoder-spatial"),
-                         (["--min-learning-rate", "0.5"], "--min-learning-rate")]:
+                         (["--min-learning-rate", "0.5"], "--min-learning-rate"),
+                         (["--first-captions", "-1"], "--first-captions must be >= 0"),
+                         (["--first-captions", "1", "--captions-per-image", "2"],
+                          "--captions-per-image 2 is more than --first-captions 1")]:
         status, out, err = cli(capsys, *flags, *extra)
         assert status == 2 and words in err and err.count("\n") == 1, (extra, err)
     status, out, err = cli(capsys, *flags, "--encoder", "mobilenet_v3_small", "--encoder-weights",
