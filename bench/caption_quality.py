@@ -5,14 +5,19 @@
 
 1. `python -m captioning.shapes --out DIR/data --train-size 5000 --val-size 500` (skipped with
    --reuse-data when DIR/data already holds those sizes);
-2. `python -m captioning.train` on it with the default (`small`) encoder and decoder and
-   `--max-minutes 15`; the clock includes reading the captions and decoding the images;
+2. `python -m captioning.train` on it with the default (`small`) encoder and decoder,
+   `--max-minutes 15` and `--first-captions 1 --captions-per-image 1`: it trains on each scene's
+   first caption, the generator's canonical wording, rather than on all five wordings (a model
+   that must also learn the four paraphrases, some in the reverse order, scored 80-84% instead
+   of 95.6%); the clock includes reading the captions and decoding the images;
 3. reports, on the validation images, the share whose greedy caption names every object's colour,
    size and shape and the relation correctly (`captioning.scene_parser.caption_is_correct`; target
-   >= 95%), BLEU-4 and CIDEr (pycocoevalcap), read from the run's eval.json; also written to
-   DIR/quality.json.
+   >= 95%), BLEU-4 and CIDEr (pycocoevalcap) against all five references, read from the run's
+   eval.json; also written to DIR/quality.json.
 
-Anything after `--` is passed to `captioning.train` as it is (e.g. `-- --hidden-size 384`).
+Anything after `--` is passed to `captioning.train` after those flags, so it can override them
+(e.g. `-- --hidden-size 384`, or `-- --first-captions 0 --captions-per-image 2` to train on every
+wording).
 """
 
 import argparse
@@ -23,6 +28,8 @@ import sys
 import time
 
 TARGET = 0.95
+# The shapes data's first caption of every scene is its canonical wording (captioning.shapes).
+TRAIN_FLAGS = ["--first-captions", "1", "--captions-per-image", "1"]
 
 
 def run(command):
@@ -72,7 +79,7 @@ def main(argv=None):
          "--val-annotations", os.path.join(data, "annotations", "captions_val.json"),
          "--images", os.path.join(data, "images"), "--out", run_dir,
          "--max-minutes", str(args.max_minutes), "--epochs", "1000", "--seed", str(args.seed),
-         "--eval-images", str(args.val_size), *extra])
+         "--eval-images", str(args.val_size), *TRAIN_FLAGS, *extra])
     seconds = time.monotonic() - started
 
     with open(os.path.join(run_dir, "eval.json"), encoding="utf-8") as f:
