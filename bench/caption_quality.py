@@ -9,7 +9,7 @@
    `--max-minutes 15` and `--first-captions 1 --captions-per-image 1`: it trains on each scene's
    first caption, the generator's canonical wording, rather than on all five wordings (a model
    that must also learn the four paraphrases, some in the reverse order, scored 80-84% instead
-   of 95.6%); the clock includes reading the captions and decoding the images;
+   of 96-97%); the clock includes reading the captions and decoding the images;
 3. reports, on the validation images, the share whose greedy caption names every object's colour,
    size and shape and the relation correctly (`captioning.scene_parser.caption_is_correct`; target
    >= 95%), BLEU-4 and CIDEr (pycocoevalcap) against all five references, read from the run's

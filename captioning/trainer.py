@@ -466,10 +466,9 @@ class CaptionTrainer:
         stopped_by = "epochs"
         val = None
         steps = self.steps_per_epoch()
+        used = f", the first {c.first_captions} of each used" if c.first_captions else ""
         self.log(f"vocabulary {len(self.vocabulary)} words; {len(self.train_set)} training images "
-                 f"({len(self.train_set.captions)} captions"
-                 + (f", the first {c.first_captions} of each used" if c.first_captions else "")
-                 + f"), {len(self.val_set)} validation images; "
+                 f"({len(self.train_set.captions)} captions{used}), {len(self.val_set)} validation images; "
                  f"{steps} batches of {c.batch_size} images x {c.captions_per_image} captions per "
                  f"epoch; {self.model.count_params():,} parameters "
                  f"({sum(int(np.prod(v.shape)) for v in self.model.trainable_variables):,} trained)")
