@@ -126,7 +126,9 @@ class KerasContender:
     states each step returns fed to the next one."""
 
     def __init__(self, name, fused, args, workdir, batch_parts=0):
-        config = config_lib.TrainConfig(batch_parts=batch_parts,
+        # dropout 0, as the PyTorch reference: the benchmark compares the recurrent layers, and
+        # Keras' dropout masks (one Philox draw per activation) cost about 4% of our step.
+        config = config_lib.TrainConfig(batch_parts=batch_parts, dropout=0.0,
             data=args.data, hidden_size=args.hidden_size, num_layers=args.num_layers,
             embedding_size=args.embedding_size, batch_size=args.batch_size,
             seq_length=args.seq_length, fused=fused, optimizer="adam", learning_rate=2e-3,
