@@ -27,6 +27,8 @@ All sequences here are time-major: [time, batch, features].
 
 import tensorflow as tf
 
+from textgen import native_ops
+
 
 def lstm_gate_permutation(units):
     """Keras orders LSTM gates (i, f, c, o); `lstm_sequence` wants the sigmoid gates contiguous
@@ -78,6 +80,113 @@ def _none_to_zeros(grad, like):
 
 def lstm_layer(x, h0, c0, kernel, recurrent_kernel, bias):
     """Runs a `keras.layers.LSTM` over a time-major sequence, on its own weights.
+
+    Through textgen's C++ recurrence ops (`lstm_layer_native`) when they are available
+    (`textgen.native_ops`), else through TensorFlow ops (`lstm_layer_tf`); both compute the same.
+
+    Args:
+        x: [T, B, F] inputs.
+        h0, c0: [B, H] initial states.
+        kernel [F, 4H], recurrent_kernel [H, 4H], bias [4H]: the Keras weights, gates (i, f, c, o).
+    Returns:
+        (outputs [T, B, H], h_T, c_T).
+    """
+    ops = native_ops.lstm_ops()
+    if ops is not None:
+        return lstm_layer_native(ops, x, h0, c0, kernel, recurrent_kernel, bias)
+    return lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias)
+
+
+def _native_recurrence(ops, x_proj, bias, h0, c0, recurrent_kernel):
+    """The forward recurrence on the C++ op, and its backward pass up to the gate pre-activations.
+
+    Args:
+        x_proj: [T, B, 4H] input projection (x_t @ kernel), Keras gate order (i, f, c, o).
+        bias: [4H], added inside the op while each step's gates are in cache.
+        h0, c0: [B, H]; recurrent_kernel: [H, 4H].
+    Returns:
+        (outputs [T, B, H], c_T, backward), where backward(d_outputs, d_h, d_c) returns
+        (d_z [T*B, 4H], row t*B + b for stream b at step t; d_bias; d_h0; d_c0;
+        d_recurrent_kernel).
+    """
+    units = tf.shape(h0)[1]
+    outputs, cs, gates = ops.textgen_lstm_forward(x_proj, bias, h0, c0, recurrent_kernel)
+
+    def backward(d_outputs, d_h, d_c):
+        d_z, d_bias, d_h0, d_c0 = ops.textgen_lstm_backward(
+            gates, cs, c0, recurrent_kernel, _none_to_zeros(d_outputs, outputs),
+            _none_to_zeros(d_h, h0), _none_to_zeros(d_c, c0))
+        d_z = tf.reshape(d_z, [-1, 4 * units])
+        prev_h = tf.reshape(tf.concat([h0[None], outputs[:-1]], 0), [-1, units])
+        return d_z, d_bias, d_h0, d_c0, tf.matmul(prev_h, d_z, transpose_a=True)
+
+    return outputs, cs[-1], backward
+
+
+def lstm_layer_native(ops, x, h0, c0, kernel, recurrent_kernel, bias):
+    """`lstm_layer` on the C++ recurrence ops (`native_ops.lstm_ops()`): the input projection, the
+    input gradient and the weight gradients are each one large matmul over all time steps, as in
+    `lstm_layer_tf`; the step-by-step parts (the forward recurrence, and the backward one up to
+    the gate pre-activation gradients) are one op each instead of a `tf.while_loop`."""
+
+    @tf.custom_gradient
+    def run(x, h0, c0, kernel, recurrent_kernel, bias):
+        steps, batch, features = tf.unstack(tf.shape(x))
+        flat_x = tf.reshape(x, [-1, features])
+        x_proj = tf.reshape(tf.matmul(flat_x, kernel), [steps, batch, -1])
+        outputs, c_t, backward = _native_recurrence(ops, x_proj, bias, h0, c0, recurrent_kernel)
+
+        def grad(d_outputs, d_h, d_c):
+            d_z, d_bias, d_h0, d_c0, d_recurrent = backward(d_outputs, d_h, d_c)
+            d_kernel = tf.matmul(flat_x, d_z, transpose_a=True)
+            d_x = tf.reshape(tf.matmul(d_z, kernel, transpose_b=True), tf.shape(x))
+            return d_x, d_h0, d_c0, d_kernel, d_recurrent, d_bias
+
+        return (outputs, outputs[-1], c_t), grad
+
+    return run(x, h0, c0, tf.convert_to_tensor(kernel), tf.convert_to_tensor(recurrent_kernel),
+               tf.convert_to_tensor(bias))
+
+
+def lstm_layer_on_table(ops, token_ids, table, bias, h0, c0, recurrent_kernel):
+    """`lstm_layer` on embedded tokens, with the input projection looked up instead of computed.
+
+    When a layer's input is an embedding, x_t @ kernel is row token_t of the table
+    embeddings @ kernel. With a vocabulary smaller than the batch, that is V rows of input matmul
+    instead of T*B (for a char model, 65 instead of 3,200 per group of streams), and the input
+    side of the backward pass is a sum of d_z's rows per token instead of two more large
+    matmuls. On the C++ recurrence ops only: on TensorFlow ops the saving was lost in the noise.
+
+    Args:
+        ops: `native_ops.lstm_ops()`.
+        token_ids: [T, B] int token ids.
+        table: [V, 4H] embeddings @ kernel; bias: [4H]. Keras gate order (i, f, c, o).
+        h0, c0: [B, H] initial states; recurrent_kernel: [H, 4H].
+    Returns:
+        (outputs [T, B, H], h_T, c_T); the gradient reaches `table` (and through it the embedding
+        and kernel it was computed from).
+    """
+    token_ids = tf.convert_to_tensor(token_ids)
+
+    @tf.custom_gradient
+    def run(table, bias, h0, c0, recurrent_kernel):
+        outputs, c_t, backward = _native_recurrence(ops, tf.gather(table, token_ids), bias, h0,
+                                                    c0, recurrent_kernel)
+
+        def grad(d_outputs, d_h, d_c):
+            d_z, d_bias, d_h0, d_c0, d_recurrent = backward(d_outputs, d_h, d_c)
+            d_table = tf.math.unsorted_segment_sum(d_z, tf.reshape(token_ids, [-1]),
+                                                   tf.shape(table)[0])
+            return d_table, d_bias, d_h0, d_c0, d_recurrent
+
+        return (outputs, outputs[-1], c_t), grad
+
+    return run(tf.convert_to_tensor(table), tf.convert_to_tensor(bias), h0, c0,
+               tf.convert_to_tensor(recurrent_kernel))
+
+
+def lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias):
+    """`lstm_layer` on TensorFlow ops only.
 
     Inside, every per-step tensor is feature-major ([features, batch]): the recurrent matmuls are
     then `[4H, H] @ [H, B]` and `[H, 4H] @ [4H, B]`, shapes TensorFlow's CPU matmul runs about

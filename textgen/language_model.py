@@ -67,8 +67,10 @@ class LanguageModel(keras.Model):
         return self.recurrent_stack.initial_states(batch_size)
 
     def call(self, token_ids, states=None, training=False):
-        x = self.embedding(token_ids)
-        x, states = self.recurrent_stack(x, states, training=training)
+        # The stack embeds the ids itself, so that the lean LSTM kernel can fold the embedding
+        # into the first layer's input projection (RecurrentStack.call).
+        x, states = self.recurrent_stack(token_ids, states, training=training,
+                                         embeddings=self.embedding.embeddings)
         return self.output_layer(x), states
 
     def step(self, token_ids, states):

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from textgen import fused_rnn
+from textgen import fused_rnn, native_ops
 
 CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
 
@@ -74,16 +74,36 @@ class RecurrentStack(keras.layers.Layer):
         n = self.states_per_layer
         return list(states[i * n:(i + 1) * n])
 
-    def call(self, inputs, states=None, training=False):
-        """inputs [batch, time, features] -> (outputs [batch, time, hidden_size], new states)."""
-        if states is None:
-            states = self.initial_states(tf.shape(inputs)[0], inputs.dtype)
+    def call(self, inputs, states=None, training=False, embeddings=None):
+        """inputs [batch, time, features] -> (outputs [batch, time, hidden_size], new states).
+
+        With `embeddings` [vocabulary, features], inputs are token ids [batch, time] that the
+        embedding matrix turns into features. The lean LSTM kernel on textgen's C++ ops then
+        looks the first layer's input projection up in `embeddings @ kernel` when the
+        vocabulary is smaller than the batch's token count (the same function, fewer FLOPs:
+        `fused_rnn.lstm_layer_on_table`); otherwise the ids are embedded first.
+        """
         fused = self._use_fused()
-        x = tf.transpose(inputs, [1, 0, 2]) if fused else inputs
+        table_ops = self._table_ops(inputs, embeddings) if fused else None
+        if embeddings is not None and table_ops is None:
+            inputs, embeddings = tf.gather(embeddings, inputs), None
+        if states is None:
+            dtype = embeddings.dtype if table_ops is not None else inputs.dtype
+            states = self.initial_states(tf.shape(inputs)[0], dtype)
+        if fused:
+            x = tf.transpose(inputs, [1, 0] if table_ops is not None else [1, 0, 2])
+        else:
+            x = inputs
         new_states = []
         for i, (layer, drop) in enumerate(zip(self.recurrent_layers, self.dropout_layers)):
             layer_states = self.layer_states(states, i)
-            if fused:
+            if table_ops is not None and i == 0:
+                cell = layer.cell
+                x, h, c = fused_rnn.lstm_layer_on_table(
+                    table_ops, x, tf.matmul(embeddings, cell.kernel), cell.bias, layer_states[0],
+                    layer_states[1], cell.recurrent_kernel)
+                layer_states = [h, c]
+            elif fused:
                 x, layer_states = self._fused_layer(layer, x, layer_states)
             else:
                 x, *layer_states = layer(x, initial_state=layer_states, training=training)
@@ -92,6 +112,18 @@ class RecurrentStack(keras.layers.Layer):
         if fused:
             x = tf.transpose(x, [1, 0, 2])
         return x, new_states
+
+    def _table_ops(self, token_ids, embeddings):
+        """The C++ ops when the first layer's input projection should be a table lookup: an LSTM,
+        the ops available, and a vocabulary smaller than the token count (both known when the
+        graph is traced; a word model's 10,000-word table does not pay for a few thousand
+        tokens). None otherwise."""
+        if embeddings is None or self.cell != "lstm":
+            return None
+        tokens = token_ids.shape.num_elements()
+        if tokens is None or embeddings.shape[0] is None or embeddings.shape[0] >= tokens:
+            return None
+        return native_ops.lstm_ops()
 
     def _projection(self, layer, x):
         """x @ kernel + input bias for all time steps in one matmul; x is [..., features]."""
