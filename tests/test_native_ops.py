@@ -33,9 +33,9 @@ def ops():
 def fresh_loader(monkeypatch, tmp_path):
     """lstm_ops() with an empty cache directory, its memo cleared before and after."""
     monkeypatch.setenv("TEXTGEN_CACHE_DIR", str(tmp_path / "cache"))
-    native_ops.lstm_ops.cache_clear()
+    native_ops._build_and_load.cache_clear()
     yield native_ops.lstm_ops
-    native_ops.lstm_ops.cache_clear()
+    native_ops._build_and_load.cache_clear()
 
 
 def layer_weights(features, units, seed):
@@ -89,32 +89,38 @@ def test_native_layer_matches_tensorflow_op_kernel(ops, batch):
 
 @needs_compiler
 def test_ops_are_deterministic(ops):
-    """The same inputs give bit-identical results (the per-block bias sums are added in block
-    order), so a seeded run repeats its losses exactly."""
+    """The same inputs give bit-identical results (the per-block bias and input-row sums are
+    added in block order), so a seeded run repeats its losses exactly."""
     steps, batch, units = 6, 24, 8
     rng = np.random.default_rng(3)
-    x_proj = tf.constant(rng.normal(size=(steps, batch, 4 * units)).astype(np.float32))
+    table = tf.constant(rng.normal(size=(3, 4 * units)).astype(np.float32))
+    rows = tf.constant(rng.integers(0, 3, size=(steps, batch)), tf.int32)
     bias = tf.constant(rng.normal(size=(4 * units,)).astype(np.float32))
     h0 = tf.constant(rng.normal(size=(batch, units)).astype(np.float32))
     kernel = tf.constant(rng.normal(scale=0.3, size=(units, 4 * units)).astype(np.float32))
 
     def run():
-        hs, cs, gates = ops.textgen_lstm_forward(x_proj, bias, h0, h0, kernel)
-        return [hs, cs, gates, *ops.textgen_lstm_backward(gates, cs, h0, kernel, hs, h0, h0)]
+        hs, cs, gates = ops.textgen_lstm_forward(table, rows, bias, h0, h0, kernel)
+        return [hs, cs, gates, *ops.textgen_lstm_backward(gates, cs, h0, kernel, hs, h0, h0, table,
+                                                          rows, input_gradient=True)]
 
-    for a, b in zip(run(), run()):
+    first, second = run(), run()
+    assert first[4].shape == (3, 4 * units)
+    for a, b in zip(first, second):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 @needs_compiler
-def test_bad_shapes_are_an_error_not_a_crash(ops):
-    x_proj = tf.zeros([4, 3, 8])
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"recurrent kernel"):
-        ops.textgen_lstm_forward(x_proj, tf.zeros([8]), tf.zeros([3, 2]), tf.zeros([3, 2]),
-                                 tf.zeros([2, 7]))
+def test_bad_shapes_and_rows_are_an_error_not_a_crash(ops):
+    inputs, rows, state = tf.zeros([12, 8]), tf.zeros([4, 3], tf.int32), tf.zeros([3, 2])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"recurrent kernel, got"):
+        ops.textgen_lstm_forward(inputs, rows, tf.zeros([8]), state, state, tf.zeros([2, 7]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"bias \[4H\]"):
-        ops.textgen_lstm_forward(x_proj, tf.zeros([5]), tf.zeros([3, 2]), tf.zeros([3, 2]),
-                                 tf.zeros([2, 8]))
+        ops.textgen_lstm_forward(inputs, rows, tf.zeros([5]), state, state, tf.zeros([2, 8]))
+    bad_rows = tf.tensor_scatter_nd_update(rows, [[2, 1]], [12])
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"input row 12 at position 7 is outside \[0, 12\)"):
+        ops.textgen_lstm_forward(inputs, bad_rows, tf.zeros([8]), state, state, tf.zeros([2, 8]))
 
 
 @needs_compiler
@@ -164,7 +170,7 @@ def test_first_use_builds_into_the_cache_once(fresh_loader, tmp_path, capsys):
     assert built.is_file() and tmp_path / "cache" in built.parents
     assert "building the C++ LSTM kernel" in capsys.readouterr().err
     assert [p.name for p in built.parent.iterdir()] == [built.name], "no partial files left"
-    native_ops.lstm_ops.cache_clear()
+    native_ops._build_and_load.cache_clear()
     assert fresh_loader() is not None
     assert capsys.readouterr().err == "", "the second load reuses the build"
 
@@ -201,7 +207,7 @@ def graph_op_types(function, *args):
     return {op.type for op in tf.function(function).get_concrete_function(*args).graph.get_operations()}
 
 
-def test_lstm_layer_picks_the_ops_when_they_load(monkeypatch):
+def test_lstm_layer_picks_the_ops_when_they_load():
     """lstm_layer runs on the C++ ops when they load, and on TensorFlow ops only when they do not
     (then its graph holds no textgen op)."""
     rng = np.random.default_rng(6)
@@ -210,7 +216,7 @@ def test_lstm_layer_picks_the_ops_when_they_load(monkeypatch):
     weights = layer_weights(4, 6, seed=7)
     if native_ops.compiler() is not None:
         assert "TextgenLstmForward" in graph_op_types(fused_rnn.lstm_layer, x, h0, c0, *weights)
-    monkeypatch.setattr(native_ops, "lstm_ops", lambda: None)
-    types = graph_op_types(fused_rnn.lstm_layer, x, h0, c0, *weights)
+    with native_ops.disabled():
+        types = graph_op_types(fused_rnn.lstm_layer, x, h0, c0, *weights)
     assert "While" in types or "StatelessWhile" in types
     assert not any(t.startswith("Textgen") for t in types)

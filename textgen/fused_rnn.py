@@ -6,7 +6,11 @@ same function (same weights, gate order and activations as `keras.layers.LSTM`, 
 `reset_after=True`, and `SimpleRNN`) with fewer, larger, better-shaped operations:
 
 - LSTM (`lstm_layer`, what `RecurrentStack` runs): one large input-projection matmul for all time
-  steps; a `tf.while_loop` with one recurrent matmul and a few element-wise ops per step, every
+  steps, and the input and weight gradients one large matmul each. The recurrence itself runs on
+  textgen's C++ ops where they build (`lstm_layer_native`, `lstm_layer_on_table`; see
+  `textgen/lstm_recurrence.cc` and `textgen.native_ops`), one op for the forward loop and one for
+  the backward loop. Without them (`lstm_layer_tf`): a `tf.while_loop` with one recurrent matmul
+  and a few element-wise ops per step, every
   per-step tensor kept feature-major ([features, batch]) because TensorFlow's CPU matmul runs
   `[4H, H] @ [H, B]` about twice as fast as `[B, H] @ [H, 4H]`; and a hand-written backward pass
   (`tf.custom_gradient`): every gate-derivative factor is computed for all steps at once before
@@ -97,28 +101,35 @@ def lstm_layer(x, h0, c0, kernel, recurrent_kernel, bias):
     return lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias)
 
 
-def _native_recurrence(ops, x_proj, bias, h0, c0, recurrent_kernel):
+def _native_recurrence(ops, inputs, input_rows, bias, h0, c0, recurrent_kernel,
+                       input_gradient=False):
     """The forward recurrence on the C++ op, and its backward pass up to the gate pre-activations.
 
     Args:
-        x_proj: [T, B, 4H] input projection (x_t @ kernel), Keras gate order (i, f, c, o).
+        inputs: [N, 4H] input projections (x @ kernel), Keras gate order (i, f, c, o) ...
+        input_rows: [T, B] int32: ... step t of stream b adds row input_rows[t, b] (the op reads
+            the row where it needs it, so a table of embedded tokens is never expanded).
         bias: [4H], added inside the op while each step's gates are in cache.
         h0, c0: [B, H]; recurrent_kernel: [H, 4H].
+        input_gradient: whether backward should return d_inputs, the gate gradients summed into
+            the rows of `inputs` they came from (done inside the op).
     Returns:
         (outputs [T, B, H], c_T, backward), where backward(d_outputs, d_h, d_c) returns
-        (d_z [T*B, 4H], row t*B + b for stream b at step t; d_bias; d_h0; d_c0;
-        d_recurrent_kernel).
+        (d_z [T*B, 4H], row t*B + b for stream b at step t; d_inputs [N, 4H] or [0, 4H];
+        d_bias; d_h0; d_c0; d_recurrent_kernel).
     """
     units = tf.shape(h0)[1]
-    outputs, cs, gates = ops.textgen_lstm_forward(x_proj, bias, h0, c0, recurrent_kernel)
+    outputs, cs, gates = ops.textgen_lstm_forward(inputs, input_rows, bias, h0, c0,
+                                                  recurrent_kernel)
 
     def backward(d_outputs, d_h, d_c):
-        d_z, d_bias, d_h0, d_c0 = ops.textgen_lstm_backward(
+        d_z, d_inputs, d_bias, d_h0, d_c0 = ops.textgen_lstm_backward(
             gates, cs, c0, recurrent_kernel, _none_to_zeros(d_outputs, outputs),
-            _none_to_zeros(d_h, h0), _none_to_zeros(d_c, c0))
+            _none_to_zeros(d_h, h0), _none_to_zeros(d_c, c0), inputs, input_rows,
+            input_gradient=input_gradient)
         d_z = tf.reshape(d_z, [-1, 4 * units])
         prev_h = tf.reshape(tf.concat([h0[None], outputs[:-1]], 0), [-1, units])
-        return d_z, d_bias, d_h0, d_c0, tf.matmul(prev_h, d_z, transpose_a=True)
+        return d_z, d_inputs, d_bias, d_h0, d_c0, tf.matmul(prev_h, d_z, transpose_a=True)
 
     return outputs, cs[-1], backward
 
@@ -133,11 +144,12 @@ def lstm_layer_native(ops, x, h0, c0, kernel, recurrent_kernel, bias):
     def run(x, h0, c0, kernel, recurrent_kernel, bias):
         steps, batch, features = tf.unstack(tf.shape(x))
         flat_x = tf.reshape(x, [-1, features])
-        x_proj = tf.reshape(tf.matmul(flat_x, kernel), [steps, batch, -1])
-        outputs, c_t, backward = _native_recurrence(ops, x_proj, bias, h0, c0, recurrent_kernel)
+        rows = tf.reshape(tf.range(steps * batch, dtype=tf.int32), [steps, batch])
+        outputs, c_t, backward = _native_recurrence(ops, tf.matmul(flat_x, kernel), rows, bias,
+                                                    h0, c0, recurrent_kernel)
 
         def grad(d_outputs, d_h, d_c):
-            d_z, d_bias, d_h0, d_c0, d_recurrent = backward(d_outputs, d_h, d_c)
+            d_z, _, d_bias, d_h0, d_c0, d_recurrent = backward(d_outputs, d_h, d_c)
             d_kernel = tf.matmul(flat_x, d_z, transpose_a=True)
             d_x = tf.reshape(tf.matmul(d_z, kernel, transpose_b=True), tf.shape(x))
             return d_x, d_h0, d_c0, d_kernel, d_recurrent, d_bias
@@ -154,8 +166,9 @@ def lstm_layer_on_table(ops, token_ids, table, bias, h0, c0, recurrent_kernel):
     When a layer's input is an embedding, x_t @ kernel is row token_t of the table
     embeddings @ kernel. With a vocabulary smaller than the batch, that is V rows of input matmul
     instead of T*B (for a char model, 65 instead of 3,200 per group of streams), and the input
-    side of the backward pass is a sum of d_z's rows per token instead of two more large
-    matmuls. On the C++ recurrence ops only: on TensorFlow ops the saving was lost in the noise.
+    side of the backward pass is a sum of d_z's rows per token (inside the backward op) instead
+    of two more large matmuls. On the C++ recurrence ops only: on TensorFlow ops the saving was
+    lost in the noise.
 
     Args:
         ops: `native_ops.lstm_ops()`.
@@ -166,17 +179,15 @@ def lstm_layer_on_table(ops, token_ids, table, bias, h0, c0, recurrent_kernel):
         (outputs [T, B, H], h_T, c_T); the gradient reaches `table` (and through it the embedding
         and kernel it was computed from).
     """
-    token_ids = tf.convert_to_tensor(token_ids)
+    token_ids = tf.cast(token_ids, tf.int32)
 
     @tf.custom_gradient
     def run(table, bias, h0, c0, recurrent_kernel):
-        outputs, c_t, backward = _native_recurrence(ops, tf.gather(table, token_ids), bias, h0,
-                                                    c0, recurrent_kernel)
+        outputs, c_t, backward = _native_recurrence(ops, table, token_ids, bias, h0, c0,
+                                                    recurrent_kernel, input_gradient=True)
 
         def grad(d_outputs, d_h, d_c):
-            d_z, d_bias, d_h0, d_c0, d_recurrent = backward(d_outputs, d_h, d_c)
-            d_table = tf.math.unsorted_segment_sum(d_z, tf.reshape(token_ids, [-1]),
-                                                   tf.shape(table)[0])
+            _, d_table, d_bias, d_h0, d_c0, d_recurrent = backward(d_outputs, d_h, d_c)
             return d_table, d_bias, d_h0, d_c0, d_recurrent
 
         return (outputs, outputs[-1], c_t), grad

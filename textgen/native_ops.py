@@ -19,6 +19,7 @@ Environment:
 Only this project's own source is compiled and loaded; nothing from a model or a run directory.
 """
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -105,12 +106,30 @@ def _note(message):
     print(f"textgen: {message}", file=sys.stderr, flush=True)
 
 
-@functools.lru_cache(maxsize=None)
+_disabled = []  # non-empty inside `disabled()`
+
+
+@contextlib.contextmanager
+def disabled():
+    """Inside this block `lstm_ops()` returns None, so models traced here run on TensorFlow ops
+    (a graph keeps what it was traced with): for comparisons such as bench/train_throughput.py."""
+    _disabled.append(True)
+    try:
+        yield
+    finally:
+        _disabled.pop()
+
+
 def lstm_ops():
     """The loaded ops module (`textgen_lstm_forward`, `textgen_lstm_backward`), or None when they
     are switched off, no compiler is found, or the build fails (a one-line note says which)."""
-    if os.environ.get("TEXTGEN_NATIVE_OPS", "1") == "0":
+    if _disabled or os.environ.get("TEXTGEN_NATIVE_OPS", "1") == "0":
         return None
+    return _build_and_load()
+
+
+@functools.lru_cache(maxsize=None)
+def _build_and_load():
     cxx = compiler()
     if cxx is None:
         _note(f"no C++ compiler ({os.environ.get('CXX', 'g++')}) found, so the LSTM runs on "
