@@ -9,10 +9,16 @@ In one process, on the embedded tiny-shakespeare corpus (vocabulary 65), it time
 
 - ours: the project's real training step (`Trainer.train_step`: model(inputs, states,
   training=True), sparse softmax cross-entropy, Adam with global-norm clipping) on the model from
-  `textgen.trainer.build_model` with the lean CPU kernels (`--fused on`) and the default
-  `--batch-parts` (one group of streams per core, run as parallel branches with one TensorFlow
-  thread each), states carried from batch to batch as in stateful training. The thread setting is
-  process-wide, so `tf.matmul` below is then measured on one thread per op;
+  `textgen.trainer.build_model` with the lean CPU kernels (`--fused on`: textgen's C++ LSTM ops,
+  built on first use by `textgen.native_ops`, with layer 1's input projection looked up in
+  embeddings @ kernel) and the default `--batch-parts` (one group of streams per core, run as
+  parallel branches with one TensorFlow thread each), states carried from batch to batch as in
+  stateful training, dropout 0 as in the PyTorch loop. The thread setting is process-wide, so
+  `tf.matmul` below is then measured on one thread per op. FLOP/s are the model's nominal FLOPs
+  (the formula printed first) over time, for every contender alike; the last line also gives
+  ours on the FLOPs it really executes;
+- ours on TF ops only: the same step traced with textgen's C++ LSTM ops switched off
+  (`native_ops.disabled()`), i.e. what a machine without a C++ compiler runs;
 - stock Keras: the same step and model with `--fused off` (the stock `keras.layers.LSTM` path)
   and `--batch-parts 1`;
 - PyTorch: a same-size `nn.LSTM` truncated-BPTT loop (embedding -> nn.LSTM(num_layers,
@@ -29,6 +35,7 @@ table shows the best repeat (and the median in brackets).
 
 import argparse
 import atexit
+import contextlib
 import os
 import shutil
 import statistics
@@ -46,7 +53,7 @@ import tensorflow as tf  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")   # one tf.function per matmul shape is intended
 
-from textgen import config as config_lib  # noqa: E402
+from textgen import config as config_lib, native_ops  # noqa: E402
 from textgen.corpus import StreamBatches, read_text  # noqa: E402
 from textgen.trainer import Trainer  # noqa: E402
 from textgen.vocabulary import Vocabulary  # noqa: E402
@@ -64,6 +71,15 @@ def flops_per_char(embedding, hidden, layers, vocab):
     forward = (2 * embedding * 4 * hidden + (layers - 1) * 2 * hidden * 4 * hidden
                + layers * 2 * hidden * 4 * hidden + 2 * hidden * vocab)
     return 3 * forward
+
+
+def executed_flops_per_char(embedding, hidden, layers, vocab, tokens_per_part):
+    """What our step really runs when layer 1's input projection is a table lookup
+    (`fused_rnn.lstm_layer_on_table`): the three embedding-side matmuls (projection, kernel and
+    input gradients, 2*E*4H each per character) give way to the table, embeddings @ kernel and
+    its two gradient matmuls, once per batch part (2*V*E*4H each)."""
+    table = 3 * 2 * vocab * embedding * 4 * hidden / tokens_per_part
+    return flops_per_char(embedding, hidden, layers, vocab) - 3 * 2 * embedding * 4 * hidden + table
 
 
 # ---------------------------------------------------------------- sgemm ----
@@ -125,7 +141,7 @@ class KerasContender:
     directory), timed through `trainer.train_step` exactly as `Trainer.train` calls it, with the
     states each step returns fed to the next one."""
 
-    def __init__(self, name, fused, args, workdir, batch_parts=0):
+    def __init__(self, name, fused, args, workdir, batch_parts=0, native=True):
         # dropout 0, as the PyTorch reference: the benchmark compares the recurrent layers, and
         # Keras' dropout masks (one Philox draw per activation) cost about 4% of our step.
         config = config_lib.TrainConfig(batch_parts=batch_parts, dropout=0.0,
@@ -138,6 +154,8 @@ class KerasContender:
         if trainer.config.batch_parts > 1:
             name += f", {trainer.config.batch_parts} batch parts"
         self.name, self.trainer, self.batches = name, trainer, trainer.train_batches
+        self.parts = trainer.config.batch_parts
+        self.native = native  # False: traced with textgen's C++ ops switched off
         self.states = trainer.states
         self.position = 0
         self.losses = []
@@ -147,11 +165,12 @@ class KerasContender:
         return placement.distribute(array) if placement is not None else array
 
     def run(self, steps):
-        for _ in range(steps):
-            inputs, targets = self.batches[self.position % len(self.batches)]
-            self.position += 1
-            loss, self.states = self.trainer.train_step(self._place(inputs), self._place(targets),
-                                                        self.states)
+        with contextlib.nullcontext() if self.native else native_ops.disabled():
+            for _ in range(steps):
+                inputs, targets = self.batches[self.position % len(self.batches)]
+                self.position += 1
+                loss, self.states = self.trainer.train_step(
+                    self._place(inputs), self._place(targets), self.states)
         self.losses.append(float(loss))   # waits for the last step
 
 
@@ -213,6 +232,8 @@ def parse_args(argv=None):
     parser.add_argument("--data", default=config_lib.DEFAULT_DATA)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--no-keras", action="store_true", help="skip the stock Keras layers")
+    parser.add_argument("--no-tf-ops", action="store_true",
+                        help="skip our step traced without textgen's C++ LSTM ops")
     return parser.parse_args(argv)
 
 
@@ -238,6 +259,9 @@ def main(argv=None):
     workdir = tempfile.mkdtemp(prefix="textgen-bench-")
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     contenders = [KerasContender("ours (fused on)", "on", args, workdir)]
+    if native_ops.lstm_ops() is not None and not args.no_tf_ops:
+        contenders.append(KerasContender("ours on TF ops", "on", args,
+                                         os.path.join(workdir, "tf-ops"), native=False))
     if not args.no_keras:
         contenders.append(KerasContender("stock Keras (fused off)", "off", args, workdir,
                                          batch_parts=1))
@@ -300,6 +324,13 @@ def main(argv=None):
     for contender in contenders[1:]:
         print(f"ours / {contender.name}: {ours / speed[contender.name]:.2f}x")
     print(f"ours achieved / best sgemm: {100 * ours * per_char / best:.1f}%")
+    if native_ops.lstm_ops() is None:
+        print("ours ran without textgen's C++ LSTM ops (see the note above): on TensorFlow ops")
+    else:
+        executed = executed_flops_per_char(E, H, L, V, chars_per_step // contenders[0].parts)
+        print(f"ours executes {executed / 1e6:.3f} MFLOP/char (layer 1's input projection is a "
+              f"lookup in embeddings @ kernel on textgen's C++ ops): "
+              f"{100 * ours * executed / best:.1f}% of sgemm on the FLOPs it runs")
     if torch_note:
         print(torch_note)
     return 0
