@@ -220,3 +220,14 @@ def test_lstm_layer_picks_the_ops_when_they_load():
         types = graph_op_types(fused_rnn.lstm_layer, x, h0, c0, *weights)
     assert "While" in types or "StatelessWhile" in types
     assert not any(t.startswith("Textgen") for t in types)
+
+
+@needs_compiler
+def test_unwritable_cache_falls_back_with_one_line(fresh_loader, monkeypatch, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("TEXTGEN_CACHE_DIR", str(blocker / "cache"))
+    assert fresh_loader() is None
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "could not build the C++ LSTM kernel" in err[1]
+    assert "Error" in err[1], "the reason is named"

@@ -1,7 +1,7 @@
 """Builds textgen's C++ LSTM ops (lstm_recurrence.cc) for this machine once, and loads them.
 
 `fused_rnn.lstm_layer` runs the LSTM recurrence through these ops when they load, and through
-TensorFlow ops otherwise (same results up to float rounding, about 10% slower training on a
+TensorFlow ops otherwise (same results up to float rounding, about 20% slower training on a
 2-core CPU: bench/train_throughput.py). Like `torch.utils.cpp_extension.load`, the source is
 compiled the first time it is needed, with the installed TensorFlow's include and link flags
 (`tf.sysconfig`) and `-march=native`, into a cache directory keyed by everything that affects the
@@ -133,17 +133,20 @@ def _build_and_load():
     cxx = compiler()
     if cxx is None:
         _note(f"no C++ compiler ({os.environ.get('CXX', 'g++')}) found, so the LSTM runs on "
-              "TensorFlow ops, about 10% slower; install g++ (or set CXX) to build textgen's "
+              "TensorFlow ops, about 20% slower; install g++ (or set CXX) to build textgen's "
               "C++ LSTM kernel")
         return None
     target = library_path()
     if not target.exists():
         _note(f"building the C++ LSTM kernel for this machine into {target.parent} "
               "(once, about 30 s)")
-        error = _build(cxx, target)
+        try:
+            error = _build(cxx, target)
+        except OSError as failure:  # e.g. a cache directory that cannot be written
+            error = f"{type(failure).__name__}: {failure}"
         if error is not None:
             _note(f"could not build the C++ LSTM kernel ({error}); the LSTM runs on TensorFlow "
-                  "ops, about 10% slower. Set TEXTGEN_NATIVE_OPS=0 to skip the attempt")
+                  "ops, about 20% slower. Set TEXTGEN_NATIVE_OPS=0 to skip the attempt")
             return None
     if _loaded:
         # TensorFlow refuses a second library registering the same kernels, and one built
