@@ -72,7 +72,7 @@ HELP = {
     "check_images": "how images are checked when the captions are read: verify (cheap), decode (thorough) or none",
     "image_memory_mb": "keep the decoded images in memory when they fit in this many MiB; otherwise "
                        "decode them again every epoch",
-    "fused": "auto, on or off: run the recurrent layers through textgen's lean CPU kernels (auto: when no GPU is visible)",
+    "fused": "auto, on or off: run the recurrent layers through textgen's lean CPU kernels, the LSTM on textgen's C++ ops where they build (auto: when no GPU is visible)",
     "strategy": "tf.distribute strategy: auto (MirroredStrategy over all GPUs if more than one), none, mirrored, "
                 "or multiworker (MultiWorkerMirroredStrategy, configured by TF_CONFIG); --batch-size is the "
                 "global batch, split over the replicas",

@@ -44,7 +44,7 @@ HELP = {
     "export": "(on by default) see --no-export",
     "batch_parts": "CPU training: split each batch's streams into this many groups that run in parallel, one thread each (TensorFlow's per-op threading keeps two cores only ~1.5x as busy as one on the small per-step matmuls); 0: one group per core, each of at least 16 streams, when no GPU or strategy is in use; 1: off",
     "strategy": "tf.distribute strategy: auto (MirroredStrategy over all GPUs if more than one), none, mirrored, or multiworker (MultiWorkerMirroredStrategy, configured by TF_CONFIG); --batch-size is the global batch",
-    "fused": "auto, on or off: run the recurrent layers through the lean CPU kernels (auto: when no GPU is visible)",
+    "fused": "auto, on or off: run the recurrent layers through the lean CPU kernels, the LSTM on textgen's C++ ops where they build (auto: when no GPU is visible)",
 }
 
 
