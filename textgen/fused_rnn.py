@@ -202,14 +202,8 @@ def lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias):
     Inside, every per-step tensor is feature-major ([features, batch]): the recurrent matmuls are
     then `[4H, H] @ [H, B]` and `[H, 4H] @ [4H, B]`, shapes TensorFlow's CPU matmul runs about
     twice as fast as `[B, H] @ [H, 4H]`, the gate slices are contiguous row blocks, and the weight
-    gradients are `[4H, T*B] @ [T*B, F]` matmuls, again the fast orientation.
-
-    Args:
-        x: [T, B, F] inputs.
-        h0, c0: [B, H] initial states.
-        kernel [F, 4H], recurrent_kernel [H, 4H], bias [4H]: the Keras weights, gates (i, f, c, o).
-    Returns:
-        (outputs [T, B, H], h_T, c_T).
+    gradients are `[4H, T*B] @ [T*B, F]` matmuls, again the fast orientation. Arguments and
+    results as `lstm_layer`.
     """
 
     @tf.custom_gradient
