@@ -325,7 +325,14 @@ class CaptionTrainer:
             outputs, _ = model.decode(features, inputs, training=training)
             return masked_cross_entropy(targets, model.output_layer(outputs), pad)
 
-        @tf.function(reduce_retracing=True, autograph=False)
+        # One trace for every batch size. With one trace per size seen, a run resumed just before
+        # an epoch's short last batch traces that size first, its full batches then run on the
+        # general trace instead of the full-size one, and the kernels chosen for a static batch
+        # size round differently: the resumed run drifts from the uninterrupted one.
+        signature = self._batches(self.train_source, self.train_set, *self.train_set.fixed_plan(
+            self.config.seed, self.config.captions_per_image)).element_spec
+
+        @tf.function(input_signature=signature, autograph=False)
         def train_step(inputs, captions):
             with tf.GradientTape() as tape:
                 total, count = batch_loss(inputs, captions, True)
@@ -336,7 +343,7 @@ class CaptionTrainer:
                 encoder_optimizer.apply_gradients(zip(gradients[len(decoder_vars):], encoder_vars))
             return total, count
 
-        @tf.function(reduce_retracing=True, autograph=False)
+        @tf.function(input_signature=signature, autograph=False)
         def eval_step(inputs, captions):
             return batch_loss(inputs, captions, False)
 
