@@ -6,11 +6,11 @@ cannot be used gets one `error:` line on stderr and the others are still caption
 status is then 1.
 """
 
-import argparse
 import dataclasses
 import json
 import sys
 
+from textgen.cli import ArgumentParser
 from textgen.errors import cli_errors
 
 
@@ -31,7 +31,7 @@ class CaptionConfig:
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m captioning.caption",
         description="Caption images with a trained captioning model (beam search from <start> "
                     "to <end>). Prints 'PATH<TAB>CAPTION' per image.")

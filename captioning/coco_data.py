@@ -38,6 +38,7 @@ from pycocotools.coco import COCO  # noqa: E402
 
 from captioning.captions import build_vocabulary, encode_captions, tokenize  # noqa: E402
 from captioning.images import ImageError, check_image, load_image, load_images  # noqa: E402
+from textgen.cli import ArgumentParser  # noqa: E402
 from textgen.errors import UsageError, cli_errors  # noqa: E402
 
 # Karpathy's split names; "restval" is the part of COCO val2014 that his split trains on.
@@ -294,7 +295,7 @@ HELP = {
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m captioning.coco_data", argument_default=argparse.SUPPRESS,
         description="Read a captioning data set, report what is usable and what was skipped, "
                     "and optionally write the vocabulary of its captions.")

@@ -18,7 +18,6 @@ results file `[{"image_id", "caption"}]`, and prints the seven metrics and, for 
 the share of captions that parse to the right scene.
 """
 
-import argparse
 import contextlib
 import dataclasses
 import functools
@@ -34,6 +33,7 @@ import numpy as np
 
 from captioning.captions import tokenize
 from captioning.scene_parser import caption_is_correct
+from textgen.cli import ArgumentParser
 from textgen.errors import UsageError, cli_errors
 
 # pycocoevalcap's metric keys -> the names printed.
@@ -224,7 +224,7 @@ class EvaluateConfig:
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m captioning.evaluate",
         description="Caption every image of a caption data set with beam search and score the "
                     "captions against the references: BLEU-1..4, METEOR, ROUGE-L and CIDEr "

@@ -36,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # importing textgen loads Te
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from textgen.cli import ArgumentParser  # noqa: E402
 from textgen.errors import UsageError, cli_errors  # noqa: E402
 from textgen.io import atomic_write_text  # noqa: E402
 
@@ -330,7 +331,7 @@ def generate(config, log=None):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m captioning.shapes", argument_default=argparse.SUPPRESS,
         description="Generate the synthetic shapes captioning data set: PNG scenes of 1-3 coloured "
                     "shapes and COCO-format caption files with 5 references and the scene per image.")

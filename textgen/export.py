@@ -51,7 +51,6 @@ sampler (a second or two). TF Serving on CPU runs such a model only with
 `--xla_cpu_compilation_enabled=true`; export with `--no-xla` for a model without XLA.
 """
 
-import argparse
 import dataclasses
 import json
 import os
@@ -64,6 +63,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from textgen.cli import ArgumentParser  # noqa: E402
 from textgen.errors import UsageError, cli_errors  # noqa: E402
 from textgen.lean_model import LeanLanguageModel, lean_weights  # noqa: E402
 
@@ -274,7 +274,7 @@ class ExportConfig:
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m textgen.export",
         description="Export a trained textgen run as a self-contained TensorFlow SavedModel with "
                     "signatures `generate` (prompt -> text, also serving_default) and `step`.")

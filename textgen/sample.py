@@ -1,12 +1,12 @@
 """`python -m textgen.sample RUN_DIR`: generate text from a trained run."""
 
-import argparse
 import dataclasses
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from textgen.cli import ArgumentParser  # noqa: E402
 from textgen.errors import cli_errors  # noqa: E402
 
 
@@ -25,9 +25,9 @@ class SampleConfig:
 
 def build_parser():
     d = SampleConfig("")
-    p = argparse.ArgumentParser(prog="python -m textgen.sample",
-                                description="Generate text from a textgen run directory.")
-    p.add_argument("run_directory", help="the --out directory of a training run")
+    p = ArgumentParser(prog="python -m textgen.sample",
+                       description="Generate text from a textgen run directory.")
+    p.add_argument("run_directory", metavar="RUN_DIR", help="the --out directory of a training run")
     p.add_argument("--prime", default=d.prime, help="text the samples start with (default: none)")
     p.add_argument("--length", type=int, default=d.length,
                    help=f"characters (tokens for word-level models) per sample, prime included "
