@@ -10,7 +10,6 @@ normalisation need the run directory: the SavedModel signature takes beam size a
 
 import dataclasses
 import io
-import json
 import os
 
 import numpy as np
@@ -69,16 +68,10 @@ class SavedModelCaptioner:
     """A SavedModel written by captioning.export (or by training), used through its signature."""
 
     def __init__(self, path):
-        import tensorflow as tf
+        from captioning.export import load_saved_model
 
         self.path = path
-        try:
-            self.loaded = tf.saved_model.load(path)
-            config = json.loads(self.loaded.signatures["config"]()["config_json"].numpy())
-        except (KeyError, ValueError, OSError, tf.errors.OpError) as error:
-            raise UsageError(f"{path} is not a SavedModel written by captioning.export "
-                             f"({' '.join(str(error).split())[:200]}); pass a run directory or "
-                             "export one with `python -m captioning.export RUN_DIR OUT_DIR`") from None
+        self.loaded, config = load_saved_model(path)  # a damaged one: UsageError naming the file
         self.image_size = int(config["image_size"])
         self.signature = self.loaded.signatures["caption"]
 
@@ -114,7 +107,7 @@ def load_caption_model(path=None):
     if not os.path.isdir(path):
         raise UsageError(f"--model {path}: no such directory; pass a captioning.train run "
                          "directory or a SavedModel from captioning.export")
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+    if os.path.exists(os.path.join(path, "saved_model.pb")):  # a damaged one too
         return SavedModelCaptioner(path)
     return RunDirectoryModel(path)
 

@@ -11,6 +11,7 @@ import re
 import numpy as np
 
 from textgen.errors import UsageError
+from textgen.run_directory import DAMAGED_RUN
 from textgen.vocabulary import Vocabulary
 
 PAD, START, END, UNKNOWN = "<pad>", "<start>", "<end>", "<unk>"
@@ -43,13 +44,18 @@ def build_vocabulary(token_lists, min_count=1, max_size=None):
                                   unknown_token=UNKNOWN)
 
 
-def check_vocabulary(vocabulary):
+def check_vocabulary(vocabulary, source=None):
     """Raises UsageError unless the vocabulary has the specials with <pad> at id 0 (e.g. a word
-    vocabulary saved by textgen would not)."""
+    vocabulary saved by textgen would not). `source`: the run directory's vocab.json it was read
+    from, which the message then names as damaged."""
     missing = [t for t in SPECIALS if t not in vocabulary]
-    if missing or vocabulary.id(PAD) != 0 or vocabulary.unknown_token != UNKNOWN:
-        raise UsageError(f"not a caption vocabulary: it needs {', '.join(SPECIALS)} with <pad> at id 0 "
-                         f"and <unk> as its unknown token; rebuild it with captioning.captions.build_vocabulary")
+    if not missing and vocabulary.id(PAD) == 0 and vocabulary.unknown_token == UNKNOWN:
+        return
+    needs = f"it needs {', '.join(SPECIALS)} with <pad> at id 0 and <unk> as its unknown token"
+    if source is not None:
+        raise UsageError(f"{source} is not a caption vocabulary ({needs}); {DAMAGED_RUN}")
+    raise UsageError(f"not a caption vocabulary: {needs}; rebuild it with "
+                     "captioning.captions.build_vocabulary")
 
 
 def encode_captions(token_lists, vocabulary, max_length):

@@ -28,11 +28,15 @@ alpha on white, formats TensorFlow cannot decode) and hands the SavedModel PNG b
 model's size, so its captions are the same from a run directory and from the export.
 """
 
-import argparse
+import contextlib
 import dataclasses
+import gc
 import json
+import logging
+import os
 import sys
 
+from textgen.cli import ArgumentParser
 from textgen.errors import UsageError, cli_errors
 from textgen.export import check_out_directory, replace_directory
 
@@ -122,6 +126,101 @@ def export_saved_model(model, out_directory, overwrite=False, beam_size=DEFAULT_
     return out_directory
 
 
+# ---- reading it back ----
+
+DAMAGED_EXPORT = ("the SavedModel is damaged: restore it from a copy or export it again with "
+                  "`python -m captioning.export RUN_DIR OUT_DIR`")
+NOT_OURS = ("pass a captioning.train run directory or a SavedModel written by "
+            "`python -m captioning.export RUN_DIR OUT_DIR`")
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_log():
+    """TensorFlow logs a warning per unrestored variable (and a traceback for an unreadable
+    fingerprint.pb) on its way to an error; the one line a CLI prints says it all."""
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "absl")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        gc.collect()  # the unrestored-value warnings come when the half-loaded objects die
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def load_saved_model(path):
+    """(the loaded SavedModel at `path`, its config dict), as `export_saved_model` wrote them.
+    A damaged or foreign one is a UsageError of one line naming the file at fault,
+    saved_model.pb or variables/, which TensorFlow's own errors do not reliably do."""
+    import tensorflow as tf
+
+    with quiet_tensorflow_log():
+        try:
+            loaded = tf.saved_model.load(path)
+            config = json.loads(loaded.signatures["config"]()["config_json"].numpy())
+            int(config["image_size"]), loaded.signatures["caption"]  # what callers rely on
+            return loaded, config
+        # What a damaged SavedModel raises: parse and read errors (OpError; DecodeError is a
+        # ValueError), a short read (IndexError), variables that match no object (AssertionError).
+        except (tf.errors.OpError, ValueError, TypeError, KeyError, IndexError, AssertionError,
+                OSError) as error:
+            failure = " ".join(str(error).split())[:200]
+        # Outside the except clause the failed load's objects can die (quietly) before we raise.
+        problem = saved_model_problem(path, failure)
+    raise UsageError(problem)
+
+
+def saved_model_problem(path, failure):
+    """Why the SavedModel at `path` failed to load with the error text `failure`: one line
+    naming the file at fault."""
+    import tensorflow as tf
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    graph = os.path.join(path, "saved_model.pb")
+    if os.path.isdir(graph):
+        return f"{graph} is a directory, not a file; {DAMAGED_EXPORT}"
+    if not os.path.isfile(graph):
+        return f"{path} has no saved_model.pb; {NOT_OURS}"
+    try:
+        with open(graph, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        return f"{graph} cannot be read ({error.strerror or error}); {DAMAGED_EXPORT}"
+    if not data:
+        return f"{graph} is empty; {DAMAGED_EXPORT}"
+    try:
+        saved_model = saved_model_pb2.SavedModel.FromString(data)
+    except DecodeError as error:
+        return f"{graph} is not a SavedModel protobuf ({error}); {DAMAGED_EXPORT}"
+    if len(saved_model.meta_graphs) != 1:
+        return (f"{graph} holds {len(saved_model.meta_graphs)} MetaGraphs, not the one an export "
+                f"writes; {DAMAGED_EXPORT}")
+    signatures = sorted(saved_model.meta_graphs[0].signature_def)
+    if not {"caption", "config"} <= set(signatures):
+        return (f"{graph} is not a captioning SavedModel (its signatures: "
+                f"{', '.join(signatures) or 'none'}); {NOT_OURS}")
+
+    variables = os.path.join(path, "variables")
+    if not os.path.isdir(variables):
+        what = "is not a directory" if os.path.exists(variables) else "is missing"
+        return f"{variables} {what}; {DAMAGED_EXPORT}"
+    if not os.listdir(variables):
+        return f"{variables} is empty; {DAMAGED_EXPORT}"
+    try:
+        reader = tf.train.load_checkpoint(os.path.join(variables, "variables"))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)  # reads the data file too, checksums included
+    except (tf.errors.OpError, ValueError, IndexError) as error:
+        return (f"{variables} cannot be read ({' '.join(str(error).split())[:160]}); "
+                f"{DAMAGED_EXPORT}")
+    # Both parts are sound on their own: the variables are another export's.
+    return (f"{variables} does not hold the variables saved_model.pb needs ({failure}); "
+            f"{DAMAGED_EXPORT}")
+
+
 @dataclasses.dataclass
 class CaptionExportConfig:
     run_directory: str
@@ -132,7 +231,7 @@ class CaptionExportConfig:
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m captioning.export",
         description="Export a trained captioning run as a self-contained TensorFlow SavedModel "
                     "with the signature `caption` (image bytes -> caption, log_prob; also "

@@ -83,7 +83,19 @@ class Vocabulary:
 
     @classmethod
     def from_config(cls, config):
-        return cls(config["tokens"], unknown_token=config.get("unknown_token"))
+        """The inverse of `get_config`. ValueError saying what is wrong if `config` (e.g. read
+        from a damaged vocab.json) is not one: callers add the file and the fix."""
+        if not isinstance(config, dict):
+            raise ValueError('it is not an object with "tokens" and "unknown_token"')
+        tokens, unknown_token = config.get("tokens"), config.get("unknown_token")
+        if not isinstance(tokens, list) or not tokens:
+            raise ValueError('"tokens" is not a non-empty list of strings')
+        for token in tokens:
+            if not isinstance(token, str):
+                raise ValueError(f"token {token!r} is not a string")
+        if unknown_token is not None and not isinstance(unknown_token, str):
+            raise ValueError(f'"unknown_token" {unknown_token!r} is not a string')
+        return cls(tokens, unknown_token=unknown_token)
 
     def save(self, path):
         atomic_write_text(path, json.dumps(self.get_config(), ensure_ascii=False, indent=1))
