@@ -48,6 +48,7 @@ class CaptionTrainConfig:
     seed: int = 0                       # same seed and data give the same losses
     out: str = "runs/captioning"        # run directory: config, vocabulary, checkpoint
     resume: bool = False                # continue the run in --out from its last checkpoint
+    resume_from: str = "latest"         # with --resume: latest, or previous (checkpoint.prev.npz) when the latest is damaged
     min_count: int = 1                  # words seen fewer times become <unk>
     max_length: int = 24                # captions are cut to this many words (plus <start> and <end>)
     checkpoint_every: int = 500         # write a checkpoint every N steps (and at every epoch end)

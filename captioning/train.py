@@ -12,6 +12,7 @@ from textgen._quiet_import import import_tensorflow_quietly  # noqa: E402
 import_tensorflow_quietly()
 
 from captioning.config import CaptionTrainConfig  # noqa: E402
+from textgen.cli import ArgumentParser  # noqa: E402
 from textgen.errors import cli_errors  # noqa: E402
 
 HELP = {
@@ -62,6 +63,7 @@ HELP = {
     "seed": "random seed: the same seed and data give the same losses",
     "out": "run directory for config.json, vocab.json, checkpoint.npz and eval.json",
     "resume": "continue the run in --out from its last checkpoint",
+    "resume_from": "with --resume: latest (checkpoint.npz), or previous (checkpoint.prev.npz, the one before it, kept for when the latest is damaged)",
     "min_count": "words seen fewer times than this in the training captions become <unk>",
     "max_length": "captions are cut to this many words, not counting <start> and <end>",
     "checkpoint_every": "write a checkpoint every N steps (one is always written at each epoch end and at the end)",
@@ -80,7 +82,7 @@ HELP = {
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m captioning.train", argument_default=argparse.SUPPRESS,
         description="Train an image captioning model: a CNN encoder whose feature vector enters a "
                     "textgen recurrent stack at the first step (cs231n / neuraltalk2 style).")

@@ -48,11 +48,12 @@ from captioning.evaluate import format_scores, score_captions
 from captioning.feature_cache import FeatureCache
 from captioning.decoding import caption_features
 from captioning.losses import masked_cross_entropy, teacher_forcing
-from textgen.distribution import is_chief, make_strategy
+from textgen.distribution import is_chief, make_strategy, stop_agreement
 from textgen.errors import TrainingDiverged, UsageError
-from textgen.io import atomic_write_text
-from textgen.run_directory import RunDirectory, assign_variables
-from textgen.trainer import metrics
+from textgen.io import atomic_write_text, export_disk_full, is_disk_full
+from textgen.run_directory import RunDirectory, assign_variables, releases_lock
+from textgen.stop_request import StopRequest
+from textgen.trainer import metrics, nothing_left_to_train
 
 DECODE_BATCH = 64  # images per batch of the one-time decoding / feature pass
 
@@ -90,9 +91,9 @@ def load_captioner(run_directory):
     if not run.has_checkpoint():
         raise UsageError(f"{run.path} holds no checkpoint ({run.CHECKPOINT}); train first with "
                          f"`python -m captioning.train --out {run.path} ...`")
-    config = config_lib.from_dict(run.load_config())
+    config = config_lib.from_dict(run.load_config(config_lib.CaptionTrainConfig))
     vocabulary = run.load_vocabulary()
-    check_vocabulary(vocabulary)
+    check_vocabulary(vocabulary, run.vocabulary_path)
     model = build_model(config, vocabulary, encoder_weights="none")
     groups, _ = run.load_checkpoint()
     assign_variables(model.variables, groups.get("model", []), "model")
@@ -119,7 +120,7 @@ class CaptionTrainResult:
     step_losses: list          # training loss of every step (nats/token) since the run began
     history: list              # one dict per finished epoch (train and validation metrics)
     final_val_loss: float      # nats/token on the validation captions with the final weights
-    stopped_by: str            # "epochs", "max_steps" or "max_minutes"
+    stopped_by: str            # "epochs", "max_steps", "max_minutes" or "done" (nothing left to train)
     scores: dict | None        # greedy-caption scores on validation images (see evaluate.py)
     seconds: float             # wall time of the whole call
 
@@ -141,10 +142,11 @@ class CaptionTrainer:
             config = run.resumed_config(self.config, self.explicit, config_lib.from_dict,
                                             config_lib.RUN_IDENTITY)
         config_lib.validate(config)
-        if not config.resume and is_chief() and run.holds_run():
-            raise UsageError(f"{run.path} already holds a run; pass --resume to continue it or "
-                             "choose another --out directory")
+        if not config.resume and is_chief():
+            run.require_new()
         self.config, self.run = config, run
+        if config.resume and is_chief():
+            run.lock()  # before anything is read: another process may be writing the checkpoint
 
         # COCO files are one split each; a Karpathy file (dataset_coco.json) holds all of them:
         # training reads its "train" + "restval" images and validates on its "val" images.
@@ -160,7 +162,7 @@ class CaptionTrainer:
             train_records, val_records = hold_out(train_records, config.val_fraction, config.seed)
         if config.resume:
             vocabulary = run.load_vocabulary()
-            check_vocabulary(vocabulary)
+            check_vocabulary(vocabulary, run.vocabulary_path)
         else:
             vocabulary = build_vocabulary((tokenize(c) for r in train_records
                                            for c in r.captions[:config.first_captions or None]),
@@ -195,14 +197,14 @@ class CaptionTrainer:
         if config.resume:
             self._restore()
         elif self.chief:
-            run.create()
+            run.claim_new()
             run.save_config(config_lib.to_dict(config))
             run.save_vocabulary(vocabulary)
         self._prepare_sources()
         self._compile_steps()
 
     def _restore(self):
-        groups, progress = self.run.load_checkpoint()
+        groups, progress = self.run.load_checkpoint(self.config.resume_from)
         assign_variables(self.model.variables, groups.get("model", []), "model")
         assign_variables(self.optimizer.variables, groups.get("optimizer", []), "optimizer")
         self.progress = progress
@@ -467,11 +469,9 @@ class CaptionTrainer:
         self._prepare_sources()
         self._compile_steps()
 
+    @releases_lock
     def train(self):
         c, p = self.config, self.progress
-        initial_loss = math.log(len(self.vocabulary))
-        stopped_by = "epochs"
-        val = None
         steps = self.steps_per_epoch()
         used = f", the first {c.first_captions} of each used" if c.first_captions else ""
         self.log(f"vocabulary {len(self.vocabulary)} words; {len(self.train_set)} training images "
@@ -479,9 +479,36 @@ class CaptionTrainer:
                  f"{steps} batches of {c.batch_size} images x {c.captions_per_image} captions per "
                  f"epoch; {self.model.count_params():,} parameters "
                  f"({sum(int(np.prod(v.shape)) for v in self.model.trainable_variables):,} trained)")
+        done = nothing_left_to_train(c, p)
+        if done:
+            self.log(done)
+            last = p["history"][-1] if p["history"] else {}
+            final_val = last["val"] if last.get("global_step") == p["global_step"] else float("nan")
+            return CaptionTrainResult(c.out, p["global_step"], p["epoch"], list(p["step_losses"]),
+                                      list(p["history"]), final_val, "done", None,
+                                      time.monotonic() - self.started)
         if p["global_step"]:
             self.log(f"resuming {c.out} at epoch {p['epoch'] + 1}, step {p['step_in_epoch']} "
                      f"(global step {p['global_step']})")
+        with StopRequest(self.log) as stop_request:
+            stopped_by, val = self._train_epochs(stop_request)
+        final_val = self.evaluate() if val is None else val
+        self.log(f"stopped by {stopped_by} at global step {p['global_step']}: "
+                 f"{format_loss('val', final_val)}; checkpoint in {c.out}")
+        scores = self.score_validation() if c.eval_images and self.chief else None
+        if c.export and self.chief:
+            self.export()
+        return CaptionTrainResult(c.out, p["global_step"], p["epoch"], list(p["step_losses"]),
+                                  list(p["history"]), final_val, stopped_by, scores,
+                                  time.monotonic() - self.started)
+
+    def _train_epochs(self, stop_request):
+        """The epoch and step loop: (stopped_by, validation loss of the final weights or None)."""
+        c, p = self.config, self.progress
+        initial_loss = math.log(len(self.vocabulary))
+        stopped_by, val = "epochs", None
+        steps = self.steps_per_epoch()
+        agree = stop_agreement(self.strategy)
         while p["epoch"] < c.epochs:
             if (self.pretrained and not self.fine_tuning and c.fine_tune_after >= 0
                     and p["epoch"] >= c.fine_tune_after):
@@ -493,7 +520,10 @@ class CaptionTrainer:
             batches = self._batches(self.train_source, self.train_set, order[first:], rows[first:])
             bar = self._bar(images, "img", f"epoch {p['epoch'] + 1}/{c.epochs}",
                             initial=min(first, images))
-            epoch_total = epoch_count = 0.0
+            if p["step_in_epoch"] == 0:
+                # The epoch's summed loss and token count live in the progress, so that a
+                # resumed epoch reports the same training loss as an uninterrupted one.
+                p["epoch_total"] = p["epoch_count"] = 0.0
             with bar:
                 for inputs, captions in batches:
                     self.optimizer.learning_rate.assign(self.learning_rate(p["epoch"], self.run_fraction()))
@@ -506,13 +536,16 @@ class CaptionTrainer:
                             f"the last good checkpoint in {c.out} is intact. Lower --learning-rate "
                             f"(now {c.learning_rate}) or --grad-clip and --resume")
                     val = None
-                    epoch_total += total
-                    epoch_count += count
+                    p["epoch_total"] = p.get("epoch_total", 0.0) + total
+                    p["epoch_count"] = p.get("epoch_count", 0.0) + count
                     p["step_in_epoch"] += 1
                     p["global_step"] += 1
                     p["step_losses"].append(loss)
                     bar.update(int(inputs.shape[0]))
                     bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                    if agree(stop_request.requested):
+                        self.checkpoint()
+                        raise stop_request.error(p["global_step"])
                     if c.max_steps and p["global_step"] >= c.max_steps:
                         stopped_by = "max_steps"
                     elif c.max_minutes and time.monotonic() - self.started >= c.max_minutes * 60:
@@ -524,7 +557,8 @@ class CaptionTrainer:
             if stopped_by != "epochs" and p["step_in_epoch"] < steps:
                 break
             val = self.evaluate()
-            train = epoch_total / epoch_count if epoch_count else float("nan")
+            count = p.get("epoch_count", 0.0)
+            train = p.get("epoch_total", 0.0) / count if count else float("nan")
             p["history"].append({"epoch": p["epoch"] + 1, "global_step": p["global_step"],
                                  "seconds": time.monotonic() - self.started, "train": train,
                                  "val": val, "val_perplexity": metrics(val)["perplexity"],
@@ -537,22 +571,20 @@ class CaptionTrainer:
             if stopped_by != "epochs":
                 break
         self.checkpoint()
-        final_val = self.evaluate() if val is None else val
-        self.log(f"stopped by {stopped_by} at global step {p['global_step']}: "
-                 f"{format_loss('val', final_val)}; checkpoint in {c.out}")
-        scores = self.score_validation() if c.eval_images and self.chief else None
-        if c.export and self.chief:
-            self.export()
-        return CaptionTrainResult(c.out, p["global_step"], p["epoch"], list(p["step_losses"]),
-                                  list(p["history"]), final_val, stopped_by, scores,
-                                  time.monotonic() - self.started)
+        return stopped_by, val
 
     def export(self):
         """RUN_DIR/saved_model: image bytes in, caption out, loadable without this project."""
         from captioning.export import export_saved_model
 
         path = os.path.join(self.config.out, "saved_model")
-        export_saved_model(self.model, path, overwrite=True)
+        try:
+            export_saved_model(self.model, path, overwrite=True)
+        except Exception as error:
+            if is_disk_full(error):
+                raise export_disk_full(path, self.model.variables, f"python -m captioning.export "
+                                       f"{self.config.out} {path} --overwrite") from None
+            raise
         self.log(f"exported a SavedModel to {path}")
 
     # ---- greedy captions on validation images ----
@@ -596,7 +628,12 @@ def _correct_flags(captions, records):
 
 
 def train(config, explicit=(), log=None, progress_bar=None):
-    """Trains (or resumes) the run `config.out`. Raises UsageError for bad input, before writing."""
+    """Trains (or resumes) the run `config.out`. Raises UsageError for bad input, before writing;
+    TrainingInterrupted after SIGINT/SIGTERM, with the checkpoint written."""
     trainer = CaptionTrainer(config, explicit, log, progress_bar)
-    trainer.prepare()
-    return trainer.train()
+    try:
+        trainer.prepare()
+        return trainer.train()
+    finally:
+        if getattr(trainer, "run", None) is not None:
+            trainer.run.unlock()

@@ -158,3 +158,31 @@ def test_multiworker_training_kill_and_resume(small_corpus, tmp_path):
     chief_log = open(run + "-worker0.log").read()
     assert f"(global step {killed_at})" in chief_log
     assert checkpoint_step(run) == killed_at + 8
+
+
+def test_multiworker_sigterm_to_one_worker_stops_both_at_the_same_step(small_corpus, tmp_path):
+    """A scheduler preempts one worker: every worker stops after the same step (they agree
+    through a collective), the chief writes that step's checkpoint, both exit 143, and the run
+    resumes from it."""
+    run = str(tmp_path / "run")
+    processes = start_workers(run, str(small_corpus), max_steps=100_000)
+    try:
+        deadline = time.monotonic() + 180
+        while checkpoint_step(run) < 8 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        processes[1].send_signal(signal.SIGTERM)
+        assert wait_all(processes, timeout=120) == [143, 143], open(run + "-worker0.log").read()
+    finally:
+        stop(processes)
+    stopped_at = checkpoint_step(run)
+    line = f"interrupted at step {stopped_at}; checkpoint written; continue with --resume"
+    for index in range(2):
+        assert line in open(f"{run}-worker{index}.log").read().splitlines()
+
+    processes = start_workers(run, str(small_corpus), max_steps=stopped_at + 4, resume=True)
+    try:
+        assert wait_all(processes, timeout=180) == [0, 0], open(run + "-worker0.log").read()
+    finally:
+        stop(processes)
+    assert f"(global step {stopped_at})" in open(run + "-worker0.log").read()
+    assert checkpoint_step(run) == stopped_at + 4

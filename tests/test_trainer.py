@@ -97,7 +97,7 @@ def test_sigkill_then_resume(tiny_config, tmp_path):
     assert 9 <= killed_at < steps
     leftovers = [f for f in os.listdir(run) if f.endswith(".tmp")]
     # A kill during a write may leave a temporary file, never a broken checkpoint.
-    assert all(f.startswith(".checkpoint.npz.") for f in leftovers)
+    assert all(f.startswith((".checkpoint.npz.", ".checkpoint.prev.npz.")) for f in leftovers)
     resumed = subprocess.run(command + ["--max-steps", str(steps), "--resume"],
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr

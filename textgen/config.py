@@ -42,6 +42,7 @@ class TrainConfig:
     seed: int = 0                     # same seed and data give the same losses
     out: str = "runs/default"         # run directory: config, vocabulary, checkpoint
     resume: bool = False              # continue the run in --out from its last checkpoint
+    resume_from: str = "latest"       # with --resume: latest, or previous (checkpoint.prev.npz) when the latest is damaged
     sample_every: int = 500           # print a short sample every N steps (0: never)
     sample_length: int = 200          # characters in those samples
     checkpoint_every: int = 500       # write a checkpoint every N steps (and always at the end)
@@ -109,6 +110,10 @@ def validate_shared(config):
         raise UsageError(f"--strategy must be auto, none, mirrored or multiworker, got {config.strategy!r}")
     if config.fused not in ("auto", "on", "off"):
         raise UsageError(f"--fused must be auto, on or off, got {config.fused!r}")
+    if config.resume_from not in ("latest", "previous"):
+        raise UsageError(f"--resume-from must be latest or previous, got {config.resume_from!r}")
+    if config.resume_from != "latest" and not config.resume:
+        raise UsageError("--resume-from previous needs --resume")
 
 
 def to_dict(config):

@@ -116,3 +116,19 @@ class StreamPlacement:
         if len(local) == self.replicas:  # every replica is on this host
             return np.concatenate([np.asarray(v) for v in local], axis=0)
         return self.strategy.gather(value, axis=0).numpy()
+
+
+def stop_agreement(strategy):
+    """`agree(flag) -> bool`: whether any worker wants to stop after this step. Every worker
+    must stop after the same step, since each later step and the checkpoint are collectives; so
+    under MultiWorkerMirroredStrategy one worker's SIGTERM is summed over all of them (a tiny
+    all-reduce per step). In one process the flag is already everyone's."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return bool
+
+    @tf.function
+    def summed(flag):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM,
+                               strategy.run(lambda: tf.identity(flag)), axis=None)
+
+    return lambda flag: float(summed(tf.constant(float(flag)))) > 0

@@ -16,15 +16,34 @@ class TrainingDiverged(Exception):
     exit_status = 3
 
 
+class DiskFull(Exception):
+    """A checkpoint or an export did not fit on the disk. What was there before is left as it
+    was; the message says how much space the write needs."""
+
+    exit_status = 3
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped training after a step, and a checkpoint of that step was
+    written. Exit status 128 + the signal number, as a shell reports a process the signal ended."""
+
+    def __init__(self, message, signal_number):
+        super().__init__(message)
+        self.exit_status = 128 + signal_number
+
+
 def cli_errors(main):
-    """Wraps a CLI `main` so that UsageError and TrainingDiverged print one line, no traceback."""
+    """Wraps a CLI `main` so that UsageError and friends print one line, no traceback."""
 
     @functools.wraps(main)
     def wrapper(argv=None):
         try:
             return main(argv)
-        except (UsageError, TrainingDiverged) as error:
+        except (UsageError, TrainingDiverged, DiskFull) as error:
             print(f"error: {error}", file=sys.stderr)
+            return error.exit_status
+        except TrainingInterrupted as error:
+            print(error, file=sys.stderr)
             return error.exit_status
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

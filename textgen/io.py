@@ -1,13 +1,54 @@
 """Atomic writes: a crash or a full disk never leaves a half-written file in place of a good one."""
 
+import errno
 import os
+import shutil
 import tempfile
 
+from textgen.errors import DiskFull
 
-def atomic_write(path, write):
+# What a write that does not fit fails with: a full disk, a full quota, a file-size limit.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def is_disk_full(error):
+    """True for an OSError, or a TensorFlow error, that says the disk (or a quota) is full."""
+    if isinstance(error, OSError) and error.errno in NO_SPACE:
+        return True
+    message = str(error)
+    return any(os.strerror(code) in message for code in NO_SPACE)
+
+
+def size_text(count):
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:,.0f} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
+        count /= 1000
+
+
+def disk_full(path, needed, intact, fix="free some space and continue with --resume"):
+    """The DiskFull error for a write of about `needed` bytes (None: unknown) to `path`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    free = shutil.disk_usage(directory).free if os.path.isdir(directory) else 0
+    need = f"it needs about {size_text(needed)}, " if needed else ""
+    return DiskFull(f"no space left to write {path}: {need}{size_text(free)} are free on that "
+                    f"disk; {intact}; {fix}")
+
+
+def export_disk_full(path, variables, command):
+    """The DiskFull error of a SavedModel export to `path` that did not fit; what it needs is
+    about the variables' bytes. `command` is the export CLI to run once there is space."""
+    needed = sum(int(v.numpy().nbytes) for v in variables)
+    return disk_full(path, needed, "the checkpoint and any earlier export are intact",
+                     f"free some space and export with `{command}`")
+
+
+def atomic_write(path, write, intact="the previous file is intact"):
     """Calls `write(file)` on a temporary file beside `path`, flushes it to disk, then renames it
-    over `path`. The rename is atomic on POSIX, so readers see the old file or the new one."""
+    over `path`. The rename is atomic on POSIX, so readers see the old file or the new one.
+    `write` may also be bytes. A full disk raises DiskFull, `intact` saying what was kept."""
     path = os.fspath(path)
+    data = write if isinstance(write, bytes) else None
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
@@ -16,10 +57,19 @@ def atomic_write(path, write):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            if data is not None:
+                f.write(data)
+            else:
+                write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if is_disk_full(error):
+            raise disk_full(path, None if data is None else len(data), intact) from None
+        raise
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -27,4 +77,4 @@ def atomic_write(path, write):
 
 
 def atomic_write_text(path, text):
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, text.encode("utf-8"))

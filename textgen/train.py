@@ -7,6 +7,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from textgen.cli import ArgumentParser  # noqa: E402
 from textgen.config import TrainConfig  # noqa: E402
 from textgen.errors import cli_errors  # noqa: E402
 
@@ -38,6 +39,7 @@ HELP = {
     "seed": "random seed: the same seed and data give the same losses",
     "out": "run directory for config.json, vocab.json and checkpoint.npz",
     "resume": "continue the run in --out from its last checkpoint",
+    "resume_from": "with --resume: latest (checkpoint.npz), or previous (checkpoint.prev.npz, the one before it, kept for when the latest is damaged)",
     "sample_every": "print a sample from the model every N steps (0: never)",
     "sample_length": "characters per periodic sample",
     "checkpoint_every": "write a checkpoint every N steps (one is always written at each epoch end and at the end)",
@@ -49,7 +51,7 @@ HELP = {
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m textgen.train", argument_default=argparse.SUPPRESS,
         description="Train a char- or word-level LSTM/GRU/RNN language model with stateful truncated BPTT.")
     for field in dataclasses.fields(TrainConfig):

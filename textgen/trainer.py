@@ -23,11 +23,13 @@ from tqdm import tqdm
 
 from textgen import config as config_lib
 from textgen.distribution import (StreamPlacement, batch_parts, is_chief, make_strategy,
-                                  use_one_thread_per_part)
+                                  stop_agreement, use_one_thread_per_part)
 from textgen.corpus import StreamBatches, minimum_corpus_length, read_text, split_train_validation
 from textgen.errors import TrainingDiverged, UsageError
+from textgen.io import export_disk_full, is_disk_full
 from textgen.language_model import LanguageModel
-from textgen.run_directory import RunDirectory, assign_variables
+from textgen.run_directory import RunDirectory, assign_variables, releases_lock
+from textgen.stop_request import StopRequest
 from textgen.tokenizers import make_tokenizer
 from textgen.vocabulary import Vocabulary
 
@@ -82,7 +84,7 @@ def load_language_model(run_directory):
     """The trained model of a run directory (weights from its checkpoint)."""
     run = RunDirectory(run_directory)
     run.require_checkpoint()
-    config = config_lib.from_dict(run.load_config())
+    config = config_lib.from_dict(run.load_config(config_lib.TrainConfig))
     model = build_model(config, run.load_vocabulary())
     groups, _ = run.load_checkpoint()
     assign_variables(model.variables, groups.get("model", []), "model")
@@ -97,8 +99,20 @@ class TrainResult:
     step_losses: list          # training loss of every step, in nats/char, since the run began
     history: list              # one dict per finished epoch (train and validation metrics)
     final_val_loss: float      # nats/char on the validation text with the final weights
-    stopped_by: str            # "epochs", "max_steps" or "max_minutes"
+    stopped_by: str            # "epochs", "max_steps", "max_minutes" or "done" (nothing left to train)
     states: list               # the training states after the last step
+
+
+def nothing_left_to_train(config, progress):
+    """The line to print when a resumed run has nothing left to train (it is already at
+    --max-steps, or past its last epoch), or None."""
+    if config.max_steps and progress["global_step"] >= config.max_steps:
+        return (f"{config.out} is already at global step {progress['global_step']} (--max-steps "
+                f"{config.max_steps}): nothing to do; pass a larger --max-steps to train further")
+    if progress["epoch"] >= config.epochs:
+        return (f"{config.out} has already trained its {config.epochs} epochs: nothing to do; "
+                "pass a larger --epochs to train further")
+    return None
 
 
 def build_vocabulary(tokens, config):
@@ -130,11 +144,12 @@ class Trainer:
             config = run.resumed_config(self.config, self.explicit, config_lib.from_dict,
                                             config_lib.RUN_IDENTITY)
         config_lib.validate(config)
-        if not config.resume and is_chief() and run.holds_run():
-            raise UsageError(f"{run.path} already holds a run; pass --resume to continue it or "
-                             "choose another --out directory")
+        if not config.resume and is_chief():
+            run.require_new()
         self.config = config
         self.run = run
+        if config.resume and is_chief():
+            run.lock()  # before anything is read: another process may be writing the checkpoint
 
         text = read_text(config.data, config.encoding, config.keep_newlines)
         tokenizer = make_tokenizer(config.level, config.segmenter, text)
@@ -189,13 +204,13 @@ class Trainer:
         if config.resume:
             self._restore()
         elif self.chief:
-            run.create()
+            run.claim_new()
             run.save_config(config_lib.to_dict(config))
             run.save_vocabulary(self.vocabulary)
         self._compile_steps()
 
     def _restore(self):
-        groups, progress = self.run.load_checkpoint()
+        groups, progress = self.run.load_checkpoint(self.config.resume_from)
         assign_variables(self.model.variables, groups.get("model", []), "model")
         assign_variables(self.optimizer.variables, groups.get("optimizer", []), "optimizer")
         states = groups.get("states", [])
@@ -307,6 +322,11 @@ class Trainer:
         except UsageError as error:  # e.g. jieba models, which cannot tokenise in the graph
             self.log(f"no SavedModel exported: {error}")
             return
+        except Exception as error:
+            if is_disk_full(error):
+                raise export_disk_full(path, self.model.variables,
+                                       f"python -m textgen.export {self.config.out} {path} --overwrite") from None
+            raise
         self.log(f"exported a SavedModel to {path}")
 
     def format(self, name, nats):
@@ -322,6 +342,7 @@ class Trainer:
         text = self.model.sample(length=self.config.sample_length, seed=seed)[0]
         self.log(f"---- sample at step {self.progress['global_step']} ----\n{text}\n----")
 
+    @releases_lock
     def train(self):
         c, p = self.config, self.progress
         batches = self.train_batches
@@ -337,66 +358,85 @@ class Trainer:
                  f"of {c.batch_size} x {c.seq_length} per epoch; "
                  f"{self.model.count_params():,} parameters"
                  + (f"; {c.batch_parts} groups of streams in parallel" if c.batch_parts > 1 else ""))
+        done = nothing_left_to_train(c, p)
+        if done:
+            self.log(done)
+            last = p["history"][-1] if p["history"] else {}
+            final_val = last["val"] if last.get("global_step") == p["global_step"] else float("nan")
+            return TrainResult(c.out, p["global_step"], p["epoch"], list(p["step_losses"]),
+                               list(p["history"]), final_val, "done",
+                               [self.placement.gather(s) for s in self.states])
         if p["global_step"]:
             self.log(f"resuming {c.out} at epoch {p['epoch'] + 1}, step {p['step_in_epoch']} "
                      f"(global step {p['global_step']})")
-        while p["epoch"] < c.epochs:
-            if p["step_in_epoch"] == 0:
-                # State reset point: every epoch starts its streams from zero states.
-                self.states = self.zero_states()
-            self.optimizer.learning_rate.assign(self.learning_rate(p["epoch"]))
-            bar = tqdm(total=len(batches) * batches.tokens_per_batch,
-                   unit="char" if c.level == "char" else "tok", unit_scale=True,
-                       initial=p["step_in_epoch"] * batches.tokens_per_batch,
-                       desc=f"epoch {p['epoch'] + 1}/{c.epochs}", disable=None if self.progress_bar is None else not self.progress_bar, leave=False, dynamic_ncols=True)
-            epoch_losses = []
-            with bar:
-                while p["step_in_epoch"] < len(batches):
-                    inputs, targets = batches[p["step_in_epoch"]]
-                    if not c.stateful:
-                        self.states = self.zero_states()
-                    loss, states = self.train_step(self.placement.distribute(inputs),
-                                                   self.placement.distribute(targets), self.states)
-                    loss = float(loss)
-                    if not math.isfinite(loss) or loss > 3 * initial_loss:
-                        raise TrainingDiverged(
-                            f"the training loss became {loss} at step {p['global_step'] + 1}; "
-                            f"the last good checkpoint in {c.out} is intact. Lower --learning-rate "
-                            f"(now {c.learning_rate}) or --grad-clip and --resume")
-                    self.states = states
-                    val = None
-                    p["step_in_epoch"] += 1
-                    p["global_step"] += 1
-                    p["step_losses"].append(loss)
-                    epoch_losses.append(loss)
-                    bar.update(batches.tokens_per_batch)
-                    bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-                    if c.sample_every and p["global_step"] % c.sample_every == 0:
-                        self.show_sample()
-                    if c.max_steps and p["global_step"] >= c.max_steps:
-                        stopped_by = "max_steps"
-                    elif c.max_minutes and time.monotonic() - started >= c.max_minutes * 60:
-                        stopped_by = "max_minutes"
-                    if stopped_by != "epochs":
-                        break
-                    if p["step_in_epoch"] < len(batches) and p["global_step"] % c.checkpoint_every == 0:
-                        self.checkpoint()
-            if stopped_by != "epochs" and p["step_in_epoch"] < len(batches):
-                break
-            val = self.evaluate()
-            train = float(np.mean(epoch_losses)) if epoch_losses else float("nan")
-            p["history"].append({"epoch": p["epoch"] + 1, "global_step": p["global_step"],
-                                 "seconds": time.monotonic() - started, "train": train, "val": val,
-                                 "val_bits_per_char": metrics(val, self.characters_per_token)["bits_per_char"],
-                                 "learning_rate": float(self.optimizer.learning_rate.numpy())})
-            self.log(f"epoch {p['epoch'] + 1}/{c.epochs}  {self.format('train', train)}  |  "
-                     f"{self.format('val', val)}")
-            p["epoch"] += 1
-            p["step_in_epoch"] = 0
+        stop_request, agree = StopRequest(self.log), stop_agreement(self.strategy)
+        with stop_request:
+            while p["epoch"] < c.epochs:
+                if p["step_in_epoch"] == 0:
+                    # State reset point: every epoch starts its streams from zero states.
+                    self.states = self.zero_states()
+                self.optimizer.learning_rate.assign(self.learning_rate(p["epoch"]))
+                bar = tqdm(total=len(batches) * batches.tokens_per_batch,
+                           unit="char" if c.level == "char" else "tok", unit_scale=True,
+                           initial=p["step_in_epoch"] * batches.tokens_per_batch,
+                           desc=f"epoch {p['epoch'] + 1}/{c.epochs}", leave=False,
+                           disable=None if self.progress_bar is None else not self.progress_bar,
+                           dynamic_ncols=True)
+                with bar:
+                    while p["step_in_epoch"] < len(batches):
+                        inputs, targets = batches[p["step_in_epoch"]]
+                        if not c.stateful:
+                            self.states = self.zero_states()
+                        loss, states = self.train_step(self.placement.distribute(inputs),
+                                                       self.placement.distribute(targets),
+                                                       self.states)
+                        loss = float(loss)
+                        if not math.isfinite(loss) or loss > 3 * initial_loss:
+                            raise TrainingDiverged(
+                                f"the training loss became {loss} at step {p['global_step'] + 1}; "
+                                f"the last good checkpoint in {c.out} is intact. Lower "
+                                f"--learning-rate (now {c.learning_rate}) or --grad-clip and "
+                                "--resume")
+                        self.states = states
+                        val = None
+                        p["step_in_epoch"] += 1
+                        p["global_step"] += 1
+                        p["step_losses"].append(loss)
+                        bar.update(batches.tokens_per_batch)
+                        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                        if agree(stop_request.requested):
+                            self.checkpoint()  # every worker: it gathers the states
+                            raise stop_request.error(p["global_step"])
+                        if c.sample_every and p["global_step"] % c.sample_every == 0:
+                            self.show_sample()
+                        if c.max_steps and p["global_step"] >= c.max_steps:
+                            stopped_by = "max_steps"
+                        elif c.max_minutes and time.monotonic() - started >= c.max_minutes * 60:
+                            stopped_by = "max_minutes"
+                        if stopped_by != "epochs":
+                            break
+                        if (p["step_in_epoch"] < len(batches)
+                                and p["global_step"] % c.checkpoint_every == 0):
+                            self.checkpoint()
+                if stopped_by != "epochs" and p["step_in_epoch"] < len(batches):
+                    break
+                val = self.evaluate()
+                # The epoch's steps, counting those before a resume.
+                epoch_losses = p["step_losses"][len(p["step_losses"]) - p["step_in_epoch"]:]
+                train = float(np.mean(epoch_losses)) if epoch_losses else float("nan")
+                p["history"].append({"epoch": p["epoch"] + 1, "global_step": p["global_step"],
+                                     "seconds": time.monotonic() - started, "train": train,
+                                     "val": val, "val_bits_per_char": metrics(
+                                         val, self.characters_per_token)["bits_per_char"],
+                                     "learning_rate": float(self.optimizer.learning_rate.numpy())})
+                self.log(f"epoch {p['epoch'] + 1}/{c.epochs}  {self.format('train', train)}  |  "
+                         f"{self.format('val', val)}")
+                p["epoch"] += 1
+                p["step_in_epoch"] = 0
+                self.checkpoint()
+                if stopped_by != "epochs":
+                    break
             self.checkpoint()
-            if stopped_by != "epochs":
-                break
-        self.checkpoint()
         if c.export and self.chief:
             self.export()
         final_val = self.evaluate() if val is None else val
@@ -410,7 +450,12 @@ class Trainer:
 
 
 def train(config, explicit=(), log=None, progress_bar=None):
-    """Trains (or resumes) the run `config.out`. Raises UsageError for bad input, before writing."""
+    """Trains (or resumes) the run `config.out`. Raises UsageError for bad input, before writing;
+    TrainingInterrupted after SIGINT/SIGTERM, with the checkpoint written."""
     trainer = Trainer(config, explicit, log, progress_bar)
-    trainer.prepare()
-    return trainer.train()
+    try:
+        trainer.prepare()
+        return trainer.train()
+    finally:
+        if getattr(trainer, "run", None) is not None:
+            trainer.run.unlock()
