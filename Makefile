@@ -5,12 +5,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: train test test-slow bench clean
+.PHONY: train test test-slow lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,zh,eval]'
+	$(PY) -m pip install --quiet -e '.[test,zh,eval,lint]'
 	touch $@
 
 train: $(VENV)/.installed
@@ -21,6 +21,12 @@ test: $(VENV)/.installed
 
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -m slow $(ARGS)
+
+# ruff's linter and formatter, configured in pyproject.toml; `ruff format .` and
+# `ruff check --fix .` repair most of what this reports.
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 clean:
 	rm -rf $(VENV) *.egg-info

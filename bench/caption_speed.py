@@ -87,10 +87,10 @@ def main(argv=None):
 
     import tensorflow as tf
 
+    from captioning.captioner import Captioner
     from captioning.export import export_saved_model
-    from captioning.trainer import load_captioner
 
-    bundled, _ = load_captioner(args.model)
+    bundled = Captioner.from_run_directory(args.model)
     results = {"cpu_count": os.cpu_count(), "images_per_run": args.images}
     with tempfile.TemporaryDirectory() as tmp:
         models = {"bundled shapes model (64x64)": (bundled, 64),

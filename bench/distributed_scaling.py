@@ -48,13 +48,14 @@ def main():
         states = trainer.states
         for k in range(3):  # warm-up and tracing
             inputs, targets = batches[k]
-            _, states = trainer.train_step(place.distribute(inputs), place.distribute(targets), states)
+            _, _, states = trainer.train_step(place.distribute(inputs), place.distribute(targets),
+                                             states)
         started = time.perf_counter()
         for k in range(3, 3 + args.steps):
             inputs, targets = batches[k % len(batches)]
-            loss, states = trainer.train_step(place.distribute(inputs), place.distribute(targets),
-                                              states)
-        float(loss)
+            total, count, states = trainer.train_step(place.distribute(inputs),
+                                                      place.distribute(targets), states)
+        float(total / count)
         elapsed = time.perf_counter() - started
         rates[strategy] = args.steps * batches.tokens_per_batch / elapsed
         print(f"{strategy:>9}: {trainer.strategy.num_replicas_in_sync} replica(s), "

@@ -85,7 +85,7 @@ def best_seconds(run, repeats):
     return best
 
 
-def build_model(data):
+def random_shakespeare_model(data):
     with open(data, encoding="utf-8") as f:
         vocabulary = Vocabulary.from_characters(f.read())
     keras.utils.set_random_seed(0)
@@ -109,7 +109,7 @@ def main(argv=None):
                              "SavedModel, near-argmax for the tutorial loop)")
     args = parser.parse_args(argv)
 
-    model = build_model(args.data)
+    model = random_shakespeare_model(args.data)
     with tempfile.TemporaryDirectory() as directory:
         out = os.path.join(directory, "saved_model")
         start = time.perf_counter()

@@ -9,7 +9,7 @@ In one process, on the embedded tiny-shakespeare corpus (vocabulary 65), it time
 
 - ours: the project's real training step (`Trainer.train_step`: model(inputs, states,
   training=True), sparse softmax cross-entropy, Adam with global-norm clipping) on the model from
-  `textgen.trainer.build_model` with the lean CPU kernels (`--fused on`: textgen's C++ LSTM ops,
+  `LanguageModel.from_train_config` with the lean CPU kernels (`--fused on`: textgen's C++ LSTM ops,
   built on first use by `textgen.native_ops`, with layer 1's input projection looked up in
   embeddings @ kernel) and the default `--batch-parts` (one group of streams per core, run as
   parallel branches with one TensorFlow thread each), states carried from batch to batch as in
@@ -169,9 +169,9 @@ class KerasContender:
             for _ in range(steps):
                 inputs, targets = self.batches[self.position % len(self.batches)]
                 self.position += 1
-                loss, self.states = self.trainer.train_step(
+                total, count, self.states = self.trainer.train_step(
                     self._place(inputs), self._place(targets), self.states)
-        self.losses.append(float(loss))   # waits for the last step
+        self.losses.append(float(total / count))   # waits for the last step
 
 
 class TorchContender:

@@ -10,54 +10,53 @@ import dataclasses
 import json
 import sys
 
-from textgen.cli import ArgumentParser
+from textgen import cli
 from textgen.errors import cli_errors
 
 
 @dataclasses.dataclass
 class CaptionConfig:
-    images: list                        # image files to caption
-    model: str | None = None            # run directory or SavedModel (None: the bundled model)
-    beam_size: int = 3                  # beams per image (1: greedy)
-    max_length: int = 20                # most words per caption
-    temperature: float = 0.0            # > 0: sample instead of beam search (run directories only)
-    top_k: int = 0                      # with --temperature: sample among the k most probable words
-    seed: int = 0                       # with --temperature: same seed, same captions
-    allow_unk: bool = False             # let captions contain <unk> (run directories only)
-    length_normalization: float = 0.0   # beam ranking by log_prob / length**alpha (run directories only)
-    batch_size: int = 32                # images decoded together
-    json: bool = False                  # print a JSON list of {file, caption, log_prob}
-    html: str = ""                      # also write a gallery page (image beside caption) here
+    images: list = dataclasses.field(metadata={
+        "metavar": "IMAGE", "nargs": "+",
+        "help": "image files (PNG, JPEG, GIF, WebP, TIFF, BMP, ...)"})
+    model: str | None = dataclasses.field(default=None, metadata={
+        "metavar": "RUN_DIR_OR_SAVEDMODEL",
+        "default_help": "the bundled shapes model in data/models/shapes",
+        "help": "a captioning.train run directory or a captioning.export SavedModel"})
+    beam_size: int = dataclasses.field(default=3, metadata={
+        "help": "beams per image, >= 1; 1 is greedy decoding"})
+    max_length: int = dataclasses.field(default=20, metadata={
+        "help": "most words per caption"})
+    temperature: float = dataclasses.field(default=0.0, metadata={
+        "default_help": "0, beam search",
+        "help": "sample with this temperature instead of beam search; run directories only"})
+    top_k: int = dataclasses.field(default=0, metadata={
+        "default_help": "0, all",
+        "help": "with --temperature: sample among the k most probable words"})
+    seed: int = dataclasses.field(default=0, metadata={
+        "help": "with --temperature: the seed of the draws; the same seed gives the same "
+                "captions"})
+    allow_unk: bool = dataclasses.field(default=False, metadata={
+        "help": "allow <unk> in captions (by default never emitted); run directories only"})
+    length_normalization: float = dataclasses.field(default=0.0, metadata={
+        "metavar": "ALPHA", "default_help": "0, plain log-probability",
+        "help": "rank beams by log_prob / length**ALPHA, so longer captions are not "
+                "penalised; run directories only"})
+    batch_size: int = dataclasses.field(default=32, metadata={
+        "help": "images captioned together"})
+    json: bool = dataclasses.field(default=False, metadata={
+        "help": "print a JSON list of objects with file, caption and log_prob instead of lines"})
+    html: str = dataclasses.field(default="", metadata={
+        "metavar": "PAGE",
+        "help": "also write an HTML page showing each image next to its caption"})
 
 
 def build_parser():
-    parser = ArgumentParser(
-        prog="python -m captioning.caption",
-        description="Caption images with a trained captioning model (beam search from <start> "
-                    "to <end>). Prints 'PATH<TAB>CAPTION' per image.")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, GIF, WebP, TIFF, BMP, ...)")
-    parser.add_argument("--model", metavar="RUN_DIR_OR_SAVEDMODEL",
-                        help="a captioning.train run directory or a captioning.export SavedModel "
-                             "(default: the bundled shapes model in data/models/shapes)")
-    parser.add_argument("--beam-size", type=int, default=3, help="beams per image; 1 is greedy decoding (default: 3)")
-    parser.add_argument("--max-length", type=int, default=20, help="most words per caption (default: 20)")
-    parser.add_argument("--temperature", type=float, default=0.0,
-                        help="sample with this temperature instead of beam search (default: 0, "
-                             "beam search; run directories only)")
-    parser.add_argument("--top-k", type=int, default=0,
-                        help="with --temperature: sample among the k most probable words (default: 0, all)")
-    parser.add_argument("--seed", type=int, default=0, help="with --temperature: the seed of the draws (default: 0)")
-    parser.add_argument("--allow-unk", action="store_true",
-                        help="allow <unk> in captions (default: never emitted; run directories only)")
-    parser.add_argument("--length-normalization", type=float, default=0.0, metavar="ALPHA",
-                        help="rank beams by log_prob / length**ALPHA, so longer captions are not "
-                             "penalised (default: 0, plain log-probability; run directories only)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images captioned together (default: 32)")
-    parser.add_argument("--json", action="store_true",
-                        help="print a JSON list of objects with file, caption and log_prob instead of lines")
-    parser.add_argument("--html", default="", metavar="PAGE",
-                        help="also write an HTML page showing each image next to its caption")
-    return parser
+    return cli.build_parser(
+        CaptionConfig, "python -m captioning.caption",
+        "Caption images with a trained captioning model (beam search from <start> to <end>). "
+        "Prints 'PATH<TAB>CAPTION' per image.",
+        positionals=("images",))
 
 
 def caption_images(config, out=None, err=None):

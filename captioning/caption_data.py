@@ -27,6 +27,7 @@ import tensorflow as tf
 from captioning import images as image_files
 from captioning.captions import encode_captions
 from captioning.coco_data import caption_rows
+from textgen.errors import UsageError
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -172,3 +173,102 @@ class FileSource:
         return (tf.data.Dataset.from_tensor_slices((order, caption_rows))
                 .map(load_op, num_parallel_calls=AUTOTUNE, deterministic=True)
                 .batch(batch_size).prefetch(2))
+
+
+# ---- what training reads: pixels decoded once, or a frozen backbone's features ----
+
+DECODE_BATCH = 64  # images per batch of the one-time decoding / feature pass
+
+
+def hold_out(records, fraction, seed):
+    """(train, validation): a seeded random `fraction` of the images (at least one) held out."""
+    if len(records) < 2:
+        raise UsageError("only one usable training image: too few to hold out validation images; "
+                         "pass --val-annotations")
+    count = min(len(records) - 1, max(1, round(fraction * len(records))))
+    order = np.random.default_rng([seed, 7]).permutation(len(records))
+    held = set(order[:count].tolist())
+    return ([r for i, r in enumerate(records) if i not in held],
+            [r for i, r in enumerate(records) if i in held])
+
+
+def report_failures(errors, total, what, log):
+    """Logs each image that failed to decode; UsageError if none of them could be."""
+    for index in sorted(errors):
+        log(f"skipped image {errors[index]}")
+    if errors:
+        log(f"{what}: skipped {len(errors)} of {total} images that failed to decode (named above)")
+    if errors and len(errors) == total:
+        raise UsageError(f"{what}: none of the {total} images could be decoded (see the lines above)")
+
+
+def pixel_source(caption_set, image_size, memory_mb, what, log, bar):
+    """(source, indices of the images kept): every image decoded once into memory when they fit
+    in `memory_mb`, else a FileSource that decodes them every epoch. `bar(total, what)` is a
+    progress bar."""
+    total, size = len(caption_set), image_size
+    in_memory = total * size * size * 3 <= memory_mb * 2 ** 20
+    pixels = np.zeros((total, size, size, 3), np.uint8) if in_memory else None
+    ok = np.zeros(total, bool)
+    errors = {}
+    paths = [r.path for r in caption_set.records]
+    with bar(total, f"decoding {what} images") as progress:
+        for indices, batch, batch_ok in decode_images(paths, size, DECODE_BATCH, errors):
+            if in_memory:
+                pixels[indices] = batch
+            ok[indices] = batch_ok
+            progress.update(len(indices))
+    report_failures(errors, total, what, log)
+    kept = np.flatnonzero(ok)
+    if not in_memory:
+        log(f"{what}: {total} images of {size}x{size} exceed --image-memory-mb {memory_mb}; they "
+            "are decoded again every epoch")
+        return FileSource([paths[i] for i in kept], size), kept
+    return ArraySource(pixels if len(kept) == total else pixels[kept]), kept
+
+
+def feature_source(caption_set, model, cache, what, log, bar):
+    """(source, indices of the images kept): the frozen backbone's feature vector of every
+    image, from `cache` (a FeatureCache) or computed once and cached."""
+    total, size = len(caption_set), model.feature_size
+    features = np.zeros((total, size), np.float32)
+    have = np.zeros(total, bool)
+    for i, record in enumerate(caption_set.records):
+        vector = cache.load(record.image_id)
+        if vector is not None and vector.shape == (size,):
+            features[i], have[i] = vector, True
+    missing = np.flatnonzero(~have)
+    if len(missing):
+        log(f"{what}: computing {model.encoder.backbone_name} features of {len(missing)} images "
+            f"({total - len(missing)} cached) into {cache.directory}")
+        encode = tf.function(lambda pixels: model.encode(pixels, training=False),
+                             reduce_retracing=True, autograph=False)
+        errors = {}
+        paths = [caption_set.records[i].path for i in missing]
+        with bar(len(missing), f"{what} features") as progress:
+            for indices, pixels, ok in decode_images(paths, model.image_size, DECODE_BATCH, errors):
+                vectors = encode(pixels).numpy()
+                for j, k in enumerate(indices):
+                    if ok[j]:
+                        i = missing[k]
+                        features[i], have[i] = vectors[j], True
+                        cache.save(caption_set.records[i].image_id, vectors[j])
+                progress.update(len(indices))
+        report_failures({missing[k]: e for k, e in errors.items()}, total, what, log)
+    kept = np.flatnonzero(have)
+    return ArraySource(features if len(kept) == total else features[kept]), kept
+
+
+def source_features(model, source, count):
+    """Encoder features of the first `count` images of a source (for greedy captions)."""
+    if source.kind == "features":
+        return source.array[:count]
+    if isinstance(source, ArraySource):
+        pixels = source.array[:count]
+    else:
+        pixels = np.zeros((count, model.image_size, model.image_size, 3), np.uint8)
+        for indices, batch, _ in decode_images(source.paths[:count], model.image_size):
+            pixels[indices] = batch
+    encode = tf.function(lambda x: model.encode(x, training=False), reduce_retracing=True,
+                         autograph=False)
+    return np.concatenate([encode(pixels[i:i + 256]).numpy() for i in range(0, count, 256)])

@@ -48,10 +48,11 @@ class RunDirectoryModel:
     """A captioning.train run directory: the Captioner with its checkpoint's weights."""
 
     def __init__(self, path):
-        from captioning.trainer import load_captioner
+        # Imported here: a SavedModel needs no Keras model code.
+        from captioning.captioner import Captioner
 
         self.path = path
-        self.model, _ = load_captioner(path)
+        self.model = Captioner.from_run_directory(path)
         self.image_size = self.model.image_size
 
     def caption_pixels(self, pixels, options):

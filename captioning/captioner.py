@@ -10,15 +10,21 @@ step t is concat(embedding(token_t), v * 1{t == 0}), i.e. the feature vector is 
 channel that is zero at every later step. The first recurrent layer's kernel therefore has
 [embedding_size + feature_size] rows; rows [:embedding_size] are Wxh and rows [embedding_size:]
 are Wih (see `input_projections`).
+
+The model builds and loads itself (`from_train_config`, `from_run_directory`), so that training,
+captioning, evaluation and export all read a run directory the same way.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from captioning import config as config_lib
 from captioning.captions import END, PAD, START, UNKNOWN, check_vocabulary
 from captioning.image_encoder import ImageEncoder
+from textgen.errors import UsageError
 from textgen.recurrent_stack import RecurrentStack
+from textgen.run_directory import RunDirectory, assign_variables
 from textgen.sampler import beam_search, decode_loop, make_sampler
 from textgen.vocabulary import Vocabulary
 
@@ -78,6 +84,44 @@ class Captioner(keras.Model):
         self.unknown_id = vocabulary.id(UNKNOWN)
         self._generate_fns = {}
 
+    # ---- building and loading, beside the model (nanoGPT's `from_pretrained`) ----------------
+    @classmethod
+    def from_train_config(cls, config, vocabulary, encoder_weights=None):
+        """The built, untrained Captioner that the CaptionTrainConfig `config` describes.
+        `encoder_weights` overrides the config's (e.g. "none" when the weights come from a
+        checkpoint anyway, so that loading a run downloads no ImageNet weights)."""
+        fused = {"auto": None, "on": True, "off": False}[config.fused]
+        model = cls(vocabulary, encoder=config.encoder,
+                    encoder_weights=encoder_weights or config_lib.resolved_encoder_weights(config),
+                    image_size=config_lib.resolved_image_size(config),
+                    feature_size=config.feature_size,
+                    encoder_filters=config_lib.parse_filters(config.encoder_filters),
+                    encoder_spatial=config.encoder_spatial, cell=config.cell,
+                    num_layers=config.num_layers, hidden_size=config.hidden_size,
+                    embedding_size=config.embedding_size, dropout=config.dropout, fused=fused,
+                    seed=config.seed)
+        model.build()
+        return model
+
+    @classmethod
+    def from_run_directory(cls, path):
+        """The trained Captioner of a `captioning.train` run directory: built from its
+        config.json and vocab.json, with the weights of its checkpoint. The run's
+        CaptionTrainConfig is kept as `model.train_config`. A missing or damaged file is a
+        UsageError naming it."""
+        run = RunDirectory(path)
+        if not run.has_checkpoint():
+            raise UsageError(f"{run.path} holds no checkpoint ({run.CHECKPOINT}); train first with "
+                             f"`python -m captioning.train --out {run.path} ...`")
+        config = config_lib.from_dict(run.load_config(config_lib.CaptionTrainConfig))
+        vocabulary = run.load_vocabulary()
+        check_vocabulary(vocabulary, run.vocabulary_path)  # a bad one names vocab.json
+        model = cls.from_train_config(config, vocabulary, encoder_weights="none")
+        groups, _ = run.load_checkpoint()
+        assign_variables(model.variables, groups.get("model", []), "model")
+        model.train_config = config
+        return model
+
     def build(self, input_shape=None):
         self.embedding.build((None, None))
         self.recurrent_stack.build((None, None, self.embedding_size + self.feature_size))
@@ -127,7 +171,8 @@ class Captioner(keras.Model):
 
     def call(self, inputs, training=False):
         tokens = inputs["tokens"]
-        features = inputs["features"] if "features" in inputs else self.encode(inputs["images"], training)
+        features = (inputs["features"] if "features" in inputs
+                    else self.encode(inputs["images"], training))
         outputs, _ = self.decode(features, tokens, training=training)
         return self.output_layer(outputs)
 
@@ -220,12 +265,6 @@ class Captioner(keras.Model):
             tf.convert_to_tensor(features, tf.float32), tf.constant(int(max_length), tf.int32),
             tf.constant(int(beam_size), tf.int32), tf.constant(int(seed), tf.int32))
         return tokens.numpy(), log_probs.numpy(), lengths.numpy()
-
-    def generate(self, features, max_length, temperature=0.0, top_k=0, seed=0, allow_unknown=False):
-        """(token ids, lengths) of greedy (temperature 0) or sampled captions; see `caption`."""
-        tokens, _, lengths = self.caption(features, max_length, 1, temperature, top_k, seed,
-                                          allow_unknown)
-        return tokens, lengths
 
     def get_config(self):
         config = super().get_config()

@@ -23,7 +23,6 @@ passes `verify()`; it is caught when the pixels are first decoded, by `load_reco
 and can write the vocabulary of its captions.
 """
 
-import argparse
 import contextlib
 import dataclasses
 import io
@@ -38,7 +37,7 @@ from pycocotools.coco import COCO  # noqa: E402
 
 from captioning.captions import build_vocabulary, encode_captions, tokenize  # noqa: E402
 from captioning.images import ImageError, check_image, load_image, load_images  # noqa: E402
-from textgen.cli import ArgumentParser  # noqa: E402
+from textgen import cli  # noqa: E402
 from textgen.errors import UsageError, cli_errors  # noqa: E402
 
 # Karpathy's split names; "restval" is the part of COCO val2014 that his split trains on.
@@ -273,42 +272,32 @@ def load_record_images(records, image_size, log=warn):
 
 @dataclasses.dataclass
 class DataConfig:
-    annotations: str = ""          # COCO captions_*.json or Karpathy dataset_*.json (required)
-    images_dir: str = ""           # directory the file names are relative to (required)
-    split: str = "train"           # Karpathy file only: train (= train + restval), val, test
-    min_count: int = 1             # words seen fewer times become <unk>
-    max_length: int = 24           # captions are cut to this many tokens (plus <start>, <end>); shapes needs 22
-    check_images: str = "verify"   # verify (cheap), decode (thorough) or none
-    vocab_out: str = ""            # write the vocabulary JSON here (empty: don't)
-
-
-HELP = {
-    "annotations": "caption file: COCO format (captions_*.json) or Karpathy's dataset_*.json (required)",
-    "images_dir": "directory that the image file names in the caption file are relative to (required)",
-    "split": "for a Karpathy file: train (train + restval), val, test or restval; ignored for COCO files",
-    "min_count": "words seen fewer times than this in the captions become <unk>",
-    "max_length": "caption length in tokens after truncation, not counting <start> and <end>",
-    "check_images": "verify: open and verify every image (cheap); decode: decode every image "
-                    "(catches truncated JPEGs too); none: only when loaded",
-    "vocab_out": "write the caption vocabulary (JSON) to this path",
-}
+    annotations: str = dataclasses.field(default="", metadata={
+        "metavar": "PATH", "required": True,
+        "help": "caption file: COCO format (captions_*.json) or Karpathy's dataset_*.json"})
+    images_dir: str = dataclasses.field(default="", metadata={
+        "metavar": "PATH", "required": True,
+        "help": "directory that the image file names in the caption file are relative to"})
+    split: str = dataclasses.field(default="train", metadata={
+        "help": "for a Karpathy file: train (train + restval), val, test or restval; ignored "
+                "for COCO files"})
+    min_count: int = dataclasses.field(default=1, metadata={
+        "help": "words seen fewer times than this in the captions become <unk>"})
+    # The shapes data's captions need 22.
+    max_length: int = dataclasses.field(default=24, metadata={
+        "help": "caption length in tokens after truncation, not counting <start> and <end>"})
+    check_images: str = dataclasses.field(default="verify", metadata={
+        "help": "verify: open and verify every image (cheap); decode: decode every image "
+                "(catches truncated JPEGs too); none: only when loaded"})
+    vocab_out: str = dataclasses.field(default="", metadata={
+        "metavar": "PATH", "help": "write the caption vocabulary (JSON) to this path"})
 
 
 def build_parser():
-    parser = ArgumentParser(
-        prog="python -m captioning.coco_data", argument_default=argparse.SUPPRESS,
-        description="Read a captioning data set, report what is usable and what was skipped, "
-                    "and optionally write the vocabulary of its captions.")
-    for field in dataclasses.fields(DataConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if field.name in ("annotations", "images_dir"):
-            parser.add_argument(flag, required=True, metavar="PATH", help=HELP[field.name])
-        elif field.name == "vocab_out":
-            parser.add_argument(flag, metavar="PATH", help=HELP[field.name])
-        else:
-            parser.add_argument(flag, type=type(field.default), metavar=field.name.upper(),
-                                help=f"{HELP[field.name]} (default: {field.default})")
-    return parser
+    return cli.build_parser(
+        DataConfig, "python -m captioning.coco_data",
+        "Read a captioning data set, report what is usable and what was skipped, and "
+        "optionally write the vocabulary of its captions.")
 
 
 @cli_errors

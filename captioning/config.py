@@ -1,4 +1,4 @@
-"""Captioning training configuration: plain typed values with defaults, one comment each.
+"""Captioning training configuration: typed values with defaults, each with its --help text.
 
 The model defaults are tuned for the synthetic shapes data (64x64 images, `small` encoder) so that
 15 minutes on a 2-core CPU reach the quality target of bench/caption_quality.py.
@@ -14,50 +14,136 @@ from textgen.errors import UsageError
 
 @dataclasses.dataclass
 class CaptionTrainConfig:
-    annotations: str = ""               # training captions, COCO format (required)
-    images: str = ""                    # directory the training file names are relative to (required)
-    val_annotations: str = ""           # validation captions (COCO); empty: hold out --val-fraction of the images
-    val_images: str = ""                # directory of the validation images (empty: --images)
-    val_fraction: float = 0.05          # without --val-annotations: share of training images held out
-    encoder: str = "small"              # small | mobilenet_v3_small | efficientnet_b0 | inception_v3 | resnet50
-    encoder_weights: str = "auto"       # none | imagenet | PATH of a weights file (auto: none for small, else imagenet)
-    image_size: int = 0                 # image side in pixels (0: the encoder's own: small 64, inception_v3 299, others 224)
-    feature_size: int = 256             # small encoder: length of the image feature vector
-    encoder_filters: str = "24,48,64,96"  # small encoder: channels of its conv blocks, comma separated
-    encoder_spatial: str = "lines"      # small encoder: how its final map's layout reaches v: lines | flatten | columns | keypoints | keypoints+lines | none
-    fine_tune_after: int = -1           # pretrained encoders: unfreeze after this many epochs (-1: never)
-    encoder_learning_rate: float = 1e-5  # learning rate of a fine-tuned backbone
-    feature_cache: str = ""             # directory of cached backbone features (empty: OUT/feature_cache)
-    cell: str = "lstm"                  # lstm | gru | rnn
-    num_layers: int = 1                 # stacked recurrent layers
-    hidden_size: int = 256              # units per recurrent layer
-    embedding_size: int = 64            # word embedding size
-    dropout: float = 0.0                # dropout on each recurrent layer's output
-    batch_size: int = 32                # images per batch (the global batch, over all replicas)
-    captions_per_image: int = 2         # captions trained per image per batch (neuraltalk2's seq_per_img; 2 beat 5 in 15 minutes)
-    first_captions: int = 0             # train (and measure the validation loss) on each image's first N captions, in file order (0: all)
-    epochs: int = 30                    # passes over the training images
-    max_minutes: float = 0.0            # stop, after a checkpoint, once training has run this long (0: no limit)
-    max_steps: int = 0                  # stop after this many training steps in all (0: no limit)
-    learning_rate: float = 2e-3         # Adam learning rate of the decoder (and of the small encoder)
-    lr_schedule: str = "cosine"         # constant | cosine: fall to --min-learning-rate over the run (the first of --epochs, --max-steps, --max-minutes to end it)
-    min_learning_rate: float = 1e-4     # where the cosine schedule ends
-    lr_decay: float = 1.0               # multiply the learning rate by this every epoch ...
-    lr_decay_after: int = 0             # ... after this many epochs
-    grad_clip: float = 5.0              # global-norm gradient clipping (0: off)
-    seed: int = 0                       # same seed and data give the same losses
-    out: str = "runs/captioning"        # run directory: config, vocabulary, checkpoint
-    resume: bool = False                # continue the run in --out from its last checkpoint
-    resume_from: str = "latest"         # with --resume: latest, or previous (checkpoint.prev.npz) when the latest is damaged
-    min_count: int = 1                  # words seen fewer times become <unk>
-    max_length: int = 24                # captions are cut to this many words (plus <start> and <end>)
-    checkpoint_every: int = 500         # write a checkpoint every N steps (and at every epoch end)
-    export: bool = True                 # export RUN_DIR/saved_model (image bytes in, caption out) when training finishes
-    eval_images: int = 500              # after training, caption this many validation images and score them (0: skip)
-    check_images: str = "verify"        # how images are checked when reading captions: verify | decode | none
-    image_memory_mb: int = 2048         # decode images once into memory if they fit in this; else decode every epoch
-    fused: str = "auto"                 # auto | on | off: lean CPU recurrent kernels or the stock Keras layers
-    strategy: str = "auto"              # auto | none | mirrored | multiworker (tf.distribute); --batch-size is global
+    # Not argparse-required: validate() checks them once --resume has read the run's own.
+    annotations: str = dataclasses.field(default="", metadata={
+        "metavar": "PATH",
+        "help": "training captions in COCO format (captions_*.json; a shapes data set's "
+                "captions_train.json) (required)"})
+    images: str = dataclasses.field(default="", metadata={
+        "metavar": "PATH",
+        "help": "directory that the image file names in --annotations are relative to "
+                "(required)"})
+    val_annotations: str = dataclasses.field(default="", metadata={
+        "metavar": "PATH",
+        "help": "validation captions in COCO format; without it --val-fraction of the training "
+                "images are held out"})
+    val_images: str = dataclasses.field(default="", metadata={
+        "metavar": "PATH", "default_help": "--images",
+        "help": "directory of the validation images"})
+    val_fraction: float = dataclasses.field(default=0.05, metadata={
+        "help": "without --val-annotations: the share of training images held out for "
+                "validation, in (0, 1)"})
+    encoder: str = dataclasses.field(default="small", metadata={
+        "help": "image encoder: small (a compact CNN trained with the decoder) or a "
+                "keras.applications backbone: mobilenet_v3_small, efficientnet_b0, "
+                "inception_v3, resnet50"})
+    encoder_weights: str = dataclasses.field(default="auto", metadata={
+        "help": "none (random), imagenet (Keras download; needs internet) or PATH of a local "
+                "weights file (.weights.h5 or Keras' *_notop.h5); auto: none for small, "
+                "imagenet otherwise"})
+    image_size: int = dataclasses.field(default=0, metadata={
+        "help": "images are resized to this square side in pixels (0: the encoder's own: "
+                "small 64, inception_v3 299, the others 224)"})
+    feature_size: int = dataclasses.field(default=256, metadata={
+        "help": "small encoder: length of the image feature vector fed at the first step"})
+    encoder_filters: str = dataclasses.field(default="24,48,64,96", metadata={
+        "help": "small encoder: output channels of its conv+pool blocks, comma separated; "
+                "--image-size must be divisible by 2 to the number of blocks"})
+    encoder_spatial: str = dataclasses.field(default="lines", metadata={
+        "help": "small encoder: how the layout of its final feature map reaches the feature "
+                "vector, beside the global max-pooling: lines (the maximum over each row and "
+                "each column), flatten (every cell), columns, keypoints (each channel's "
+                "expected x and y), keypoints+lines, or none"})
+    fine_tune_after: int = dataclasses.field(default=-1, metadata={
+        "help": "pretrained encoders: train the backbone too from this epoch on (-1: keep it "
+                "frozen)"})
+    encoder_learning_rate: float = dataclasses.field(default=1e-5, metadata={
+        "help": "learning rate of the backbone once it is fine-tuned, > 0"})
+    feature_cache: str = dataclasses.field(default="", metadata={
+        "metavar": "PATH", "default_help": "OUT/feature_cache",
+        "help": "directory for the cached features of a frozen backbone; share it only between "
+                "runs on the same data set"})
+    cell: str = dataclasses.field(default="lstm", metadata={
+        "help": "recurrent cell: lstm, gru or rnn (tanh)"})
+    num_layers: int = dataclasses.field(default=1, metadata={
+        "help": "number of stacked recurrent layers"})
+    hidden_size: int = dataclasses.field(default=256, metadata={
+        "help": "units per recurrent layer"})
+    embedding_size: int = dataclasses.field(default=64, metadata={
+        "help": "size of the word embedding"})
+    dropout: float = dataclasses.field(default=0.0, metadata={
+        "help": "dropout rate on each recurrent layer's output, in [0, 1)"})
+    batch_size: int = dataclasses.field(default=32, metadata={
+        "help": "images per batch: the global batch, over all replicas under --strategy"})
+    # 2 beat 5 in 15 minutes on the shapes data.
+    captions_per_image: int = dataclasses.field(default=2, metadata={
+        "help": "captions per image in a batch, the image encoded once (neuraltalk2's "
+                "seq_per_img)"})
+    first_captions: int = dataclasses.field(default=0, metadata={
+        "help": "train on each image's first N captions only, in the annotation file's order, "
+                "and measure the validation loss on the same (0: all of them; BLEU and CIDEr "
+                "always score against every reference). The shapes data's first caption is its "
+                "canonical wording"})
+    epochs: int = dataclasses.field(default=30, metadata={
+        "help": "passes over the training images"})
+    max_minutes: float = dataclasses.field(default=0.0, metadata={
+        "help": "stop cleanly, after saving a checkpoint, once the run has taken this many "
+                "minutes (0: no limit)"})
+    max_steps: int = dataclasses.field(default=0, metadata={
+        "help": "stop after this many training steps in all, counting resumed ones "
+                "(0: no limit)"})
+    learning_rate: float = dataclasses.field(default=2e-3, metadata={
+        "help": "Adam learning rate of the decoder (and of the small encoder), > 0"})
+    lr_schedule: str = dataclasses.field(default="cosine", metadata={
+        "help": "constant, or cosine: the learning rate falls from --learning-rate to "
+                "--min-learning-rate along a half cosine over the run, whose end is the first "
+                "of --epochs, --max-steps and --max-minutes (with --max-minutes it follows the "
+                "clock, so runs with the same seed differ slightly)"})
+    min_learning_rate: float = dataclasses.field(default=1e-4, metadata={
+        "help": "where --lr-schedule cosine ends, in [0, --learning-rate]"})
+    lr_decay: float = dataclasses.field(default=1.0, metadata={
+        "help": "also multiply the learning rate by this at every epoch after --lr-decay-after, "
+                "in (0, 1] (1: off)"})
+    lr_decay_after: int = dataclasses.field(default=0, metadata={
+        "help": "epochs at the initial learning rate before --lr-decay starts"})
+    grad_clip: float = dataclasses.field(default=5.0, metadata={
+        "help": "clip the gradients' global norm to this (0: off)"})
+    seed: int = dataclasses.field(default=0, metadata={
+        "help": "random seed: the same seed and data give the same losses"})
+    out: str = dataclasses.field(default="runs/captioning", metadata={
+        "metavar": "PATH",
+        "help": "run directory for config.json, vocab.json, checkpoint.npz and eval.json"})
+    resume: bool = dataclasses.field(default=False, metadata={
+        "help": "continue the run in --out from its last checkpoint"})
+    resume_from: str = dataclasses.field(default="latest", metadata={
+        "help": "with --resume: latest (checkpoint.npz), or previous (checkpoint.prev.npz, the "
+                "one before it, kept for when the latest is damaged)"})
+    min_count: int = dataclasses.field(default=1, metadata={
+        "help": "words seen fewer times than this in the training captions become <unk>"})
+    max_length: int = dataclasses.field(default=24, metadata={
+        "help": "captions are cut to this many words, not counting <start> and <end>"})
+    checkpoint_every: int = dataclasses.field(default=500, metadata={
+        "help": "write a checkpoint every N steps (one is always written at each epoch end and "
+                "at the end)"})
+    export: bool = dataclasses.field(default=True, metadata={
+        "help": "skip exporting RUN_DIR/saved_model (signature caption: image bytes in, caption "
+                "out), which training otherwise does when it finishes"})
+    eval_images: int = dataclasses.field(default=500, metadata={
+        "help": "after training, caption this many validation images greedily and report "
+                "correctness (shapes data), BLEU-4 and CIDEr (0: skip)"})
+    check_images: str = dataclasses.field(default="verify", metadata={
+        "help": "how images are checked when the captions are read: verify (cheap), decode "
+                "(thorough) or none"})
+    image_memory_mb: int = dataclasses.field(default=2048, metadata={
+        "help": "keep the decoded images in memory when they fit in this many MiB; otherwise "
+                "decode them again every epoch"})
+    fused: str = dataclasses.field(default="auto", metadata={
+        "help": "auto, on or off: run the recurrent layers through textgen's lean CPU kernels, "
+                "the LSTM on textgen's C++ ops where they build (auto: when no GPU is visible)"})
+    strategy: str = dataclasses.field(default="auto", metadata={
+        "help": "tf.distribute strategy: auto (MirroredStrategy over all GPUs if more than one), "
+                "none, mirrored, or multiworker (MultiWorkerMirroredStrategy, configured by "
+                "TF_CONFIG); --batch-size is the global batch, split over the replicas"})
 
 
 # Fields that fix the model, the data and their order; a resumed run must keep them.
@@ -112,11 +198,6 @@ def validate(config):
         raise UsageError(f"--captions-per-image {config.captions_per_image} is more than --first-captions "
                          f"{config.first_captions}: every image would repeat a caption in its batch; pass "
                          f"--captions-per-image {config.first_captions} or fewer")
-    if config.lr_schedule not in ("constant", "cosine"):
-        raise UsageError(f"--lr-schedule must be constant or cosine, got {config.lr_schedule!r}")
-    if not 0 <= config.min_learning_rate <= config.learning_rate:
-        raise UsageError(f"--min-learning-rate must be in [0, --learning-rate {config.learning_rate}], "
-                         f"got {config.min_learning_rate}")
     for name in ("learning_rate", "encoder_learning_rate"):
         if not getattr(config, name) > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}")

@@ -1,4 +1,4 @@
-"""Captions for images with a trained Captioner, through textgen's one decoding loop.
+"""Captions for encoder features with a trained Captioner, through textgen's one decoding loop.
 
 Greedy by default; `beam_size` > 1 runs beam search, `temperature` > 0 samples.
 """
@@ -11,7 +11,8 @@ from captioning.captions import caption_text, decode_caption
 def ids_to_captions(tokens, lengths, vocabulary):
     """Rows of generated ids (and their lengths before <end>) -> caption strings."""
     tokens, lengths = np.asarray(tokens), np.asarray(lengths)
-    return [caption_text(decode_caption(row[:length], vocabulary)) for row, length in zip(tokens, lengths)]
+    return [caption_text(decode_caption(row[:length], vocabulary))
+            for row, length in zip(tokens, lengths)]
 
 
 def decode_features(model, features, vocabulary, max_length, beam_size=1, temperature=0.0, top_k=0,
@@ -34,17 +35,3 @@ def caption_features(model, features, vocabulary, max_length, temperature=0.0, t
     """Captions for precomputed encoder features [N, F] (e.g. from the feature cache)."""
     return decode_features(model, features, vocabulary, max_length, beam_size, temperature, top_k,
                            seed, allow_unknown, batch_size=batch_size)[0]
-
-
-def caption_images(model, pixels, vocabulary, max_length, temperature=0.0, top_k=0, seed=0,
-                   allow_unknown=False, batch_size=64, beam_size=1):
-    """Captions for uint8 pixels [N, S, S, 3] (S = model.image_size): greedy at temperature 0
-    (the default), else sampled; from <start> to <end>, at most `max_length` tokens; never
-    <pad> or <start>, and <unk> only with `allow_unknown`."""
-    pixels = np.asarray(pixels)
-    captions = []
-    for start in range(0, len(pixels), batch_size):
-        features = model.encode(pixels[start:start + batch_size], training=False)
-        captions.extend(caption_features(model, features, vocabulary, max_length, temperature,
-                                         top_k, seed, allow_unknown, batch_size, beam_size))
-    return captions

@@ -36,9 +36,9 @@ import logging
 import os
 import sys
 
-from textgen.cli import ArgumentParser
+from textgen import cli
 from textgen.errors import UsageError, cli_errors
-from textgen.export import check_out_directory, replace_directory
+from textgen.io import check_out_directory, replace_directory
 
 DEFAULT_BEAM_SIZE = 3
 DEFAULT_MAX_LENGTH = 20
@@ -116,7 +116,7 @@ def build_module(model, beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENG
 def export_saved_model(model, out_directory, overwrite=False, beam_size=DEFAULT_BEAM_SIZE,
                        max_length=DEFAULT_MAX_LENGTH):
     """Writes `model` as a SavedModel in `out_directory`, atomically: into a temporary directory
-    that is renamed into place (textgen.export.replace_directory), so a failed export leaves the
+    that is renamed into place (textgen.io.replace_directory), so a failed export leaves the
     old model or nothing, never half of one."""
     import tensorflow as tf
 
@@ -223,39 +223,36 @@ def saved_model_problem(path, failure):
 
 @dataclasses.dataclass
 class CaptionExportConfig:
-    run_directory: str
-    out_directory: str
-    overwrite: bool = False               # replace a non-empty OUT_DIR
-    beam_size: int = DEFAULT_BEAM_SIZE    # default beam size of loaded.caption(image_bytes)
-    max_length: int = DEFAULT_MAX_LENGTH  # default caption length of loaded.caption(image_bytes)
+    run_directory: str = dataclasses.field(metadata={
+        "metavar": "RUN_DIR", "help": "the --out directory of a captioning.train run"})
+    out_directory: str = dataclasses.field(metadata={
+        "metavar": "OUT_DIR",
+        "help": "where to write the SavedModel; must be absent or empty unless --overwrite"})
+    overwrite: bool = dataclasses.field(default=False, metadata={
+        "help": "replace OUT_DIR if it already holds files (the old one is removed only once "
+                "the new one is in place)"})
+    beam_size: int = dataclasses.field(default=DEFAULT_BEAM_SIZE, metadata={
+        "help": "beam size used when a caller passes only the image bytes, >= 1 (1: greedy)"})
+    max_length: int = dataclasses.field(default=DEFAULT_MAX_LENGTH, metadata={
+        "help": "most words per caption when a caller passes only the image bytes, >= 1"})
 
 
 def build_parser():
-    parser = ArgumentParser(
-        prog="python -m captioning.export",
-        description="Export a trained captioning run as a self-contained TensorFlow SavedModel "
-                    "with the signature `caption` (image bytes -> caption, log_prob; also "
-                    "serving_default) and `config`.")
-    parser.add_argument("run_directory", metavar="RUN_DIR", help="the --out directory of a captioning.train run")
-    parser.add_argument("out_directory", metavar="OUT_DIR",
-                        help="where to write the SavedModel; must be absent or empty unless --overwrite")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace OUT_DIR if it already holds files (the old one is removed "
-                             "only once the new one is in place)")
-    parser.add_argument("--beam-size", type=int, default=DEFAULT_BEAM_SIZE,
-                        help=f"beam size used when a caller passes only the image bytes (default: {DEFAULT_BEAM_SIZE})")
-    parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
-                        help=f"caption length used when a caller passes only the image bytes (default: {DEFAULT_MAX_LENGTH})")
-    return parser
+    return cli.build_parser(
+        CaptionExportConfig, "python -m captioning.export",
+        "Export a trained captioning run as a self-contained TensorFlow SavedModel with the "
+        "signature `caption` (image bytes -> caption, log_prob; also serving_default) and "
+        "`config`.",
+        positionals=("run_directory", "out_directory"))
 
 
 @cli_errors
 def main(argv=None):
     config = CaptionExportConfig(**vars(build_parser().parse_args(argv)))
     check_out_directory(config.out_directory, config.overwrite)  # before the slow part
-    from captioning.trainer import load_captioner
+    from captioning.captioner import Captioner  # Keras and TensorFlow: after the quick checks
 
-    model, _ = load_captioner(config.run_directory)
+    model = Captioner.from_run_directory(config.run_directory)
     export_saved_model(model, config.out_directory, config.overwrite, config.beam_size,
                        config.max_length)
     print(f"exported {config.run_directory} to {config.out_directory} "

@@ -88,7 +88,8 @@ class ImageEncoder(keras.layers.Layer):
         if backbone == "small":
             if encoder_weights == "imagenet":
                 raise UsageError("--encoder small has no ImageNet weights; pass --encoder-weights "
-                                 "none (trained from scratch) or the PATH of saved small-encoder weights")
+                                 "none (trained from scratch) or the PATH of saved small-encoder "
+                                 "weights")
             self.backbone = SmallCNN(self.image_size, self.filters, self.feature_size,
                                      spatial=self.spatial, name="small_cnn")
             self.backbone.build((None, self.image_size, self.image_size, 3))
@@ -105,12 +106,14 @@ class ImageEncoder(keras.layers.Layer):
         shape = (self.image_size, self.image_size, 3)
         if weights != "imagenet":
             try:
-                return constructor(include_top=False, pooling="avg", weights=None, input_shape=shape)
+                return constructor(include_top=False, pooling="avg", weights=None,
+                                   input_shape=shape)
             except ValueError as error:  # e.g. an input size below the backbone's minimum
-                raise UsageError(f"--encoder {backbone} cannot take --image-size {self.image_size}: "
-                                 f"{_one_line(error)}") from None
+                raise UsageError(f"--encoder {backbone} cannot take --image-size "
+                                 f"{self.image_size}: {_one_line(error)}") from None
         try:
-            return constructor(include_top=False, pooling="avg", weights="imagenet", input_shape=shape)
+            return constructor(include_top=False, pooling="avg", weights="imagenet",
+                               input_shape=shape)
         except ValueError as error:
             raise UsageError(f"--encoder {backbone} cannot take --image-size {self.image_size}: "
                              f"{_one_line(error)}") from None

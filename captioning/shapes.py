@@ -24,7 +24,6 @@ Re-running into the same --out overwrites; images of an earlier, larger run stay
 are not listed in the new annotation files.
 """
 
-import argparse
 import dataclasses
 import json
 import os
@@ -36,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # importing textgen loads Te
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from textgen.cli import ArgumentParser  # noqa: E402
+from textgen import cli  # noqa: E402
 from textgen.errors import UsageError, cli_errors  # noqa: E402
 from textgen.io import atomic_write_text  # noqa: E402
 
@@ -67,22 +66,20 @@ SPLIT_CODES = {"train": 0, "val": 1}  # part of each image's random seed
 
 @dataclasses.dataclass
 class ShapesConfig:
-    out: str = ""                # output directory (required): images/ and annotations/ go under it
-    train_size: int = 5000       # number of training images
-    val_size: int = 500          # number of validation images
-    seed: int = 0                # the same seed and sizes give byte-identical files
-    image_size: int = 64         # width and height of every image, in pixels
-    max_objects: int = 3         # scenes hold 1..max_objects shapes (at most 3)
-
-
-HELP = {
-    "out": "output directory (required); writes OUT/images/*.png and OUT/annotations/captions_{train,val}.json",
-    "train_size": "number of training images",
-    "val_size": "number of validation images",
-    "seed": "random seed: the same seed and sizes give byte-identical files",
-    "image_size": "width and height of the images in pixels (at least 32)",
-    "max_objects": "scenes hold between 1 and this many shapes (1, 2 or 3)",
-}
+    out: str = dataclasses.field(default="", metadata={
+        "metavar": "DIR", "required": True,
+        "help": "output directory; writes OUT/images/*.png and "
+                "OUT/annotations/captions_{train,val}.json"})
+    train_size: int = dataclasses.field(default=5000, metadata={
+        "help": "number of training images, >= 0"})
+    val_size: int = dataclasses.field(default=500, metadata={
+        "help": "number of validation images, >= 0"})
+    seed: int = dataclasses.field(default=0, metadata={
+        "help": "random seed: the same seed and sizes give byte-identical files"})
+    image_size: int = dataclasses.field(default=64, metadata={
+        "help": "width and height of the images in pixels, 32 to 1024"})
+    max_objects: int = dataclasses.field(default=3, metadata={
+        "help": "scenes hold between 1 and this many shapes: 1, 2 or 3"})
 
 
 def validate(config):
@@ -331,18 +328,10 @@ def generate(config, log=None):
 
 
 def build_parser():
-    parser = ArgumentParser(
-        prog="python -m captioning.shapes", argument_default=argparse.SUPPRESS,
-        description="Generate the synthetic shapes captioning data set: PNG scenes of 1-3 coloured "
-                    "shapes and COCO-format caption files with 5 references and the scene per image.")
-    for field in dataclasses.fields(ShapesConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if field.name == "out":
-            parser.add_argument(flag, required=True, metavar="DIR", help=HELP[field.name])
-            continue
-        parser.add_argument(flag, type=type(field.default), metavar=field.name.upper(),
-                            help=f"{HELP[field.name]} (default: {field.default})")
-    return parser
+    return cli.build_parser(
+        ShapesConfig, "python -m captioning.shapes",
+        "Generate the synthetic shapes captioning data set: PNG scenes of 1-3 coloured shapes "
+        "and COCO-format caption files with 5 references and the scene per image.")
 
 
 @cli_errors

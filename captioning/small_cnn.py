@@ -3,19 +3,24 @@
 import keras
 import tensorflow as tf
 
-
 # How the final feature map's layout reaches the feature vector (see SmallCNN).
 SPATIAL = ("lines", "flatten", "columns", "keypoints", "keypoints+lines", "none")
 
 
+# Arguments of earlier versions, with the only values they were ever used at (see from_config).
+REMOVED_ARGUMENTS = {"batch_norm": True, "coordinates": "none", "unpooled": [],
+                     "feature_norm": "batch"}
+
+
 def spatial_name(spatial):
-    """The name of a `spatial` choice; True and False are what configs saved before the names say."""
+    """The name of a `spatial` choice; True and False are what configs saved before the names
+    say."""
     return {True: "flatten", False: "none"}.get(spatial, spatial)
 
 
 @keras.saving.register_keras_serializable(package="captioning")
 class SmallCNN(keras.layers.Layer):
-    """uint8 (or 0..255 float) pixels [batch, size, size, 3] -> feature vector [batch, feature_size].
+    """uint8 (or 0..255 float) pixels [batch, size, size, 3] -> features [batch, feature_size].
 
     A few blocks of 3x3 convolution + batch normalisation + ReLU + 2x2 max-pooling. The final
     feature map is read two ways, concatenated: global max-pooling (WHAT is in the image: the
@@ -48,59 +53,44 @@ class SmallCNN(keras.layers.Layer):
             2 ** len(filters).
         filters: output channels of each convolution block.
         feature_size: length of the feature vector.
-        batch_norm: batch-normalise every convolution's output (it trains much faster from
-            scratch); the statistics are those of the batch in training, moving averages after.
-        coordinates: "none", "last" or "all": add x and y channels (CoordConv) to the input of
-            the last convolution or of every convolution after the first.
         spatial: how the final map's layout reaches the feature vector (see above; True and
             False, from configs saved before the names, mean "flatten" and "none").
-        unpooled: indices of blocks without the 2x2 max-pooling.
-        feature_norm: "batch" (default) or "layer": the normalisation that produces v.
+
+    Configs saved by earlier versions may also hold `batch_norm`, `coordinates`, `unpooled` and
+    `feature_norm`, arguments that were never used with other than their defaults; `from_config`
+    drops them at those values and refuses the others, which described another network.
     """
 
-    def __init__(self, image_size=64, filters=(32, 64, 64, 128), feature_size=256, batch_norm=True,
-                 coordinates="none", spatial="flatten", unpooled=(), feature_norm="batch", **kwargs):
+    def __init__(self, image_size=64, filters=(32, 64, 64, 128), feature_size=256,
+                 spatial="flatten", **kwargs):
         super().__init__(**kwargs)
         self.image_size = int(image_size)
         self.filters = tuple(int(f) for f in filters)
         self.feature_size = int(feature_size)
-        self.batch_norm = bool(batch_norm)
-        self.coordinates = coordinates
         self.spatial = spatial_name(spatial)
         if self.spatial not in SPATIAL:
             raise ValueError(f"spatial must be one of {', '.join(SPATIAL)}, got {spatial!r}")
-        self.unpooled = tuple(int(i) for i in unpooled)
-        if feature_norm not in ("batch", "layer"):
-            raise ValueError(f"feature_norm must be 'batch' or 'layer', got {feature_norm!r}")
-        self.feature_norm = feature_norm
-        self.pooled = [i not in self.unpooled for i in range(len(self.filters))]
-        if self.image_size % (2 ** sum(self.pooled)):
-            raise ValueError(f"image_size {image_size} must be divisible by 2**{sum(self.pooled)}")
-        activation = None if self.batch_norm else "relu"
-        self.convolutions = [keras.layers.Conv2D(f, 3, padding="same", activation=activation,
-                                                 use_bias=not self.batch_norm, name=f"conv_{i}")
+        if self.image_size % (2 ** len(self.filters)):
+            raise ValueError(f"image_size {image_size} must be divisible by 2**{len(self.filters)}")
+        # The attributes' order is the variables' order, which positional checkpoints rely on.
+        self.convolutions = [keras.layers.Conv2D(f, 3, padding="same", use_bias=False,
+                                                 name=f"conv_{i}")
                              for i, f in enumerate(self.filters)]
         self.norms = [keras.layers.BatchNormalization(momentum=0.9, name=f"norm_{i}")
-                      for i in range(len(self.filters))] if self.batch_norm else []
-        self.pools = [keras.layers.MaxPooling2D(2, name=f"pool_{i}") for i in range(len(self.filters))]
+                      for i in range(len(self.filters))]
+        self.pools = [keras.layers.MaxPooling2D(2, name=f"pool_{i}")
+                      for i in range(len(self.filters))]
         self.global_pool = keras.layers.GlobalMaxPooling2D(name="global_max")
         self.flatten = keras.layers.Flatten(name="flatten")
         self.projection = keras.layers.Dense(self.feature_size, name="features")
-        self.normalization = (
-            keras.layers.BatchNormalization(momentum=0.9, name="feature_norm")
-            if feature_norm == "batch" else keras.layers.LayerNormalization(name="feature_norm"))
-
-    def _with_coordinates(self, i):
-        last = len(self.filters) - 1
-        return self.coordinates == "all" and i > 0 or self.coordinates == "last" and i == last
+        self.normalization = keras.layers.BatchNormalization(momentum=0.9, name="feature_norm")
 
     def build(self, input_shape=None):
         size, channels = self.image_size, 3
-        for i, conv in enumerate(self.convolutions):
-            conv.build((None, size, size, channels + 2 * self._with_coordinates(i)))
-            if self.batch_norm:
-                self.norms[i].build((None, size, size, conv.filters))
-            size, channels = size // (1 + self.pooled[i]), conv.filters
+        for conv, norm in zip(self.convolutions, self.norms):
+            conv.build((None, size, size, channels))
+            norm.build((None, size, size, conv.filters))
+            size, channels = size // 2, conv.filters
         cells = {"flatten": size * size, "none": 0, "columns": size, "lines": 2 * size,
                  "keypoints": 2, "keypoints+lines": 2 + 2 * size}[self.spatial]
         self.projection.build((None, (cells + 1) * channels))
@@ -109,27 +99,25 @@ class SmallCNN(keras.layers.Layer):
 
     def call(self, pixels, training=False):
         x = tf.cast(pixels, self.compute_dtype) / 127.5 - 1.0
-        for i, (conv, pool) in enumerate(zip(self.convolutions, self.pools)):
-            if self._with_coordinates(i):
-                x = tf.concat([x, self._coordinate_channels(x)], axis=-1)
-            x = conv(x)
-            if self.batch_norm:
-                x = tf.nn.relu(self.norms[i](x, training=training))
-            if self.pooled[i]:
-                x = pool(x)
+        for conv, norm, pool in zip(self.convolutions, self.norms, self.pools):
+            x = pool(tf.nn.relu(norm(conv(x), training=training)))
         parts = [self.global_pool(x)]
         if self.spatial == "flatten":
             parts.append(self.flatten(x))
         elif self.spatial == "columns":
             parts.append(self.flatten(tf.reduce_max(x, axis=1)))
         elif self.spatial == "lines":
-            parts += [self.flatten(tf.reduce_max(x, axis=1)), self.flatten(tf.reduce_max(x, axis=2))]
+            parts += self._lines(x)
         elif self.spatial in ("keypoints", "keypoints+lines"):
             parts += self._keypoints(x)
             if self.spatial == "keypoints+lines":
-                parts += [self.flatten(tf.reduce_max(x, axis=1)), self.flatten(tf.reduce_max(x, axis=2))]
+                parts += self._lines(x)
         x = tf.concat(parts, axis=-1)
         return self.normalization(self.projection(x), training=training)
+
+    def _lines(self, x):
+        """The maximum over each column's cells, then over each row's."""
+        return [self.flatten(tf.reduce_max(x, axis=1)), self.flatten(tf.reduce_max(x, axis=2))]
 
     @staticmethod
     def _keypoints(x):
@@ -143,7 +131,7 @@ class SmallCNN(keras.layers.Layer):
 
     @staticmethod
     def _coordinate_channels(x):
-        """[B, H, W, 2]: x and y of every position, from -1 to 1 (CoordConv)."""
+        """[B, H, W, 2]: x and y of every position, from -1 to 1."""
         shape = tf.shape(x)
         ys = tf.linspace(-1.0, 1.0, shape[1])
         xs = tf.linspace(-1.0, 1.0, shape[2])
@@ -156,7 +144,17 @@ class SmallCNN(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(image_size=self.image_size, filters=list(self.filters),
-                      feature_size=self.feature_size, batch_norm=self.batch_norm,
-                      coordinates=self.coordinates, spatial=self.spatial, unpooled=list(self.unpooled),
-                      feature_norm=self.feature_norm)
+                      feature_size=self.feature_size, spatial=self.spatial)
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for name, value in REMOVED_ARGUMENTS.items():
+            if name in config:
+                saved = config.pop(name)
+                if (list(saved) if isinstance(saved, (list, tuple)) else saved) != value:
+                    raise ValueError(
+                        f"this SmallCNN config has {name}={saved!r}, an argument that SmallCNN no "
+                        f"longer takes; only its old default, {value!r}, can still be loaded")
+        return super().from_config(config)

@@ -55,14 +55,47 @@ def test_beam_of_one_is_greedy_and_rows_are_independent():
     np.testing.assert_array_equal(tokens.numpy(), greedy.numpy())
 
 
-def test_forbidden_tokens_and_length_normalisation():
+def test_forbidden_tokens():
     first = tf.constant([3], tf.int32)
     states = [tf.zeros([1, 1])]
     forbidden = tf.constant([False, False, True])  # never "b"
     tokens, _, _ = beam_search(step_fn, first, states, 4, beam_size=3, end_token=END,
                                forbidden=forbidden)
     assert 2 not in list(tokens.numpy()[0])
-    # Works inside a traced function too (the exported SavedModel runs it in the graph).
-    traced = tf.function(lambda f: beam_search(step_fn, f, states, 4, 2, END,
-                                               length_normalization=0.7))
-    assert traced(first)[0].shape == (1, 4)
+
+
+def best_normalised(alpha, num_steps=4):
+    """The sequence of at most `num_steps` tokens with the highest log_prob / steps**alpha, by
+    exhaustive search; steps count the end token, a sequence cut at num_steps has num_steps."""
+    def ranking(sequence):
+        sequence = sequence[: sequence.index(END) + 1] if END in sequence else sequence
+        return sequence_log_prob(sequence) / len(sequence) ** alpha
+    best = max(itertools.product(range(3), repeat=num_steps), key=ranking)
+    return list(best[: best.index(END) + 1] if END in best else best)
+
+
+def test_length_normalisation_ranks_by_log_prob_per_step():
+    # "b <end>": log 0.38 = -0.97 over 2 steps; "a b <end>": log 0.285 = -1.26 over 3 steps.
+    # Plain log-probability prefers the short one; divided by steps**alpha, the long one once
+    # alpha > 0.64, and at alpha 0.5 only if the end token were not counted as a step.
+    assert best_normalised(0.0) == best_normalised(0.5) == [2, END]
+    assert best_normalised(0.7) == best_normalised(1.0) == [1, 2, END]
+    first = tf.constant([3], tf.int32)
+    states = [tf.zeros([1, 1])]
+    for alpha in (0.0, 0.5, 0.7, 1.0):
+        tokens, log_prob, length = beam_search(step_fn, first, states, 4, beam_size=3,
+                                               end_token=END, length_normalization=alpha)
+        best = best_normalised(alpha)
+        assert list(tokens.numpy()[0]) == best + [END] * (4 - len(best)), alpha
+        # The log-probability returned stays the plain one; the length leaves out the end.
+        np.testing.assert_allclose(float(log_prob[0]), sequence_log_prob(best), rtol=1e-5)
+        assert int(length[0]) == len(best) - 1
+    # The same inside a traced function (the exported SavedModel runs it in the graph), with
+    # alpha a tensor.
+    traced = tf.function(lambda f, alpha: beam_search(step_fn, f, states, 4, 3, END,
+                                                      length_normalization=alpha))
+    for alpha in (0.0, 0.7):
+        tokens = traced(first, tf.constant(alpha))[0]
+        assert tokens.shape == (1, 4)
+        best = best_normalised(alpha)
+        assert list(tokens.numpy()[0]) == best + [END] * (4 - len(best)), alpha

@@ -8,9 +8,9 @@ import os
 import pytest
 
 from captioning import caption, shapes
+from captioning.caption_metrics import score_captions
 from captioning.caption_model import BUNDLED_MODEL, DecodeOptions, caption_files, load_caption_model
 from captioning.coco_data import read_coco_captions
-from captioning.evaluate import score_captions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "data", "samples")

@@ -2,7 +2,7 @@
 model's own weights), the step function used for decoding, config round trip, the masked loss,
 the encoders and their weights. Tiny sizes; a few seconds in all."""
 
-import os
+import inspect
 
 import keras
 import numpy as np
@@ -11,13 +11,15 @@ import tensorflow as tf
 
 from captioning.captioner import Captioner
 from captioning.captions import END, PAD, SPECIALS, START, UNKNOWN, build_vocabulary
-from captioning.decoding import caption_features, caption_images
+from captioning.decoding import caption_features, decode_features
 from captioning.image_encoder import ImageEncoder, default_image_size
-from captioning.small_cnn import SPATIAL, SmallCNN
 from captioning.losses import masked_cross_entropy, masked_loss, teacher_forcing
+from captioning.small_cnn import SPATIAL, SmallCNN
 from textgen.errors import UsageError
+from textgen.vocabulary import Vocabulary
 
-WORDS = [["a", "small", "red", "circle"], ["a", "large", "blue", "square", "left", "of", "a", "small", "red", "circle"]]
+WORDS = [["a", "small", "red", "circle"],
+         ["a", "large", "blue", "square", "left", "of", "a", "small", "red", "circle"]]
 E, F, H = 3, 6, 5  # embedding, feature and hidden sizes
 
 
@@ -28,8 +30,9 @@ def vocabulary():
 
 def tiny_model(vocabulary, cell="rnn", num_layers=1, fused=None, seed=1):
     keras.utils.set_random_seed(seed)
-    model = Captioner(vocabulary, encoder="small", image_size=16, feature_size=F, encoder_filters=(4, 4),
-                      cell=cell, num_layers=num_layers, hidden_size=H, embedding_size=E, fused=fused)
+    model = Captioner(vocabulary, encoder="small", image_size=16, feature_size=F,
+                      encoder_filters=(4, 4), cell=cell, num_layers=num_layers, hidden_size=H,
+                      embedding_size=E, fused=fused)
     model.build()
     # Non-zero biases, so that the NumPy check covers them.
     for layer in model.recurrent_stack.recurrent_layers:
@@ -53,7 +56,8 @@ def sigmoid(x):
 
 def weights(model):
     cell = model.recurrent_stack.recurrent_layers[0].cell
-    kernel, recurrent, bias = (np.asarray(w) for w in (cell.kernel, cell.recurrent_kernel, cell.bias))
+    kernel, recurrent, bias = (np.asarray(w)
+                               for w in (cell.kernel, cell.recurrent_kernel, cell.bias))
     embedding = np.asarray(model.embedding.embeddings)
     return kernel[:E], kernel[E:], recurrent, bias, embedding
 
@@ -95,7 +99,8 @@ def test_lstm_gates_get_wih_v_at_step_one_only(vocabulary, fused):
     x = embedding[tokens]
 
     def lstm(z, c):  # Keras gate order i, f, c, o
-        i, f, g, o = sigmoid(z[:, :H]), sigmoid(z[:, H:2 * H]), np.tanh(z[:, 2 * H:3 * H]), sigmoid(z[:, 3 * H:])
+        i, f = sigmoid(z[:, :H]), sigmoid(z[:, H:2 * H])
+        g, o = np.tanh(z[:, 2 * H:3 * H]), sigmoid(z[:, 3 * H:])
         c = f * c + i * g
         return o * np.tanh(c), c
 
@@ -176,39 +181,112 @@ def test_images_and_features_give_the_same_logits(vocabulary):
                                np.asarray(model({"features": v, "tokens": tokens})), rtol=1e-6)
 
 
-def test_config_round_trip(vocabulary):
-    model = tiny_model(vocabulary, "gru", num_layers=2)
-    config = model.get_config()
-    assert config["vocabulary"] == vocabulary.tokens
-    clone = Captioner.from_config(config)
-    clone.build()
+def constructor_arguments(cls):
+    """The names of `cls.__init__`'s own arguments (not self, not **kwargs) and their defaults."""
+    return {name: parameter.default
+            for name, parameter in list(inspect.signature(cls.__init__).parameters.items())[1:]
+            if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)}
+
+
+def assert_config_round_trip(cls, arguments, at_default=()):
+    """`cls(**arguments)`'s get_config holds every constructor argument at the value passed (the
+    keras-hub rule), and from_config gives back the same config. `arguments` must name every
+    argument, each at a value other than its default (but those in `at_default`), so that a
+    missing or hard-coded one fails. Returns the layer and its clone."""
+    defaults = constructor_arguments(cls)
+    assert sorted(arguments) == sorted(defaults), "the test must pass every constructor argument"
+    for name, value in arguments.items():
+        if name not in at_default:
+            assert value != defaults[name], f"{name} is at its default: a lost value would pass"
+    layer = cls(**arguments)
+    config = layer.get_config()
+    for name, value in arguments.items():
+        assert name in config, f"get_config() lacks the constructor argument {name}"
+        expected = value.tokens if isinstance(value, Vocabulary) else value
+        assert config[name] == (list(expected) if isinstance(expected, tuple) else expected), name
+    clone = cls.from_config(config)
     assert clone.get_config() == config
-    for name in ("encoder", "encoder_weights", "image_size", "feature_size", "encoder_filters", "cell",
-                 "num_layers", "hidden_size", "embedding_size", "dropout", "fused", "seed",
-                 "encoder_spatial"):
-        assert name in config
+    return layer, clone
+
+
+@pytest.fixture(scope="module")
+def mobilenet_weights(tmp_path_factory):
+    """A local weights file for a 32x32 mobilenet_v3_small backbone (not the default encoder)."""
+    path = str(tmp_path_factory.mktemp("weights") / "mobilenet.weights.h5")
+    ImageEncoder("mobilenet_v3_small", "none", image_size=32).backbone.save_weights(path)
+    return path
+
+
+def test_config_round_trip(vocabulary, mobilenet_weights):
+    keras.utils.set_random_seed(1)
+    # Every argument away from its default; the small-encoder ones (feature_size, filters,
+    # spatial) are kept in the config whatever the backbone.
+    model, clone = assert_config_round_trip(Captioner, dict(
+        vocabulary=vocabulary, encoder="mobilenet_v3_small", encoder_weights=mobilenet_weights,
+        image_size=32, feature_size=F, encoder_filters=(4, 4), cell="gru", num_layers=2,
+        hidden_size=H, embedding_size=E, dropout=0.25, fused=False, seed=5,
+        encoder_spatial="lines"))
+    model.build()
+    clone.build()
     clone.set_weights(model.get_weights())
-    v, tokens = features(), token_batch(vocabulary)
-    np.testing.assert_allclose(np.asarray(clone({"features": v, "tokens": tokens})),
-                               np.asarray(model({"features": v, "tokens": tokens})), rtol=1e-6)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    tokens = token_batch(vocabulary)
+    np.testing.assert_allclose(np.asarray(clone({"images": pixels, "tokens": tokens})),
+                               np.asarray(model({"images": pixels, "tokens": tokens})), rtol=1e-5)
     # Through Keras' registry too (register_keras_serializable).
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
-    assert isinstance(restored, Captioner) and restored.get_config() == config
-    encoder = model.encoder
-    assert ImageEncoder.from_config(encoder.get_config()).get_config() == encoder.get_config()
+    assert isinstance(restored, Captioner) and restored.get_config() == model.get_config()
+    # The small encoder's own arguments, read back from a Captioner that uses them.
+    small, _ = assert_config_round_trip(Captioner, dict(
+        vocabulary=vocabulary, encoder="small", encoder_weights="none", image_size=16,
+        feature_size=F, encoder_filters=(4, 4), cell="gru", num_layers=2, hidden_size=H,
+        embedding_size=E, dropout=0.25, fused=False, seed=5, encoder_spatial="lines"),
+        at_default=("encoder", "encoder_weights"))
+    assert small.encoder.backbone.get_config()["filters"] == [4, 4]
+    assert small.encoder.backbone.spatial == "lines" and small.feature_size == F
+
+
+def test_image_encoder_config_round_trip(mobilenet_weights):
+    encoder, clone = assert_config_round_trip(ImageEncoder, dict(
+        backbone="mobilenet_v3_small", encoder_weights=mobilenet_weights, image_size=32,
+        feature_size=F, filters=(4, 4), spatial="lines"))
+    assert clone.weights_key() == encoder.weights_key()  # the same file's weights
+    small, _ = assert_config_round_trip(ImageEncoder, dict(
+        backbone="small", encoder_weights="none", image_size=16, feature_size=F, filters=(4, 4),
+        spatial="lines"), at_default=("backbone", "encoder_weights"))
+    assert small.output_size == F and small.backbone.filters == (4, 4)
+
+
+def test_small_cnn_config_round_trip():
+    assert_config_round_trip(SmallCNN, dict(image_size=16, filters=(4, 6), feature_size=F,
+                                            spatial="keypoints"))
+
+
+def test_small_cnn_loads_configs_with_its_removed_arguments():
+    """Configs saved before batch_norm, coordinates, unpooled and feature_norm were removed
+    still load at the values they were always used at; other values described another network."""
+    config = SmallCNN(image_size=16, filters=(4, 4), feature_size=F).get_config()
+    old = dict(config, batch_norm=True, coordinates="none", unpooled=[], feature_norm="batch")
+    assert SmallCNN.from_config(old).get_config() == config
+    for name, value in [("batch_norm", False), ("coordinates", "last"), ("unpooled", [1]),
+                        ("feature_norm", "layer")]:
+        with pytest.raises(ValueError, match=name):
+            SmallCNN.from_config(dict(old, **{name: value}))
 
 
 @pytest.mark.parametrize("spatial", SPATIAL)
 def test_small_cnn_spatial_summaries_round_trip(spatial):
     keras.utils.set_random_seed(3)
-    cnn = SmallCNN(image_size=16, filters=(4, 4), feature_size=F, spatial=spatial)
+    cnn, clone = assert_config_round_trip(
+        SmallCNN, dict(image_size=16, filters=(4, 4), feature_size=F, spatial=spatial),
+        at_default=("spatial",))
     cnn.build((None, 16, 16, 3))
-    clone = SmallCNN.from_config(cnn.get_config())
     clone.build((None, 16, 16, 3))
     clone.set_weights(cnn.get_weights())
-    assert clone.get_config() == cnn.get_config() and clone.spatial == spatial
+    assert clone.spatial == spatial
     # The final map is 4x4 with 4 channels; the global max plus the layout summary's cells.
-    cells = {"flatten": 16, "lines": 8, "columns": 4, "keypoints": 2, "keypoints+lines": 10, "none": 0}
+    cells = {"flatten": 16, "lines": 8, "columns": 4, "keypoints": 2, "keypoints+lines": 10,
+             "none": 0}
     assert cnn.projection.kernel.shape == ((cells[spatial] + 1) * 4, F)
     pixels = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3)).astype(np.uint8)
     np.testing.assert_allclose(np.asarray(clone(pixels)), np.asarray(cnn(pixels)), rtol=1e-6)
@@ -261,7 +339,7 @@ def test_decoding_never_emits_pad_or_start_and_unk_only_if_allowed(vocabulary):
     allowed = caption_features(model, features(), vocabulary, max_length=6, allow_unknown=True)
     assert allowed == [" ".join([UNKNOWN] * 6)] * 2  # cut at max_length
     model = rigged_model(vocabulary, "red")
-    tokens, lengths = model.generate(features(), max_length=4)
+    tokens, _, lengths = model.caption(features(), max_length=4)
     assert np.asarray(tokens).shape == (2, 5)
     assert list(np.asarray(lengths)) == [4, 4]
     sampled = caption_features(model, features(), vocabulary, max_length=4, temperature=1.0, seed=3)
@@ -271,19 +349,25 @@ def test_decoding_never_emits_pad_or_start_and_unk_only_if_allowed(vocabulary):
             assert special not in caption
 
 
-def test_caption_images_greedy_from_start_to_end(vocabulary):
+def test_greedy_captions_of_pixels_run_from_start_to_end(vocabulary):
+    # What a run directory's model does with the pixels of image files
+    # (caption_model.RunDirectoryModel.caption_pixels): encode, then decode the features.
     model = tiny_model(vocabulary, "lstm")
     pixels = np.random.default_rng(1).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
-    captions = caption_images(model, pixels, vocabulary, max_length=5)
+    image_features = model.encode(pixels, training=False)
+    captions, log_probs = decode_features(model, image_features, vocabulary, max_length=5)
     assert len(captions) == 3 and all(isinstance(c, str) for c in captions)
     for caption in captions:
         words = caption.split()
         assert len(words) <= 5 and not set(words) & set(SPECIALS)
-    assert caption_images(model, pixels, vocabulary, max_length=5, batch_size=2) == captions
-    # The same ids through textgen's decode_loop by hand.
-    tokens, lengths = model.generate(model.encode(pixels), max_length=5)
+    batched = decode_features(model, image_features, vocabulary, max_length=5, batch_size=2)
+    assert batched[0] == captions
+    np.testing.assert_allclose(batched[1], log_probs, rtol=1e-5)
+    # The captions are the ids `Captioner.caption` returns, up to each one's <end>.
+    tokens, scores, lengths = model.caption(image_features, max_length=5)
     for row, length, caption in zip(np.asarray(tokens), np.asarray(lengths), captions):
         assert " ".join(vocabulary.decode(row[:length])) == caption
+    np.testing.assert_allclose(scores, log_probs, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,9 +411,11 @@ def test_encoder_weights_from_a_local_file(tmp_path):
     loaded = ImageEncoder("mobilenet_v3_small", path, image_size=32)
     pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     # ... replaced by the file's weights: the same features.
-    np.testing.assert_allclose(np.asarray(loaded(pixels)), np.asarray(original(pixels)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(loaded(pixels)), np.asarray(original(pixels)),
+                               rtol=1e-5, atol=1e-6)
     assert loaded.weights_key().startswith("file-") and original.weights_key().startswith("none-")
-    assert loaded.weights_key() == ImageEncoder("mobilenet_v3_small", path, image_size=32).weights_key()
+    again = ImageEncoder("mobilenet_v3_small", path, image_size=32)
+    assert loaded.weights_key() == again.weights_key()
 
     with pytest.raises(UsageError, match="no such file"):
         ImageEncoder("mobilenet_v3_small", str(tmp_path / "missing.weights.h5"), image_size=32)

@@ -15,10 +15,11 @@ from captioning import shapes
 from captioning.caption_data import CaptionSet
 from captioning.captions import build_vocabulary, tokenize
 from captioning.config import CaptionTrainConfig
-from captioning.evaluate import score_captions
+from captioning.caption_metrics import score_captions
 from captioning.decoding import caption_features
 from captioning.train import build_parser, main
-from captioning.trainer import CaptionTrainer, load_captioner, train
+from captioning.captioner import Captioner
+from captioning.trainer import CaptionTrainer, train
 from textgen.run_directory import RunDirectory
 from textgen.vocabulary import Vocabulary
 
@@ -81,7 +82,8 @@ def test_training_writes_a_run_directory_and_scores(shapes_data, tmp_path):
     assert result.scores == scores["scores"]
 
     # The run directory alone gives the model back: the same greedy captions.
-    model, loaded_config = load_captioner(tmp_path / "run")
+    model = Captioner.from_run_directory(tmp_path / "run")
+    loaded_config = model.train_config
     assert loaded_config.hidden_size == 16
     trainer = CaptionTrainer(tiny_config(shapes_data, tmp_path / "run", resume=True), explicit=["resume"],
                              log=Log(), progress_bar=False)
@@ -204,7 +206,8 @@ def test_runs_saved_before_encoder_spatial_load_as_flatten(shapes_data, tmp_path
     saved = json.loads(path.read_text())
     del saved["encoder_spatial"]
     path.write_text(json.dumps(saved))
-    model, config = load_captioner(tmp_path / "run")
+    model = Captioner.from_run_directory(tmp_path / "run")
+    config = model.train_config
     assert config.encoder_spatial == "flatten" and model.encoder.backbone.spatial == "flatten"
     assert CaptionTrainConfig().encoder_spatial == "lines"
 
@@ -242,7 +245,7 @@ def test_cosine_schedule_follows_the_clock_under_max_minutes(shapes_data, tmp_pa
     trainer = CaptionTrainer(config, log=Log(), progress_bar=False)
     trainer.prepare()
     clock = [trainer.started]
-    monkeypatch.setattr("captioning.trainer.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("time.monotonic", lambda: clock[0])
     assert trainer.learning_rate(0, trainer.run_fraction()) == pytest.approx(1e-2)
     clock[0] += 300  # half of the 10 minutes: half way down the cosine
     assert trainer.run_fraction() == pytest.approx(0.5)
@@ -478,7 +481,7 @@ def test_bad_images_and_captions_are_skipped_and_named(shapes_data, tmp_path, ca
 def test_divergence_aborts_and_keeps_the_last_checkpoint(shapes_data, tmp_path, capsys, monkeypatch):
     from captioning import trainer as trainer_module
 
-    real = trainer_module.CaptionTrainer._compile_steps
+    real = trainer_module.CaptionTrainer.compile_steps
 
     def poisoned(self):
         real(self)
@@ -492,7 +495,7 @@ def test_divergence_aborts_and_keeps_the_last_checkpoint(shapes_data, tmp_path, 
 
         self.train_step = train_step
 
-    monkeypatch.setattr(trainer_module.CaptionTrainer, "_compile_steps", poisoned)
+    monkeypatch.setattr(trainer_module.CaptionTrainer, "compile_steps", poisoned)
     status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "run"), "--checkpoint-every", "1")
     assert status == 3 and "loss became nan at step 3" in err and err.count("\n") == 1
     with np.load(tmp_path / "run" / "checkpoint.npz", allow_pickle=False) as data:

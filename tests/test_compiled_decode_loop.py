@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from textgen.sampler import (GreedySampler, RandomSampler, TopKSampler, compiled_decode_loop,
-                             decode_loop)
+from textgen.sampler import (
+    GreedySampler,
+    RandomSampler,
+    TopKSampler,
+    compiled_decode_loop,
+    decode_loop,
+)
 
 VOCAB = 7
 rng = np.random.default_rng(0)
@@ -56,3 +61,25 @@ def test_top_k_draws_only_among_the_k_most_probable():
     drawn = run(compiled_decode_loop, TopKSampler(3, 2.0), steps=40, steps_per_call=16,
                 forbidden=forbidden)
     assert 1 not in drawn and len(set(drawn.ravel())) > 1
+    ranks = draw_ranks(drawn, forbidden)
+    assert ranks.max() < 3, ranks  # every draw among the 3 most probable allowed tokens
+    assert (ranks > 0).any()  # and not only the most probable one
+    # The check can tell: drawn from the whole distribution, tokens outside the top 3 appear.
+    unrestricted = run(compiled_decode_loop, RandomSampler(2.0), steps=40, steps_per_call=16,
+                       forbidden=forbidden)
+    assert draw_ranks(unrestricted, forbidden).max() >= 3
+
+
+def draw_ranks(drawn, forbidden, rows=3):
+    """Replays `run`'s rows through step_fn and gives each drawn token's rank among the allowed
+    tokens at its step (0: the most probable)."""
+    tokens = tf.range(rows, dtype=tf.int32) % VOCAB
+    states = [tf.zeros([rows, 8])]
+    ranks = np.zeros(drawn.shape, np.int64)
+    for t in range(drawn.shape[1]):
+        logits, states = step_fn(tokens, states)
+        logits = np.where(forbidden.numpy(), -np.inf, logits.numpy())
+        above = logits > logits[np.arange(rows), drawn[:, t]][:, None]
+        ranks[:, t] = above.sum(axis=1)
+        tokens = tf.constant(drawn[:, t], tf.int32)
+    return ranks

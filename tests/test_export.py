@@ -18,7 +18,7 @@ from textgen import export
 from textgen.config import TrainConfig
 from textgen.errors import UsageError
 from textgen.language_model import LanguageModel
-from textgen.trainer import load_language_model, train
+from textgen.trainer import train
 
 CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
           "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to "
@@ -123,7 +123,7 @@ def test_bad_generate_arguments_fail_with_a_message(isolated):
 
 
 def test_vocabulary_config_and_step_travel_inside(isolated, run_directory):
-    model = load_language_model(run_directory)
+    model = LanguageModel.from_run_directory(run_directory)
     assert isolated["vocabulary"] == model.vocabulary.tokens
     config = isolated["config"]
     assert (config["cell"], config["num_layers"], config["hidden_size"]) == ("lstm", 2, 16)
@@ -142,16 +142,16 @@ def test_argmax_equals_the_sample_cli(isolated, run_directory, capsys):
 
 
 def test_seeded_samples_equal_model_sample(isolated, run_directory):
-    model = load_language_model(run_directory)
+    model = LanguageModel.from_run_directory(run_directory)
     assert model.sample(PROMPT, 60, temperature=1.0, seed=5) == isolated["seed_5"]
-    model = load_language_model(run_directory)
+    model = LanguageModel.from_run_directory(run_directory)
     assert model.sample(PROMPT, 40, temperature=0.8, top_k=3, seed=1) == isolated["top_k"]
-    model = load_language_model(run_directory)
+    model = LanguageModel.from_run_directory(run_directory)
     assert model.sample(None, 30, temperature=0.0) == isolated["empty"]
 
 
 def test_step_signature_equals_model_step(exported, run_directory):
-    model = load_language_model(run_directory)
+    model = LanguageModel.from_run_directory(run_directory)
     step = tf.saved_model.load(exported).signatures["step"]
     rng = np.random.default_rng(0)
     states = [tf.constant(rng.normal(0, 0.5, (3, 16)), tf.float32) for _ in range(4)]

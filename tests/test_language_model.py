@@ -1,3 +1,5 @@
+import inspect
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -12,12 +14,44 @@ def tiny_model(**kwargs):
     return model
 
 
+def constructor_arguments(cls):
+    """The names of `cls.__init__`'s own arguments (not self, not **kwargs) and their defaults."""
+    return {name: parameter.default
+            for name, parameter in list(inspect.signature(cls.__init__).parameters.items())[1:]
+            if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)}
+
+
+def assert_config_round_trip(cls, arguments):
+    """`cls(**arguments)`'s get_config holds every constructor argument at the value passed (the
+    keras-hub rule), and from_config gives back the same config. `arguments` must name every
+    argument, each at a value other than its default, so that a missing or hard-coded one fails."""
+    defaults = constructor_arguments(cls)
+    assert sorted(arguments) == sorted(defaults), "the test must pass every constructor argument"
+    for name, value in arguments.items():
+        assert value != defaults[name], f"{name} is at its default: a lost value would pass"
+    layer = cls(**arguments)
+    config = layer.get_config()
+    for name, value in arguments.items():
+        assert name in config, f"get_config() lacks the constructor argument {name}"
+        assert config[name] == (list(value) if isinstance(value, tuple) else value), name
+    clone = cls.from_config(config)
+    assert clone.get_config() == config
+    return layer, clone
+
+
 def test_config_round_trip():
-    model = tiny_model(cell="gru", num_layers=3, dropout=0.25, seed=7)
-    clone = LanguageModel.from_config(model.get_config())
-    assert clone.get_config() == model.get_config()
-    stack = RecurrentStack("rnn", 2, 5, 0.1, False, 3)
-    assert RecurrentStack.from_config(stack.get_config()).get_config() == stack.get_config()
+    model, clone = assert_config_round_trip(LanguageModel, dict(
+        vocabulary=["<unk>", "the", "cat", "sat", "\n"], cell="gru", num_layers=3, hidden_size=8,
+        embedding_size=4, dropout=0.25, fused=False, seed=7, unknown_token="<unk>", level="word",
+        segmenter="whitespace"))
+    model.build()
+    clone.build()
+    clone.set_weights(model.get_weights())
+    assert list(clone.encode("the dog sat")) == list(model.encode("the dog sat")) == [1, 0, 3]
+    ids = np.array([[1, 2, 3, 4]], np.int32)
+    np.testing.assert_allclose(np.asarray(clone(ids)[0]), np.asarray(model(ids)[0]), rtol=1e-6)
+    assert_config_round_trip(RecurrentStack, dict(cell="rnn", num_layers=3, hidden_size=5,
+                                                  dropout=0.1, fused=False, seed=3))
 
 
 def test_save_and_load_give_the_same_outputs(tmp_path):

@@ -24,7 +24,8 @@ from textgen.trainer import train
 from test_trainer import QUIET, assert_same_checkpoint
 
 TINY_FLAGS = ["--hidden-size", "32", "--embedding-size", "16", "--batch-size", "8",
-              "--seq-length", "20", "--sample-every", "0", "--no-export", "--no-progress"]
+              "--seq-length", "20", "--sample-every", "0", "--no-export", "--no-progress",
+              "--lr-schedule", "constant"]
 
 
 def one_line_error(capsys, argv, status=2):
@@ -50,7 +51,7 @@ def test_a_changed_array_fails_the_checksum(tiny_config, capsys):
     assert "checksum" in np.load(run.checkpoint_path).files
 
     def flip(arrays):
-        weights = arrays["model/0001"].reshape(-1).view(np.uint32)
+        weights = arrays["model/language_model/recurrent_stack/lstm_0/lstm_cell/kernel"].reshape(-1).view(np.uint32)
         weights[7] ^= 1 << 20  # one bit of one weight
     rewrite_checkpoint(run.checkpoint_path, flip)
     with pytest.raises(UsageError, match="fails its checksum"):
@@ -238,3 +239,37 @@ def test_tensorflow_write_errors_count_as_a_full_disk():
     assert is_disk_full(tf.errors.ResourceExhaustedError(None, None, "write: No space left on device"))
     assert is_disk_full(tf.errors.UnknownError(None, None, "File too large"))
     assert not is_disk_full(OSError(errno.EACCES, "x"))
+
+
+def test_variables_are_stored_and_matched_by_name(tiny_config):
+    """Keys are variable paths without the per-process numbering of Keras' names, so a
+    checkpoint loads into a model built in another process (or later in this one), and a
+    variable that is missing or renamed is an error instead of a silently shifted assignment."""
+    from textgen.language_model import LanguageModel
+    from textgen.run_directory import read_checkpoint
+
+    train(dataclasses.replace(tiny_config, max_steps=2), **QUIET)
+    run = RunDirectory(tiny_config.out)
+    names = np.load(run.checkpoint_path).files
+    assert "model/language_model/recurrent_stack/lstm_1/lstm_cell/kernel" in names
+    assert "model/seed_generator/seed_generator_state#0" in names
+    assert "optimizer/adam/iteration" in names
+    assert ("optimizer/adam/language_model_recurrent_stack_lstm_0_lstm_cell_kernel_momentum"
+            in names)
+    LanguageModel.from_run_directory(tiny_config.out)  # a second model: names numbered _1
+    model = LanguageModel.from_run_directory(tiny_config.out)
+    groups, _ = read_checkpoint(run.checkpoint_path, None)
+    model_group = groups["model"]
+    kernel = model_group[model_group.names.index("language_model/recurrent_stack/lstm_1/lstm_cell/kernel")]
+    [variable] = [v for v in model.variables
+                  if v.path.endswith("/recurrent_stack/lstm_1/lstm_cell/kernel")]
+    assert not variable.path.startswith("language_model/")  # numbered: a later model of this process
+    np.testing.assert_array_equal(variable.numpy(), kernel)
+
+    def rename(arrays):
+        arrays["model/language_model/recurrent_stack/lstm_9/lstm_cell/kernel"] = arrays.pop(
+            "model/language_model/recurrent_stack/lstm_1/lstm_cell/kernel")
+        arrays.pop("checksum")
+    rewrite_checkpoint(run.checkpoint_path, rename)
+    with pytest.raises(UsageError, match="lacks 'language_model/recurrent_stack/lstm_1/lstm_cell/kernel'"):
+        LanguageModel.from_run_directory(tiny_config.out)

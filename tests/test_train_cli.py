@@ -52,6 +52,7 @@ def test_empty_corpus(capsys, tmp_path, out):
     (tmp_path / "empty.txt").write_bytes(b"")
     status, err = run_cli(capsys, ["--data", str(tmp_path / "empty.txt"), "--out", out] + TINY)
     assert_one_line_error(status, err, "is empty")
+    assert not os.path.exists(out)
 
 
 def test_invalid_bytes_give_the_byte_offset(capsys, tmp_path, out):
@@ -89,7 +90,7 @@ def test_corpus_too_short_gives_the_minimum(capsys, tmp_path, out):
     ("--optimizer", "lion", "adam, rmsprop, adagrad, sgd"),
 ])
 def test_out_of_range_values(capsys, small_corpus, out, flag, value, allowed):
-    status, err = run_cli(capsys, ["--data", str(small_corpus), "--out", out] + TINY + [flag, value])
+    status, err = run_cli(capsys, ["--data", str(small_corpus), "--out", out, *TINY, flag, value])
     assert_one_line_error(status, err, flag, allowed)
     assert not os.path.exists(out)
 
@@ -98,10 +99,21 @@ def test_resume_without_checkpoint(capsys, small_corpus, tmp_path):
     status, err = run_cli(capsys, ["--data", str(small_corpus), "--out", str(tmp_path / "none"),
                                    "--resume"] + TINY)
     assert_one_line_error(status, err, "no checkpoint", "without --resume")
+    assert not os.path.exists(tmp_path / "none")
+    # A directory that exists but holds no run is left as it was.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("not a run")
+    before = snapshot(other)
+    status, err = run_cli(capsys, ["--data", str(small_corpus), "--out", str(other),
+                                   "--resume"] + TINY)
+    assert_one_line_error(status, err, "no checkpoint", "without --resume")
+    assert snapshot(other) == before
 
 
 def trained_run(capsys, small_corpus, out):
-    status, _ = run_cli(capsys, ["--data", str(small_corpus), "--out", out, "--max-steps", "2"] + TINY)
+    status, _ = run_cli(capsys, ["--data", str(small_corpus), "--out", out, "--max-steps", "2",
+                                 *TINY])
     assert status == 0
     return snapshot(out)
 

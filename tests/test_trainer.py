@@ -11,7 +11,8 @@ import pytest
 
 from textgen.errors import TrainingDiverged
 from textgen.run_directory import RunDirectory
-from textgen.trainer import load_language_model, train
+from textgen.language_model import LanguageModel
+from textgen.trainer import train
 
 QUIET = {"log": lambda message: None, "progress_bar": False}
 
@@ -75,7 +76,7 @@ def test_sigkill_then_resume(tiny_config, tmp_path):
     command = [sys.executable, "-m", "textgen.train", "--data", config.data, "--out", run,
                "--hidden-size", "32", "--embedding-size", "16", "--batch-size", "8",
                "--seq-length", "20", "--epochs", "10", "--sample-every", "0",
-               "--checkpoint-every", "3", "--no-export"]
+               "--checkpoint-every", "3", "--no-export", "--lr-schedule", "constant"]
     process = subprocess.Popen(command + ["--max-steps", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -137,7 +138,7 @@ def test_optimizers_train(tiny_config, optimizer):
 def test_other_cells_train_and_sample(tiny_config, cell):
     result = train(dataclasses.replace(tiny_config, cell=cell, max_steps=30), **QUIET)
     assert np.mean(result.step_losses[-5:]) < result.step_losses[0] - 0.3
-    model = load_language_model(tiny_config.out)
+    model = LanguageModel.from_run_directory(tiny_config.out)
     assert model.cell == cell
     assert len(model.sample("Spe", length=40, seed=3)[0]) == 40
 

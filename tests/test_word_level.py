@@ -11,8 +11,9 @@ import tensorflow as tf
 
 from textgen.config import DEFAULT_DATA, TrainConfig
 from textgen.errors import UsageError
+from textgen.language_model import LanguageModel
 from textgen.tokenizers import JiebaTokenizer, RegexTokenizer, WhitespaceTokenizer, make_tokenizer
-from textgen.trainer import load_language_model, train
+from textgen.trainer import train
 
 QUIET = {"log": lambda message: None, "progress_bar": False}
 
@@ -98,7 +99,8 @@ def chinese_corpora(tmp_path):
 
 def tiny(tmp_path, **overrides):
     values = dict(hidden_size=48, embedding_size=16, num_layers=1, batch_size=8, seq_length=20,
-                  epochs=2, learning_rate=1e-2, sample_every=0, checkpoint_every=1000, export=False)
+                  epochs=2, learning_rate=1e-2, sample_every=0, checkpoint_every=1000, export=False,
+                  lr_schedule="constant")  # resumed runs with another --max-steps: same rates
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -110,7 +112,7 @@ def test_chinese_char_level_from_gbk_and_utf8(chinese_corpora):
     utf8 = train(tiny(directory, data=str(directory / "zh-utf8.txt"), out=str(directory / "utf8")),
                  **QUIET)
     np.testing.assert_allclose(gbk.step_losses, utf8.step_losses, rtol=1e-5)  # same text, same run
-    model = load_language_model(str(directory / "gbk"))
+    model = LanguageModel.from_run_directory(str(directory / "gbk"))
     assert set(model.vocabulary.tokens) == set(text)  # code points, not bytes
     sample = model.sample("我们", length=60, temperature=0.5, seed=1)[0]
     assert len(sample) == 60 and sample.startswith("我们") and is_chinese(sample)
@@ -123,7 +125,7 @@ def test_chinese_word_level_with_jieba(chinese_corpora):
     config = tiny(directory, data=str(directory / "zh-gbk.txt"), encoding="gbk", level="word",
                   epochs=3, out=str(directory / "words"))
     result = train(config, **QUIET)
-    model = load_language_model(config.out)
+    model = LanguageModel.from_run_directory(config.out)
     assert model.level == "word" and model.segmenter == "jieba"  # auto picked jieba for Chinese
     assert "图书馆" in model.vocabulary or "北京" in model.vocabulary  # words, not characters
     sample = model.sample("我们", length=30, temperature=0.5, seed=2)[0]
@@ -148,7 +150,7 @@ def test_accents_and_emoji_are_single_tokens(tmp_path):
     (tmp_path / "fr.txt").write_text(text, encoding="utf-16")
     train(tiny(tmp_path, data=str(tmp_path / "fr.txt"), encoding="utf-16", out=str(tmp_path / "r"),
                epochs=3), **QUIET)
-    model = load_language_model(str(tmp_path / "r"))
+    model = LanguageModel.from_run_directory(str(tmp_path / "r"))
     assert {"🙂", "🎉", "é", "Ç"} <= set(model.vocabulary.tokens)
     assert len(model.vocabulary) == len(set(text))
     sample = model.sample("Le caf", length=40, temperature=0.3, seed=0)[0]
@@ -179,7 +181,7 @@ def test_rare_words_map_to_unk_and_sampling_avoids_it(small_corpus, tmp_path, ca
                   out=str(tmp_path / "r"), max_steps=5)
     train(config, log=print, progress_bar=False)
     assert "coverage" in capsys.readouterr().out
-    model = load_language_model(config.out)
+    model = LanguageModel.from_run_directory(config.out)
     assert model.vocabulary.tokens[0] == "<unk>"
     # Make <unk> by far the likeliest token: it is still never emitted unless allowed.
     bias = model.output_layer.bias
@@ -205,7 +207,7 @@ def test_english_word_level_beats_the_unigram_baseline(tmp_path):
                          learning_rate=3e-3, max_steps=400, epochs=10, sample_every=0,
                          checkpoint_every=10_000, out=str(tmp_path / "words"))
     result = train(config, **QUIET)
-    model = load_language_model(config.out)
+    model = LanguageModel.from_run_directory(config.out)
     ids = model.encode(open(DEFAULT_DATA, encoding="utf-8").read())
     split = len(ids) - int(round(len(ids) * config.val_fraction))
     baseline = unigram_perplexity(ids[:split], ids[split:], len(model.vocabulary))

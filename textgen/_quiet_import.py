@@ -7,14 +7,15 @@ fd 2 pointed at a temporary file, which is replayed if the import fails.
 
 It also turns on TensorFlow's oneDNN CPU kernels (`TF_ENABLE_ONEDNN_OPTS=1`) unless the user set
 that variable. TensorFlow enables them by default only on CPUs with AVX-512 VNNI/BF16 or AMX; on
-an AVX2-only CPU (this project's 2-core AMD EPYC) it falls back to Eigen, where the small
-encoder's convolutions train 1.6x slower and the char-rnn training step 1.3x slower
-(bench/train_throughput.py). The variable is read when TensorFlow loads, so it only applies when
-textgen is imported before TensorFlow (as the CLIs do); the results differ from Eigen's only by
-float rounding. TensorFlow's C++ log level defaults to 3 (fatal only): with oneDNN on, its first
-int32 op logs an "error" that oneDNN falls back to Eigen for int32 on CPUs without AVX-512,
-which is harmless and would break the one-line output of the CLIs; real failures still reach
-Python as exceptions. Set TF_CPP_MIN_LOG_LEVEL yourself to see TensorFlow's log.
+an AVX2-only CPU it falls back to Eigen, whose kernels train both models' steps (the small
+encoder's convolutions, the recurrent matmuls) markedly slower; bench/README.md has the figures.
+The variable is read when TensorFlow loads, so it only applies when textgen is imported before
+TensorFlow (as the CLIs do); the results differ from Eigen's only by float rounding.
+
+TensorFlow's C++ log level defaults to 3 (fatal only): with oneDNN on, its first int32 op logs an
+"error" that oneDNN falls back to Eigen for int32 on CPUs without AVX-512, which is harmless and
+would break the one-line output of the CLIs; real failures still reach Python as exceptions.
+Set TF_CPP_MIN_LOG_LEVEL yourself to see TensorFlow's log.
 """
 
 import os

@@ -1,4 +1,4 @@
-"""Training configuration: plain typed values with defaults, one comment each.
+"""Training configuration: plain typed values with defaults, each with its --help text.
 
 The defaults are the ones that gave the best tiny-shakespeare validation loss in a 10-minute
 budget on a 2-core CPU (see the README's quality section).
@@ -15,41 +15,103 @@ DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 @dataclasses.dataclass
 class TrainConfig:
-    data: str = DEFAULT_DATA          # corpus file; the embedded tiny-shakespeare by default
-    encoding: str = "utf-8"           # any Python codec: utf-8, gbk, latin-1, utf-16, ...
-    keep_newlines: bool = False       # keep \r\n as it is instead of normalising it to \n
-    level: str = "char"               # char | word: what one token is
-    segmenter: str = "auto"           # word level: regex | jieba | whitespace (auto: jieba for Chinese text)
-    min_count: int = 1                # tokens seen fewer times map to <unk>
-    max_vocab: int = 0                # keep at most this many tokens, <unk> included (0: all)
-    cell: str = "lstm"                # lstm | gru | rnn
-    num_layers: int = 2               # stacked recurrent layers
-    hidden_size: int = 256            # units per recurrent layer
-    embedding_size: int = 64          # token embedding size
-    dropout: float = 0.1              # dropout on each recurrent layer's output
-    batch_size: int = 32              # parallel streams (rows) per batch
-    seq_length: int = 100             # truncated-BPTT length: gradients flow through this many steps
-    stateful: bool = True             # carry each stream's state to its next batch (off: reset every batch)
-    epochs: int = 50                  # passes over the training text
-    max_minutes: float = 0.0          # stop, after a checkpoint, once training has run this long (0: no limit)
-    max_steps: int = 0                # stop after this many training steps in all (0: no limit)
-    optimizer: str = "adam"           # adam | rmsprop | adagrad | sgd
-    learning_rate: float = 4e-3       # initial learning rate
-    lr_decay: float = 0.8             # multiply the learning rate by this every epoch ...
-    lr_decay_after: int = 2           # ... after this many epochs (char-rnn's schedule)
-    grad_clip: float = 5.0            # global-norm gradient clipping (0: off)
-    val_fraction: float = 0.1         # contiguous tail of the corpus held out for validation
-    seed: int = 0                     # same seed and data give the same losses
-    out: str = "runs/default"         # run directory: config, vocabulary, checkpoint
-    resume: bool = False              # continue the run in --out from its last checkpoint
-    resume_from: str = "latest"       # with --resume: latest, or previous (checkpoint.prev.npz) when the latest is damaged
-    sample_every: int = 500           # print a short sample every N steps (0: never)
-    sample_length: int = 200          # characters in those samples
-    checkpoint_every: int = 500       # write a checkpoint every N steps (and always at the end)
-    export: bool = True               # export RUN_DIR/saved_model when training finishes
-    strategy: str = "auto"            # auto | none | mirrored | multiworker (tf.distribute); --batch-size is global
-    fused: str = "auto"               # auto | on | off: lean CPU kernels or the stock Keras layers
-    batch_parts: int = 0              # CPU: run each batch as this many groups of streams in parallel, one thread each (0: auto, 1: off)
+    data: str = dataclasses.field(default=DEFAULT_DATA, metadata={
+        "help": "corpus text file", "default_help": "the embedded data/tinyshakespeare/input.txt"})
+    encoding: str = dataclasses.field(default="utf-8", metadata={
+        "help": "codec of the corpus, any Python codec: utf-8, gbk, gb18030, big5, latin-1, "
+                "utf-16, ..."})
+    keep_newlines: bool = dataclasses.field(default=False, metadata={
+        "help": "keep \\r\\n line ends as they are instead of normalising them to \\n"})
+    level: str = dataclasses.field(default="char", metadata={
+        "help": "what one token is: char or word"})
+    segmenter: str = dataclasses.field(default="auto", metadata={
+        "help": "word level: regex (words, numbers, punctuation), jieba (Chinese; "
+                "pip install '.[zh]') or whitespace; auto picks jieba for Chinese text, "
+                "regex otherwise"})
+    min_count: int = dataclasses.field(default=1, metadata={
+        "help": "tokens seen fewer times than this map to <unk>; at least 1"})
+    max_vocab: int = dataclasses.field(default=0, metadata={
+        "help": "keep only this many of the most frequent tokens, <unk> included: 0 (no limit) "
+                "or at least 2"})
+    cell: str = dataclasses.field(default="lstm", metadata={
+        "help": "recurrent cell: lstm, gru or rnn (tanh)"})
+    num_layers: int = dataclasses.field(default=2, metadata={
+        "help": "number of stacked recurrent layers"})
+    hidden_size: int = dataclasses.field(default=256, metadata={
+        "help": "units per recurrent layer"})
+    embedding_size: int = dataclasses.field(default=64, metadata={
+        "help": "size of the token embedding"})
+    dropout: float = dataclasses.field(default=0.1, metadata={
+        "help": "dropout rate on each recurrent layer's output (between layers and before the "
+                "softmax), in [0, 1)"})
+    batch_size: int = dataclasses.field(default=32, metadata={
+        "help": "number of contiguous streams trained in parallel (rows per batch); the global "
+                "batch under --strategy"})
+    seq_length: int = dataclasses.field(default=100, metadata={
+        "help": "truncated-BPTT length: tokens per stream per batch; gradients flow this many "
+                "steps back"})
+    stateful: bool = dataclasses.field(default=True, metadata={
+        "help": "reset the recurrent state before every batch instead of carrying each stream's "
+                "state to its next batch (for comparison; worse models)"})
+    epochs: int = dataclasses.field(default=50, metadata={
+        "help": "passes over the training text"})
+    max_minutes: float = dataclasses.field(default=0.0, metadata={
+        "help": "stop cleanly, after saving a checkpoint, once training has run this many "
+                "minutes (0: no limit)"})
+    max_steps: int = dataclasses.field(default=0, metadata={
+        "help": "stop after this many training steps in all, counting resumed ones "
+                "(0: no limit)"})
+    optimizer: str = dataclasses.field(default="adam", metadata={
+        "help": "adam, rmsprop, adagrad (min-char-rnn's) or sgd"})
+    learning_rate: float = dataclasses.field(default=4e-3, metadata={
+        "help": "initial learning rate, > 0"})
+    lr_schedule: str = dataclasses.field(default="cosine", metadata={
+        "help": "constant, or cosine: the learning rate falls from --learning-rate to "
+                "--min-learning-rate over the run, whose length is the first of --epochs, "
+                "--max-steps and --max-minutes to end it"})
+    min_learning_rate: float = dataclasses.field(default=1e-4, metadata={
+        "help": "where --lr-schedule cosine ends, in [0, --learning-rate]"})
+    lr_decay: float = dataclasses.field(default=1.0, metadata={
+        "help": "also multiply the learning rate by this at every epoch after --lr-decay-after, "
+                "in (0, 1] (char-rnn's schedule; 1: off)"})
+    lr_decay_after: int = dataclasses.field(default=2, metadata={
+        "help": "epochs at the initial learning rate before --lr-decay starts"})
+    grad_clip: float = dataclasses.field(default=5.0, metadata={
+        "help": "clip the gradients' global norm to this (0: off)"})
+    val_fraction: float = dataclasses.field(default=0.1, metadata={
+        "help": "fraction of the corpus, taken from its end, held out for validation; "
+                "in (0, 0.5]"})
+    seed: int = dataclasses.field(default=0, metadata={
+        "help": "random seed: the same seed and data give the same losses"})
+    out: str = dataclasses.field(default="runs/default", metadata={
+        "help": "run directory for config.json, vocab.json and checkpoint.npz"})
+    resume: bool = dataclasses.field(default=False, metadata={
+        "help": "continue the run in --out from its last checkpoint"})
+    resume_from: str = dataclasses.field(default="latest", metadata={
+        "help": "with --resume: latest (checkpoint.npz), or previous (checkpoint.prev.npz, the "
+                "one before it, kept for when the latest is damaged)"})
+    sample_every: int = dataclasses.field(default=500, metadata={
+        "help": "print a sample from the model every N steps (0: never)"})
+    sample_length: int = dataclasses.field(default=200, metadata={
+        "help": "characters (tokens for word-level models) per periodic sample"})
+    checkpoint_every: int = dataclasses.field(default=500, metadata={
+        "help": "write a checkpoint every N steps (one is always written at each epoch end and "
+                "at the end)"})
+    export: bool = dataclasses.field(default=True, metadata={
+        "help": "do not export RUN_DIR/saved_model when training finishes"})
+    strategy: str = dataclasses.field(default="auto", metadata={
+        "help": "tf.distribute strategy: auto (MirroredStrategy over all GPUs if more than one), "
+                "none, mirrored, or multiworker (MultiWorkerMirroredStrategy, configured by "
+                "TF_CONFIG); --batch-size is the global batch"})
+    fused: str = dataclasses.field(default="auto", metadata={
+        "help": "auto, on or off: run the recurrent layers through the lean CPU kernels, the "
+                "LSTM on textgen's C++ ops where they build (auto: when no GPU is visible)"})
+    # Parts, because TensorFlow's per-op threading keeps two cores only ~1.5x as busy as one on
+    # the small per-step matmuls.
+    batch_parts: int = dataclasses.field(default=0, metadata={
+        "help": "CPU training: split each batch's streams into this many groups that run in "
+                "parallel, one thread each, at most --batch-size; 0: one group per core, each of "
+                "at least 16 streams, when no GPU or strategy is in use; 1: off"})
 
 
 # Fields that fix the model and the data layout; a resumed run must keep them.
@@ -94,6 +156,11 @@ def validate(config):
 def validate_shared(config):
     """The checks of the flags textgen.train and captioning.train share (schedule, clipping,
     time budget, dropout, cell, kernels, strategy); UsageError for the first bad one."""
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise UsageError(f"--lr-schedule must be constant or cosine, got {config.lr_schedule!r}")
+    if not 0 <= config.min_learning_rate <= config.learning_rate:
+        raise UsageError(f"--min-learning-rate must be in [0, --learning-rate {config.learning_rate}], "
+                         f"got {config.min_learning_rate}")
     if not 0 < config.lr_decay <= 1:
         raise UsageError(f"--lr-decay must be in (0, 1], got {config.lr_decay}")
     if config.lr_decay_after < 0:

@@ -87,25 +87,28 @@ def is_chief():
 
 
 class StreamPlacement:
-    """Splits the global batch's rows (streams) over the replicas, always the same way."""
+    """Splits a global batch's rows (streams, or images) over the replicas, always the same way:
+    replica r gets a fixed contiguous share."""
 
-    def __init__(self, strategy, batch_size):
+    def __init__(self, strategy, batch_size, what=None):
         self.strategy = strategy
         self.replicas = strategy.num_replicas_in_sync
         if batch_size % self.replicas:
-            raise UsageError(f"--batch-size {batch_size} does not divide over {self.replicas} "
-                             f"replicas; pass a multiple of {self.replicas}")
-        self.rows = batch_size // self.replicas
+            raise UsageError(f"{what or f'--batch-size {batch_size}'} does not divide over "
+                             f"{self.replicas} replicas; pass a multiple of {self.replicas}")
 
     def distribute(self, array):
-        """Replica r gets rows [r*b, (r+1)*b) of a [batch, ...] array."""
+        """Replica r gets rows [r*n/R, (r+1)*n/R) of a [n, ...] array: equal shares of a full
+        batch, shares as even as they can be of a short one."""
         if self.replicas == 1:
             return tf.convert_to_tensor(array)
         array = np.asarray(array)
+        rows = array.shape[0]
+        bounds = [rows * r // self.replicas for r in range(self.replicas + 1)]
         return self.strategy.experimental_distribute_values_from_function(
             lambda context: tf.convert_to_tensor(
-                array[context.replica_id_in_sync_group * self.rows:
-                      (context.replica_id_in_sync_group + 1) * self.rows]))
+                array[bounds[context.replica_id_in_sync_group]:
+                      bounds[context.replica_id_in_sync_group + 1]]))
 
     def gather(self, value):
         """The [batch, ...] array of a per-replica value, rows in stream order (a collective

@@ -54,17 +54,17 @@ sampler (a second or two). TF Serving on CPU runs such a model only with
 import dataclasses
 import json
 import os
-import shutil
 import sys
-import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from textgen.cli import ArgumentParser  # noqa: E402
+from textgen import cli  # noqa: E402
 from textgen.errors import UsageError, cli_errors  # noqa: E402
+from textgen.io import check_out_directory, replace_directory  # noqa: E402
+from textgen.language_model import LanguageModel  # noqa: E402
 from textgen.lean_model import LeanLanguageModel, lean_weights  # noqa: E402
 
 # ---- text <-> tokens in the graph ----
@@ -206,17 +206,6 @@ class ExportedLanguageModel(tf.Module):
 
 # ---- writing it, atomically ----
 
-def check_out_directory(out_directory, overwrite=False):
-    """UsageError unless `out_directory` is absent, empty, or may be overwritten."""
-    if not os.path.exists(out_directory):
-        return
-    if not os.path.isdir(out_directory):
-        raise UsageError(f"{out_directory} exists and is not a directory; choose another OUT_DIR")
-    if os.listdir(out_directory) and not overwrite:
-        raise UsageError(f"{out_directory} exists and is not empty; pass --overwrite to replace "
-                         "it, or choose another OUT_DIR")
-
-
 def export_saved_model(model, out_directory, overwrite=False, xla=True):
     """Writes `model` (a textgen LanguageModel) as a SavedModel in `out_directory`.
 
@@ -235,70 +224,38 @@ def export_saved_model(model, out_directory, overwrite=False, xla=True):
     return out_directory
 
 
-def replace_directory(out_directory, write):
-    """Calls `write(path)` on a fresh temporary directory beside `out_directory`, then renames it
-    into place (over an absent or empty directory in one rename; a full one is moved aside)."""
-    out_directory = os.path.abspath(out_directory)
-    parent, base = os.path.split(out_directory)
-    os.makedirs(parent, exist_ok=True)
-    temporary = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o777 & ~umask)  # mkdtemp makes it 0700; give a plain mkdir's mode
-        write(temporary)
-        if os.path.isdir(out_directory) and os.listdir(out_directory):
-            aside = tempfile.mkdtemp(prefix=f".{base}.", suffix=".old", dir=parent)
-            os.rename(out_directory, aside)  # over the empty `aside`
-            try:
-                os.rename(temporary, out_directory)
-            except BaseException:
-                os.rename(aside, out_directory)
-                raise
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.rename(temporary, out_directory)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-
-
 # ---- CLI ----
 
 @dataclasses.dataclass
 class ExportConfig:
-    run_directory: str
-    out_directory: str
-    overwrite: bool = False     # replace a non-empty OUT_DIR
-    xla: bool = True            # compile the generation loop with XLA
+    run_directory: str = dataclasses.field(metadata={
+        "metavar": "RUN_DIR", "help": "the --out directory of a training run"})
+    out_directory: str = dataclasses.field(metadata={
+        "metavar": "OUT_DIR",
+        "help": "where to write the SavedModel; must be absent or empty unless --overwrite"})
+    overwrite: bool = dataclasses.field(default=False, metadata={
+        "help": "replace OUT_DIR if it already holds files (the old one is removed only once "
+                "the new one is in place)"})
+    xla: bool = dataclasses.field(default=True, metadata={
+        "help": "do not compile the generation loop with XLA: slower, and seeded samples differ "
+                "from textgen.sample's (argmax text is the same), but runs where XLA is "
+                "unavailable or off (e.g. TF Serving on CPU without "
+                "--xla_cpu_compilation_enabled)"})
 
 
 def build_parser():
-    parser = ArgumentParser(
-        prog="python -m textgen.export",
-        description="Export a trained textgen run as a self-contained TensorFlow SavedModel with "
-                    "signatures `generate` (prompt -> text, also serving_default) and `step`.")
-    parser.add_argument("run_directory", metavar="RUN_DIR", help="the --out directory of a training run")
-    parser.add_argument("out_directory", metavar="OUT_DIR",
-                        help="where to write the SavedModel; must be absent or empty unless --overwrite")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace OUT_DIR if it already holds files (the old one is removed "
-                             "only once the new one is in place)")
-    parser.add_argument("--no-xla", dest="xla", action="store_false",
-                        help="do not compile the generation loop with XLA: slower, and seeded "
-                             "samples differ from textgen.sample's (argmax text is the same), but "
-                             "runs where XLA is unavailable or off (e.g. TF Serving on CPU without "
-                             "--xla_cpu_compilation_enabled)")
-    return parser
+    return cli.build_parser(
+        ExportConfig, "python -m textgen.export",
+        "Export a trained textgen run as a self-contained TensorFlow SavedModel with signatures "
+        "`generate` (prompt -> text, also serving_default) and `step`.",
+        positionals=("run_directory", "out_directory"))
 
 
 @cli_errors
 def main(argv=None):
-    from textgen.trainer import load_language_model
-
     config = ExportConfig(**vars(build_parser().parse_args(argv)))
     check_out_directory(config.out_directory, config.overwrite)  # before the slow part
-    model = load_language_model(config.run_directory)
+    model = LanguageModel.from_run_directory(config.run_directory)
     export_saved_model(model, config.out_directory, config.overwrite, config.xla)
     print(f"exported {config.run_directory} to {config.out_directory} "
           "(signatures: generate = serving_default, step)")

@@ -12,21 +12,22 @@ same function (same weights, gate order and activations as `keras.layers.LSTM`, 
   the backward loop. Without them (`lstm_layer_tf`): a `tf.while_loop` with one recurrent matmul
   and a few element-wise ops per step, every
   per-step tensor kept feature-major ([features, batch]) because TensorFlow's CPU matmul runs
-  `[4H, H] @ [H, B]` about twice as fast as `[B, H] @ [H, 4H]`; and a hand-written backward pass
+  `[4H, H] @ [H, B]` faster than `[B, H] @ [H, 4H]`; and a hand-written backward pass
   (`tf.custom_gradient`): every gate-derivative factor is computed for all steps at once before
   the backward loop, so that loop carries only the recurrent gradient (one matmul and five
   element-wise ops per step), and the input and weight gradients are each one large matmul over
   all time steps, in the fast orientation, as cuDNN does it.
   (TensorFlow's fused `BlockLSTMV2` op has exactly Keras' gate layout (i, f, c, o) and, with
-  cell_clip=0 and no peepholes, Keras' semantics, but on this kind of CPU its per-step Eigen matmul
-  is slower than the above, its registered gradient uses the ICFO layout of `BlockLSTM`, and
+  cell_clip=0 and no peepholes, Keras' semantics, but its per-step Eigen matmul is slower on the
+  CPU than the above, its registered gradient uses the ICFO layout of `BlockLSTM`, and
   `BlockLSTMGradV2` does a small weight-gradient matmul every step; so it is not used.)
 - `lstm_sequence`: the same backward with a batch-major forward on a precomputed input
   projection, for callers that hold the projection rather than the inputs.
 - GRU and SimpleRNN: one large input-projection matmul before the loop, one recurrent matmul and
   a handful of element-wise ops per step, autodiff backward.
 
-All sequences here are time-major: [time, batch, features].
+All sequences here are time-major: [time, batch, features]. The measurements behind these choices
+are in bench/README.md ("Training throughput", "Findings behind design choices in the code").
 """
 
 import tensorflow as tf
@@ -167,8 +168,7 @@ def lstm_layer_on_table(ops, token_ids, table, bias, h0, c0, recurrent_kernel):
     embeddings @ kernel. With a vocabulary smaller than the batch, that is V rows of input matmul
     instead of T*B (for a char model, 65 instead of 3,200 per group of streams), and the input
     side of the backward pass is a sum of d_z's rows per token (inside the backward op) instead
-    of two more large matmuls. On the C++ recurrence ops only: on TensorFlow ops the saving was
-    lost in the noise.
+    of two more large matmuls. On the C++ recurrence ops only: on TensorFlow ops it does not pay.
 
     Args:
         ops: `native_ops.lstm_ops()`.
@@ -200,8 +200,8 @@ def lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias):
     """`lstm_layer` on TensorFlow ops only.
 
     Inside, every per-step tensor is feature-major ([features, batch]): the recurrent matmuls are
-    then `[4H, H] @ [H, B]` and `[H, 4H] @ [4H, B]`, shapes TensorFlow's CPU matmul runs about
-    twice as fast as `[B, H] @ [H, 4H]`, the gate slices are contiguous row blocks, and the weight
+    then `[4H, H] @ [H, B]` and `[H, 4H] @ [4H, B]`, shapes TensorFlow's CPU matmul runs faster
+    than `[B, H] @ [H, 4H]`, the gate slices are contiguous row blocks, and the weight
     gradients are `[4H, T*B] @ [T*B, F]` matmuls, again the fast orientation. Arguments and
     results as `lstm_layer`.
     """

@@ -1,11 +1,15 @@
-"""Atomic writes: a crash or a full disk never leaves a half-written file in place of a good one."""
+"""Atomic writes: a crash or a full disk never leaves a half-written file in place of a good one.
+
+`atomic_write` does it for a file (a rename over the old one), `replace_directory` for a
+directory such as a SavedModel export (a rename into place, the old one moved aside first).
+"""
 
 import errno
 import os
 import shutil
 import tempfile
 
-from textgen.errors import DiskFull
+from textgen.errors import DiskFull, UsageError
 
 # What a write that does not fit fails with: a full disk, a full quota, a file-size limit.
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -50,7 +54,8 @@ def atomic_write(path, write, intact="the previous file is intact"):
     path = os.fspath(path)
     data = write if isinstance(write, bytes) else None
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=directory)
     try:
         # mkstemp creates the file 0600; give it the permissions a plain open() would.
         umask = os.umask(0)
@@ -78,3 +83,42 @@ def atomic_write(path, write, intact="the previous file is intact"):
 
 def atomic_write_text(path, text):
     atomic_write(path, text.encode("utf-8"))
+
+
+def check_out_directory(out_directory, overwrite=False):
+    """UsageError unless `out_directory` is absent, empty, or may be overwritten."""
+    if not os.path.exists(out_directory):
+        return
+    if not os.path.isdir(out_directory):
+        raise UsageError(f"{out_directory} exists and is not a directory; choose another OUT_DIR")
+    if os.listdir(out_directory) and not overwrite:
+        raise UsageError(f"{out_directory} exists and is not empty; pass --overwrite to replace "
+                         "it, or choose another OUT_DIR")
+
+
+def replace_directory(out_directory, write):
+    """Calls `write(path)` on a fresh temporary directory beside `out_directory`, then renames it
+    into place (over an absent or empty directory in one rename; a full one is moved aside)."""
+    out_directory = os.path.abspath(out_directory)
+    parent, base = os.path.split(out_directory)
+    os.makedirs(parent, exist_ok=True)
+    temporary = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o777 & ~umask)  # mkdtemp makes it 0700; give a plain mkdir's mode
+        write(temporary)
+        if os.path.isdir(out_directory) and os.listdir(out_directory):
+            aside = tempfile.mkdtemp(prefix=f".{base}.", suffix=".old", dir=parent)
+            os.rename(out_directory, aside)  # over the empty `aside`
+            try:
+                os.rename(temporary, out_directory)
+            except BaseException:
+                os.rename(aside, out_directory)
+                raise
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(temporary, out_directory)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise

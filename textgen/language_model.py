@@ -1,11 +1,18 @@
-"""LanguageModel: token ids -> Embedding -> RecurrentStack -> Dense logits; owns encode, decode, sample."""
+"""LanguageModel: token ids -> Embedding -> RecurrentStack -> Dense logits.
+
+The model owns encode, decode and sample, and its own building and loading (`from_train_config`,
+`from_run_directory`), so that training, sampling and export build a run's model the same way and
+no script has to import the trainer to load one.
+"""
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from textgen import config as config_lib
 from textgen.errors import UsageError
 from textgen.recurrent_stack import RecurrentStack
+from textgen.run_directory import RunDirectory, assign_variables
 from textgen.tokenizers import make_tokenizer
 from textgen.vocabulary import Vocabulary
 
@@ -47,11 +54,38 @@ class LanguageModel(keras.Model):
         self.dropout = dropout
         self.fused = fused
         self.seed = seed
-        self.embedding = keras.layers.Embedding(len(self.vocabulary), embedding_size, name="embedding")
+        self.embedding = keras.layers.Embedding(len(self.vocabulary), embedding_size,
+                                                name="embedding")
         self.recurrent_stack = RecurrentStack(cell, num_layers, hidden_size, dropout, fused, seed,
                                               name="recurrent_stack")
         self.output_layer = keras.layers.Dense(len(self.vocabulary), name="logits")
         self._generate_fn = None
+
+    # ---- building and loading, beside the model (nanoGPT's `from_pretrained`) ----------------
+    @classmethod
+    def from_train_config(cls, config, vocabulary):
+        """The built, untrained model that the TrainConfig `config` describes."""
+        fused = {"auto": None, "on": True, "off": False}[config.fused]
+        model = cls(vocabulary, cell=config.cell, num_layers=config.num_layers,
+                    hidden_size=config.hidden_size, embedding_size=config.embedding_size,
+                    dropout=config.dropout, fused=fused, seed=config.seed, level=config.level,
+                    segmenter=None if config.level == "char" else config.segmenter)
+        model.build()
+        return model
+
+    @classmethod
+    def from_run_directory(cls, path):
+        """The trained model of a `textgen.train` run directory: built from its config.json and
+        vocab.json, with the weights of its checkpoint. The run's TrainConfig is kept as
+        `model.train_config`. A missing or damaged file is a UsageError naming it."""
+        run = RunDirectory(path)
+        run.require_checkpoint()
+        config = config_lib.from_dict(run.load_config(config_lib.TrainConfig))
+        model = cls.from_train_config(config, run.load_vocabulary())
+        groups, _ = run.load_checkpoint()
+        assign_variables(model.variables, groups.get("model", []), "model")
+        model.train_config = config
+        return model
 
     @property
     def vocabulary_size(self):

@@ -10,12 +10,14 @@ latest is damaged anyway. The training process holds an flock on RUN/lock, so th
 cannot write the same directory.
 """
 
+import collections
 import fcntl
 import functools
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import zipfile
@@ -190,16 +192,22 @@ class RunDirectory:
     def previous_checkpoint_path(self):
         return self.file(self.PREVIOUS_CHECKPOINT)
 
-    def save_checkpoint(self, groups, progress):
-        """groups: {"model": [arrays], "optimizer": [arrays], "states": [arrays], ...}.
+    def save_checkpoint(self, groups, progress, roots=()):
+        """groups: {"model": variables, "optimizer": variables, "states": [arrays], ...}.
+        Keras variables are stored under their path (`variable_keys`, relative to the `roots`,
+        the model's and optimizers' names), so that loading matches them by name and not by
+        position; plain arrays by position.
 
         The checkpoint it replaces becomes checkpoint.prev.npz (a hard link, so checkpoint.npz
         is there, old or new, at every instant), unless that one was found damaged: the previous
         checkpoint is then the last good one and is kept."""
         arrays = {"progress": _json_array(progress)}
         for group, values in groups.items():
-            for i, value in enumerate(values):
-                arrays[f"{group}/{i:04d}"] = np.asarray(value)
+            values = list(values)
+            named = bool(values) and all(hasattr(v, "path") for v in values)
+            keys = variable_keys(values, roots) if named else [f"{i:04d}" for i in range(len(values))]
+            for key, value in zip(keys, values):
+                arrays[f"{group}/{key}"] = np.asarray(value)
         arrays[CHECKSUM] = np.frombuffer(checksum(arrays).encode("ascii"), dtype=np.uint8)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
@@ -351,12 +359,66 @@ def read_checkpoint(path, fix):
                          f"damaged{suffix}") from None
     groups = {}
     for key in sorted(k for k in arrays if "/" in k):
-        groups.setdefault(key.split("/")[0], []).append(arrays[key])
+        group, name = key.split("/", 1)
+        groups.setdefault(group, SavedGroup()).add(name, arrays[key])
     return groups, progress
 
 
-def assign_variables(variables, arrays, what):
-    """Assigns saved arrays to variables, after checking that they match one for one."""
+class SavedGroup(list):
+    """A checkpoint group's arrays, in key order, with their keys in `names`: variable keys
+    (`variable_keys`), or "0000", "0001", ... for arrays stored by position (all groups of
+    checkpoints written before variables were stored by name)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def add(self, name, array):
+        self.names.append(name)
+        self.append(array)
+
+    @property
+    def positional(self):
+        return all(name.isdigit() for name in self.names)
+
+
+def variable_keys(variables, roots=()):
+    """Names for Keras variables that are the same in every process. A path starts with its
+    model's or optimizer's name, which Keras numbers per process (captioner_1, adam_2): the
+    number is dropped. An optimizer's slot names embed the model's name: pass the model's name
+    in `roots` to drop its number there too. Names that are still repeated (the seed generators'
+    states, all named seed_generator_N/seed_generator_state) get their ordinal appended."""
+    def unnumbered(name):
+        return re.sub(r"_\d+$", "", name)
+
+    keys = []
+    for variable in variables:
+        first, _, rest = variable.path.partition("/")
+        for root in roots:
+            if rest.startswith(root + "_"):
+                rest = unnumbered(root) + rest[len(root):]
+                break
+        keys.append(f"{unnumbered(first)}/{rest}" if rest else unnumbered(first))
+    counts, unique = collections.Counter(keys), []
+    for i, key in enumerate(keys):
+        unique.append(f"{key}#{keys[:i].count(key)}" if counts[key] > 1 else key)
+    return unique
+
+
+def assign_variables(variables, arrays, what, roots=()):
+    """Assigns saved arrays to variables, after checking that they match one for one: by key
+    (`variable_keys`) when the checkpoint stored them by name, else by position."""
+    variables = list(variables)
+    if isinstance(arrays, SavedGroup) and arrays and not arrays.positional:
+        saved = dict(zip(arrays.names, arrays))
+        keys = variable_keys(variables, roots)
+        missing = [k for k in keys if k not in saved]
+        unknown = [k for k in saved if k not in set(keys)]
+        if missing or unknown:
+            detail = (f"it lacks {missing[0]!r}" if missing else f"the model has no {unknown[0]!r}")
+            raise UsageError(f"the checkpoint's {what} variables do not match the model's ({detail});"
+                             " the checkpoint belongs to a different configuration")
+        arrays = [saved[k] for k in keys]
     if len(variables) != len(arrays):
         raise UsageError(f"the checkpoint holds {len(arrays)} {what} variables but the model has "
                          f"{len(variables)}; the checkpoint belongs to a different configuration")

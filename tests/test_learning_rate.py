@@ -1,0 +1,42 @@
+"""The learning-rate schedule: one definition (textgen.training_loop.learning_rate) that both
+trainers use, pinned here value by value."""
+
+import math
+
+import pytest
+
+from captioning.config import CaptionTrainConfig
+from captioning.trainer import CaptionTrainer
+from textgen.config import TrainConfig
+from textgen.trainer import Trainer
+from textgen.training_loop import TrainingLoop, learning_rate
+
+CONFIGS = [TrainConfig, CaptionTrainConfig]
+
+
+def test_both_trainers_use_the_one_schedule():
+    assert Trainer.learning_rate is TrainingLoop.learning_rate
+    assert CaptionTrainer.learning_rate is TrainingLoop.learning_rate
+    assert Trainer.run_fraction is CaptionTrainer.run_fraction is TrainingLoop.run_fraction
+
+
+@pytest.mark.parametrize("config_class", CONFIGS)
+def test_per_epoch_decay_after_n_epochs(config_class):
+    """char-rnn's schedule: --lr-decay-after epochs at the initial rate, then one more decay per
+    epoch (the two trainers disagreed by one epoch before they shared it)."""
+    config = config_class(learning_rate=4e-3, lr_schedule="constant", lr_decay=0.5,
+                          lr_decay_after=1)
+    assert [learning_rate(config, epoch, 0.0) for epoch in range(3)] == pytest.approx(
+        [4e-3, 2e-3, 1e-3])
+    config.lr_decay_after = 0
+    assert learning_rate(config, 0, 0.0) == pytest.approx(2e-3)
+
+
+@pytest.mark.parametrize("config_class", CONFIGS)
+def test_cosine_is_the_default_and_spans_the_run(config_class):
+    config = config_class(learning_rate=4e-3, min_learning_rate=1e-4)
+    assert config.lr_schedule == "cosine" and config.lr_decay == 1.0
+    rates = [learning_rate(config, 0, fraction) for fraction in (0.0, 0.25, 0.5, 1.0)]
+    expected = [1e-4 + 3.9e-3 * 0.5 * (1 + math.cos(math.pi * f)) for f in (0.0, 0.25, 0.5, 1.0)]
+    assert rates == pytest.approx(expected)
+    assert rates[0] == pytest.approx(4e-3) and rates[-1] == pytest.approx(1e-4)
