@@ -52,7 +52,7 @@ def scene_images(count, size, seed=0):
 def images_per_second(signature, images, batch, beam, repeats):
     import tensorflow as tf
 
-    calls = [tf.constant(images[i:i + batch]) for i in range(0, len(images) - batch + 1, batch)]
+    calls = [tf.constant(images[i : i + batch]) for i in range(0, len(images) - batch + 1, batch)]
     beam_size, max_length = tf.constant(beam), tf.constant(20)
     signature(image_bytes=calls[0], beam_size=beam_size, max_length=max_length)  # warm-up, tracing
     rates = []
@@ -70,17 +70,30 @@ def random_mobilenet_captioner(vocabulary):
     from captioning.captioner import Captioner
 
     keras.utils.set_random_seed(0)
-    model = Captioner(vocabulary, encoder="mobilenet_v3_small", encoder_weights="none",
-                      hidden_size=256, embedding_size=64)
+    model = Captioner(
+        vocabulary,
+        encoder="mobilenet_v3_small",
+        encoder_weights="none",
+        hidden_size=256,
+        embedding_size=64,
+    )
     model.build()
     return model
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=os.path.join(ROOT, "data", "models", "shapes"),
-                        help="run directory of the model to measure (default: the bundled one)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per setting; the median is reported (default: 5)")
+    parser.add_argument(
+        "--model",
+        default=os.path.join(ROOT, "data", "models", "shapes"),
+        help="run directory of the model to measure (default: the bundled one)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed runs per setting; the median is reported (default: 5)",
+    )
     parser.add_argument("--images", type=int, default=64, help="images per timed run (default: 64)")
     parser.add_argument("--json", default="", help="also write the figures to this file")
     args = parser.parse_args(argv)
@@ -93,9 +106,13 @@ def main(argv=None):
     bundled = Captioner.from_run_directory(args.model)
     results = {"cpu_count": os.cpu_count(), "images_per_run": args.images}
     with tempfile.TemporaryDirectory() as tmp:
-        models = {"bundled shapes model (64x64)": (bundled, 64),
-                  "mobilenet_v3_small, random weights (224x224)":
-                      (random_mobilenet_captioner(bundled.vocabulary), 224)}
+        models = {
+            "bundled shapes model (64x64)": (bundled, 64),
+            "mobilenet_v3_small, random weights (224x224)": (
+                random_mobilenet_captioner(bundled.vocabulary),
+                224,
+            ),
+        }
         for name, (model, size) in models.items():
             path = os.path.join(tmp, str(len(results)))
             export_saved_model(model, path)
@@ -106,8 +123,10 @@ def main(argv=None):
                 results[f"{name}, batch {batch}, beam 3"] = rate
                 print(f"{name:46s} batch {batch:2d}, beam 3: {rate:7.1f} images/s", flush=True)
     key = "bundled shapes model (64x64), batch 32, beam 3"
-    print(f"target >= {TARGET:.0f} images/s at batch 32, beam 3 (bundled model): "
-          f"{'met' if results[key] >= TARGET else 'NOT met'} ({results[key]:.1f})")
+    print(
+        f"target >= {TARGET:.0f} images/s at batch 32, beam 3 (bundled model): "
+        f"{'met' if results[key] >= TARGET else 'NOT met'} ({results[key]:.1f})"
+    )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)

@@ -24,8 +24,13 @@ def run(minutes, out, **overrides):
     trainer.prepare()
     result = trainer.train()
     nats = result.final_val_loss
-    return {"tokens": len(trainer.vocabulary), "nats": nats, "perplexity": math.exp(nats),
-            "bpc": nats / trainer.characters_per_token / math.log(2), "steps": result.global_step}
+    return {
+        "tokens": len(trainer.vocabulary),
+        "nats": nats,
+        "perplexity": math.exp(nats),
+        "bpc": nats / trainer.characters_per_token / math.log(2),
+        "steps": result.global_step,
+    }
 
 
 def main():
@@ -33,16 +38,31 @@ def main():
     parser.add_argument("--minutes", type=float, default=5.0, help="budget per run")
     args = parser.parse_args()
     directory = tempfile.mkdtemp()
-    rows = [("char", run(args.minutes, os.path.join(directory, "char"))),
-            ("word (regex, min-count 3)",
-             run(args.minutes, os.path.join(directory, "word"), level="word", segmenter="regex",
-                 min_count=3, seq_length=35, embedding_size=128))]
-    print(f"| model | vocabulary | steps in {args.minutes:g} min | val loss per token | "
-          "perplexity | val bits/char |")
+    rows = [
+        ("char", run(args.minutes, os.path.join(directory, "char"))),
+        (
+            "word (regex, min-count 3)",
+            run(
+                args.minutes,
+                os.path.join(directory, "word"),
+                level="word",
+                segmenter="regex",
+                min_count=3,
+                seq_length=35,
+                embedding_size=128,
+            ),
+        ),
+    ]
+    print(
+        f"| model | vocabulary | steps in {args.minutes:g} min | val loss per token | "
+        "perplexity | val bits/char |"
+    )
     print("|---|---|---|---|---|---|")
     for name, r in rows:
-        print(f"| {name} | {r['tokens']:,} | {r['steps']:,} | {r['nats']:.3f} nats | "
-              f"{r['perplexity']:.1f} | {r['bpc']:.3f} |")
+        print(
+            f"| {name} | {r['tokens']:,} | {r['steps']:,} | {r['nats']:.3f} nats | "
+            f"{r['perplexity']:.1f} | {r['bpc']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import textgen  # noqa: E402,F401  (quiet TensorFlow import)
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+import textgen  # noqa: E402,F401  (quiet TensorFlow import)
 
 
 def main():
@@ -31,7 +31,8 @@ def main():
     if not tf.config.list_physical_devices("GPU"):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * args.devices)
+            cpu, [tf.config.LogicalDeviceConfiguration()] * args.devices
+        )
 
     from textgen.config import TrainConfig
     from textgen.trainer import Trainer
@@ -39,27 +40,36 @@ def main():
     rates = {}
     for strategy in ("none", "mirrored"):
         out = os.path.join(tempfile.mkdtemp(), "run")
-        config = TrainConfig(out=out, strategy=strategy, batch_size=args.batch_size,
-                             seq_length=args.seq_length, hidden_size=args.hidden_size,
-                             sample_every=0)
+        config = TrainConfig(
+            out=out,
+            strategy=strategy,
+            batch_size=args.batch_size,
+            seq_length=args.seq_length,
+            hidden_size=args.hidden_size,
+            sample_every=0,
+        )
         trainer = Trainer(config, log=lambda m: None, progress_bar=False)
         trainer.prepare()
         batches, place = trainer.train_batches, trainer.placement
         states = trainer.states
         for k in range(3):  # warm-up and tracing
             inputs, targets = batches[k]
-            _, _, states = trainer.train_step(place.distribute(inputs), place.distribute(targets),
-                                             states)
+            _, _, states = trainer.train_step(
+                place.distribute(inputs), place.distribute(targets), states
+            )
         started = time.perf_counter()
         for k in range(3, 3 + args.steps):
             inputs, targets = batches[k % len(batches)]
-            total, count, states = trainer.train_step(place.distribute(inputs),
-                                                      place.distribute(targets), states)
+            total, count, states = trainer.train_step(
+                place.distribute(inputs), place.distribute(targets), states
+            )
         float(total / count)
         elapsed = time.perf_counter() - started
         rates[strategy] = args.steps * batches.tokens_per_batch / elapsed
-        print(f"{strategy:>9}: {trainer.strategy.num_replicas_in_sync} replica(s), "
-              f"{rates[strategy]:,.0f} chars/s")
+        print(
+            f"{strategy:>9}: {trainer.strategy.num_replicas_in_sync} replica(s), "
+            f"{rates[strategy]:,.0f} chars/s"
+        )
     print(f"mirrored / one device: {rates['mirrored'] / rates['none']:.2f}x")
 
 

@@ -51,8 +51,11 @@ class OneStep(tf.Module):
         self.temperature = temperature
         tokens = model.vocabulary.tokens
         self.ids_from_chars = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(tokens),
-                                                tf.range(len(tokens), dtype=tf.int64)), -1)
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(tokens), tf.range(len(tokens), dtype=tf.int64)
+            ),
+            -1,
+        )
         self.chars_from_ids = tf.constant(tokens)
 
     @tf.function
@@ -96,17 +99,29 @@ def random_shakespeare_model(data):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=DEFAULT_DATA,
-                        help="corpus whose characters are the vocabulary")
-    parser.add_argument("--length", type=int, default=1000,
-                        help="new characters per stream (default: 1000)")
-    parser.add_argument("--streams", type=int, nargs="+", default=[1, 64],
-                        help="batch sizes to measure (default: 1 64)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed runs per figure; the best counts (default: 3)")
-    parser.add_argument("--temperature", type=float, default=1.0,
-                        help="sampling temperature for both (default: 1.0; 0 is argmax for the "
-                             "SavedModel, near-argmax for the tutorial loop)")
+    parser.add_argument(
+        "--data", default=DEFAULT_DATA, help="corpus whose characters are the vocabulary"
+    )
+    parser.add_argument(
+        "--length", type=int, default=1000, help="new characters per stream (default: 1000)"
+    )
+    parser.add_argument(
+        "--streams",
+        type=int,
+        nargs="+",
+        default=[1, 64],
+        help="batch sizes to measure (default: 1 64)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs per figure; the best counts (default: 3)"
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="sampling temperature for both (default: 1.0; 0 is argmax for the "
+        "SavedModel, near-argmax for the tutorial loop)",
+    )
     args = parser.parse_args(argv)
 
     model = random_shakespeare_model(args.data)
@@ -114,38 +129,54 @@ def main(argv=None):
         out = os.path.join(directory, "saved_model")
         start = time.perf_counter()
         export_saved_model(model, out)
-        print(f"exported in {time.perf_counter() - start:.1f} s; {model.count_params():,} parameters, "
-              f"vocabulary {model.vocabulary_size}; {os.cpu_count()} CPUs; TensorFlow {tf.__version__}")
+        print(
+            f"exported in {time.perf_counter() - start:.1f} s; "
+            f"{model.count_params():,} parameters, vocabulary {model.vocabulary_size}; "
+            f"{os.cpu_count()} CPUs; TensorFlow {tf.__version__}"
+        )
         generate = tf.saved_model.load(out).signatures["generate"]
         one_step = OneStep(model, temperature=max(args.temperature, 1e-6))
 
         rows = []
         for streams in args.streams:
-            inputs = dict(prompt=tf.constant([PROMPT] * streams),
-                          length=tf.constant(len(PROMPT) + args.length),
-                          temperature=tf.constant(args.temperature), top_k=tf.constant(0),
-                          seed=tf.constant(0))
+            inputs = dict(
+                prompt=tf.constant([PROMPT] * streams),
+                length=tf.constant(len(PROMPT) + args.length),
+                temperature=tf.constant(args.temperature),
+                top_k=tf.constant(0),
+                seed=tf.constant(0),
+            )
             start = time.perf_counter()
             generate(**inputs)
             first_call = time.perf_counter() - start
-            saved = best_seconds(lambda: generate(**inputs)["text"].numpy(), args.repeats)
-            tutorial = best_seconds(lambda: tutorial_generate(one_step, model, streams, args.length),
-                                    args.repeats)
+            saved = best_seconds(
+                lambda inputs=inputs: generate(**inputs)["text"].numpy(), args.repeats
+            )
+            tutorial = best_seconds(
+                lambda streams=streams: tutorial_generate(one_step, model, streams, args.length),
+                args.repeats,
+            )
             rows.append((streams, first_call, saved, tutorial))
 
     characters = args.length
     flops = flops_per_character(model)
-    print(f"\n{'case':<22}{'SavedModel chars/s':>20}{'tutorial chars/s':>18}{'ratio':>8}"
-          f"{'target':>10}{'GFLOP/s':>9}{'first call':>12}")
+    print(
+        f"\n{'case':<22}{'SavedModel chars/s':>20}{'tutorial chars/s':>18}{'ratio':>8}"
+        f"{'target':>10}{'GFLOP/s':>9}{'first call':>12}"
+    )
     for streams, first_call, saved, tutorial in rows:
         saved_rate, tutorial_rate = streams * characters / saved, streams * characters / tutorial
         target = TARGETS.get(streams)
-        print(f"{f'{streams} x {characters} chars':<22}{saved_rate:>20,.0f}{tutorial_rate:>18,.0f}"
-              f"{saved_rate / tutorial_rate:>7.1f}x{f'{target:,}' if target else '-':>10}"
-              f"{saved_rate * flops / 1e9:>9.1f}{first_call:>11.2f}s")
-    print(f"\nThe step's matmuls cost {flops / 1e6:.2f} MFLOP per character, so a target of T "
-          f"chars/s needs T x {flops / 1e6:.2f} MFLOP/s of float32 compute (GFLOP/s column: what "
-          "the SavedModel achieved; 'first call' includes XLA compilation for that batch size).")
+        print(
+            f"{f'{streams} x {characters} chars':<22}{saved_rate:>20,.0f}{tutorial_rate:>18,.0f}"
+            f"{saved_rate / tutorial_rate:>7.1f}x{f'{target:,}' if target else '-':>10}"
+            f"{saved_rate * flops / 1e9:>9.1f}{first_call:>11.2f}s"
+        )
+    print(
+        f"\nThe step's matmuls cost {flops / 1e6:.2f} MFLOP per character, so a target of T "
+        f"chars/s needs T x {flops / 1e6:.2f} MFLOP/s of float32 compute (GFLOP/s column: what "
+        "the SavedModel achieved; 'first call' includes XLA compilation for that batch size)."
+    )
     return 0
 
 

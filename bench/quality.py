@@ -40,9 +40,14 @@ def plot(run, path):
     window = 25
     smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
-    axes.plot(step_times[window - 1:], smooth, label="train (25-step mean)", color="tab:blue")
-    axes.plot([h["seconds"] / 60 for h in points], [h["val"] for h in points], "o-",
-              label="validation", color="tab:red")
+    axes.plot(step_times[window - 1 :], smooth, label="train (25-step mean)", color="tab:blue")
+    axes.plot(
+        [h["seconds"] / 60 for h in points],
+        [h["val"] for h in points],
+        "o-",
+        label="validation",
+        color="tab:red",
+    )
     axes.axhline(1.5, color="gray", linestyle=":", label="target 1.50")
     axes.set_xlabel("training time (minutes, 2-core CPU)")
     axes.set_ylabel("loss (nats/char)")
@@ -54,11 +59,15 @@ def plot(run, path):
     figure.savefig(path)
     print(f"wrote {path}")
     for h in history:
-        print(f"epoch {h['epoch']:>2}  {h['seconds'] / 60:5.2f} min  train {h['train']:.4f}  "
-              f"val {h['val']:.4f} nats/char")
+        print(
+            f"epoch {h['epoch']:>2}  {h['seconds'] / 60:5.2f} min  train {h['train']:.4f}  "
+            f"val {h['val']:.4f} nats/char"
+        )
     if final:
-        print(f"final     {final['seconds'] / 60:5.2f} min  step {final['global_step']}  "
-              f"val {final['val']:.4f} nats/char")
+        print(
+            f"final     {final['seconds'] / 60:5.2f} min  step {final['global_step']}  "
+            f"val {final['val']:.4f} nats/char"
+        )
 
 
 def main():
@@ -67,12 +76,20 @@ def main():
     parser.add_argument("--out", default="runs/quality", help="run directory")
     parser.add_argument("--plot", default=os.path.join(HERE, "quality_curve.png"), help="PNG path")
     parser.add_argument("--plot-only", action="store_true", help="plot an existing run")
-    parser.add_argument("train_args", nargs=argparse.REMAINDER,
-                        help="extra flags for textgen.train, after --")
+    parser.add_argument(
+        "train_args", nargs=argparse.REMAINDER, help="extra flags for textgen.train, after --"
+    )
     args = parser.parse_args()
     if not args.plot_only:
-        command = [sys.executable, "-m", "textgen.train", "--max-minutes", str(args.minutes),
-                   "--out", args.out] + [a for a in args.train_args if a != "--"]
+        command = [
+            sys.executable,
+            "-m",
+            "textgen.train",
+            "--max-minutes",
+            str(args.minutes),
+            "--out",
+            args.out,
+        ] + [a for a in args.train_args if a != "--"]
         print(" ".join(command[1:]))
         subprocess.run(command, check=True)
     plot(args.out, args.plot)

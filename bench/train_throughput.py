@@ -51,9 +51,10 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as textgen sets it (textg
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-tf.get_logger().setLevel("ERROR")   # one tf.function per matmul shape is intended
+tf.get_logger().setLevel("ERROR")  # one tf.function per matmul shape is intended
 
-from textgen import config as config_lib, native_ops  # noqa: E402
+from textgen import config as config_lib  # noqa: E402
+from textgen import native_ops
 from textgen.corpus import StreamBatches, read_text  # noqa: E402
 from textgen.trainer import Trainer  # noqa: E402
 from textgen.vocabulary import Vocabulary  # noqa: E402
@@ -64,12 +65,17 @@ FLOP_FORMULA = (
     "  forward = 2*E*4H (layer-1 input projection) + (L-1) * 2*H*4H (input projections of layers "
     "2..L)\n"
     "          + L * 2*H*4H (recurrent matmuls) + 2*H*V (output layer)\n"
-    "  (element-wise gate math, embedding lookups, softmax and the optimizer are not counted)")
+    "  (element-wise gate math, embedding lookups, softmax and the optimizer are not counted)"
+)
 
 
 def flops_per_char(embedding, hidden, layers, vocab):
-    forward = (2 * embedding * 4 * hidden + (layers - 1) * 2 * hidden * 4 * hidden
-               + layers * 2 * hidden * 4 * hidden + 2 * hidden * vocab)
+    forward = (
+        2 * embedding * 4 * hidden
+        + (layers - 1) * 2 * hidden * 4 * hidden
+        + layers * 2 * hidden * 4 * hidden
+        + 2 * hidden * vocab
+    )
     return 3 * forward
 
 
@@ -98,7 +104,7 @@ class Sgemm:
             a = rng.random((m, k), dtype=np.float32) / k
             b = rng.random((k, n), dtype=np.float32)
             flops = 2.0 * m * k * n
-            chain = max(1, int(1e9 // flops))          # about 1 GFLOP per timed call
+            chain = max(1, int(1e9 // flops))  # about 1 GFLOP per timed call
 
             def numpy_fn(a=a, b=b, chain=chain):
                 for _ in range(chain):
@@ -144,11 +150,22 @@ class KerasContender:
     def __init__(self, name, fused, args, workdir, batch_parts=0, native=True):
         # dropout 0, as the PyTorch reference: the benchmark compares the recurrent layers, and
         # Keras' dropout masks (one Philox draw per activation) cost about 4% of our step.
-        config = config_lib.TrainConfig(batch_parts=batch_parts, dropout=0.0,
-            data=args.data, hidden_size=args.hidden_size, num_layers=args.num_layers,
-            embedding_size=args.embedding_size, batch_size=args.batch_size,
-            seq_length=args.seq_length, fused=fused, optimizer="adam", learning_rate=2e-3,
-            grad_clip=5.0, sample_every=0, out=os.path.join(workdir, f"fused-{fused}"))
+        config = config_lib.TrainConfig(
+            batch_parts=batch_parts,
+            dropout=0.0,
+            data=args.data,
+            hidden_size=args.hidden_size,
+            num_layers=args.num_layers,
+            embedding_size=args.embedding_size,
+            batch_size=args.batch_size,
+            seq_length=args.seq_length,
+            fused=fused,
+            optimizer="adam",
+            learning_rate=2e-3,
+            grad_clip=5.0,
+            sample_every=0,
+            out=os.path.join(workdir, f"fused-{fused}"),
+        )
         trainer = Trainer(config, log=lambda message: None, progress_bar=False)
         trainer.prepare()
         if trainer.config.batch_parts > 1:
@@ -170,8 +187,9 @@ class KerasContender:
                 inputs, targets = self.batches[self.position % len(self.batches)]
                 self.position += 1
                 total, count, self.states = self.trainer.train_step(
-                    self._place(inputs), self._place(targets), self.states)
-        self.losses.append(float(total / count))   # waits for the last step
+                    self._place(inputs), self._place(targets), self.states
+                )
+        self.losses.append(float(total / count))  # waits for the last step
 
 
 class TorchContender:
@@ -186,8 +204,12 @@ class TorchContender:
             def __init__(self):
                 super().__init__()
                 self.embedding = nn.Embedding(len(vocabulary), args.embedding_size)
-                self.lstm = nn.LSTM(args.embedding_size, args.hidden_size,
-                                    num_layers=args.num_layers, batch_first=True)
+                self.lstm = nn.LSTM(
+                    args.embedding_size,
+                    args.hidden_size,
+                    num_layers=args.num_layers,
+                    batch_first=True,
+                )
                 self.output = nn.Linear(args.hidden_size, len(vocabulary))
 
             def forward(self, ids, state):
@@ -232,8 +254,11 @@ def parse_args(argv=None):
     parser.add_argument("--data", default=config_lib.DEFAULT_DATA)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--no-keras", action="store_true", help="skip the stock Keras layers")
-    parser.add_argument("--no-tf-ops", action="store_true",
-                        help="skip our step traced without textgen's C++ LSTM ops")
+    parser.add_argument(
+        "--no-tf-ops",
+        action="store_true",
+        help="skip our step traced without textgen's C++ LSTM ops",
+    )
     return parser.parse_args(argv)
 
 
@@ -247,24 +272,35 @@ def main(argv=None):
     E, H, L, V = args.embedding_size, args.hidden_size, args.num_layers, len(vocabulary)
     per_char = flops_per_char(E, H, L, V)
 
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, numpy {np.__version__}; "
-          f"{os.cpu_count()} CPUs; TF threads intra {tf.config.threading.get_intra_op_parallelism_threads()} "
-          f"inter {tf.config.threading.get_inter_op_parallelism_threads()} (0 = default)")
-    print(f"model: embedding {E} -> {L} x LSTM {H} -> dense {V}; batch {args.batch_size} x "
-          f"seq {args.seq_length} = {chars_per_step} chars/step; Adam lr 2e-3, global-norm clip 5")
+    print(
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, numpy {np.__version__}; "
+        f"{os.cpu_count()} CPUs; "
+        f"TF threads intra {tf.config.threading.get_intra_op_parallelism_threads()} "
+        f"inter {tf.config.threading.get_inter_op_parallelism_threads()} (0 = default)"
+    )
+    print(
+        f"model: embedding {E} -> {L} x LSTM {H} -> dense {V}; batch {args.batch_size} x "
+        f"seq {args.seq_length} = {chars_per_step} chars/step; Adam lr 2e-3, global-norm clip 5"
+    )
     print(FLOP_FORMULA)
-    print(f"  = 3 x (2*{E}*{4 * H} + {L - 1}*2*{H}*{4 * H} + {L}*2*{H}*{4 * H} + 2*{H}*{V}) "
-          f"= {per_char / 1e6:.3f} MFLOP/char\n")
+    print(
+        f"  = 3 x (2*{E}*{4 * H} + {L - 1}*2*{H}*{4 * H} + {L}*2*{H}*{4 * H} + 2*{H}*{V}) "
+        f"= {per_char / 1e6:.3f} MFLOP/char\n"
+    )
 
     workdir = tempfile.mkdtemp(prefix="textgen-bench-")
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     contenders = [KerasContender("ours (fused on)", "on", args, workdir)]
     if native_ops.lstm_ops() is not None and not args.no_tf_ops:
-        contenders.append(KerasContender("ours on TF ops", "on", args,
-                                         os.path.join(workdir, "tf-ops"), native=False))
+        contenders.append(
+            KerasContender(
+                "ours on TF ops", "on", args, os.path.join(workdir, "tf-ops"), native=False
+            )
+        )
     if not args.no_keras:
-        contenders.append(KerasContender("stock Keras (fused off)", "off", args, workdir,
-                                         batch_parts=1))
+        contenders.append(
+            KerasContender("stock Keras (fused off)", "off", args, workdir, batch_parts=1)
+        )
     torch_note = None
     if args.no_torch:
         torch_note = "PyTorch skipped (--no-torch)"
@@ -272,20 +308,24 @@ def main(argv=None):
         try:
             import torch
         except ImportError:
-            torch_note = ("PyTorch skipped: torch is not installed "
-                          "(pip install -e .[bench] installs it)")
+            torch_note = (
+                "PyTorch skipped: torch is not installed (pip install -e .[bench] installs it)"
+            )
         else:
-            contenders.append(TorchContender(f"PyTorch {torch.__version__} nn.LSTM", args,
-                                             vocabulary, batches))
+            contenders.append(
+                TorchContender(f"PyTorch {torch.__version__} nn.LSTM", args, vocabulary, batches)
+            )
             print(f"PyTorch threads {torch.get_num_threads()}")
     if torch_note:
         print(torch_note)
 
-    shapes = [("square", 2048, 2048, 2048),
-              ("recurrent step h@R", args.batch_size, H, 4 * H),
-              ("recurrent grad dz@R^T", args.batch_size, 4 * H, H),
-              ("input projection", args.batch_size * args.seq_length, H, 4 * H),
-              ("weight gradient", H, args.batch_size * args.seq_length, 4 * H)]
+    shapes = [
+        ("square", 2048, 2048, 2048),
+        ("recurrent step h@R", args.batch_size, H, 4 * H),
+        ("recurrent grad dz@R^T", args.batch_size, 4 * H, H),
+        ("input projection", args.batch_size * args.seq_length, H, 4 * H),
+        ("weight gradient", H, args.batch_size * args.seq_length, 4 * H),
+    ]
     sgemm = Sgemm(shapes)
     for contender in contenders:
         contender.run(args.warmup)
@@ -305,8 +345,10 @@ def main(argv=None):
     best_numpy = max(r[0] for r in rates.values())
     best_tf = max(r[1] for r in rates.values())
     best = max(best_numpy, best_tf)
-    print(f"  best numpy {best_numpy / 1e9:.1f}, best tf.matmul {best_tf / 1e9:.1f}: "
-          f"denominator {best / 1e9:.1f} GFLOP/s\n")
+    print(
+        f"  best numpy {best_numpy / 1e9:.1f}, best tf.matmul {best_tf / 1e9:.1f}: "
+        f"denominator {best / 1e9:.1f} GFLOP/s\n"
+    )
 
     print(f"training, {args.steps} steps x {args.repeats} repeats, best (median):")
     print(f"  {'':<30}{'chars/s':>18}{'ms/step':>10}{'GFLOP/s':>10}{'% of sgemm':>12}{'loss':>8}")
@@ -316,9 +358,11 @@ def main(argv=None):
         best_rate = args.steps * chars_per_step / min(seconds)
         median_rate = args.steps * chars_per_step / statistics.median(seconds)
         speed[contender.name] = best_rate
-        print(f"  {contender.name:<30}{f'{best_rate:,.0f} ({median_rate:,.0f})':>18}"
-              f"{min(seconds) / args.steps * 1e3:>10.1f}{best_rate * per_char / 1e9:>10.1f}"
-              f"{100 * best_rate * per_char / best:>11.1f}%{contender.losses[-1]:>8.3f}")
+        print(
+            f"  {contender.name:<30}{f'{best_rate:,.0f} ({median_rate:,.0f})':>18}"
+            f"{min(seconds) / args.steps * 1e3:>10.1f}{best_rate * per_char / 1e9:>10.1f}"
+            f"{100 * best_rate * per_char / best:>11.1f}%{contender.losses[-1]:>8.3f}"
+        )
     ours = speed[contenders[0].name]
     print()
     for contender in contenders[1:]:
@@ -328,9 +372,11 @@ def main(argv=None):
         print("ours ran without textgen's C++ LSTM ops (see the note above): on TensorFlow ops")
     else:
         executed = executed_flops_per_char(E, H, L, V, chars_per_step // contenders[0].parts)
-        print(f"ours executes {executed / 1e6:.3f} MFLOP/char (layer 1's input projection is a "
-              f"lookup in embeddings @ kernel on textgen's C++ ops): "
-              f"{100 * ours * executed / best:.1f}% of sgemm on the FLOPs it runs")
+        print(
+            f"ours executes {executed / 1e6:.3f} MFLOP/char (layer 1's input projection is a "
+            f"lookup in embeddings @ kernel on textgen's C++ ops): "
+            f"{100 * ours * executed / best:.1f}% of sgemm on the FLOPs it runs"
+        )
     if torch_note:
         print(torch_note)
     return 0

@@ -16,47 +16,85 @@ from textgen.errors import cli_errors
 
 @dataclasses.dataclass
 class CaptionConfig:
-    images: list = dataclasses.field(metadata={
-        "metavar": "IMAGE", "nargs": "+",
-        "help": "image files (PNG, JPEG, GIF, WebP, TIFF, BMP, ...)"})
-    model: str | None = dataclasses.field(default=None, metadata={
-        "metavar": "RUN_DIR_OR_SAVEDMODEL",
-        "default_help": "the bundled shapes model in data/models/shapes",
-        "help": "a captioning.train run directory or a captioning.export SavedModel"})
-    beam_size: int = dataclasses.field(default=3, metadata={
-        "help": "beams per image, >= 1; 1 is greedy decoding"})
-    max_length: int = dataclasses.field(default=20, metadata={
-        "help": "most words per caption"})
-    temperature: float = dataclasses.field(default=0.0, metadata={
-        "default_help": "0, beam search",
-        "help": "sample with this temperature instead of beam search; run directories only"})
-    top_k: int = dataclasses.field(default=0, metadata={
-        "default_help": "0, all",
-        "help": "with --temperature: sample among the k most probable words"})
-    seed: int = dataclasses.field(default=0, metadata={
-        "help": "with --temperature: the seed of the draws; the same seed gives the same "
-                "captions"})
-    allow_unk: bool = dataclasses.field(default=False, metadata={
-        "help": "allow <unk> in captions (by default never emitted); run directories only"})
-    length_normalization: float = dataclasses.field(default=0.0, metadata={
-        "metavar": "ALPHA", "default_help": "0, plain log-probability",
-        "help": "rank beams by log_prob / length**ALPHA, so longer captions are not "
-                "penalised; run directories only"})
-    batch_size: int = dataclasses.field(default=32, metadata={
-        "help": "images captioned together"})
-    json: bool = dataclasses.field(default=False, metadata={
-        "help": "print a JSON list of objects with file, caption and log_prob instead of lines"})
-    html: str = dataclasses.field(default="", metadata={
-        "metavar": "PAGE",
-        "help": "also write an HTML page showing each image next to its caption"})
+    images: list = dataclasses.field(
+        metadata={
+            "metavar": "IMAGE",
+            "nargs": "+",
+            "help": "image files (PNG, JPEG, GIF, WebP, TIFF, BMP, ...)",
+        }
+    )
+    model: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "metavar": "RUN_DIR_OR_SAVEDMODEL",
+            "default_help": "the bundled shapes model in data/models/shapes",
+            "help": "a captioning.train run directory or a captioning.export SavedModel",
+        },
+    )
+    beam_size: int = dataclasses.field(
+        default=3, metadata={"help": "beams per image, >= 1; 1 is greedy decoding"}
+    )
+    max_length: int = dataclasses.field(default=20, metadata={"help": "most words per caption"})
+    temperature: float = dataclasses.field(
+        default=0.0,
+        metadata={
+            "default_help": "0, beam search",
+            "help": "sample with this temperature instead of beam search; run directories only",
+        },
+    )
+    top_k: int = dataclasses.field(
+        default=0,
+        metadata={
+            "default_help": "0, all",
+            "help": "with --temperature: sample among the k most probable words",
+        },
+    )
+    seed: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "with --temperature: the seed of the draws; the same seed gives the same "
+            "captions"
+        },
+    )
+    allow_unk: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "allow <unk> in captions (by default never emitted); run directories only"
+        },
+    )
+    length_normalization: float = dataclasses.field(
+        default=0.0,
+        metadata={
+            "metavar": "ALPHA",
+            "default_help": "0, plain log-probability",
+            "help": "rank beams by log_prob / length**ALPHA, so longer captions are not "
+            "penalised; run directories only",
+        },
+    )
+    batch_size: int = dataclasses.field(default=32, metadata={"help": "images captioned together"})
+    json: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "print a JSON list of objects with file, caption and log_prob instead of lines"
+        },
+    )
+    html: str = dataclasses.field(
+        default="",
+        metadata={
+            "metavar": "PAGE",
+            "help": "also write an HTML page showing each image next to its caption",
+        },
+    )
 
 
 def build_parser():
     return cli.build_parser(
-        CaptionConfig, "python -m captioning.caption",
+        CaptionConfig,
+        "python -m captioning.caption",
         "Caption images with a trained captioning model (beam search from <start> to <end>). "
         "Prints 'PATH<TAB>CAPTION' per image.",
-        positionals=("images",))
+        positionals=("images",),
+    )
 
 
 def caption_images(config, out=None, err=None):
@@ -66,8 +104,15 @@ def caption_images(config, out=None, err=None):
     from captioning.caption_model import DecodeOptions, caption_files, load_caption_model
     from captioning.gallery import write_gallery
 
-    options = DecodeOptions(config.beam_size, config.max_length, config.temperature, config.top_k,
-                            config.seed, config.allow_unk, config.length_normalization)
+    options = DecodeOptions(
+        config.beam_size,
+        config.max_length,
+        config.temperature,
+        config.top_k,
+        config.seed,
+        config.allow_unk,
+        config.length_normalization,
+    )
     options.check()
     model = load_caption_model(config.model)
     failures = []

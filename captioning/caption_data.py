@@ -61,14 +61,20 @@ class CaptionSet:
         return np.diff(self.offsets)
 
     def subset(self, indices):
-        return CaptionSet([self.records[i] for i in indices], self.vocabulary, self.max_length,
-                          self.first_captions)
+        return CaptionSet(
+            [self.records[i] for i in indices],
+            self.vocabulary,
+            self.max_length,
+            self.first_captions,
+        )
 
     def choose_captions(self, rng, per_image):
         """int64 [num_images, per_image]: rows of `captions`. Each image's captions (its first
         `first_captions`, if set) in a random order, the first `per_image` of them; an image with
         fewer repeats that order."""
-        counts = np.minimum(self.counts, self.first_captions) if self.first_captions else self.counts
+        counts = (
+            np.minimum(self.counts, self.first_captions) if self.first_captions else self.counts
+        )
         keys = rng.random((len(self), int(counts.max())))
         keys[np.arange(keys.shape[1])[None, :] >= counts[:, None]] = np.inf
         shuffled = np.argsort(keys, axis=1, kind="stable")
@@ -111,9 +117,12 @@ def decode_images(paths, image_size, batch_size=64, errors=None):
         ok.set_shape(())
         return pixels, ok
 
-    dataset = (tf.data.Dataset.range(len(paths))
-               .map(load_op, num_parallel_calls=AUTOTUNE, deterministic=True)
-               .batch(batch_size).prefetch(2))
+    dataset = (
+        tf.data.Dataset.range(len(paths))
+        .map(load_op, num_parallel_calls=AUTOTUNE, deterministic=True)
+        .batch(batch_size)
+        .prefetch(2)
+    )
     start = 0
     for pixels, ok in dataset:
         n = int(ok.shape[0])
@@ -139,13 +148,18 @@ class ArraySource:
 
         def gather_op(indices, rows):
             inputs, batch_captions = tf.numpy_function(
-                gather, [indices, rows], (tf.as_dtype(array.dtype), tf.int32))
+                gather, [indices, rows], (tf.as_dtype(array.dtype), tf.int32)
+            )
             inputs.set_shape((None,) + array.shape[1:])
             batch_captions.set_shape((None, rows.shape[1], captions.shape[1]))
             return inputs, batch_captions
 
-        return (tf.data.Dataset.from_tensor_slices((order, caption_rows)).batch(batch_size)
-                .map(gather_op, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(2))
+        return (
+            tf.data.Dataset.from_tensor_slices((order, caption_rows))
+            .batch(batch_size)
+            .map(gather_op, num_parallel_calls=AUTOTUNE, deterministic=True)
+            .prefetch(2)
+        )
 
 
 class FileSource:
@@ -170,9 +184,12 @@ class FileSource:
             image_captions.set_shape((rows.shape[0], captions.shape[1]))
             return pixels, image_captions
 
-        return (tf.data.Dataset.from_tensor_slices((order, caption_rows))
-                .map(load_op, num_parallel_calls=AUTOTUNE, deterministic=True)
-                .batch(batch_size).prefetch(2))
+        return (
+            tf.data.Dataset.from_tensor_slices((order, caption_rows))
+            .map(load_op, num_parallel_calls=AUTOTUNE, deterministic=True)
+            .batch(batch_size)
+            .prefetch(2)
+        )
 
 
 # ---- what training reads: pixels decoded once, or a frozen backbone's features ----
@@ -183,13 +200,17 @@ DECODE_BATCH = 64  # images per batch of the one-time decoding / feature pass
 def hold_out(records, fraction, seed):
     """(train, validation): a seeded random `fraction` of the images (at least one) held out."""
     if len(records) < 2:
-        raise UsageError("only one usable training image: too few to hold out validation images; "
-                         "pass --val-annotations")
+        raise UsageError(
+            "only one usable training image: too few to hold out validation images; "
+            "pass --val-annotations"
+        )
     count = min(len(records) - 1, max(1, round(fraction * len(records))))
     order = np.random.default_rng([seed, 7]).permutation(len(records))
     held = set(order[:count].tolist())
-    return ([r for i, r in enumerate(records) if i not in held],
-            [r for i, r in enumerate(records) if i in held])
+    return (
+        [r for i, r in enumerate(records) if i not in held],
+        [r for i, r in enumerate(records) if i in held],
+    )
 
 
 def report_failures(errors, total, what, log):
@@ -199,7 +220,9 @@ def report_failures(errors, total, what, log):
     if errors:
         log(f"{what}: skipped {len(errors)} of {total} images that failed to decode (named above)")
     if errors and len(errors) == total:
-        raise UsageError(f"{what}: none of the {total} images could be decoded (see the lines above)")
+        raise UsageError(
+            f"{what}: none of the {total} images could be decoded (see the lines above)"
+        )
 
 
 def pixel_source(caption_set, image_size, memory_mb, what, log, bar):
@@ -207,7 +230,7 @@ def pixel_source(caption_set, image_size, memory_mb, what, log, bar):
     in `memory_mb`, else a FileSource that decodes them every epoch. `bar(total, what)` is a
     progress bar."""
     total, size = len(caption_set), image_size
-    in_memory = total * size * size * 3 <= memory_mb * 2 ** 20
+    in_memory = total * size * size * 3 <= memory_mb * 2**20
     pixels = np.zeros((total, size, size, 3), np.uint8) if in_memory else None
     ok = np.zeros(total, bool)
     errors = {}
@@ -221,8 +244,10 @@ def pixel_source(caption_set, image_size, memory_mb, what, log, bar):
     report_failures(errors, total, what, log)
     kept = np.flatnonzero(ok)
     if not in_memory:
-        log(f"{what}: {total} images of {size}x{size} exceed --image-memory-mb {memory_mb}; they "
-            "are decoded again every epoch")
+        log(
+            f"{what}: {total} images of {size}x{size} exceed --image-memory-mb {memory_mb}; they "
+            "are decoded again every epoch"
+        )
         return FileSource([paths[i] for i in kept], size), kept
     return ArraySource(pixels if len(kept) == total else pixels[kept]), kept
 
@@ -239,10 +264,15 @@ def feature_source(caption_set, model, cache, what, log, bar):
             features[i], have[i] = vector, True
     missing = np.flatnonzero(~have)
     if len(missing):
-        log(f"{what}: computing {model.encoder.backbone_name} features of {len(missing)} images "
-            f"({total - len(missing)} cached) into {cache.directory}")
-        encode = tf.function(lambda pixels: model.encode(pixels, training=False),
-                             reduce_retracing=True, autograph=False)
+        log(
+            f"{what}: computing {model.encoder.backbone_name} features of {len(missing)} images "
+            f"({total - len(missing)} cached) into {cache.directory}"
+        )
+        encode = tf.function(
+            lambda pixels: model.encode(pixels, training=False),
+            reduce_retracing=True,
+            autograph=False,
+        )
         errors = {}
         paths = [caption_set.records[i].path for i in missing]
         with bar(len(missing), f"{what} features") as progress:
@@ -269,6 +299,7 @@ def source_features(model, source, count):
         pixels = np.zeros((count, model.image_size, model.image_size, 3), np.uint8)
         for indices, batch, _ in decode_images(source.paths[:count], model.image_size):
             pixels[indices] = batch
-    encode = tf.function(lambda x: model.encode(x, training=False), reduce_retracing=True,
-                         autograph=False)
-    return np.concatenate([encode(pixels[i:i + 256]).numpy() for i in range(0, count, 256)])
+    encode = tf.function(
+        lambda x: model.encode(x, training=False), reduce_retracing=True, autograph=False
+    )
+    return np.concatenate([encode(pixels[i : i + 256]).numpy() for i in range(0, count, 256)])

@@ -17,19 +17,22 @@ import numpy as np
 from textgen.errors import UsageError
 
 # The model shipped with the project (data/models/), used when no --model is given.
-BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "data", "models", "shapes")
+BUNDLED_MODEL = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "models", "shapes"
+)
 
 
 @dataclasses.dataclass
 class DecodeOptions:
-    beam_size: int = 3                 # beams per image; 1 is greedy decoding
-    max_length: int = 20               # most words per caption
-    temperature: float = 0.0           # > 0 samples from the model instead of beam search
-    top_k: int = 0                     # with temperature: sample among the k most probable words (0: all)
-    seed: int = 0                      # with temperature: same seed, same captions
-    allow_unknown: bool = False        # let captions contain <unk>
-    length_normalization: float = 0.0  # beam search ranks by log_prob / length**alpha (0: plain log_prob)
+    beam_size: int = 3  # beams per image; 1 is greedy decoding
+    max_length: int = 20  # most words per caption
+    temperature: float = 0.0  # > 0 samples from the model instead of beam search
+    top_k: int = 0  # with temperature: sample among the k most probable words (0: all)
+    seed: int = 0  # with temperature: same seed, same captions
+    allow_unknown: bool = False  # let captions contain <unk>
+    length_normalization: float = (
+        0.0  # beam search ranks by log_prob / length**alpha (0: plain log_prob)
+    )
 
     def check(self):
         if self.beam_size < 1:
@@ -37,11 +40,15 @@ class DecodeOptions:
         if self.max_length < 1:
             raise UsageError(f"--max-length must be >= 1, got {self.max_length}")
         if self.temperature < 0:
-            raise UsageError(f"--temperature must be >= 0 (0 means beam search), got {self.temperature}")
+            raise UsageError(
+                f"--temperature must be >= 0 (0 means beam search), got {self.temperature}"
+            )
         if self.top_k < 0:
             raise UsageError(f"--top-k must be >= 0 (0 means no cut), got {self.top_k}")
         if self.length_normalization < 0:
-            raise UsageError(f"--length-normalization must be >= 0, got {self.length_normalization}")
+            raise UsageError(
+                f"--length-normalization must be >= 0, got {self.length_normalization}"
+            )
 
 
 class RunDirectoryModel:
@@ -59,10 +66,18 @@ class RunDirectoryModel:
         from captioning.decoding import decode_features
 
         features = self.model.encode(np.asarray(pixels), training=False)
-        return decode_features(self.model, features, self.model.vocabulary, options.max_length,
-                               options.beam_size, options.temperature, options.top_k,
-                               options.seed, options.allow_unknown,
-                               options.length_normalization)
+        return decode_features(
+            self.model,
+            features,
+            self.model.vocabulary,
+            options.max_length,
+            options.beam_size,
+            options.temperature,
+            options.top_k,
+            options.seed,
+            options.allow_unknown,
+            options.length_normalization,
+        )
 
 
 class SavedModelCaptioner:
@@ -80,22 +95,34 @@ class SavedModelCaptioner:
         import tensorflow as tf
         from PIL import Image
 
-        unsupported = [flag for flag, used in (
-            ("--temperature", options.temperature > 0), ("--allow-unk", options.allow_unknown),
-            ("--length-normalization", options.length_normalization > 0)) if used]
+        unsupported = [
+            flag
+            for flag, used in (
+                ("--temperature", options.temperature > 0),
+                ("--allow-unk", options.allow_unknown),
+                ("--length-normalization", options.length_normalization > 0),
+            )
+            if used
+        ]
         if unsupported:
-            raise UsageError(f"{' and '.join(unsupported)} need a run directory as --model; a "
-                             "SavedModel's signature takes only beam size and length")
+            raise UsageError(
+                f"{' and '.join(unsupported)} need a run directory as --model; a "
+                "SavedModel's signature takes only beam size and length"
+            )
         encoded = []
         for image in np.asarray(pixels):
             buffer = io.BytesIO()
             Image.fromarray(image).save(buffer, "PNG")  # lossless: the model sees these pixels
             encoded.append(buffer.getvalue())
-        out = self.signature(image_bytes=tf.constant(encoded),
-                             beam_size=tf.constant(options.beam_size, tf.int32),
-                             max_length=tf.constant(options.max_length, tf.int32))
-        return ([c.decode("utf-8") for c in out["caption"].numpy()],
-                [float(x) for x in out["log_prob"].numpy()])
+        out = self.signature(
+            image_bytes=tf.constant(encoded),
+            beam_size=tf.constant(options.beam_size, tf.int32),
+            max_length=tf.constant(options.max_length, tf.int32),
+        )
+        return (
+            [c.decode("utf-8") for c in out["caption"].numpy()],
+            [float(x) for x in out["log_prob"].numpy()],
+        )
 
 
 def load_caption_model(path=None):
@@ -103,11 +130,15 @@ def load_caption_model(path=None):
     if path is None:
         path = BUNDLED_MODEL
         if not os.path.isdir(path):
-            raise UsageError(f"no --model given and the bundled model {path} is missing (it comes "
-                             "with a git checkout of the project); pass --model RUN_DIR_OR_SAVEDMODEL")
+            raise UsageError(
+                f"no --model given and the bundled model {path} is missing (it comes "
+                "with a git checkout of the project); pass --model RUN_DIR_OR_SAVEDMODEL"
+            )
     if not os.path.isdir(path):
-        raise UsageError(f"--model {path}: no such directory; pass a captioning.train run "
-                         "directory or a SavedModel from captioning.export")
+        raise UsageError(
+            f"--model {path}: no such directory; pass a captioning.train run "
+            "directory or a SavedModel from captioning.export"
+        )
     if os.path.exists(os.path.join(path, "saved_model.pb")):  # a damaged one too
         return SavedModelCaptioner(path)
     return RunDirectoryModel(path)
@@ -135,8 +166,10 @@ def caption_files(paths, model, options, batch_size=32, on_error=None):
     def flush():
         if pending_paths:
             captions, log_probs = model.caption_pixels(np.stack(pending_pixels), options)
-            results.extend(CaptionResult(os.fspath(p), c, s)
-                           for p, c, s in zip(pending_paths, captions, log_probs))
+            results.extend(
+                CaptionResult(os.fspath(p), c, s)
+                for p, c, s in zip(pending_paths, captions, log_probs)
+            )
             pending_paths.clear()
             pending_pixels.clear()
 

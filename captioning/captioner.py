@@ -51,10 +51,24 @@ class Captioner(keras.Model):
         seed: seed of the dropout masks.
     """
 
-    def __init__(self, vocabulary, encoder="small", encoder_weights="none", image_size=None,
-                 feature_size=256, encoder_filters=(32, 64, 64, 128), cell="lstm", num_layers=1,
-                 hidden_size=256, embedding_size=64, dropout=0.0, fused=None, seed=None,
-                 encoder_spatial="flatten", **kwargs):
+    def __init__(
+        self,
+        vocabulary,
+        encoder="small",
+        encoder_weights="none",
+        image_size=None,
+        feature_size=256,
+        encoder_filters=(32, 64, 64, 128),
+        cell="lstm",
+        num_layers=1,
+        hidden_size=256,
+        embedding_size=64,
+        dropout=0.0,
+        fused=None,
+        seed=None,
+        encoder_spatial="flatten",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not isinstance(vocabulary, Vocabulary):
             vocabulary = Vocabulary(vocabulary, unknown_token=UNKNOWN)
@@ -69,16 +83,24 @@ class Captioner(keras.Model):
         self.dropout = dropout
         self.fused = fused
         self.seed = seed
-        self.encoder = ImageEncoder(encoder, encoder_weights, image_size, feature_size,
-                                    encoder_filters, encoder_spatial, name="encoder")
+        self.encoder = ImageEncoder(
+            encoder,
+            encoder_weights,
+            image_size,
+            feature_size,
+            encoder_filters,
+            encoder_spatial,
+            name="encoder",
+        )
         self.encoder_spatial = self.encoder.spatial
         self.image_size = self.encoder.image_size
         self.feature_size = self.encoder.output_size
         self.encoder_filters = self.encoder.filters
         self.small_feature_size = feature_size
         self.embedding = keras.layers.Embedding(len(vocabulary), embedding_size, name="embedding")
-        self.recurrent_stack = RecurrentStack(cell, num_layers, hidden_size, dropout, fused, seed,
-                                              name="recurrent_stack")
+        self.recurrent_stack = RecurrentStack(
+            cell, num_layers, hidden_size, dropout, fused, seed, name="recurrent_stack"
+        )
         self.output_layer = keras.layers.Dense(len(vocabulary), name="logits")
         self.pad_id, self.start_id, self.end_id = (vocabulary.id(t) for t in (PAD, START, END))
         self.unknown_id = vocabulary.id(UNKNOWN)
@@ -91,15 +113,22 @@ class Captioner(keras.Model):
         `encoder_weights` overrides the config's (e.g. "none" when the weights come from a
         checkpoint anyway, so that loading a run downloads no ImageNet weights)."""
         fused = {"auto": None, "on": True, "off": False}[config.fused]
-        model = cls(vocabulary, encoder=config.encoder,
-                    encoder_weights=encoder_weights or config_lib.resolved_encoder_weights(config),
-                    image_size=config_lib.resolved_image_size(config),
-                    feature_size=config.feature_size,
-                    encoder_filters=config_lib.parse_filters(config.encoder_filters),
-                    encoder_spatial=config.encoder_spatial, cell=config.cell,
-                    num_layers=config.num_layers, hidden_size=config.hidden_size,
-                    embedding_size=config.embedding_size, dropout=config.dropout, fused=fused,
-                    seed=config.seed)
+        model = cls(
+            vocabulary,
+            encoder=config.encoder,
+            encoder_weights=encoder_weights or config_lib.resolved_encoder_weights(config),
+            image_size=config_lib.resolved_image_size(config),
+            feature_size=config.feature_size,
+            encoder_filters=config_lib.parse_filters(config.encoder_filters),
+            encoder_spatial=config.encoder_spatial,
+            cell=config.cell,
+            num_layers=config.num_layers,
+            hidden_size=config.hidden_size,
+            embedding_size=config.embedding_size,
+            dropout=config.dropout,
+            fused=fused,
+            seed=config.seed,
+        )
         model.build()
         return model
 
@@ -111,8 +140,10 @@ class Captioner(keras.Model):
         UsageError naming it."""
         run = RunDirectory(path)
         if not run.has_checkpoint():
-            raise UsageError(f"{run.path} holds no checkpoint ({run.CHECKPOINT}); train first with "
-                             f"`python -m captioning.train --out {run.path} ...`")
+            raise UsageError(
+                f"{run.path} holds no checkpoint ({run.CHECKPOINT}); train first with "
+                f"`python -m captioning.train --out {run.path} ...`"
+            )
         config = config_lib.from_dict(run.load_config(config_lib.CaptionTrainConfig))
         vocabulary = run.load_vocabulary()
         check_vocabulary(vocabulary, run.vocabulary_path)  # a bad one names vocab.json
@@ -137,7 +168,7 @@ class Captioner(keras.Model):
         """(Wxh [embedding_size, gates*H], Wih [feature_size, gates*H]): the two row blocks of
         the first recurrent layer's kernel (Keras gate order: LSTM i, f, c, o; GRU z, r, h)."""
         kernel = self.recurrent_stack.recurrent_layers[0].cell.kernel
-        return kernel[: self.embedding_size], kernel[self.embedding_size:]
+        return kernel[: self.embedding_size], kernel[self.embedding_size :]
 
     def encoder_variables(self):
         return self.encoder.trainable_variables
@@ -171,8 +202,9 @@ class Captioner(keras.Model):
 
     def call(self, inputs, training=False):
         tokens = inputs["tokens"]
-        features = (inputs["features"] if "features" in inputs
-                    else self.encode(inputs["images"], training))
+        features = (
+            inputs["features"] if "features" in inputs else self.encode(inputs["images"], training)
+        )
         outputs, _ = self.decode(features, tokens, training=training)
         return self.output_layer(outputs)
 
@@ -206,8 +238,9 @@ class Captioner(keras.Model):
             mask[self.unknown_id] = True
         return tf.constant(mask)
 
-    def caption_ids(self, features, max_length, beam_size=1, length_normalization=0.0,
-                    allow_unknown=False):
+    def caption_ids(
+        self, features, max_length, beam_size=1, length_normalization=0.0, allow_unknown=False
+    ):
         """Beam search (beam_size 1: greedy) from <start> to <end>, all TensorFlow ops, so the
         exported SavedModel runs exactly this. `max_length` and `beam_size` may be tensors.
 
@@ -215,23 +248,45 @@ class Captioner(keras.Model):
         of the captions, <end> included; lengths [B]: words before <end>, at most max_length).
         """
         max_length = tf.convert_to_tensor(max_length, tf.int32)
-        step = lambda tokens, states: self.step(tokens, states, max_length)
-        start = tf.fill([tf.shape(features)[0]], self.start_id)
-        return beam_search(step, start, self.start_states(features), max_length + 1, beam_size,
-                           self.end_id, self.forbidden_tokens(allow_unknown), length_normalization)
 
-    def sample_ids(self, features, max_length, temperature=1.0, top_k=0, seed=0,
-                   allow_unknown=False):
+        def step(tokens, states):
+            return self.step(tokens, states, max_length)
+
+        start = tf.fill([tf.shape(features)[0]], self.start_id)
+        return beam_search(
+            step,
+            start,
+            self.start_states(features),
+            max_length + 1,
+            beam_size,
+            self.end_id,
+            self.forbidden_tokens(allow_unknown),
+            length_normalization,
+        )
+
+    def sample_ids(
+        self, features, max_length, temperature=1.0, top_k=0, seed=0, allow_unknown=False
+    ):
         """Captions drawn with textgen's samplers through textgen's decode_loop; returns the same
         triple as `caption_ids`, the log-probabilities being the model's (temperature 1)."""
         max_length = tf.convert_to_tensor(max_length, tf.int32)
-        step = lambda tokens, states: self.step(tokens, states, max_length)
+
+        def step(tokens, states):
+            return self.step(tokens, states, max_length)
+
         batch = tf.shape(features)[0]
         start = tf.fill([batch], self.start_id)
         forbidden = self.forbidden_tokens(allow_unknown)
-        tokens, lengths = decode_loop(step, start, self.start_states(features), max_length + 1,
-                                      make_sampler(temperature, top_k), tf.stack([seed, 0]),
-                                      forbidden, self.end_id)
+        tokens, lengths = decode_loop(
+            step,
+            start,
+            self.start_states(features),
+            max_length + 1,
+            make_sampler(temperature, top_k),
+            tf.stack([seed, 0]),
+            forbidden,
+            self.end_id,
+        )
         # Score what was drawn: one teacher-forced pass over <start> + tokens.
         inputs = tf.concat([start[:, None], tokens[:, :-1]], axis=1)
         outputs, _ = self.decode(features, inputs)
@@ -241,8 +296,17 @@ class Captioner(keras.Model):
         log_probs = tf.reduce_sum(tf.where(counted, token_log_probs, 0.0), axis=1)
         return tokens, log_probs, lengths
 
-    def caption(self, features, max_length=20, beam_size=1, temperature=0.0, top_k=0, seed=0,
-                allow_unknown=False, length_normalization=0.0):
+    def caption(
+        self,
+        features,
+        max_length=20,
+        beam_size=1,
+        temperature=0.0,
+        top_k=0,
+        seed=0,
+        allow_unknown=False,
+        length_normalization=0.0,
+    ):
         """Captions for features [B, F]: beam search at temperature 0 (beam_size 1 is greedy),
         else sampled. Never <pad> or <start>; <unk> only with `allow_unknown`.
 
@@ -251,28 +315,48 @@ class Captioner(keras.Model):
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         sampled = temperature > 0
-        key = (sampled, float(temperature), int(top_k), bool(allow_unknown),
-               float(length_normalization))
+        key = (
+            sampled,
+            float(temperature),
+            int(top_k),
+            bool(allow_unknown),
+            float(length_normalization),
+        )
         if key not in self._generate_fns:
             if sampled:
-                run = lambda f, n, beam, seed: self.sample_ids(f, n, temperature, top_k, seed,
-                                                               allow_unknown)
+
+                def run(f, n, beam, seed):
+                    return self.sample_ids(f, n, temperature, top_k, seed, allow_unknown)
             else:
-                run = lambda f, n, beam, seed: self.caption_ids(f, n, beam, length_normalization,
-                                                                allow_unknown)
+
+                def run(f, n, beam, seed):
+                    return self.caption_ids(f, n, beam, length_normalization, allow_unknown)
+
             self._generate_fns[key] = tf.function(run, reduce_retracing=True, autograph=False)
         tokens, log_probs, lengths = self._generate_fns[key](
-            tf.convert_to_tensor(features, tf.float32), tf.constant(int(max_length), tf.int32),
-            tf.constant(int(beam_size), tf.int32), tf.constant(int(seed), tf.int32))
+            tf.convert_to_tensor(features, tf.float32),
+            tf.constant(int(max_length), tf.int32),
+            tf.constant(int(beam_size), tf.int32),
+            tf.constant(int(seed), tf.int32),
+        )
         return tokens.numpy(), log_probs.numpy(), lengths.numpy()
 
     def get_config(self):
         config = super().get_config()
-        config.update(vocabulary=self.vocabulary.tokens, encoder=self.encoder_name,
-                      encoder_weights=self.encoder_weights, image_size=self.image_size,
-                      feature_size=self.small_feature_size,
-                      encoder_filters=list(self.encoder_filters), cell=self.cell,
-                      num_layers=self.num_layers, hidden_size=self.hidden_size,
-                      embedding_size=self.embedding_size, dropout=self.dropout, fused=self.fused,
-                      seed=self.seed, encoder_spatial=self.encoder_spatial)
+        config.update(
+            vocabulary=self.vocabulary.tokens,
+            encoder=self.encoder_name,
+            encoder_weights=self.encoder_weights,
+            image_size=self.image_size,
+            feature_size=self.small_feature_size,
+            encoder_filters=list(self.encoder_filters),
+            cell=self.cell,
+            num_layers=self.num_layers,
+            hidden_size=self.hidden_size,
+            embedding_size=self.embedding_size,
+            dropout=self.dropout,
+            fused=self.fused,
+            seed=self.seed,
+            encoder_spatial=self.encoder_spatial,
+        )
         return config

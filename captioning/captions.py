@@ -38,10 +38,14 @@ def build_vocabulary(token_lists, min_count=1, max_size=None):
     if not isinstance(min_count, int) or min_count < 1:
         raise UsageError(f"--min-count must be a positive integer, got {min_count}")
     if max_size is not None and max_size <= len(SPECIALS):
-        raise UsageError(f"--max-vocabulary must be larger than {len(SPECIALS)} (the special tokens), got {max_size}")
+        raise UsageError(
+            f"--max-vocabulary must be larger than {len(SPECIALS)} (the special tokens), "
+            f"got {max_size}"
+        )
     words = itertools.chain.from_iterable(token_lists)
-    return Vocabulary.from_tokens(words, specials=SPECIALS, min_count=min_count, max_size=max_size,
-                                  unknown_token=UNKNOWN)
+    return Vocabulary.from_tokens(
+        words, specials=SPECIALS, min_count=min_count, max_size=max_size, unknown_token=UNKNOWN
+    )
 
 
 def check_vocabulary(vocabulary, source=None):
@@ -54,8 +58,9 @@ def check_vocabulary(vocabulary, source=None):
     needs = f"it needs {', '.join(SPECIALS)} with <pad> at id 0 and <unk> as its unknown token"
     if source is not None:
         raise UsageError(f"{source} is not a caption vocabulary ({needs}); {DAMAGED_RUN}")
-    raise UsageError(f"not a caption vocabulary: {needs}; rebuild it with "
-                     "captioning.captions.build_vocabulary")
+    raise UsageError(
+        f"not a caption vocabulary: {needs}; rebuild it with captioning.captions.build_vocabulary"
+    )
 
 
 def encode_captions(token_lists, vocabulary, max_length):

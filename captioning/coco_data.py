@@ -41,17 +41,24 @@ from textgen import cli  # noqa: E402
 from textgen.errors import UsageError, cli_errors  # noqa: E402
 
 # Karpathy's split names; "restval" is the part of COCO val2014 that his split trains on.
-KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",), "restval": ("restval",)}
+KARPATHY_SPLITS = {
+    "train": ("train", "restval"),
+    "val": ("val",),
+    "test": ("test",),
+    "restval": ("restval",),
+}
 CHECK_IMAGES = ("verify", "decode", "none")
 SHOWN = 5  # how many file names a "skipped N files" line lists
 
 
 @dataclasses.dataclass
 class CaptionRecord:
-    image_id: int            # COCO image id (Karpathy: cocoid, else imgid)
-    path: str                # the image file: images_dir joined with the file name
-    captions: list[str]      # the non-empty reference captions, as written in the file
-    scene: dict | None = None  # shapes data set only: the ground-truth scene (see captioning.shapes)
+    image_id: int  # COCO image id (Karpathy: cocoid, else imgid)
+    path: str  # the image file: images_dir joined with the file name
+    captions: list[str]  # the non-empty reference captions, as written in the file
+    scene: dict | None = (
+        None  # shapes data set only: the ground-truth scene (see captioning.shapes)
+    )
 
 
 def warn(message):
@@ -72,19 +79,29 @@ def read_json(path, what="annotation file"):
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise UsageError(f"{what} {path} is not JSON: byte {error.start} is not UTF-8 text "
-                         "(is it an image or an archive?)") from None
+        raise UsageError(
+            f"{what} {path} is not JSON: byte {error.start} is not UTF-8 text "
+            "(is it an image or an archive?)"
+        ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise UsageError(f"{what} {path} is not valid JSON: {error.msg} at line {error.lineno}, "
-                         f"column {error.colno}") from None
+        raise UsageError(
+            f"{what} {path} is not valid JSON: {error.msg} at line {error.lineno}, "
+            f"column {error.colno}"
+        ) from None
 
 
 def is_karpathy(data):
     """Karpathy's dataset_*.json: {"images": [{"sentences": ...}, ...]} and no "annotations"."""
-    return (isinstance(data, dict) and "annotations" not in data and isinstance(data.get("images"), list)
-            and bool(data["images"]) and isinstance(data["images"][0], dict) and "sentences" in data["images"][0])
+    return (
+        isinstance(data, dict)
+        and "annotations" not in data
+        and isinstance(data.get("images"), list)
+        and bool(data["images"])
+        and isinstance(data["images"][0], dict)
+        and "sentences" in data["images"][0]
+    )
 
 
 def require_keys(entry, keys, where, path):
@@ -98,28 +115,42 @@ def require_keys(entry, keys, where, path):
 def validate_coco(data, path):
     """UsageError naming the first key a COCO caption file lacks."""
     if not isinstance(data, dict):
-        raise UsageError(f"{path}: not COCO caption format: the top level is a JSON {type(data).__name__}, "
-                         "expected an object with 'images' and 'annotations'")
+        raise UsageError(
+            f"{path}: not COCO caption format: the top level is a JSON {type(data).__name__}, "
+            "expected an object with 'images' and 'annotations'"
+        )
     for key in ("images", "annotations"):
         if key not in data:
             raise UsageError(f"{path}: not COCO caption format: missing top-level key {key!r}")
         if not isinstance(data[key], list):
-            raise UsageError(f"{path}: not COCO caption format: {key!r} is a JSON {type(data[key]).__name__}, expected a list")
+            raise UsageError(
+                f"{path}: not COCO caption format: {key!r} is a JSON "
+                f"{type(data[key]).__name__}, expected a list"
+            )
     seen = set()
     for i, image in enumerate(data["images"]):
         require_keys(image, ("id", "file_name"), f"images[{i}]", path)
         if image["id"] in seen:
-            raise UsageError(f"{path}: image id {image['id']} appears twice in 'images'; ids must be unique")
+            raise UsageError(
+                f"{path}: image id {image['id']} appears twice in 'images'; ids must be unique"
+            )
         seen.add(image["id"])
     for i, annotation in enumerate(data["annotations"]):
-        if isinstance(annotation, dict) and "caption" not in annotation and (
-                "bbox" in annotation or "segmentation" in annotation or "keypoints" in annotation):
-            raise UsageError(f"{path}: this is an instances/keypoints annotation file, not captions; "
-                             "pass a captions_*.json file")
+        if (
+            isinstance(annotation, dict)
+            and "caption" not in annotation
+            and ("bbox" in annotation or "segmentation" in annotation or "keypoints" in annotation)
+        ):
+            raise UsageError(
+                f"{path}: this is an instances/keypoints annotation file, not captions; "
+                "pass a captions_*.json file"
+            )
         require_keys(annotation, ("image_id", "caption"), f"annotations[{i}]", path)
         if not isinstance(annotation["caption"], str):
-            raise UsageError(f"{path}: annotations[{i}] (id {annotation.get('id')}): 'caption' is a JSON "
-                             f"{type(annotation['caption']).__name__}, expected text")
+            raise UsageError(
+                f"{path}: annotations[{i}] (id {annotation.get('id')}): 'caption' is a JSON "
+                f"{type(annotation['caption']).__name__}, expected text"
+            )
 
 
 def coco_candidates(data, path, images_dir, log):
@@ -138,7 +169,14 @@ def coco_candidates(data, path, images_dir, log):
     candidates = []
     for image in coco.loadImgs(image_ids):
         captions = [a["caption"] for a in coco.imgToAnns[image["id"]]]
-        candidates.append((image["id"], os.path.join(images_dir, image["file_name"]), captions, image.get("scene")))
+        candidates.append(
+            (
+                image["id"],
+                os.path.join(images_dir, image["file_name"]),
+                captions,
+                image.get("scene"),
+            )
+        )
     return candidates
 
 
@@ -162,13 +200,18 @@ def karpathy_candidates(data, path, images_dir, split):
             elif isinstance(sentence, dict) and isinstance(sentence.get("tokens"), list):
                 captions.append(" ".join(map(str, sentence["tokens"])))
             else:
-                raise UsageError(f"{path}: images[{i}].sentences[{j}] has no 'raw' text or 'tokens' list")
+                raise UsageError(
+                    f"{path}: images[{i}].sentences[{j}] has no 'raw' text or 'tokens' list"
+                )
         image_id = image.get("cocoid", image.get("imgid", i))
         file_path = os.path.join(images_dir, image.get("filepath", ""), image["filename"])
         candidates.append((image_id, file_path, captions, None))
     if not candidates:
         shown = ", ".join(sorted(map(str, present))) or "none"
-        raise UsageError(f"{path}: no images in split {split!r} (splits in the file: {shown}); pass another --split")
+        raise UsageError(
+            f"{path}: no images in split {split!r} (splits in the file: {shown}); "
+            "pass another --split"
+        )
     return candidates
 
 
@@ -202,18 +245,26 @@ def keep_usable(candidates, source, images_dir, check_images, log):
     if empty_captions:
         log(f"{source}: skipped {empty_captions} empty caption(s)")
     if no_captions:
-        log(f"{source}: skipped {len(no_captions)} of {total} images with no (non-empty) caption, "
-            f"e.g. {', '.join(no_captions[:SHOWN])}")
+        log(
+            f"{source}: skipped {len(no_captions)} of {total} images with no (non-empty) caption, "
+            f"e.g. {', '.join(no_captions[:SHOWN])}"
+        )
     if missing:
         if len(missing) == total:
-            raise UsageError(f"none of the {total} images listed in {source} exist under {images_dir} "
-                             f"(looked for {missing[0]}); check --images-dir")
-        log(f"{source}: skipped {len(missing)} of {total} images whose file is missing, "
-            f"e.g. {', '.join(missing[:SHOWN])}")
+            raise UsageError(
+                f"none of the {total} images listed in {source} exist under {images_dir} "
+                f"(looked for {missing[0]}); check --images-dir"
+            )
+        log(
+            f"{source}: skipped {len(missing)} of {total} images whose file is missing, "
+            f"e.g. {', '.join(missing[:SHOWN])}"
+        )
     if bad_images:
         log(f"{source}: skipped {len(bad_images)} of {total} unusable image file(s) (named above)")
     if not records:
-        raise UsageError(f"{source}: no usable images: all {total} were skipped (see the lines above)")
+        raise UsageError(
+            f"{source}: no usable images: all {total} were skipped (see the lines above)"
+        )
     return records
 
 
@@ -221,13 +272,17 @@ def read_coco_captions(annotation_file, images_dir, check_images="verify", log=w
     """The records of a COCO caption file (captions_train2017.json, or a shapes data set's)."""
     data = read_json(annotation_file)
     if is_karpathy(data):
-        raise UsageError(f"{annotation_file} is a Karpathy split file, not COCO format; "
-                         "read it with read_karpathy_captions (or read_captions and a split)")
+        raise UsageError(
+            f"{annotation_file} is a Karpathy split file, not COCO format; "
+            "read it with read_karpathy_captions (or read_captions and a split)"
+        )
     candidates = coco_candidates(data, os.fspath(annotation_file), os.fspath(images_dir), log)
     return keep_usable(candidates, os.fspath(annotation_file), images_dir, check_images, log)
 
 
-def read_karpathy_captions(karpathy_file, images_dir, split="train", check_images="verify", log=warn):
+def read_karpathy_captions(
+    karpathy_file, images_dir, split="train", check_images="verify", log=warn
+):
     """The records of one split of Karpathy's dataset_coco.json (train = train + restval)."""
     data = read_json(karpathy_file, what="Karpathy split file")
     candidates = karpathy_candidates(data, os.fspath(karpathy_file), os.fspath(images_dir), split)
@@ -272,47 +327,82 @@ def load_record_images(records, image_size, log=warn):
 
 @dataclasses.dataclass
 class DataConfig:
-    annotations: str = dataclasses.field(default="", metadata={
-        "metavar": "PATH", "required": True,
-        "help": "caption file: COCO format (captions_*.json) or Karpathy's dataset_*.json"})
-    images_dir: str = dataclasses.field(default="", metadata={
-        "metavar": "PATH", "required": True,
-        "help": "directory that the image file names in the caption file are relative to"})
-    split: str = dataclasses.field(default="train", metadata={
-        "help": "for a Karpathy file: train (train + restval), val, test or restval; ignored "
-                "for COCO files"})
-    min_count: int = dataclasses.field(default=1, metadata={
-        "help": "words seen fewer times than this in the captions become <unk>"})
+    annotations: str = dataclasses.field(
+        default="",
+        metadata={
+            "metavar": "PATH",
+            "required": True,
+            "help": "caption file: COCO format (captions_*.json) or Karpathy's dataset_*.json",
+        },
+    )
+    images_dir: str = dataclasses.field(
+        default="",
+        metadata={
+            "metavar": "PATH",
+            "required": True,
+            "help": "directory that the image file names in the caption file are relative to",
+        },
+    )
+    split: str = dataclasses.field(
+        default="train",
+        metadata={
+            "help": "for a Karpathy file: train (train + restval), val, test or restval; ignored "
+            "for COCO files"
+        },
+    )
+    min_count: int = dataclasses.field(
+        default=1,
+        metadata={"help": "words seen fewer times than this in the captions become <unk>"},
+    )
     # The shapes data's captions need 22.
-    max_length: int = dataclasses.field(default=24, metadata={
-        "help": "caption length in tokens after truncation, not counting <start> and <end>"})
-    check_images: str = dataclasses.field(default="verify", metadata={
-        "help": "verify: open and verify every image (cheap); decode: decode every image "
-                "(catches truncated JPEGs too); none: only when loaded"})
-    vocab_out: str = dataclasses.field(default="", metadata={
-        "metavar": "PATH", "help": "write the caption vocabulary (JSON) to this path"})
+    max_length: int = dataclasses.field(
+        default=24,
+        metadata={
+            "help": "caption length in tokens after truncation, not counting <start> and <end>"
+        },
+    )
+    check_images: str = dataclasses.field(
+        default="verify",
+        metadata={
+            "help": "verify: open and verify every image (cheap); decode: decode every image "
+            "(catches truncated JPEGs too); none: only when loaded"
+        },
+    )
+    vocab_out: str = dataclasses.field(
+        default="",
+        metadata={"metavar": "PATH", "help": "write the caption vocabulary (JSON) to this path"},
+    )
 
 
 def build_parser():
     return cli.build_parser(
-        DataConfig, "python -m captioning.coco_data",
+        DataConfig,
+        "python -m captioning.coco_data",
         "Read a captioning data set, report what is usable and what was skipped, and "
-        "optionally write the vocabulary of its captions.")
+        "optionally write the vocabulary of its captions.",
+    )
 
 
 @cli_errors
 def main(argv=None):
     config = DataConfig(**vars(build_parser().parse_args(argv)))
-    records = read_captions(config.annotations, config.images_dir, config.split, config.check_images)
+    records = read_captions(
+        config.annotations, config.images_dir, config.split, config.check_images
+    )
     _, token_lists = caption_rows(records)
     vocabulary = build_vocabulary(token_lists, min_count=config.min_count)
     encoded = encode_captions(token_lists, vocabulary, config.max_length)
     lengths = np.array([len(t) for t in token_lists])
     unknown = int(np.sum(encoded == vocabulary.id("<unk>")))
-    print(f"{len(records)} images, {len(token_lists)} captions, vocabulary {len(vocabulary)} tokens "
-          f"(min count {config.min_count})")
-    print(f"caption length: median {int(np.median(lengths))}, 95th percentile {int(np.percentile(lengths, 95))}, "
-          f"max {lengths.max()}; {np.mean(lengths > config.max_length):.1%} cut to {config.max_length}")
+    print(
+        f"{len(records)} images, {len(token_lists)} captions, vocabulary {len(vocabulary)} tokens "
+        f"(min count {config.min_count})"
+    )
+    print(
+        f"caption length: median {int(np.median(lengths))}, "
+        f"95th percentile {int(np.percentile(lengths, 95))}, max {lengths.max()}; "
+        f"{np.mean(lengths > config.max_length):.1%} cut to {config.max_length}"
+    )
     print(f"<unk> rate: {unknown / max(1, int(np.sum(encoded > 2))):.2%} of caption tokens")
     if config.vocab_out:
         vocabulary.save(config.vocab_out)

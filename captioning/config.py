@@ -15,142 +15,295 @@ from textgen.errors import UsageError
 @dataclasses.dataclass
 class CaptionTrainConfig:
     # Not argparse-required: validate() checks them once --resume has read the run's own.
-    annotations: str = dataclasses.field(default="", metadata={
-        "metavar": "PATH",
-        "help": "training captions in COCO format (captions_*.json; a shapes data set's "
-                "captions_train.json) (required)"})
-    images: str = dataclasses.field(default="", metadata={
-        "metavar": "PATH",
-        "help": "directory that the image file names in --annotations are relative to "
-                "(required)"})
-    val_annotations: str = dataclasses.field(default="", metadata={
-        "metavar": "PATH",
-        "help": "validation captions in COCO format; without it --val-fraction of the training "
-                "images are held out"})
-    val_images: str = dataclasses.field(default="", metadata={
-        "metavar": "PATH", "default_help": "--images",
-        "help": "directory of the validation images"})
-    val_fraction: float = dataclasses.field(default=0.05, metadata={
-        "help": "without --val-annotations: the share of training images held out for "
-                "validation, in (0, 1)"})
-    encoder: str = dataclasses.field(default="small", metadata={
-        "help": "image encoder: small (a compact CNN trained with the decoder) or a "
-                "keras.applications backbone: mobilenet_v3_small, efficientnet_b0, "
-                "inception_v3, resnet50"})
-    encoder_weights: str = dataclasses.field(default="auto", metadata={
-        "help": "none (random), imagenet (Keras download; needs internet) or PATH of a local "
-                "weights file (.weights.h5 or Keras' *_notop.h5); auto: none for small, "
-                "imagenet otherwise"})
-    image_size: int = dataclasses.field(default=0, metadata={
-        "help": "images are resized to this square side in pixels (0: the encoder's own: "
-                "small 64, inception_v3 299, the others 224)"})
-    feature_size: int = dataclasses.field(default=256, metadata={
-        "help": "small encoder: length of the image feature vector fed at the first step"})
-    encoder_filters: str = dataclasses.field(default="24,48,64,96", metadata={
-        "help": "small encoder: output channels of its conv+pool blocks, comma separated; "
-                "--image-size must be divisible by 2 to the number of blocks"})
-    encoder_spatial: str = dataclasses.field(default="lines", metadata={
-        "help": "small encoder: how the layout of its final feature map reaches the feature "
-                "vector, beside the global max-pooling: lines (the maximum over each row and "
-                "each column), flatten (every cell), columns, keypoints (each channel's "
-                "expected x and y), keypoints+lines, or none"})
-    fine_tune_after: int = dataclasses.field(default=-1, metadata={
-        "help": "pretrained encoders: train the backbone too from this epoch on (-1: keep it "
-                "frozen)"})
-    encoder_learning_rate: float = dataclasses.field(default=1e-5, metadata={
-        "help": "learning rate of the backbone once it is fine-tuned, > 0"})
-    feature_cache: str = dataclasses.field(default="", metadata={
-        "metavar": "PATH", "default_help": "OUT/feature_cache",
-        "help": "directory for the cached features of a frozen backbone; share it only between "
-                "runs on the same data set"})
-    cell: str = dataclasses.field(default="lstm", metadata={
-        "help": "recurrent cell: lstm, gru or rnn (tanh)"})
-    num_layers: int = dataclasses.field(default=1, metadata={
-        "help": "number of stacked recurrent layers"})
-    hidden_size: int = dataclasses.field(default=256, metadata={
-        "help": "units per recurrent layer"})
-    embedding_size: int = dataclasses.field(default=64, metadata={
-        "help": "size of the word embedding"})
-    dropout: float = dataclasses.field(default=0.0, metadata={
-        "help": "dropout rate on each recurrent layer's output, in [0, 1)"})
-    batch_size: int = dataclasses.field(default=32, metadata={
-        "help": "images per batch: the global batch, over all replicas under --strategy"})
+    annotations: str = dataclasses.field(
+        default="",
+        metadata={
+            "metavar": "PATH",
+            "help": "training captions in COCO format (captions_*.json; a shapes data set's "
+            "captions_train.json) (required)",
+        },
+    )
+    images: str = dataclasses.field(
+        default="",
+        metadata={
+            "metavar": "PATH",
+            "help": "directory that the image file names in --annotations are relative to "
+            "(required)",
+        },
+    )
+    val_annotations: str = dataclasses.field(
+        default="",
+        metadata={
+            "metavar": "PATH",
+            "help": "validation captions in COCO format; without it --val-fraction of the training "
+            "images are held out",
+        },
+    )
+    val_images: str = dataclasses.field(
+        default="",
+        metadata={
+            "metavar": "PATH",
+            "default_help": "--images",
+            "help": "directory of the validation images",
+        },
+    )
+    val_fraction: float = dataclasses.field(
+        default=0.05,
+        metadata={
+            "help": "without --val-annotations: the share of training images held out for "
+            "validation, in (0, 1)"
+        },
+    )
+    encoder: str = dataclasses.field(
+        default="small",
+        metadata={
+            "help": "image encoder: small (a compact CNN trained with the decoder) or a "
+            "keras.applications backbone: mobilenet_v3_small, efficientnet_b0, "
+            "inception_v3, resnet50"
+        },
+    )
+    encoder_weights: str = dataclasses.field(
+        default="auto",
+        metadata={
+            "help": "none (random), imagenet (Keras download; needs internet) or PATH of a local "
+            "weights file (.weights.h5 or Keras' *_notop.h5); auto: none for small, "
+            "imagenet otherwise"
+        },
+    )
+    image_size: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "images are resized to this square side in pixels (0: the encoder's own: "
+            "small 64, inception_v3 299, the others 224)"
+        },
+    )
+    feature_size: int = dataclasses.field(
+        default=256,
+        metadata={
+            "help": "small encoder: length of the image feature vector fed at the first step"
+        },
+    )
+    encoder_filters: str = dataclasses.field(
+        default="24,48,64,96",
+        metadata={
+            "help": "small encoder: output channels of its conv+pool blocks, comma separated; "
+            "--image-size must be divisible by 2 to the number of blocks"
+        },
+    )
+    encoder_spatial: str = dataclasses.field(
+        default="lines",
+        metadata={
+            "help": "small encoder: how the layout of its final feature map reaches the feature "
+            "vector, beside the global max-pooling: lines (the maximum over each row and "
+            "each column), flatten (every cell), columns, keypoints (each channel's "
+            "expected x and y), keypoints+lines, or none"
+        },
+    )
+    fine_tune_after: int = dataclasses.field(
+        default=-1,
+        metadata={
+            "help": "pretrained encoders: train the backbone too from this epoch on (-1: keep it "
+            "frozen)"
+        },
+    )
+    encoder_learning_rate: float = dataclasses.field(
+        default=1e-5, metadata={"help": "learning rate of the backbone once it is fine-tuned, > 0"}
+    )
+    feature_cache: str = dataclasses.field(
+        default="",
+        metadata={
+            "metavar": "PATH",
+            "default_help": "OUT/feature_cache",
+            "help": "directory for the cached features of a frozen backbone; share it only between "
+            "runs on the same data set",
+        },
+    )
+    cell: str = dataclasses.field(
+        default="lstm", metadata={"help": "recurrent cell: lstm, gru or rnn (tanh)"}
+    )
+    num_layers: int = dataclasses.field(
+        default=1, metadata={"help": "number of stacked recurrent layers"}
+    )
+    hidden_size: int = dataclasses.field(
+        default=256, metadata={"help": "units per recurrent layer"}
+    )
+    embedding_size: int = dataclasses.field(
+        default=64, metadata={"help": "size of the word embedding"}
+    )
+    dropout: float = dataclasses.field(
+        default=0.0, metadata={"help": "dropout rate on each recurrent layer's output, in [0, 1)"}
+    )
+    batch_size: int = dataclasses.field(
+        default=32,
+        metadata={"help": "images per batch: the global batch, over all replicas under --strategy"},
+    )
     # 2 beat 5 in 15 minutes on the shapes data.
-    captions_per_image: int = dataclasses.field(default=2, metadata={
-        "help": "captions per image in a batch, the image encoded once (neuraltalk2's "
-                "seq_per_img)"})
-    first_captions: int = dataclasses.field(default=0, metadata={
-        "help": "train on each image's first N captions only, in the annotation file's order, "
-                "and measure the validation loss on the same (0: all of them; BLEU and CIDEr "
-                "always score against every reference). The shapes data's first caption is its "
-                "canonical wording"})
-    epochs: int = dataclasses.field(default=30, metadata={
-        "help": "passes over the training images"})
-    max_minutes: float = dataclasses.field(default=0.0, metadata={
-        "help": "stop cleanly, after saving a checkpoint, once the run has taken this many "
-                "minutes (0: no limit)"})
-    max_steps: int = dataclasses.field(default=0, metadata={
-        "help": "stop after this many training steps in all, counting resumed ones "
-                "(0: no limit)"})
-    learning_rate: float = dataclasses.field(default=2e-3, metadata={
-        "help": "Adam learning rate of the decoder (and of the small encoder), > 0"})
-    lr_schedule: str = dataclasses.field(default="cosine", metadata={
-        "help": "constant, or cosine: the learning rate falls from --learning-rate to "
-                "--min-learning-rate along a half cosine over the run, whose end is the first "
-                "of --epochs, --max-steps and --max-minutes (with --max-minutes it follows the "
-                "clock, so runs with the same seed differ slightly)"})
-    min_learning_rate: float = dataclasses.field(default=1e-4, metadata={
-        "help": "where --lr-schedule cosine ends, in [0, --learning-rate]"})
-    lr_decay: float = dataclasses.field(default=1.0, metadata={
-        "help": "also multiply the learning rate by this at every epoch after --lr-decay-after, "
-                "in (0, 1] (1: off)"})
-    lr_decay_after: int = dataclasses.field(default=0, metadata={
-        "help": "epochs at the initial learning rate before --lr-decay starts"})
-    grad_clip: float = dataclasses.field(default=5.0, metadata={
-        "help": "clip the gradients' global norm to this (0: off)"})
-    seed: int = dataclasses.field(default=0, metadata={
-        "help": "random seed: the same seed and data give the same losses"})
-    out: str = dataclasses.field(default="runs/captioning", metadata={
-        "metavar": "PATH",
-        "help": "run directory for config.json, vocab.json, checkpoint.npz and eval.json"})
-    resume: bool = dataclasses.field(default=False, metadata={
-        "help": "continue the run in --out from its last checkpoint"})
-    resume_from: str = dataclasses.field(default="latest", metadata={
-        "help": "with --resume: latest (checkpoint.npz), or previous (checkpoint.prev.npz, the "
-                "one before it, kept for when the latest is damaged)"})
-    min_count: int = dataclasses.field(default=1, metadata={
-        "help": "words seen fewer times than this in the training captions become <unk>"})
-    max_length: int = dataclasses.field(default=24, metadata={
-        "help": "captions are cut to this many words, not counting <start> and <end>"})
-    checkpoint_every: int = dataclasses.field(default=500, metadata={
-        "help": "write a checkpoint every N steps (one is always written at each epoch end and "
-                "at the end)"})
-    export: bool = dataclasses.field(default=True, metadata={
-        "help": "skip exporting RUN_DIR/saved_model (signature caption: image bytes in, caption "
-                "out), which training otherwise does when it finishes"})
-    eval_images: int = dataclasses.field(default=500, metadata={
-        "help": "after training, caption this many validation images greedily and report "
-                "correctness (shapes data), BLEU-4 and CIDEr (0: skip)"})
-    check_images: str = dataclasses.field(default="verify", metadata={
-        "help": "how images are checked when the captions are read: verify (cheap), decode "
-                "(thorough) or none"})
-    image_memory_mb: int = dataclasses.field(default=2048, metadata={
-        "help": "keep the decoded images in memory when they fit in this many MiB; otherwise "
-                "decode them again every epoch"})
-    fused: str = dataclasses.field(default="auto", metadata={
-        "help": "auto, on or off: run the recurrent layers through textgen's lean CPU kernels, "
-                "the LSTM on textgen's C++ ops where they build (auto: when no GPU is visible)"})
-    strategy: str = dataclasses.field(default="auto", metadata={
-        "help": "tf.distribute strategy: auto (MirroredStrategy over all GPUs if more than one), "
-                "none, mirrored, or multiworker (MultiWorkerMirroredStrategy, configured by "
-                "TF_CONFIG); --batch-size is the global batch, split over the replicas"})
+    captions_per_image: int = dataclasses.field(
+        default=2,
+        metadata={
+            "help": "captions per image in a batch, the image encoded once (neuraltalk2's "
+            "seq_per_img)"
+        },
+    )
+    first_captions: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "train on each image's first N captions only, in the annotation file's order, "
+            "and measure the validation loss on the same (0: all of them; BLEU and CIDEr "
+            "always score against every reference). The shapes data's first caption is its "
+            "canonical wording"
+        },
+    )
+    epochs: int = dataclasses.field(
+        default=30, metadata={"help": "passes over the training images"}
+    )
+    max_minutes: float = dataclasses.field(
+        default=0.0,
+        metadata={
+            "help": "stop cleanly, after saving a checkpoint, once the run has taken this many "
+            "minutes (0: no limit)"
+        },
+    )
+    max_steps: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "stop after this many training steps in all, counting resumed ones "
+            "(0: no limit)"
+        },
+    )
+    learning_rate: float = dataclasses.field(
+        default=2e-3,
+        metadata={"help": "Adam learning rate of the decoder (and of the small encoder), > 0"},
+    )
+    lr_schedule: str = dataclasses.field(
+        default="cosine",
+        metadata={
+            "help": "constant, or cosine: the learning rate falls from --learning-rate to "
+            "--min-learning-rate along a half cosine over the run, whose end is the first "
+            "of --epochs, --max-steps and --max-minutes (with --max-minutes it follows the "
+            "clock, so runs with the same seed differ slightly)"
+        },
+    )
+    min_learning_rate: float = dataclasses.field(
+        default=1e-4, metadata={"help": "where --lr-schedule cosine ends, in [0, --learning-rate]"}
+    )
+    lr_decay: float = dataclasses.field(
+        default=1.0,
+        metadata={
+            "help": "also multiply the learning rate by this at every epoch after "
+            "--lr-decay-after, in (0, 1] (1: off)"
+        },
+    )
+    lr_decay_after: int = dataclasses.field(
+        default=0, metadata={"help": "epochs at the initial learning rate before --lr-decay starts"}
+    )
+    grad_clip: float = dataclasses.field(
+        default=5.0, metadata={"help": "clip the gradients' global norm to this (0: off)"}
+    )
+    seed: int = dataclasses.field(
+        default=0, metadata={"help": "random seed: the same seed and data give the same losses"}
+    )
+    out: str = dataclasses.field(
+        default="runs/captioning",
+        metadata={
+            "metavar": "PATH",
+            "help": "run directory for config.json, vocab.json, checkpoint.npz and eval.json",
+        },
+    )
+    resume: bool = dataclasses.field(
+        default=False, metadata={"help": "continue the run in --out from its last checkpoint"}
+    )
+    resume_from: str = dataclasses.field(
+        default="latest",
+        metadata={
+            "help": "with --resume: latest (checkpoint.npz), or previous (checkpoint.prev.npz, the "
+            "one before it, kept for when the latest is damaged)"
+        },
+    )
+    min_count: int = dataclasses.field(
+        default=1,
+        metadata={"help": "words seen fewer times than this in the training captions become <unk>"},
+    )
+    max_length: int = dataclasses.field(
+        default=24,
+        metadata={"help": "captions are cut to this many words, not counting <start> and <end>"},
+    )
+    checkpoint_every: int = dataclasses.field(
+        default=500,
+        metadata={
+            "help": "write a checkpoint every N steps (one is always written at each epoch end and "
+            "at the end)"
+        },
+    )
+    export: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "skip exporting RUN_DIR/saved_model (signature caption: image bytes in, "
+            "caption out), which training otherwise does when it finishes"
+        },
+    )
+    eval_images: int = dataclasses.field(
+        default=500,
+        metadata={
+            "help": "after training, caption this many validation images greedily and report "
+            "correctness (shapes data), BLEU-4 and CIDEr (0: skip)"
+        },
+    )
+    check_images: str = dataclasses.field(
+        default="verify",
+        metadata={
+            "help": "how images are checked when the captions are read: verify (cheap), decode "
+            "(thorough) or none"
+        },
+    )
+    image_memory_mb: int = dataclasses.field(
+        default=2048,
+        metadata={
+            "help": "keep the decoded images in memory when they fit in this many MiB; otherwise "
+            "decode them again every epoch"
+        },
+    )
+    fused: str = dataclasses.field(
+        default="auto",
+        metadata={
+            "help": "auto, on or off: run the recurrent layers through textgen's lean CPU kernels, "
+            "the LSTM on textgen's C++ ops where they build (auto: when no GPU is visible)"
+        },
+    )
+    strategy: str = dataclasses.field(
+        default="auto",
+        metadata={
+            "help": "tf.distribute strategy: auto (MirroredStrategy over all GPUs if more than "
+            "one), none, mirrored, or multiworker (MultiWorkerMirroredStrategy, configured by "
+            "TF_CONFIG); --batch-size is the global batch, split over the replicas"
+        },
+    )
 
 
 # Fields that fix the model, the data and their order; a resumed run must keep them.
-RUN_IDENTITY = ("annotations", "val_annotations", "val_fraction", "encoder", "encoder_weights",
-                "image_size", "feature_size", "encoder_filters", "encoder_spatial", "fine_tune_after", "cell",
-                "num_layers", "hidden_size", "embedding_size", "dropout", "batch_size",
-                "captions_per_image", "first_captions", "seed", "min_count", "max_length")
+RUN_IDENTITY = (
+    "annotations",
+    "val_annotations",
+    "val_fraction",
+    "encoder",
+    "encoder_weights",
+    "image_size",
+    "feature_size",
+    "encoder_filters",
+    "encoder_spatial",
+    "fine_tune_after",
+    "cell",
+    "num_layers",
+    "hidden_size",
+    "embedding_size",
+    "dropout",
+    "batch_size",
+    "captions_per_image",
+    "first_captions",
+    "seed",
+    "min_count",
+    "max_length",
+)
 
 
 def parse_filters(text):
@@ -159,8 +312,10 @@ def parse_filters(text):
     except ValueError:
         filters = ()
     if not filters or any(f <= 0 for f in filters):
-        raise UsageError(f"--encoder-filters must be comma-separated positive integers such as "
-                         f"24,48,64,96, got {text!r}")
+        raise UsageError(
+            f"--encoder-filters must be comma-separated positive integers such as "
+            f"24,48,64,96, got {text!r}"
+        )
     return filters
 
 
@@ -180,43 +335,71 @@ def validate(config):
         if not getattr(config, name):
             raise UsageError(f"--{name} is required")
     check_backbone(config.encoder)
-    positive = ("num_layers", "hidden_size", "embedding_size", "batch_size", "captions_per_image",
-                "epochs", "min_count", "max_length", "checkpoint_every", "feature_size")
+    positive = (
+        "num_layers",
+        "hidden_size",
+        "embedding_size",
+        "batch_size",
+        "captions_per_image",
+        "epochs",
+        "min_count",
+        "max_length",
+        "checkpoint_every",
+        "feature_size",
+    )
     for name in positive:
         value = getattr(config, name)
         if not isinstance(value, int) or value <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     for name in ("max_steps", "eval_images", "image_size", "image_memory_mb", "first_captions"):
         if getattr(config, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}"
+            )
     if config.fine_tune_after < -1:
-        raise UsageError(f"--fine-tune-after must be -1 (never) or a number of epochs, got {config.fine_tune_after}")
+        raise UsageError(
+            "--fine-tune-after must be -1 (never) or a number of epochs, "
+            f"got {config.fine_tune_after}"
+        )
     if config.fine_tune_after >= 0 and config.encoder == "small":
-        raise UsageError("--fine-tune-after is for pretrained encoders; --encoder small is always "
-                         "trained end to end")
+        raise UsageError(
+            "--fine-tune-after is for pretrained encoders; --encoder small is always "
+            "trained end to end"
+        )
     if 0 < config.first_captions < config.captions_per_image:
-        raise UsageError(f"--captions-per-image {config.captions_per_image} is more than --first-captions "
-                         f"{config.first_captions}: every image would repeat a caption in its batch; pass "
-                         f"--captions-per-image {config.first_captions} or fewer")
+        raise UsageError(
+            f"--captions-per-image {config.captions_per_image} is more than --first-captions "
+            f"{config.first_captions}: every image would repeat a caption in its batch; pass "
+            f"--captions-per-image {config.first_captions} or fewer"
+        )
     for name in ("learning_rate", "encoder_learning_rate"):
         if not getattr(config, name) > 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}")
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}"
+            )
     validate_shared(config)
     if not 0 < config.val_fraction < 1:
         raise UsageError(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
     if config.check_images not in ("verify", "decode", "none"):
-        raise UsageError(f"--check-images must be verify, decode or none, got {config.check_images!r}")
+        raise UsageError(
+            f"--check-images must be verify, decode or none, got {config.check_images!r}"
+        )
     if config.encoder_spatial not in SPATIAL:
-        raise UsageError(f"--encoder-spatial must be one of {', '.join(SPATIAL)}, got "
-                         f"{config.encoder_spatial!r}")
+        raise UsageError(
+            f"--encoder-spatial must be one of {', '.join(SPATIAL)}, got {config.encoder_spatial!r}"
+        )
     filters = parse_filters(config.encoder_filters)
     size = resolved_image_size(config)
     if config.encoder == "small" and size % (2 ** len(filters)):
-        raise UsageError(f"--image-size {size} must be divisible by {2 ** len(filters)} for "
-                         f"{len(filters)} small-encoder blocks (--encoder-filters {config.encoder_filters})")
+        raise UsageError(
+            f"--image-size {size} must be divisible by {2 ** len(filters)} for "
+            f"{len(filters)} small-encoder blocks (--encoder-filters {config.encoder_filters})"
+        )
     if config.encoder == "small" and config.encoder_weights == "imagenet":
-        raise UsageError("--encoder small has no ImageNet weights; pass --encoder-weights none or "
-                         f"a weights file, or a pretrained --encoder ({', '.join(BACKBONES[1:])})")
+        raise UsageError(
+            "--encoder small has no ImageNet weights; pass --encoder-weights none or "
+            f"a weights file, or a pretrained --encoder ({', '.join(BACKBONES[1:])})"
+        )
 
 
 def to_dict(config):

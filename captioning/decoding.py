@@ -11,27 +11,67 @@ from captioning.captions import caption_text, decode_caption
 def ids_to_captions(tokens, lengths, vocabulary):
     """Rows of generated ids (and their lengths before <end>) -> caption strings."""
     tokens, lengths = np.asarray(tokens), np.asarray(lengths)
-    return [caption_text(decode_caption(row[:length], vocabulary))
-            for row, length in zip(tokens, lengths)]
+    return [
+        caption_text(decode_caption(row[:length], vocabulary))
+        for row, length in zip(tokens, lengths)
+    ]
 
 
-def decode_features(model, features, vocabulary, max_length, beam_size=1, temperature=0.0, top_k=0,
-                    seed=0, allow_unknown=False, length_normalization=0.0, batch_size=256):
+def decode_features(
+    model,
+    features,
+    vocabulary,
+    max_length,
+    beam_size=1,
+    temperature=0.0,
+    top_k=0,
+    seed=0,
+    allow_unknown=False,
+    length_normalization=0.0,
+    batch_size=256,
+):
     """(captions, log-probabilities) for encoder features [N, F], `batch_size` rows at a time;
     see `Captioner.caption` for the decoding arguments."""
     features = np.asarray(features, np.float32)
     captions, log_probs = [], []
     for start in range(0, len(features), batch_size):
-        tokens, scores, lengths = model.caption(features[start:start + batch_size], max_length,
-                                                beam_size, temperature, top_k, seed,
-                                                allow_unknown, length_normalization)
+        tokens, scores, lengths = model.caption(
+            features[start : start + batch_size],
+            max_length,
+            beam_size,
+            temperature,
+            top_k,
+            seed,
+            allow_unknown,
+            length_normalization,
+        )
         captions.extend(ids_to_captions(tokens, lengths, vocabulary))
         log_probs.extend(float(s) for s in scores)
     return captions, log_probs
 
 
-def caption_features(model, features, vocabulary, max_length, temperature=0.0, top_k=0, seed=0,
-                     allow_unknown=False, batch_size=256, beam_size=1):
+def caption_features(
+    model,
+    features,
+    vocabulary,
+    max_length,
+    temperature=0.0,
+    top_k=0,
+    seed=0,
+    allow_unknown=False,
+    batch_size=256,
+    beam_size=1,
+):
     """Captions for precomputed encoder features [N, F] (e.g. from the feature cache)."""
-    return decode_features(model, features, vocabulary, max_length, beam_size, temperature, top_k,
-                           seed, allow_unknown, batch_size=batch_size)[0]
+    return decode_features(
+        model,
+        features,
+        vocabulary,
+        max_length,
+        beam_size,
+        temperature,
+        top_k,
+        seed,
+        allow_unknown,
+        batch_size=batch_size,
+    )[0]

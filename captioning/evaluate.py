@@ -23,42 +23,67 @@ from textgen.errors import UsageError, cli_errors
 
 @dataclasses.dataclass
 class EvaluateConfig:
-    annotations: str = dataclasses.field(metadata={
-        "metavar": "JSON",
-        "help": "reference captions: a COCO captions_*.json (or a Karpathy dataset_*.json, see "
-                "--split)"})
-    images: str = dataclasses.field(metadata={
-        "metavar": "DIR",
-        "help": "directory that the image file names in --annotations are relative to"})
-    model: str | None = dataclasses.field(default=None, metadata={
-        "metavar": "RUN_DIR_OR_SAVEDMODEL",
-        "default_help": "the bundled shapes model in data/models/shapes",
-        "help": "a captioning.train run directory or a captioning.export SavedModel"})
-    results: str = dataclasses.field(default="", metadata={
-        "metavar": "JSON", "default_help": "not written",
-        "help": "write the captions here as a COCO results file, a JSON list of "
-                "{\"image_id\", \"caption\"}"})
-    split: str = dataclasses.field(default="test", metadata={
-        "help": "for a Karpathy file: the split to evaluate, val, test, train or restval; "
-                "ignored for COCO files"})
-    beam_size: int = dataclasses.field(default=3, metadata={
-        "help": "beams per image, >= 1; 1 is greedy decoding"})
-    max_length: int = dataclasses.field(default=20, metadata={
-        "help": "most words per caption"})
-    batch_size: int = dataclasses.field(default=32, metadata={
-        "help": "images captioned together"})
-    max_images: int = dataclasses.field(default=0, metadata={
-        "metavar": "N", "default_help": "0, all",
-        "help": "evaluate only the first N images of the file"})
+    annotations: str = dataclasses.field(
+        metadata={
+            "metavar": "JSON",
+            "help": "reference captions: a COCO captions_*.json (or a Karpathy dataset_*.json, see "
+            "--split)",
+        }
+    )
+    images: str = dataclasses.field(
+        metadata={
+            "metavar": "DIR",
+            "help": "directory that the image file names in --annotations are relative to",
+        }
+    )
+    model: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "metavar": "RUN_DIR_OR_SAVEDMODEL",
+            "default_help": "the bundled shapes model in data/models/shapes",
+            "help": "a captioning.train run directory or a captioning.export SavedModel",
+        },
+    )
+    results: str = dataclasses.field(
+        default="",
+        metadata={
+            "metavar": "JSON",
+            "default_help": "not written",
+            "help": "write the captions here as a COCO results file, a JSON list of "
+            '{"image_id", "caption"}',
+        },
+    )
+    split: str = dataclasses.field(
+        default="test",
+        metadata={
+            "help": "for a Karpathy file: the split to evaluate, val, test, train or restval; "
+            "ignored for COCO files"
+        },
+    )
+    beam_size: int = dataclasses.field(
+        default=3, metadata={"help": "beams per image, >= 1; 1 is greedy decoding"}
+    )
+    max_length: int = dataclasses.field(default=20, metadata={"help": "most words per caption"})
+    batch_size: int = dataclasses.field(default=32, metadata={"help": "images captioned together"})
+    max_images: int = dataclasses.field(
+        default=0,
+        metadata={
+            "metavar": "N",
+            "default_help": "0, all",
+            "help": "evaluate only the first N images of the file",
+        },
+    )
 
 
 def build_parser():
     return cli.build_parser(
-        EvaluateConfig, "python -m captioning.evaluate",
+        EvaluateConfig,
+        "python -m captioning.evaluate",
         "Caption every image of a caption data set with beam search and score the captions "
         "against the references: BLEU-1..4, METEOR, ROUGE-L and CIDEr (pycocoevalcap, PTB "
         "tokenizer; METEOR and the tokenizer need Java), and for the synthetic shapes scenes "
-        "the share of correct captions.")
+        "the share of correct captions.",
+    )
 
 
 def check_results_path(path):
@@ -95,7 +120,7 @@ def evaluate(config, out=None, err=None):
         check_results_path(config.results)
     records = read_captions(config.annotations, config.images, config.split, log=log)
     if config.max_images:
-        records = records[:config.max_images]
+        records = records[: config.max_images]
     model = load_caption_model(config.model)
 
     unreadable = []
@@ -104,7 +129,9 @@ def evaluate(config, out=None, err=None):
         unreadable.append(error)
         log(f"skipped image {error}")
 
-    results = iter(caption_files([r.path for r in records], model, options, config.batch_size, on_error))
+    results = iter(
+        caption_files([r.path for r in records], model, options, config.batch_size, on_error)
+    )
     # caption_files keeps the order and leaves out only the unreadable files.
     pairs, result = [], next(results, None)
     for record in records:
@@ -117,8 +144,9 @@ def evaluate(config, out=None, err=None):
     if config.results:
         entries = [{"image_id": r.image_id, "caption": c} for r, c in pairs]
         atomic_write_text(config.results, json.dumps(entries, indent=1, ensure_ascii=False) + "\n")
-    metrics = coco_metrics({r.image_id: r.captions for r, _ in pairs},
-                           {r.image_id: c for r, c in pairs}, log=log)
+    metrics = coco_metrics(
+        {r.image_id: r.captions for r, _ in pairs}, {r.image_id: c for r, c in pairs}, log=log
+    )
     correct = None
     if all(r.scene is not None for r, _ in pairs):
         correct = correct_share([c for _, c in pairs], [r.scene for r, _ in pairs])
@@ -128,11 +156,19 @@ def evaluate(config, out=None, err=None):
     print(format_coco_metrics(metrics), file=out)
     if correct is not None:
         right = round(correct * len(pairs))
-        print(f"correct  {correct:.1%} ({right} of {len(pairs)} captions parse to the image's scene)", file=out)
+        print(
+            f"correct  {correct:.1%} ({right} of {len(pairs)} captions parse to the image's scene)",
+            file=out,
+        )
     if config.results:
         print(f"wrote {config.results}", file=out)
     out.flush()
-    return {"images": len(pairs), "skipped": len(unreadable), "metrics": metrics, "correct": correct}
+    return {
+        "images": len(pairs),
+        "skipped": len(unreadable),
+        "metrics": metrics,
+        "correct": correct,
+    }
 
 
 @cli_errors

@@ -9,7 +9,8 @@ Signatures (`saved_model_cli show --dir OUT_DIR --all` lists them):
                  beam_size   int32 scalar  beams per image (1: greedy)
                  max_length  int32 scalar  most words per caption
         outputs: caption     string[B]  words joined by spaces, no <start>/<end>
-                 log_prob    float32[B] the caption's log-probability under the model (<end> included)
+                 log_prob    float32[B] the caption's log-probability under the model
+                                        (<end> included)
     config
         no inputs; outputs config_json (string: the model's settings and the default beam size and
         max length) and vocabulary (string[V]).
@@ -53,16 +54,18 @@ def decode_image_bytes(image_bytes, image_size):
         image.set_shape([None, None, 3])
 
         def resize():
-            resized = tf.image.resize(image, [image_size, image_size], method="bicubic",
-                                      antialias=True)
+            resized = tf.image.resize(
+                image, [image_size, image_size], method="bicubic", antialias=True
+            )
             return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
         same = tf.reduce_all(tf.equal(tf.shape(image)[:2], [image_size, image_size]))
         out = tf.cond(same, lambda: image, resize)
         return tf.ensure_shape(out, [image_size, image_size, 3])
 
-    return tf.map_fn(one, image_bytes,
-                     fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
+    return tf.map_fn(
+        one, image_bytes, fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8)
+    )
 
 
 def build_module(model, beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENGTH):
@@ -70,13 +73,23 @@ def build_module(model, beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENG
     import tensorflow as tf
 
     if beam_size < 1 or max_length < 1:
-        raise UsageError(f"--beam-size and --max-length must be >= 1, got {beam_size} and {max_length}")
+        raise UsageError(
+            f"--beam-size and --max-length must be >= 1, got {beam_size} and {max_length}"
+        )
     tokens = list(model.vocabulary.tokens)
-    config = {"format": "captioning-saved-model-1", "image_size": model.image_size,
-              "encoder": model.encoder_name, "cell": model.cell, "num_layers": model.num_layers,
-              "hidden_size": model.hidden_size, "embedding_size": model.embedding_size,
-              "feature_size": model.feature_size, "vocabulary_size": len(tokens),
-              "default_beam_size": beam_size, "default_max_length": max_length}
+    config = {
+        "format": "captioning-saved-model-1",
+        "image_size": model.image_size,
+        "encoder": model.encoder_name,
+        "cell": model.cell,
+        "num_layers": model.num_layers,
+        "hidden_size": model.hidden_size,
+        "embedding_size": model.embedding_size,
+        "feature_size": model.feature_size,
+        "vocabulary_size": len(tokens),
+        "default_beam_size": beam_size,
+        "default_max_length": max_length,
+    }
     config_json = json.dumps(config)
     words = tf.constant(tokens)
 
@@ -105,16 +118,26 @@ def build_module(model, beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENG
     module.config = tf.function(model_config, input_signature=[], autograph=False)
     bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
     full = module.caption.get_concrete_function(
-        bytes_spec, tf.TensorSpec([], tf.int32, name="beam_size"),
-        tf.TensorSpec([], tf.int32, name="max_length"))
+        bytes_spec,
+        tf.TensorSpec([], tf.int32, name="beam_size"),
+        tf.TensorSpec([], tf.int32, name="max_length"),
+    )
     module.caption.get_concrete_function(bytes_spec)  # loaded.caption(image_bytes): defaults
-    signatures = {"caption": full, "serving_default": full,
-                  "config": module.config.get_concrete_function()}
+    signatures = {
+        "caption": full,
+        "serving_default": full,
+        "config": module.config.get_concrete_function(),
+    }
     return module, signatures
 
 
-def export_saved_model(model, out_directory, overwrite=False, beam_size=DEFAULT_BEAM_SIZE,
-                       max_length=DEFAULT_MAX_LENGTH):
+def export_saved_model(
+    model,
+    out_directory,
+    overwrite=False,
+    beam_size=DEFAULT_BEAM_SIZE,
+    max_length=DEFAULT_MAX_LENGTH,
+):
     """Writes `model` as a SavedModel in `out_directory`, atomically: into a temporary directory
     that is renamed into place (textgen.io.replace_directory), so a failed export leaves the
     old model or nothing, never half of one."""
@@ -128,10 +151,14 @@ def export_saved_model(model, out_directory, overwrite=False, beam_size=DEFAULT_
 
 # ---- reading it back ----
 
-DAMAGED_EXPORT = ("the SavedModel is damaged: restore it from a copy or export it again with "
-                  "`python -m captioning.export RUN_DIR OUT_DIR`")
-NOT_OURS = ("pass a captioning.train run directory or a SavedModel written by "
-            "`python -m captioning.export RUN_DIR OUT_DIR`")
+DAMAGED_EXPORT = (
+    "the SavedModel is damaged: restore it from a copy or export it again with "
+    "`python -m captioning.export RUN_DIR OUT_DIR`"
+)
+NOT_OURS = (
+    "pass a captioning.train run directory or a SavedModel written by "
+    "`python -m captioning.export RUN_DIR OUT_DIR`"
+)
 
 
 @contextlib.contextmanager
@@ -164,8 +191,15 @@ def load_saved_model(path):
             return loaded, config
         # What a damaged SavedModel raises: parse and read errors (OpError; DecodeError is a
         # ValueError), a short read (IndexError), variables that match no object (AssertionError).
-        except (tf.errors.OpError, ValueError, TypeError, KeyError, IndexError, AssertionError,
-                OSError) as error:
+        except (
+            tf.errors.OpError,
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+            AssertionError,
+            OSError,
+        ) as error:
             failure = " ".join(str(error).split())[:200]
         # Outside the except clause the failed load's objects can die (quietly) before we raise.
         problem = saved_model_problem(path, failure)
@@ -196,12 +230,16 @@ def saved_model_problem(path, failure):
     except DecodeError as error:
         return f"{graph} is not a SavedModel protobuf ({error}); {DAMAGED_EXPORT}"
     if len(saved_model.meta_graphs) != 1:
-        return (f"{graph} holds {len(saved_model.meta_graphs)} MetaGraphs, not the one an export "
-                f"writes; {DAMAGED_EXPORT}")
+        return (
+            f"{graph} holds {len(saved_model.meta_graphs)} MetaGraphs, not the one an export "
+            f"writes; {DAMAGED_EXPORT}"
+        )
     signatures = sorted(saved_model.meta_graphs[0].signature_def)
     if not {"caption", "config"} <= set(signatures):
-        return (f"{graph} is not a captioning SavedModel (its signatures: "
-                f"{', '.join(signatures) or 'none'}); {NOT_OURS}")
+        return (
+            f"{graph} is not a captioning SavedModel (its signatures: "
+            f"{', '.join(signatures) or 'none'}); {NOT_OURS}"
+        )
 
     variables = os.path.join(path, "variables")
     if not os.path.isdir(variables):
@@ -214,36 +252,55 @@ def saved_model_problem(path, failure):
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)  # reads the data file too, checksums included
     except (tf.errors.OpError, ValueError, IndexError) as error:
-        return (f"{variables} cannot be read ({' '.join(str(error).split())[:160]}); "
-                f"{DAMAGED_EXPORT}")
+        return (
+            f"{variables} cannot be read ({' '.join(str(error).split())[:160]}); {DAMAGED_EXPORT}"
+        )
     # Both parts are sound on their own: the variables are another export's.
-    return (f"{variables} does not hold the variables saved_model.pb needs ({failure}); "
-            f"{DAMAGED_EXPORT}")
+    return (
+        f"{variables} does not hold the variables saved_model.pb needs ({failure}); "
+        f"{DAMAGED_EXPORT}"
+    )
 
 
 @dataclasses.dataclass
 class CaptionExportConfig:
-    run_directory: str = dataclasses.field(metadata={
-        "metavar": "RUN_DIR", "help": "the --out directory of a captioning.train run"})
-    out_directory: str = dataclasses.field(metadata={
-        "metavar": "OUT_DIR",
-        "help": "where to write the SavedModel; must be absent or empty unless --overwrite"})
-    overwrite: bool = dataclasses.field(default=False, metadata={
-        "help": "replace OUT_DIR if it already holds files (the old one is removed only once "
-                "the new one is in place)"})
-    beam_size: int = dataclasses.field(default=DEFAULT_BEAM_SIZE, metadata={
-        "help": "beam size used when a caller passes only the image bytes, >= 1 (1: greedy)"})
-    max_length: int = dataclasses.field(default=DEFAULT_MAX_LENGTH, metadata={
-        "help": "most words per caption when a caller passes only the image bytes, >= 1"})
+    run_directory: str = dataclasses.field(
+        metadata={"metavar": "RUN_DIR", "help": "the --out directory of a captioning.train run"}
+    )
+    out_directory: str = dataclasses.field(
+        metadata={
+            "metavar": "OUT_DIR",
+            "help": "where to write the SavedModel; must be absent or empty unless --overwrite",
+        }
+    )
+    overwrite: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "replace OUT_DIR if it already holds files (the old one is removed only once "
+            "the new one is in place)"
+        },
+    )
+    beam_size: int = dataclasses.field(
+        default=DEFAULT_BEAM_SIZE,
+        metadata={
+            "help": "beam size used when a caller passes only the image bytes, >= 1 (1: greedy)"
+        },
+    )
+    max_length: int = dataclasses.field(
+        default=DEFAULT_MAX_LENGTH,
+        metadata={"help": "most words per caption when a caller passes only the image bytes, >= 1"},
+    )
 
 
 def build_parser():
     return cli.build_parser(
-        CaptionExportConfig, "python -m captioning.export",
+        CaptionExportConfig,
+        "python -m captioning.export",
         "Export a trained captioning run as a self-contained TensorFlow SavedModel with the "
         "signature `caption` (image bytes -> caption, log_prob; also serving_default) and "
         "`config`.",
-        positionals=("run_directory", "out_directory"))
+        positionals=("run_directory", "out_directory"),
+    )
 
 
 @cli_errors
@@ -253,10 +310,13 @@ def main(argv=None):
     from captioning.captioner import Captioner  # Keras and TensorFlow: after the quick checks
 
     model = Captioner.from_run_directory(config.run_directory)
-    export_saved_model(model, config.out_directory, config.overwrite, config.beam_size,
-                       config.max_length)
-    print(f"exported {config.run_directory} to {config.out_directory} "
-          "(signatures: caption = serving_default, config)")
+    export_saved_model(
+        model, config.out_directory, config.overwrite, config.beam_size, config.max_length
+    )
+    print(
+        f"exported {config.run_directory} to {config.out_directory} "
+        "(signatures: caption = serving_default, config)"
+    )
     return 0
 
 

@@ -14,7 +14,6 @@ import os
 import numpy as np
 
 
-
 class FeatureCache:
     def __init__(self, root, backbone, weights_key, image_size):
         self.root = os.fspath(root)

@@ -24,7 +24,8 @@ body {{ font-family: sans-serif; margin: 2em; background: #fafafa; color: #222; 
 h1 {{ font-size: 1.3em; }}
 .item {{ display: flex; align-items: center; gap: 1.5em; margin: 1em 0; padding: 0.8em;
          background: #fff; border: 1px solid #ddd; }}
-.item img {{ flex: none; width: {size}px; height: auto; image-rendering: pixelated; border: 1px solid #ccc; }}
+.item img {{ flex: none; width: {size}px; height: auto; image-rendering: pixelated;
+             border: 1px solid #ccc; }}
 .caption {{ font-size: 1.4em; }}
 .meta {{ color: #777; font-size: 0.85em; margin-top: 0.4em; }}
 </style>
@@ -38,7 +39,8 @@ h1 {{ font-size: 1.3em; }}
 
 ITEM = """<div class="item">
 <img src="data:image/png;base64,{data}" alt="{caption}">
-<div><div class="caption">{caption}</div><div class="meta">{file} &middot; log p = {log_prob:.3f}</div></div>
+<div><div class="caption">{caption}</div>
+<div class="meta">{file} &middot; log p = {log_prob:.3f}</div></div>
 </div>"""
 
 
@@ -54,7 +56,13 @@ def thumbnail_png(path, size=THUMBNAIL):
 
 def write_gallery(path, results, title="Captions", size=THUMBNAIL):
     """Writes the page for `results` ([CaptionResult]) to `path`."""
-    items = "\n".join(ITEM.format(data=base64.b64encode(thumbnail_png(r.file, size)).decode("ascii"),
-                                  caption=html.escape(r.caption), file=html.escape(r.file),
-                                  log_prob=r.log_prob) for r in results)
+    items = "\n".join(
+        ITEM.format(
+            data=base64.b64encode(thumbnail_png(r.file, size)).decode("ascii"),
+            caption=html.escape(r.caption),
+            file=html.escape(r.file),
+            log_prob=r.log_prob,
+        )
+        for r in results
+    )
     atomic_write_text(path, PAGE.format(title=html.escape(title), size=size, items=items))

@@ -75,8 +75,16 @@ class ImageEncoder(keras.layers.Layer):
     the trainer sets before building the model.
     """
 
-    def __init__(self, backbone="small", encoder_weights="none", image_size=None, feature_size=256,
-                 filters=(32, 64, 64, 128), spatial="flatten", **kwargs):
+    def __init__(
+        self,
+        backbone="small",
+        encoder_weights="none",
+        image_size=None,
+        feature_size=256,
+        filters=(32, 64, 64, 128),
+        spatial="flatten",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         check_backbone(backbone)
         self.backbone_name = backbone
@@ -87,11 +95,18 @@ class ImageEncoder(keras.layers.Layer):
         self.spatial = spatial_name(spatial)
         if backbone == "small":
             if encoder_weights == "imagenet":
-                raise UsageError("--encoder small has no ImageNet weights; pass --encoder-weights "
-                                 "none (trained from scratch) or the PATH of saved small-encoder "
-                                 "weights")
-            self.backbone = SmallCNN(self.image_size, self.filters, self.feature_size,
-                                     spatial=self.spatial, name="small_cnn")
+                raise UsageError(
+                    "--encoder small has no ImageNet weights; pass --encoder-weights "
+                    "none (trained from scratch) or the PATH of saved small-encoder "
+                    "weights"
+                )
+            self.backbone = SmallCNN(
+                self.image_size,
+                self.filters,
+                self.feature_size,
+                spatial=self.spatial,
+                name="small_cnn",
+            )
             self.backbone.build((None, self.image_size, self.image_size, 3))
             self._preprocess = None
         else:
@@ -106,32 +121,44 @@ class ImageEncoder(keras.layers.Layer):
         shape = (self.image_size, self.image_size, 3)
         if weights != "imagenet":
             try:
-                return constructor(include_top=False, pooling="avg", weights=None,
-                                   input_shape=shape)
+                return constructor(
+                    include_top=False, pooling="avg", weights=None, input_shape=shape
+                )
             except ValueError as error:  # e.g. an input size below the backbone's minimum
-                raise UsageError(f"--encoder {backbone} cannot take --image-size "
-                                 f"{self.image_size}: {_one_line(error)}") from None
+                raise UsageError(
+                    f"--encoder {backbone} cannot take --image-size "
+                    f"{self.image_size}: {_one_line(error)}"
+                ) from None
         try:
-            return constructor(include_top=False, pooling="avg", weights="imagenet",
-                               input_shape=shape)
+            return constructor(
+                include_top=False, pooling="avg", weights="imagenet", input_shape=shape
+            )
         except ValueError as error:
-            raise UsageError(f"--encoder {backbone} cannot take --image-size {self.image_size}: "
-                             f"{_one_line(error)}") from None
+            raise UsageError(
+                f"--encoder {backbone} cannot take --image-size {self.image_size}: "
+                f"{_one_line(error)}"
+            ) from None
         except Exception as error:  # Keras' get_file wraps URL/HTTP errors in a bare Exception
-            raise UsageError(f"could not download the ImageNet weights of {backbone} "
-                             f"({_one_line(error)}); pass a local weights file with "
-                             "--encoder-weights PATH") from None
+            raise UsageError(
+                f"could not download the ImageNet weights of {backbone} "
+                f"({_one_line(error)}); pass a local weights file with "
+                "--encoder-weights PATH"
+            ) from None
 
     def _load_file(self, path):
         if not os.path.isfile(path):
-            raise UsageError(f"--encoder-weights {path}: no such file; pass none, imagenet or the "
-                             "path of a weights file")
+            raise UsageError(
+                f"--encoder-weights {path}: no such file; pass none, imagenet or the "
+                "path of a weights file"
+            )
         try:
             self.backbone.load_weights(path)
         except Exception as error:  # h5py, Keras and shape errors all mean "not these weights"
-            raise UsageError(f"--encoder-weights {path} cannot be loaded into --encoder "
-                             f"{self.backbone_name} at --image-size {self.image_size} "
-                             f"({_one_line(error)[:300]})") from None
+            raise UsageError(
+                f"--encoder-weights {path} cannot be loaded into --encoder "
+                f"{self.backbone_name} at --image-size {self.image_size} "
+                f"({_one_line(error)[:300]})"
+            ) from None
 
     @property
     def pretrained(self):
@@ -156,7 +183,9 @@ class ImageEncoder(keras.layers.Layer):
             return "file-" + file_sha256(self.encoder_weights)[:16]
         digest = hashlib.sha256()
         for variable in self.backbone.weights:
-            digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(variable.value)).tobytes())
+            digest.update(
+                np.ascontiguousarray(keras.ops.convert_to_numpy(variable.value)).tobytes()
+            )
         return "none-" + digest.hexdigest()[:16]
 
     def build(self, input_shape=None):
@@ -175,7 +204,12 @@ class ImageEncoder(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(backbone=self.backbone_name, encoder_weights=self.encoder_weights,
-                      image_size=self.image_size, feature_size=self.feature_size,
-                      filters=list(self.filters), spatial=self.spatial)
+        config.update(
+            backbone=self.backbone_name,
+            encoder_weights=self.encoder_weights,
+            image_size=self.image_size,
+            feature_size=self.feature_size,
+            filters=list(self.filters),
+            spatial=self.spatial,
+        )
         return config

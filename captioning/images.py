@@ -32,7 +32,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from textgen.errors import UsageError
 
 # What Pillow raises from a damaged file while parsing or decoding it.
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error, zlib.error)
+DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    TypeError,
+    struct.error,
+    zlib.error,
+)
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
@@ -93,29 +102,50 @@ def unidentified(path):
     except OSError as error:
         return ImageError(path, "unreadable", f"cannot read it ({error.strerror})")
     if not head:
-        return ImageError(path, "not_image", "the file is empty, not an image; remove it or replace it")
+        return ImageError(
+            path, "not_image", "the file is empty, not an image; remove it or replace it"
+        )
     kind = sniff_format(head)
     if kind in ("PNG", "JPEG", "GIF", "TIFF", "WebP"):
-        return ImageError(path, "corrupt", f"corrupt {kind} file (Pillow cannot parse its header); "
-                                           "re-download or remove it")
+        return ImageError(
+            path,
+            "corrupt",
+            f"corrupt {kind} file (Pillow cannot parse its header); re-download or remove it",
+        )
     if kind in ("AVIF", "HEIC", "JPEG XL", "SVG"):
-        return ImageError(path, "unsupported", f"{kind} images are not supported by this Pillow; "
-                                               "convert it to PNG or JPEG")
+        return ImageError(
+            path,
+            "unsupported",
+            f"{kind} images are not supported by this Pillow; convert it to PNG or JPEG",
+        )
     if kind is not None:
-        return ImageError(path, "not_image", f"a {kind} file, not an image; remove it from the data set")
+        return ImageError(
+            path, "not_image", f"a {kind} file, not an image; remove it from the data set"
+        )
     if b"\x00" not in head and looks_like_utf8(head):
-        return ImageError(path, "not_image", "a text file, not an image; remove it from the data set")
-    return ImageError(path, "not_image", "not an image file Pillow can read (unrecognised format); "
-                                         "convert it to PNG or JPEG or remove it")
+        return ImageError(
+            path, "not_image", "a text file, not an image; remove it from the data set"
+        )
+    return ImageError(
+        path,
+        "not_image",
+        "not an image file Pillow can read (unrecognised format); "
+        "convert it to PNG or JPEG or remove it",
+    )
 
 
 def too_large(path, detail):
     """`detail`: the pixel count, or Pillow's own message (which states size and limit)."""
     if isinstance(detail, int):
-        detail = f"image size ({detail} pixels) exceeds the limit of {Image.MAX_IMAGE_PIXELS} pixels"
+        detail = (
+            f"image size ({detail} pixels) exceeds the limit of {Image.MAX_IMAGE_PIXELS} pixels"
+        )
     detail = str(detail).replace(", could be decompression bomb DOS attack.", "").rstrip(".")
-    return ImageError(path, "too_large", f"too large for Pillow's decompression-bomb limit: {detail}; "
-                                         "shrink the image or remove it")
+    return ImageError(
+        path,
+        "too_large",
+        f"too large for Pillow's decompression-bomb limit: {detail}; shrink the image or remove it",
+    )
 
 
 def open_image(path):
@@ -138,7 +168,9 @@ def open_image(path):
     except UnidentifiedImageError:
         raise unidentified(path) from None
     except DECODE_ERRORS as error:
-        raise ImageError(path, "corrupt", f"corrupt image header ({error}); re-download or remove it") from None
+        raise ImageError(
+            path, "corrupt", f"corrupt image header ({error}); re-download or remove it"
+        ) from None
     limit = Image.MAX_IMAGE_PIXELS
     if limit and image.width * image.height > limit:
         image.close()
@@ -156,7 +188,9 @@ def check_image(path):
     except ImageError:
         raise
     except DECODE_ERRORS as error:
-        raise ImageError(path, "corrupt", f"corrupt or truncated image ({error}); re-download or remove it") from None
+        raise ImageError(
+            path, "corrupt", f"corrupt or truncated image ({error}); re-download or remove it"
+        ) from None
     finally:
         image.close()
 
@@ -207,7 +241,9 @@ def load_image(path, image_size):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise too_large(path, image.width * image.height) from None
     except DECODE_ERRORS as error:
-        raise ImageError(path, "corrupt", f"corrupt or truncated image ({error}); re-download or remove it") from None
+        raise ImageError(
+            path, "corrupt", f"corrupt or truncated image ({error}); re-download or remove it"
+        ) from None
     finally:
         opened.close()  # the file itself (multi-frame files keep it open after load())
 
@@ -232,6 +268,9 @@ def load_images(paths, image_size, log=None):
             continue
         kept.append(i)
     if paths and not kept:
-        raise ImageError(last_error.path, last_error.kind,
-                         f"{last_error.problem} (and every other one of the {len(paths)} images failed too)")
+        raise ImageError(
+            last_error.path,
+            last_error.kind,
+            f"{last_error.problem} (and every other one of the {len(paths)} images failed too)",
+        )
     return pixels[: len(kept)], kept

@@ -20,18 +20,43 @@ The scene format is the one `captioning.shapes` stores (see its module docstring
 
 from captioning.captions import tokenize
 
-SIZE_WORDS = {"small": "small", "little": "small", "tiny": "small",
-              "large": "large", "big": "large", "huge": "large"}
-COLOR_WORDS = {"red": "red", "green": "green", "blue": "blue", "yellow": "yellow",
-               "purple": "purple", "violet": "purple"}
-SHAPE_WORDS = {"circle": "circle", "disc": "circle", "disk": "circle",
-               "square": "square", "triangle": "triangle"}
+SIZE_WORDS = {
+    "small": "small",
+    "little": "small",
+    "tiny": "small",
+    "large": "large",
+    "big": "large",
+    "huge": "large",
+}
+COLOR_WORDS = {
+    "red": "red",
+    "green": "green",
+    "blue": "blue",
+    "yellow": "yellow",
+    "purple": "purple",
+    "violet": "purple",
+}
+SHAPE_WORDS = {
+    "circle": "circle",
+    "disc": "circle",
+    "disk": "circle",
+    "square": "square",
+    "triangle": "triangle",
+}
 
 # Direction words between (or after) two objects, as "the first object is <direction> the second".
-DIRECTION_WORDS = {"left": "left", "right": "right",
-                   "above": "above", "over": "above", "top": "above",
-                   "below": "below", "under": "below", "beneath": "below",
-                   "underneath": "below", "bottom": "below"}
+DIRECTION_WORDS = {
+    "left": "left",
+    "right": "right",
+    "above": "above",
+    "over": "above",
+    "top": "above",
+    "below": "below",
+    "under": "below",
+    "beneath": "below",
+    "underneath": "below",
+    "bottom": "below",
+}
 OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
 
 
@@ -46,13 +71,22 @@ def parse_objects(tokens):
     pending = {}  # attributes read since the last shape noun
     for token in tokens:
         if token in SIZE_WORDS or token in COLOR_WORDS:
-            key, value = ("size", SIZE_WORDS[token]) if token in SIZE_WORDS else ("color", COLOR_WORDS[token])
+            key, value = (
+                ("size", SIZE_WORDS[token])
+                if token in SIZE_WORDS
+                else ("color", COLOR_WORDS[token])
+            )
             if key in pending:
                 return None  # "a small big circle", or two objects run together
             pending[key] = value
         elif token in SHAPE_WORDS:
-            objects.append({"shape": SHAPE_WORDS[token], "color": pending.get("color"),
-                            "size": pending.get("size")})
+            objects.append(
+                {
+                    "shape": SHAPE_WORDS[token],
+                    "color": pending.get("color"),
+                    "size": pending.get("size"),
+                }
+            )
             pending = {}
             fillers.append([])
         else:
@@ -72,7 +106,7 @@ def remove_order_phrases(tokens):
     """(tokens without "left to right" / "right to left", the orders found, in order)."""
     kept, orders, i = [], [], 0
     while i < len(tokens):
-        window = tokens[i:i + 3]
+        window = tokens[i : i + 3]
         if window in (["left", "to", "right"], ["right", "to", "left"]):
             orders.append(window[0])
             i += 3

@@ -50,13 +50,14 @@ COLORS = {
 SHAPES = ("circle", "square", "triangle")
 SIZES = ("small", "large")
 
-# Bounding-box side as a fraction of the image side; large is ~1.8x small so size is never ambiguous.
+# Bounding-box side as a fraction of the image side; large is ~1.8x small so size is never
+# ambiguous.
 DIAMETER_FRACTION = {"small": 0.17, "large": 0.31}
-SIZE_JITTER = 0.05           # +- relative jitter of the diameter
-COLOR_JITTER = 18            # +- per-channel jitter of a shape's colour
-MIN_GAP_FRACTION = 0.04      # empty space between any two bounding boxes, as a fraction of the side
-ORDER_GAP_FRACTION = 0.15    # 3 objects: centres this far apart in x, so left-to-right order is plain
-SUPERSAMPLE = 4              # shapes are drawn at 4x and box-filtered down: antialiased edges
+SIZE_JITTER = 0.05  # +- relative jitter of the diameter
+COLOR_JITTER = 18  # +- per-channel jitter of a shape's colour
+MIN_GAP_FRACTION = 0.04  # empty space between any two bounding boxes, as a fraction of the side
+ORDER_GAP_FRACTION = 0.15  # 3 objects: centres this far apart in x, so left-to-right order is plain
+SUPERSAMPLE = 4  # shapes are drawn at 4x and box-filtered down: antialiased edges
 
 # Words used in the captions. The canonical (first) caption uses only the first synonym.
 SIZE_SYNONYMS = {"small": ("small", "little"), "large": ("large", "big")}
@@ -66,20 +67,31 @@ SPLIT_CODES = {"train": 0, "val": 1}  # part of each image's random seed
 
 @dataclasses.dataclass
 class ShapesConfig:
-    out: str = dataclasses.field(default="", metadata={
-        "metavar": "DIR", "required": True,
-        "help": "output directory; writes OUT/images/*.png and "
-                "OUT/annotations/captions_{train,val}.json"})
-    train_size: int = dataclasses.field(default=5000, metadata={
-        "help": "number of training images, >= 0"})
-    val_size: int = dataclasses.field(default=500, metadata={
-        "help": "number of validation images, >= 0"})
-    seed: int = dataclasses.field(default=0, metadata={
-        "help": "random seed: the same seed and sizes give byte-identical files"})
-    image_size: int = dataclasses.field(default=64, metadata={
-        "help": "width and height of the images in pixels, 32 to 1024"})
-    max_objects: int = dataclasses.field(default=3, metadata={
-        "help": "scenes hold between 1 and this many shapes: 1, 2 or 3"})
+    out: str = dataclasses.field(
+        default="",
+        metadata={
+            "metavar": "DIR",
+            "required": True,
+            "help": "output directory; writes OUT/images/*.png and "
+            "OUT/annotations/captions_{train,val}.json",
+        },
+    )
+    train_size: int = dataclasses.field(
+        default=5000, metadata={"help": "number of training images, >= 0"}
+    )
+    val_size: int = dataclasses.field(
+        default=500, metadata={"help": "number of validation images, >= 0"}
+    )
+    seed: int = dataclasses.field(
+        default=0,
+        metadata={"help": "random seed: the same seed and sizes give byte-identical files"},
+    )
+    image_size: int = dataclasses.field(
+        default=64, metadata={"help": "width and height of the images in pixels, 32 to 1024"}
+    )
+    max_objects: int = dataclasses.field(
+        default=3, metadata={"help": "scenes hold between 1 and this many shapes: 1, 2 or 3"}
+    )
 
 
 def validate(config):
@@ -92,7 +104,9 @@ def validate(config):
     if config.train_size + config.val_size == 0:
         raise UsageError("--train-size and --val-size are both 0; ask for at least one image")
     if config.image_size < 32:
-        raise UsageError(f"--image-size must be at least 32 so that three shapes fit, got {config.image_size}")
+        raise UsageError(
+            f"--image-size must be at least 32 so that three shapes fit, got {config.image_size}"
+        )
     if config.image_size > 1024:
         raise UsageError(f"--image-size must be at most 1024, got {config.image_size}")
     if config.max_objects not in (1, 2, 3):
@@ -128,28 +142,40 @@ def two_object_relation(a, b, gap):
 
 
 def sample_scene(rng, image_size, max_objects=3):
-    """A random scene: {"objects": [...], "relation": ...} in the canonical order (see module doc)."""
+    """A random scene: {"objects": [...], "relation": ...} in the canonical order
+    (see module doc)."""
     num_objects = int(rng.integers(1, max_objects + 1))
     gap = MIN_GAP_FRACTION * image_size
     while True:
         # Distinct (shape, colour, size) triples: a caption can then always tell the objects apart.
         kinds = set()
         while len(kinds) < num_objects:
-            kinds.add((SHAPES[rng.integers(len(SHAPES))], list(COLORS)[rng.integers(len(COLORS))],
-                       SIZES[rng.integers(len(SIZES))]))
+            kinds.add(
+                (
+                    SHAPES[rng.integers(len(SHAPES))],
+                    list(COLORS)[rng.integers(len(COLORS))],
+                    SIZES[rng.integers(len(SIZES))],
+                )
+            )
         kinds = sorted(kinds)  # set order is not deterministic across processes; sort it
         order = rng.permutation(num_objects)
         objects = []
         for i in order:
             shape, color, size = kinds[i]
-            diameter = DIAMETER_FRACTION[size] * image_size * (1 + rng.uniform(-SIZE_JITTER, SIZE_JITTER))
-            objects.append({"shape": shape, "color": color, "size": size, "diameter": round(diameter, 1)})
+            diameter = (
+                DIAMETER_FRACTION[size] * image_size * (1 + rng.uniform(-SIZE_JITTER, SIZE_JITTER))
+            )
+            objects.append(
+                {"shape": shape, "color": color, "size": size, "diameter": round(diameter, 1)}
+            )
         for _ in range(50):  # placements; if none fits, draw new kinds and sizes
             for obj in objects:
                 low = obj["diameter"] / 2 + 1
                 obj["x"] = round(float(rng.uniform(low, image_size - low)), 1)
                 obj["y"] = round(float(rng.uniform(low, image_size - low)), 1)
-            if not all(boxes_apart(a, b, gap) for i, a in enumerate(objects) for b in objects[i + 1:]):
+            if not all(
+                boxes_apart(a, b, gap) for i, a in enumerate(objects) for b in objects[i + 1 :]
+            ):
                 continue
             if num_objects == 1:
                 return {"objects": objects, "relation": None}
@@ -160,7 +186,9 @@ def sample_scene(rng, image_size, max_objects=3):
                     return {"objects": [first, second], "relation": relation}
                 continue
             by_x = sorted(objects, key=lambda o: o["x"])
-            if all(b["x"] - a["x"] >= ORDER_GAP_FRACTION * image_size for a, b in zip(by_x, by_x[1:])):
+            if all(
+                b["x"] - a["x"] >= ORDER_GAP_FRACTION * image_size for a, b in zip(by_x, by_x[1:])
+            ):
                 return {"objects": by_x, "relation": "left to right"}
 
 
@@ -177,21 +205,45 @@ def object_phrase(obj, rng=None):
 
 # Paraphrase templates; {a}, {b}, {c} are object phrases in the scene's canonical order.
 TEMPLATES = {
-    None: ["there is {a}", "a picture of {a}", "{a} on a textured background", "just {a}",
-           "an image with {a}", "{a} by itself"],
-    "left of": ["{b} to the right of {a}", "there is {a} to the left of {b}",
-                "{a} on the left and {b} on the right", "{b} is right of {a}",
-                "{a} is to the left of {b}", "{b} on the right and {a} on the left"],
-    "above": ["{b} below {a}", "there is {a} above {b}", "{a} at the top and {b} at the bottom",
-              "{b} is under {a}", "{a} is over {b}", "{b} beneath {a}"],
-    "left to right": ["from left to right: {a}, {b} and {c}", "{c}, {b} and {a} from right to left",
-                      "there is {a}, then {b}, then {c} from left to right",
-                      "left to right there are {a}, {b} and {c}",
-                      "three shapes from left to right: {a}, {b} and {c}",
-                      "from right to left: {c}, {b} and {a}"],
+    None: [
+        "there is {a}",
+        "a picture of {a}",
+        "{a} on a textured background",
+        "just {a}",
+        "an image with {a}",
+        "{a} by itself",
+    ],
+    "left of": [
+        "{b} to the right of {a}",
+        "there is {a} to the left of {b}",
+        "{a} on the left and {b} on the right",
+        "{b} is right of {a}",
+        "{a} is to the left of {b}",
+        "{b} on the right and {a} on the left",
+    ],
+    "above": [
+        "{b} below {a}",
+        "there is {a} above {b}",
+        "{a} at the top and {b} at the bottom",
+        "{b} is under {a}",
+        "{a} is over {b}",
+        "{b} beneath {a}",
+    ],
+    "left to right": [
+        "from left to right: {a}, {b} and {c}",
+        "{c}, {b} and {a} from right to left",
+        "there is {a}, then {b}, then {c} from left to right",
+        "left to right there are {a}, {b} and {c}",
+        "three shapes from left to right: {a}, {b} and {c}",
+        "from right to left: {c}, {b} and {a}",
+    ],
 }
-CANONICAL = {None: "{a}", "left of": "{a} left of {b}", "above": "{a} above {b}",
-             "left to right": "{a}, {b} and {c} from left to right"}
+CANONICAL = {
+    None: "{a}",
+    "left of": "{a} left of {b}",
+    "above": "{a} above {b}",
+    "left to right": "{a}, {b} and {c} from left to right",
+}
 
 
 def scene_captions(scene, rng, num_captions=5):
@@ -218,7 +270,7 @@ def background(rng, image_size):
     base = rng.uniform(70, 180) + rng.uniform(-25, 25, size=3)
     kind = rng.integers(4)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    if kind == 0:    # plain
+    if kind == 0:  # plain
         texture = np.zeros((size, size), np.float32)
     elif kind == 1:  # linear gradient in a random direction
         angle = rng.uniform(0, 2 * np.pi)
@@ -226,11 +278,15 @@ def background(rng, image_size):
     elif kind == 2:  # soft stripes in a random direction
         angle = rng.uniform(0, np.pi)
         frequency = rng.uniform(3, 8)
-        texture = np.sin(2 * np.pi * frequency * (np.cos(angle) * xx + np.sin(angle) * yy)) * rng.uniform(8, 18)
-    else:            # blotches: coarse noise, bilinearly upsampled
+        texture = np.sin(
+            2 * np.pi * frequency * (np.cos(angle) * xx + np.sin(angle) * yy)
+        ) * rng.uniform(8, 18)
+    else:  # blotches: coarse noise, bilinearly upsampled
         coarse = rng.normal(0, 1, size=(5, 5)).astype(np.float32)
         coarse = (coarse - coarse.min()) / (np.ptp(coarse) + 1e-6) * 255
-        blotches = Image.fromarray(coarse.astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR)
+        blotches = Image.fromarray(coarse.astype(np.uint8)).resize(
+            (size, size), Image.Resampling.BILINEAR
+        )
         texture = (np.asarray(blotches, np.float32) / 255 - 0.5) * rng.uniform(25, 45)
     noise = rng.integers(-2, 3, size=(size, size, 1)) * rng.uniform(2, 5)  # grey noise, 5 levels
     pixels = base[None, None, :] + texture[:, :, None] + noise
@@ -250,7 +306,9 @@ def shape_mask(obj, image_size):
         draw.rectangle([x - side, y - side, x + side, y + side], fill=255)
     else:  # equilateral triangle pointing up, centred in its box
         height = half * 2 * 0.866
-        draw.polygon([(x, y - height / 2), (x + half, y + height / 2), (x - half, y + height / 2)], fill=255)
+        draw.polygon(
+            [(x, y - height / 2), (x + half, y + height / 2), (x - half, y + height / 2)], fill=255
+        )
     return np.asarray(mask.reduce(scale), np.float32) / 255
 
 
@@ -258,7 +316,9 @@ def render(scene, rng, image_size):
     """The scene as a uint8 [image_size, image_size, 3] array."""
     pixels = background(rng, image_size)
     for obj in scene["objects"]:
-        color = np.array(COLORS[obj["color"]], np.float32) + rng.integers(-COLOR_JITTER, COLOR_JITTER + 1, size=3)
+        color = np.array(COLORS[obj["color"]], np.float32) + rng.integers(
+            -COLOR_JITTER, COLOR_JITTER + 1, size=3
+        )
         alpha = shape_mask(obj, image_size)[:, :, None]
         pixels = pixels * (1 - alpha) + color * alpha
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
@@ -281,16 +341,39 @@ def coco_document(split, entries, config):
     """The COCO caption JSON for one split: `entries` are (image_id, file_name, scene, captions)."""
     images, annotations = [], []
     for image_id, file_name, scene, captions in entries:
-        images.append({"id": image_id, "file_name": file_name, "width": config.image_size,
-                       "height": config.image_size, "license": 1, "scene": scene})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "width": config.image_size,
+                "height": config.image_size,
+                "license": 1,
+                "scene": scene,
+            }
+        )
         for k, caption in enumerate(captions):
-            annotations.append({"id": (image_id - 1) * len(captions) + k + 1, "image_id": image_id,
-                                "caption": caption})
+            annotations.append(
+                {
+                    "id": (image_id - 1) * len(captions) + k + 1,
+                    "image_id": image_id,
+                    "caption": caption,
+                }
+            )
     # No dates or host names in `info`: they would break byte-identical output.
-    info = {"description": "synthetic shapes captions (captioning.shapes)", "version": "1.0",
-            "split": split, "seed": config.seed, "image_size": config.image_size}
-    return {"info": info, "licenses": [{"id": 1, "name": "CC0 1.0 (synthetic data)", "url": ""}],
-            "type": "captions", "images": images, "annotations": annotations}
+    info = {
+        "description": "synthetic shapes captions (captioning.shapes)",
+        "version": "1.0",
+        "split": split,
+        "seed": config.seed,
+        "image_size": config.image_size,
+    }
+    return {
+        "info": info,
+        "licenses": [{"id": 1, "name": "CC0 1.0 (synthetic data)", "url": ""}],
+        "type": "captions",
+        "images": images,
+        "annotations": annotations,
+    }
 
 
 def generate(config, log=None):
@@ -306,17 +389,22 @@ def generate(config, log=None):
         os.makedirs(images_dir, exist_ok=True)
         os.makedirs(annotations_dir, exist_ok=True)
     except OSError as error:
-        raise UsageError(f"cannot create {config.out}: {error.strerror}; pass --out with a writable directory") from None
+        raise UsageError(
+            f"cannot create {config.out}: {error.strerror}; pass --out with a writable directory"
+        ) from None
     written = {}
     first_id = {"train": 1, "val": config.train_size + 1}  # image ids are unique across the splits
     for split, count in (("train", config.train_size), ("val", config.val_size)):
         entries = []
         for index in range(count):
-            pixels, scene, captions = generate_example(config.seed, split, index, config.image_size,
-                                                       config.max_objects)
+            pixels, scene, captions = generate_example(
+                config.seed, split, index, config.image_size, config.max_objects
+            )
             file_name = f"{split}_{index:06d}.png"
             # compress_level 6 is zlib's default: the same bytes on every run with this zlib.
-            Image.fromarray(pixels).save(os.path.join(images_dir, file_name), format="PNG", compress_level=6)
+            Image.fromarray(pixels).save(
+                os.path.join(images_dir, file_name), format="PNG", compress_level=6
+            )
             entries.append((first_id[split] + index, file_name, scene, captions))
         path = os.path.join(annotations_dir, f"captions_{split}.json")
         document = coco_document(split, entries, config)
@@ -329,9 +417,11 @@ def generate(config, log=None):
 
 def build_parser():
     return cli.build_parser(
-        ShapesConfig, "python -m captioning.shapes",
+        ShapesConfig,
+        "python -m captioning.shapes",
         "Generate the synthetic shapes captioning data set: PNG scenes of 1-3 coloured shapes "
-        "and COCO-format caption files with 5 references and the scene per image.")
+        "and COCO-format caption files with 5 references and the scene per image.",
+    )
 
 
 @cli_errors

@@ -8,8 +8,12 @@ SPATIAL = ("lines", "flatten", "columns", "keypoints", "keypoints+lines", "none"
 
 
 # Arguments of earlier versions, with the only values they were ever used at (see from_config).
-REMOVED_ARGUMENTS = {"batch_norm": True, "coordinates": "none", "unpooled": [],
-                     "feature_norm": "batch"}
+REMOVED_ARGUMENTS = {
+    "batch_norm": True,
+    "coordinates": "none",
+    "unpooled": [],
+    "feature_norm": "batch",
+}
 
 
 def spatial_name(spatial):
@@ -29,20 +33,17 @@ class SmallCNN(keras.layers.Layer):
     chosen by `spatial`:
     "flatten": every cell of the map; "lines": the maximum over each row and over each column
     (half the cells' numbers at 4x4, and an object's column reads the same whatever its row,
-    so fewer examples teach it; on the shapes benchmark it trained to a lower validation loss,
-    0.269 nats/token against 0.289 after 47 epochs); "columns": over each column only;
+    so fewer examples teach it, and it generalised better on the shapes benchmark:
+    bench/README.md); "columns": over each column only;
     "keypoints": every channel's expected x and y (a spatial soft-argmax); "keypoints+lines";
     "none": global max-pooling alone. A dense
     layer projects them to `feature_size`, and batch normalisation of that vector gives v: every
     feature has zero mean and unit variance over the images, so each one has to vary from image
     to image. With layer normalisation there (each image's vector at unit scale, the earlier
     choice), the CNN learnt what the first words need (how many objects, their sizes) and then
-    stalled: the decoder grew Wih until 60-80% of the first step's gate inputs were beyond +-4,
-    saturated gates pass almost no gradient back to v, and after 15 minutes a linear probe read
-    a single shape's colour from v only 53% of the time (the same CNN trained to name the colour
-    directly: 100% after one epoch); 10% of the validation scenes were captioned correctly.
-    With batch normalisation, 23% after 8 minutes, and every single shape's colour right.
-    Pixels are scaled to [-1, 1] inside.
+    stalled: the decoder grew Wih until most of the first step's gate inputs saturated, and
+    saturated gates pass almost no gradient back to v, so v never learnt the colours (the
+    measurements are in bench/README.md). Pixels are scaled to [-1, 1] inside.
 
     Batch normalisation uses momentum 0.9 rather than Keras' 0.99: with 0.99 the moving averages
     that inference uses lag the fast-changing early weights by hundreds of steps, and a model
@@ -61,8 +62,14 @@ class SmallCNN(keras.layers.Layer):
     drops them at those values and refuses the others, which described another network.
     """
 
-    def __init__(self, image_size=64, filters=(32, 64, 64, 128), feature_size=256,
-                 spatial="flatten", **kwargs):
+    def __init__(
+        self,
+        image_size=64,
+        filters=(32, 64, 64, 128),
+        feature_size=256,
+        spatial="flatten",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.image_size = int(image_size)
         self.filters = tuple(int(f) for f in filters)
@@ -73,13 +80,17 @@ class SmallCNN(keras.layers.Layer):
         if self.image_size % (2 ** len(self.filters)):
             raise ValueError(f"image_size {image_size} must be divisible by 2**{len(self.filters)}")
         # The attributes' order is the variables' order, which positional checkpoints rely on.
-        self.convolutions = [keras.layers.Conv2D(f, 3, padding="same", use_bias=False,
-                                                 name=f"conv_{i}")
-                             for i, f in enumerate(self.filters)]
-        self.norms = [keras.layers.BatchNormalization(momentum=0.9, name=f"norm_{i}")
-                      for i in range(len(self.filters))]
-        self.pools = [keras.layers.MaxPooling2D(2, name=f"pool_{i}")
-                      for i in range(len(self.filters))]
+        self.convolutions = [
+            keras.layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv_{i}")
+            for i, f in enumerate(self.filters)
+        ]
+        self.norms = [
+            keras.layers.BatchNormalization(momentum=0.9, name=f"norm_{i}")
+            for i in range(len(self.filters))
+        ]
+        self.pools = [
+            keras.layers.MaxPooling2D(2, name=f"pool_{i}") for i in range(len(self.filters))
+        ]
         self.global_pool = keras.layers.GlobalMaxPooling2D(name="global_max")
         self.flatten = keras.layers.Flatten(name="flatten")
         self.projection = keras.layers.Dense(self.feature_size, name="features")
@@ -91,8 +102,14 @@ class SmallCNN(keras.layers.Layer):
             conv.build((None, size, size, channels))
             norm.build((None, size, size, conv.filters))
             size, channels = size // 2, conv.filters
-        cells = {"flatten": size * size, "none": 0, "columns": size, "lines": 2 * size,
-                 "keypoints": 2, "keypoints+lines": 2 + 2 * size}[self.spatial]
+        cells = {
+            "flatten": size * size,
+            "none": 0,
+            "columns": size,
+            "lines": 2 * size,
+            "keypoints": 2,
+            "keypoints+lines": 2 + 2 * size,
+        }[self.spatial]
         self.projection.build((None, (cells + 1) * channels))
         self.normalization.build((None, self.feature_size))
         self.built = True
@@ -143,8 +160,12 @@ class SmallCNN(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(image_size=self.image_size, filters=list(self.filters),
-                      feature_size=self.feature_size, spatial=self.spatial)
+        config.update(
+            image_size=self.image_size,
+            filters=list(self.filters),
+            feature_size=self.feature_size,
+            spatial=self.spatial,
+        )
         return config
 
     @classmethod
@@ -156,5 +177,6 @@ class SmallCNN(keras.layers.Layer):
                 if (list(saved) if isinstance(saved, (list, tuple)) else saved) != value:
                     raise ValueError(
                         f"this SmallCNN config has {name}={saved!r}, an argument that SmallCNN no "
-                        f"longer takes; only its old default, {value!r}, can still be loaded")
+                        f"longer takes; only its old default, {value!r}, can still be loaded"
+                    )
         return super().from_config(config)

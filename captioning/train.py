@@ -20,12 +20,16 @@ from textgen.errors import cli_errors  # noqa: E402
 
 def build_parser():
     parser = cli.build_parser(
-        CaptionTrainConfig, "python -m captioning.train",
+        CaptionTrainConfig,
+        "python -m captioning.train",
         "Train an image captioning model: a CNN encoder whose feature vector enters a textgen "
-        "recurrent stack at the first step (cs231n / neuraltalk2 style).")
-    parser.add_argument("--no-progress", action="store_true",
-                        help="hide the progress bar (it is also hidden when output is not a "
-                             "terminal)")
+        "recurrent stack at the first step (cs231n / neuraltalk2 style).",
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar (it is also hidden when output is not a terminal)",
+    )
     return parser
 
 

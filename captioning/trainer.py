@@ -33,10 +33,16 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from captioning import config as config_lib
-from captioning.caption_data import (CaptionSet, feature_source, hold_out, pixel_source,
-                                     source_features)
+from captioning.caption_data import (
+    CaptionSet,
+    feature_source,
+    hold_out,
+    pixel_source,
+    source_features,
+)
 from captioning.caption_metrics import correct_flags, format_scores, score_captions
 from captioning.captioner import Captioner
 from captioning.captions import build_vocabulary, check_vocabulary, tokenize
@@ -48,7 +54,6 @@ from textgen.distribution import StreamPlacement, make_strategy
 from textgen.io import atomic_write_text, export_disk_full, is_disk_full
 from textgen.metrics import format_loss, metrics
 from textgen.training_loop import TrainingLoop, apply_gradients, global_mean, make_optimizer
-from tqdm import tqdm
 
 
 class CaptionTrainer(TrainingLoop):
@@ -62,39 +67,61 @@ class CaptionTrainer(TrainingLoop):
         config, run = self.config, self.run
         # COCO files are one split each; a Karpathy file (dataset_coco.json) holds all of them:
         # training reads its "train" + "restval" images and validates on its "val" images.
-        train_records = read_captions(config.annotations, config.images, "train",
-                                      config.check_images, log=self.log)
+        train_records = read_captions(
+            config.annotations, config.images, "train", config.check_images, log=self.log
+        )
         if config.val_annotations:
-            val_records = read_captions(config.val_annotations, config.val_images or config.images,
-                                        "val", config.check_images, log=self.log)
+            val_records = read_captions(
+                config.val_annotations,
+                config.val_images or config.images,
+                "val",
+                config.check_images,
+                log=self.log,
+            )
         elif is_karpathy(read_json(config.annotations)):
-            val_records = read_captions(config.annotations, config.val_images or config.images,
-                                        "val", config.check_images, log=self.log)
+            val_records = read_captions(
+                config.annotations,
+                config.val_images or config.images,
+                "val",
+                config.check_images,
+                log=self.log,
+            )
         else:
             train_records, val_records = hold_out(train_records, config.val_fraction, config.seed)
         if config.resume:
             vocabulary = run.load_vocabulary()
             check_vocabulary(vocabulary, run.vocabulary_path)
         else:
-            vocabulary = build_vocabulary((tokenize(c) for r in train_records
-                                           for c in r.captions[:config.first_captions or None]),
-                                          min_count=config.min_count)
+            vocabulary = build_vocabulary(
+                (
+                    tokenize(c)
+                    for r in train_records
+                    for c in r.captions[: config.first_captions or None]
+                ),
+                min_count=config.min_count,
+            )
         self.vocabulary = vocabulary
-        self.train_set = CaptionSet(train_records, vocabulary, config.max_length, config.first_captions)
+        self.train_set = CaptionSet(
+            train_records, vocabulary, config.max_length, config.first_captions
+        )
         self.val_set = CaptionSet(val_records, vocabulary, config.max_length, config.first_captions)
 
         self.strategy = make_strategy(config.strategy)
         self.replicas = self.strategy.num_replicas_in_sync
         # Replica r gets a fixed contiguous share of every batch's rows (a short last batch
         # splits as evenly as it can; `images_per_epoch` makes sure no replica gets none).
-        self.placement = StreamPlacement(self.strategy, config.batch_size, "--batch-size "
-                                         f"{config.batch_size} (the global batch)")
+        self.placement = StreamPlacement(
+            self.strategy, config.batch_size, f"--batch-size {config.batch_size} (the global batch)"
+        )
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
             self.model = Captioner.from_train_config(config, vocabulary)
             self.pretrained = self.model.encoder.pretrained
-            self.decoder_vars = (self.model.decoder_variables() if self.pretrained
-                                 else self.model.trainable_variables)
+            self.decoder_vars = (
+                self.model.decoder_variables()
+                if self.pretrained
+                else self.model.trainable_variables
+            )
             self.optimizer = make_optimizer("adam", config.learning_rate)
             self.optimizer.build(self.decoder_vars)
         if self.replicas > 1:
@@ -111,8 +138,9 @@ class CaptionTrainer(TrainingLoop):
         self.restore_variables(groups, "optimizer", self.optimizer.variables, "optimizer")
         if self.progress.get("fine_tuning"):
             self._unfreeze()
-            self.restore_variables(groups, "encoder_optimizer", self.encoder_optimizer.variables,
-                                   "encoder optimizer")
+            self.restore_variables(
+                groups, "encoder_optimizer", self.encoder_optimizer.variables, "encoder optimizer"
+            )
 
     def _unfreeze(self):
         self.model.encoder.set_backbone_trainable(True)
@@ -124,8 +152,14 @@ class CaptionTrainer(TrainingLoop):
     # ---- data: decode every image once; features for a frozen backbone ----
     def _bar(self, total, description):
         disable = None if self.progress_bar is None else not self.progress_bar
-        return tqdm(total=total, unit="img", desc=description, disable=disable, leave=False,
-                    dynamic_ncols=True)
+        return tqdm(
+            total=total,
+            unit="img",
+            desc=description,
+            disable=disable,
+            leave=False,
+            dynamic_ncols=True,
+        )
 
     def feature_cache(self):
         config, encoder = self.config, self.model.encoder
@@ -137,11 +171,18 @@ class CaptionTrainer(TrainingLoop):
             caption_set = getattr(self, f"{name}_set")
             what = "training" if name == "train" else "validation"
             if self.pretrained and not self.fine_tuning:
-                source, kept = feature_source(caption_set, self.model, self.feature_cache(), what,
-                                              self.log, self._bar)
+                source, kept = feature_source(
+                    caption_set, self.model, self.feature_cache(), what, self.log, self._bar
+                )
             else:
-                source, kept = pixel_source(caption_set, self.model.image_size,
-                                            self.config.image_memory_mb, what, self.log, self._bar)
+                source, kept = pixel_source(
+                    caption_set,
+                    self.model.image_size,
+                    self.config.image_memory_mb,
+                    what,
+                    self.log,
+                    self._bar,
+                )
             if len(kept) < len(caption_set):
                 setattr(self, f"{name}_set", caption_set.subset(kept))
             setattr(self, f"{name}_source", source)
@@ -161,15 +202,18 @@ class CaptionTrainer(TrainingLoop):
         def batch_loss(inputs, captions, training):
             # Every replica's graph must issue the same collectives in the same order; a share
             # whose batch size is statically 0 (of a short last batch) would be traced differently.
-            inputs, captions = [tf.compat.v1.placeholder_with_default(x, [None] + x.shape[1:])
-                                for x in (inputs, captions)]
+            inputs, captions = [
+                tf.compat.v1.placeholder_with_default(x, [None] + x.shape[1:])
+                for x in (inputs, captions)
+            ]
             features = model.encode(inputs, training=training) if uses_pixels else inputs
             features = tf.repeat(features, tf.shape(captions)[1], axis=0)
             captions = tf.reshape(captions, [-1, tf.shape(captions)[2]])
             # Drop the columns that are <pad> in every caption of the batch (keeping <start> and
             # one more: under a strategy, a replica's share of a short last batch may be empty).
-            length = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(captions != pad, tf.int32),
-                                                            axis=1)), 2)
+            length = tf.maximum(
+                tf.reduce_max(tf.reduce_sum(tf.cast(captions != pad, tf.int32), axis=1)), 2
+            )
             inputs, targets = teacher_forcing(captions[:, :length])
             outputs, _ = model.decode(features, inputs, training=training)
             return masked_cross_entropy(targets, model.output_layer(outputs), pad)
@@ -184,32 +228,40 @@ class CaptionTrainer(TrainingLoop):
         def train_step(inputs, captions):
             """(summed loss, token count) of the global batch."""
             total, count = strategy.run(replica_step, args=(inputs, captions))
-            return tuple(strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
-                         for x in (total, count))
+            return tuple(
+                strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None) for x in (total, count)
+            )
 
         # One trace for every batch size. With one trace per size seen, a run resumed just before
         # an epoch's short last batch traces that size first, its full batches then run on the
         # general trace instead of the full-size one, and the kernels chosen for a static batch
         # size round differently: the resumed run drifts from the uninterrupted one. (Under a
         # strategy the inputs are per-replica values, which an input signature cannot name.)
-        signature = self._batches(self.train_source, self.train_set, *self.train_set.fixed_plan(
-            self.config.seed, self.config.captions_per_image)).element_spec
-        trace = (dict(input_signature=signature) if replicas == 1 else
-                 dict(reduce_retracing=True))
+        signature = self._batches(
+            self.train_source,
+            self.train_set,
+            *self.train_set.fixed_plan(self.config.seed, self.config.captions_per_image),
+        ).element_spec
+        trace = dict(input_signature=signature) if replicas == 1 else dict(reduce_retracing=True)
         self.train_step = tf.function(train_step, autograph=False, **trace)
-        self.eval_step = tf.function(lambda inputs, captions: batch_loss(inputs, captions, False),
-                                     input_signature=signature, autograph=False)
+        self.eval_step = tf.function(
+            lambda inputs, captions: batch_loss(inputs, captions, False),
+            input_signature=signature,
+            autograph=False,
+        )
 
     # ---- the loop's hooks ----
     def describe(self):
         c = self.config
         used = f", the first {c.first_captions} of each used" if c.first_captions else ""
         trained = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
-        return (f"vocabulary {len(self.vocabulary)} words; {len(self.train_set)} training images "
-                f"({len(self.train_set.captions)} captions{used}), {len(self.val_set)} validation "
-                f"images; {self.steps_per_epoch()} batches of {c.batch_size} images x "
-                f"{c.captions_per_image} captions per epoch; {self.model.count_params():,} "
-                f"parameters ({trained:,} trained)")
+        return (
+            f"vocabulary {len(self.vocabulary)} words; {len(self.train_set)} training images "
+            f"({len(self.train_set.captions)} captions{used}), {len(self.val_set)} validation "
+            f"images; {self.steps_per_epoch()} batches of {c.batch_size} images x "
+            f"{c.captions_per_image} captions per epoch; {self.model.count_params():,} "
+            f"parameters ({trained:,} trained)"
+        )
 
     def images_per_epoch(self):
         """The training images an epoch uses: all of them, except that under several replicas a
@@ -232,8 +284,10 @@ class CaptionTrainer(TrainingLoop):
     def start_epoch(self, epoch, step_in_epoch):
         c = self.config
         if self.pretrained and not self.fine_tuning and 0 <= c.fine_tune_after <= epoch:
-            self.log(f"epoch {epoch + 1}: fine-tuning the {c.encoder} backbone from now on "
-                     f"(learning rate {c.encoder_learning_rate})")
+            self.log(
+                f"epoch {epoch + 1}: fine-tuning the {c.encoder} backbone from now on "
+                f"(learning rate {c.encoder_learning_rate})"
+            )
             self._unfreeze()
             self._prepare_sources()
             self.compile_steps()
@@ -246,14 +300,16 @@ class CaptionTrainer(TrainingLoop):
         order, rows = self.train_set.epoch_plan(c.seed, epoch, c.captions_per_image)
         images = self.images_per_epoch()
         first = first_step * c.batch_size
-        for batch in self._batches(self.train_source, self.train_set, order[first:images],
-                                   rows[first:images]):
+        for batch in self._batches(
+            self.train_source, self.train_set, order[first:images], rows[first:images]
+        ):
             yield batch, int(batch[0].shape[0])
 
     def training_step(self, batch):
         inputs, captions = batch
-        total, count = self.train_step(self.placement.distribute(inputs),
-                                       self.placement.distribute(captions))
+        total, count = self.train_step(
+            self.placement.distribute(inputs), self.placement.distribute(captions)
+        )
         return float(total), float(count)
 
     def evaluate(self):
@@ -293,8 +349,11 @@ class CaptionTrainer(TrainingLoop):
             export_saved_model(self.model, path, overwrite=True)
         except Exception as error:
             if is_disk_full(error):
-                raise export_disk_full(path, self.model.variables, f"python -m captioning.export "
-                                       f"{self.config.out} {path} --overwrite") from None
+                raise export_disk_full(
+                    path,
+                    self.model.variables,
+                    f"python -m captioning.export {self.config.out} {path} --overwrite",
+                ) from None
             raise
         self.log(f"exported a SavedModel to {path}")
 
@@ -308,16 +367,30 @@ class CaptionTrainer(TrainingLoop):
         BLEU-4 and CIDEr; written with the captions to OUT/eval.json."""
         count = min(self.config.eval_images, len(self.val_set))
         records = self.val_set.records[:count]
-        captions = caption_features(self.model, self.validation_features(count), self.vocabulary,
-                                    self.config.max_length)
+        captions = caption_features(
+            self.model, self.validation_features(count), self.vocabulary, self.config.max_length
+        )
         scores = score_captions(captions, records)
         self.log(f"greedy captions on validation: {format_scores(scores)}")
-        correct = ([None] * count if scores["correct"] is None else
-                   [bool(x) for x in correct_flags(captions, [r.scene for r in records])])
-        document = {"scores": scores, "global_step": self.progress["global_step"],
-                    "captions": [{"image_id": r.image_id, "file": os.path.basename(r.path),
-                                  "caption": c, "correct": ok, "references": r.captions}
-                                 for r, c, ok in zip(records, captions, correct)]}
+        correct = (
+            [None] * count
+            if scores["correct"] is None
+            else [bool(x) for x in correct_flags(captions, [r.scene for r in records])]
+        )
+        document = {
+            "scores": scores,
+            "global_step": self.progress["global_step"],
+            "captions": [
+                {
+                    "image_id": r.image_id,
+                    "file": os.path.basename(r.path),
+                    "caption": c,
+                    "correct": ok,
+                    "references": r.captions,
+                }
+                for r, c, ok in zip(records, captions, correct)
+            ],
+        }
         atomic_write_text(self.run.file("eval.json"), json.dumps(document, indent=1))
         return scores
 

@@ -16,13 +16,23 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT = os.path.join(ROOT, "docs", "flags.md")
-CLIS = ("textgen.train", "textgen.sample", "textgen.export", "captioning.train",
-        "captioning.caption", "captioning.evaluate", "captioning.export", "captioning.coco_data",
-        "captioning.shapes")
-HEADER = ("# Flags of every CLI\n\n"
-          "Generated from the parsers (the `--help` texts) by `docs/make_flags.py`; do not edit "
-          "it by hand.\nRegenerate it with `python docs/make_flags.py` after changing a flag; "
-          "`tests/test_flags_docs.py` fails until then.\n")
+CLIS = (
+    "textgen.train",
+    "textgen.sample",
+    "textgen.export",
+    "captioning.train",
+    "captioning.caption",
+    "captioning.evaluate",
+    "captioning.export",
+    "captioning.coco_data",
+    "captioning.shapes",
+)
+HEADER = (
+    "# Flags of every CLI\n\n"
+    "Generated from the parsers (the `--help` texts) by `docs/make_flags.py`; do not edit "
+    "it by hand.\nRegenerate it with `python docs/make_flags.py` after changing a flag; "
+    "`tests/test_flags_docs.py` fails until then.\n"
+)
 DEFAULT = re.compile(r"\s*\((default: (?P<default>.*)|(?P<required>required))\)$", re.DOTALL)
 
 
@@ -50,7 +60,7 @@ def row(formatter, action):
     meaning = formatter._expand_help(action)
     match = DEFAULT.search(meaning)
     if match:
-        meaning = meaning[:match.start()]
+        meaning = meaning[: match.start()]
         default = "required" if match["required"] else match["default"]
     elif not action.option_strings:
         default = "required"
@@ -64,11 +74,20 @@ def row(formatter, action):
 def section(module, parser):
     formatter = parser._get_formatter()
     # The short usage textgen.cli prints, unwrapped whatever the terminal's width.
-    positionals = [formatter._format_args(a, a.metavar) for a in parser._actions
-                   if not a.option_strings]
+    positionals = [
+        formatter._format_args(a, a.metavar) for a in parser._actions if not a.option_strings
+    ]
     usage = " ".join([parser.prog, *positionals, "[options]"])
-    lines = [f"## python -m {module}", "", markdown(parser.description), "", f"`{usage}`", "",
-             "| flag | default | meaning |", "| --- | --- | --- |"]
+    lines = [
+        f"## python -m {module}",
+        "",
+        markdown(parser.description),
+        "",
+        f"`{usage}`",
+        "",
+        "| flag | default | meaning |",
+        "| --- | --- | --- |",
+    ]
     for action in parser._actions:
         if not isinstance(action, argparse._HelpAction):
             lines.append("| " + " | ".join(row(formatter, action)) + " |")
@@ -78,8 +97,7 @@ def section(module, parser):
 def render(cli_parsers=None):
     """The text of docs/flags.md for {module: parser} (default: every CLI's)."""
     cli_parsers = parsers() if cli_parsers is None else cli_parsers
-    contents = "\n".join(f"- [python -m {m}](#python--m-{m.replace('.', '')})"
-                         for m in cli_parsers)
+    contents = "\n".join(f"- [python -m {m}](#python--m-{m.replace('.', '')})" for m in cli_parsers)
     sections = [section(module, parser) for module, parser in cli_parsers.items()]
     return "\n".join([HEADER, contents + "\n", *sections])
 

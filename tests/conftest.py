@@ -23,10 +23,20 @@ def small_corpus(tmp_path):
 @pytest.fixture
 def tiny_config(small_corpus, tmp_path):
     """A model and layout small enough that a few dozen steps take seconds."""
-    return TrainConfig(data=str(small_corpus), hidden_size=32, embedding_size=16, num_layers=2,
-                       batch_size=8, seq_length=20, epochs=3, sample_every=0, checkpoint_every=5,
-                       export=False, out=str(tmp_path / "run"),
-                       # A constant rate: a run stopped by --max-steps and resumed with a larger
-                       # one follows the uninterrupted run only if the schedule does not depend
-                       # on the run's planned length.
-                       lr_schedule="constant")
+    return TrainConfig(
+        data=str(small_corpus),
+        hidden_size=32,
+        embedding_size=16,
+        num_layers=2,
+        batch_size=8,
+        seq_length=20,
+        epochs=3,
+        sample_every=0,
+        checkpoint_every=5,
+        export=False,
+        out=str(tmp_path / "run"),
+        # A constant rate: a run stopped by --max-steps and resumed with a larger
+        # one follows the uninterrupted run only if the schedule does not depend
+        # on the run's planned length.
+        lr_schedule="constant",
+    )

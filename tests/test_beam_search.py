@@ -59,17 +59,20 @@ def test_forbidden_tokens():
     first = tf.constant([3], tf.int32)
     states = [tf.zeros([1, 1])]
     forbidden = tf.constant([False, False, True])  # never "b"
-    tokens, _, _ = beam_search(step_fn, first, states, 4, beam_size=3, end_token=END,
-                               forbidden=forbidden)
+    tokens, _, _ = beam_search(
+        step_fn, first, states, 4, beam_size=3, end_token=END, forbidden=forbidden
+    )
     assert 2 not in list(tokens.numpy()[0])
 
 
 def best_normalised(alpha, num_steps=4):
     """The sequence of at most `num_steps` tokens with the highest log_prob / steps**alpha, by
     exhaustive search; steps count the end token, a sequence cut at num_steps has num_steps."""
+
     def ranking(sequence):
         sequence = sequence[: sequence.index(END) + 1] if END in sequence else sequence
         return sequence_log_prob(sequence) / len(sequence) ** alpha
+
     best = max(itertools.product(range(3), repeat=num_steps), key=ranking)
     return list(best[: best.index(END) + 1] if END in best else best)
 
@@ -83,8 +86,9 @@ def test_length_normalisation_ranks_by_log_prob_per_step():
     first = tf.constant([3], tf.int32)
     states = [tf.zeros([1, 1])]
     for alpha in (0.0, 0.5, 0.7, 1.0):
-        tokens, log_prob, length = beam_search(step_fn, first, states, 4, beam_size=3,
-                                               end_token=END, length_normalization=alpha)
+        tokens, log_prob, length = beam_search(
+            step_fn, first, states, 4, beam_size=3, end_token=END, length_normalization=alpha
+        )
         best = best_normalised(alpha)
         assert list(tokens.numpy()[0]) == best + [END] * (4 - len(best)), alpha
         # The log-probability returned stays the plain one; the length leaves out the end.
@@ -92,8 +96,9 @@ def test_length_normalisation_ranks_by_log_prob_per_step():
         assert int(length[0]) == len(best) - 1
     # The same inside a traced function (the exported SavedModel runs it in the graph), with
     # alpha a tensor.
-    traced = tf.function(lambda f, alpha: beam_search(step_fn, f, states, 4, 3, END,
-                                                      length_normalization=alpha))
+    traced = tf.function(
+        lambda f, alpha: beam_search(step_fn, f, states, 4, 3, END, length_normalization=alpha)
+    )
     for alpha in (0.0, 0.7):
         tokens = traced(first, tf.constant(alpha))[0]
         assert tokens.shape == (1, 4)

@@ -10,12 +10,12 @@ import sys
 
 import numpy as np
 import pytest
-from isolated_process import run_isolated
 from PIL import Image
 
 from captioning import caption, export
 from captioning.captions import SPECIALS
 from captioning.trainer import train
+from isolated_process import run_isolated
 from test_captioning_train import shapes_data, tiny_config  # noqa: F401 (a fixture)
 
 QUIET = {"log": lambda message: None, "progress_bar": False}
@@ -25,8 +25,18 @@ QUIET = {"log": lambda message: None, "progress_bar": False}
 def run_directory(shapes_data, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("caption_run") / "run"
     # Enough steps that the captions are not all alike, so that comparisons mean something.
-    train(tiny_config(shapes_data, out, epochs=40, eval_images=0, hidden_size=32, learning_rate=1e-2,
-                      export=True), **QUIET)
+    train(
+        tiny_config(
+            shapes_data,
+            out,
+            epochs=40,
+            eval_images=0,
+            hidden_size=32,
+            learning_rate=1e-2,
+            export=True,
+        ),
+        **QUIET,
+    )
     return str(out)
 
 
@@ -80,7 +90,9 @@ def test_json_has_file_caption_and_log_prob(run_directory, images, capsys):
     # Batching does not change a caption.
     one_by_one = cli_captions(capsys, *images, "--model", run_directory, "--batch-size", 1)
     assert [r["caption"] for r in one_by_one] == [r["caption"] for r in results]
-    np.testing.assert_allclose([r["log_prob"] for r in one_by_one], [r["log_prob"] for r in results], rtol=1e-5)
+    np.testing.assert_allclose(
+        [r["log_prob"] for r in one_by_one], [r["log_prob"] for r in results], rtol=1e-5
+    )
 
 
 def test_sampling_is_seeded(run_directory, images, capsys):
@@ -99,13 +111,26 @@ def bad_files(directory):
     svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>\n')
     folder = directory / "folder.png"
     folder.mkdir()
-    return {"missing": directory / "missing.png", "corrupt": corrupt, "unsupported": svg,
-            "directory": folder}
+    return {
+        "missing": directory / "missing.png",
+        "corrupt": corrupt,
+        "unsupported": svg,
+        "directory": folder,
+    }
 
 
-def test_each_bad_image_gets_one_line_and_the_others_are_captioned(run_directory, images, tmp_path, capsys):
+def test_each_bad_image_gets_one_line_and_the_others_are_captioned(
+    run_directory, images, tmp_path, capsys
+):
     bad = bad_files(tmp_path / "bad")
-    argv = [images[0], bad["missing"], bad["corrupt"], images[1], bad["unsupported"], bad["directory"]]
+    argv = [
+        images[0],
+        bad["missing"],
+        bad["corrupt"],
+        images[1],
+        bad["unsupported"],
+        bad["directory"],
+    ]
     status, out, err = run_cli(capsys, *argv, "--model", run_directory)
     assert status == 1
     assert [line.split("\t")[0] for line in out.splitlines()] == images[:2]
@@ -119,10 +144,11 @@ def test_each_bad_image_gets_one_line_and_the_others_are_captioned(run_directory
 
 def test_bad_options_are_one_line(run_directory, images, capsys, tmp_path):
     for argv, message in (
-            (["--beam-size", 0], "--beam-size must be >= 1"),
-            (["--max-length", 0], "--max-length must be >= 1"),
-            (["--temperature", -1], "--temperature must be >= 0"),
-            (["--model", tmp_path / "nowhere"], "no such directory")):
+        (["--beam-size", 0], "--beam-size must be >= 1"),
+        (["--max-length", 0], "--max-length must be >= 1"),
+        (["--temperature", -1], "--temperature must be >= 0"),
+        (["--model", tmp_path / "nowhere"], "no such directory"),
+    ):
         status, out, err = run_cli(capsys, images[0], "--model", run_directory, *argv)
         assert status == 2 and err.count("\n") == 1 and message in err, err
 
@@ -130,7 +156,7 @@ def test_bad_options_are_one_line(run_directory, images, capsys, tmp_path):
 # ---- the SavedModel ----
 
 # Run by a fresh interpreter that cannot import this project (isolated_process.PREAMBLE first).
-ISOLATED_SCRIPT = r'''
+ISOLATED_SCRIPT = r"""
 
 model = tf.saved_model.load(sys.argv[1])
 images = [open(p, "rb").read() for p in sys.argv[2:]]
@@ -142,16 +168,19 @@ for beam in (1, 3):
                  "log_prob": [float(x) for x in r["log_prob"].numpy()]}
 default = model.caption(tf.constant(images))
 out["default"] = [c.decode() for c in default["caption"].numpy()]
-out["serving_default"] = [c.decode() for c in model.signatures["serving_default"](
-    image_bytes=tf.constant(images), beam_size=tf.constant(3), max_length=tf.constant(20))["caption"].numpy()]
+served = model.signatures["serving_default"](
+    image_bytes=tf.constant(images), beam_size=tf.constant(3), max_length=tf.constant(20))
+out["serving_default"] = [c.decode() for c in served["caption"].numpy()]
 out["config"] = json.loads(model.signatures["config"]()["config_json"].numpy())
 print(json.dumps(out))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
 def isolated(saved_model, images, tmp_path_factory):
-    return run_isolated(ISOLATED_SCRIPT, [saved_model, *images], tmp_path_factory.mktemp("isolated_caption"))
+    return run_isolated(
+        ISOLATED_SCRIPT, [saved_model, *images], tmp_path_factory.mktemp("isolated_caption")
+    )
 
 
 @pytest.mark.parametrize("beam", [1, 3])
@@ -159,7 +188,9 @@ def test_saved_model_elsewhere_matches_the_cli(isolated, run_directory, images, 
     expected = cli_captions(capsys, *images, "--model", run_directory, "--beam-size", beam)
     got = isolated[str(beam)]
     assert got["caption"] == [r["caption"] for r in expected]
-    np.testing.assert_allclose(got["log_prob"], [r["log_prob"] for r in expected], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        got["log_prob"], [r["log_prob"] for r in expected], rtol=1e-4, atol=1e-4
+    )
     if beam == 3:
         assert len(set(got["caption"])) > 1  # the model tells the images apart
 
@@ -170,24 +201,37 @@ def test_saved_model_defaults_and_config(isolated):
     assert isolated["config"]["image_size"] == 64 and isolated["config"]["default_beam_size"] == 3
 
 
-def test_cli_on_the_saved_model_equals_the_run_directory(saved_model, run_directory, images, capsys):
+def test_cli_on_the_saved_model_equals_the_run_directory(
+    saved_model, run_directory, images, capsys
+):
     from_export = cli_captions(capsys, *images, "--model", saved_model)
     from_run = cli_captions(capsys, *images, "--model", run_directory)
     assert [r["caption"] for r in from_export] == [r["caption"] for r in from_run]
-    np.testing.assert_allclose([r["log_prob"] for r in from_export], [r["log_prob"] for r in from_run], rtol=1e-4)
+    np.testing.assert_allclose(
+        [r["log_prob"] for r in from_export], [r["log_prob"] for r in from_run], rtol=1e-4
+    )
     status, out, err = run_cli(capsys, images[0], "--model", saved_model, "--temperature", 1)
     assert status == 2 and "need a run directory" in err and err.count("\n") == 1
 
 
 def test_saved_model_cli_lists_the_signatures(saved_model):
-    cli = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable)) or shutil.which("saved_model_cli")
+    cli = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable)) or shutil.which(
+        "saved_model_cli"
+    )
     if cli is None:
         pytest.skip("saved_model_cli is not installed")
-    result = subprocess.run([cli, "show", "--dir", saved_model, "--all"], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [cli, "show", "--dir", saved_model, "--all"], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    for name in ("signature_def['caption']", "signature_def['serving_default']", "image_bytes",
-                 "beam_size", "max_length", "log_prob"):
+    for name in (
+        "signature_def['caption']",
+        "signature_def['serving_default']",
+        "image_bytes",
+        "beam_size",
+        "max_length",
+        "log_prob",
+    ):
         assert name in result.stdout
 
 
@@ -209,6 +253,7 @@ def test_a_failed_export_leaves_nothing(run_directory, tmp_path, monkeypatch, ca
 
 # ---- the HTML gallery ----
 
+
 def test_html_gallery_shows_each_image_beside_its_caption(run_directory, images, tmp_path, capsys):
     page = tmp_path / "gallery.html"
     results = cli_captions(capsys, *images[:2], "--model", run_directory, "--html", page)
@@ -219,28 +264,50 @@ def test_html_gallery_shows_each_image_beside_its_caption(run_directory, images,
 
 
 def chromium():
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    return (
+        shutil.which("chromium")
+        or shutil.which("chromium-browser")
+        or shutil.which("google-chrome")
+    )
 
 
-@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(
+    chromium() is None, reason="Chromium is not installed (apt-get install chromium)"
+)
 def test_gallery_renders_in_headless_chromium(run_directory, tmp_path, capsys):
     # An image of one flat, unusual colour: if the browser shows it, the screenshot has it.
     image = tmp_path / "flat.png"
     Image.new("RGB", (64, 64), (250, 20, 200)).save(image)
     page = tmp_path / "gallery.html"
     [result] = cli_captions(capsys, image, "--model", run_directory, "--html", page)
-    browser = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               "--window-size=900,500", f"--user-data-dir={tmp_path / 'profile'}"]
+    browser = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--window-size=900,500",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     shot = tmp_path / "shot.png"
-    subprocess.run(browser + [f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120,
-                   check=True)
+    subprocess.run(
+        browser + [f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     flat = np.abs(pixels - [250, 20, 200]).sum(-1) < 30
     assert flat.sum() > 200 * 200  # shown at 320 px wide
     columns = np.flatnonzero(flat.any(axis=0))
     # The caption is drawn to the right of the image: dark text pixels there.
-    right = pixels[:, columns.max() + 10:]
+    right = pixels[:, columns.max() + 10 :]
     assert (right.sum(-1) < 200).sum() > 50
-    dom = subprocess.run(browser + ["--dump-dom", page.as_uri()], capture_output=True, text=True,
-                         timeout=120, check=True).stdout
+    dom = subprocess.run(
+        browser + ["--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     assert result["caption"] in dom

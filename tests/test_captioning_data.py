@@ -10,10 +10,21 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from captioning import coco_data, shapes
-from captioning.captions import (SPECIALS, build_vocabulary, caption_text, decode_caption,
-                                 encode_captions, tokenize)
-from captioning.coco_data import (caption_rows, load_record_images, read_captions,
-                                  read_coco_captions, read_karpathy_captions)
+from captioning.captions import (
+    SPECIALS,
+    build_vocabulary,
+    caption_text,
+    decode_caption,
+    encode_captions,
+    tokenize,
+)
+from captioning.coco_data import (
+    caption_rows,
+    load_record_images,
+    read_captions,
+    read_coco_captions,
+    read_karpathy_captions,
+)
 from captioning.images import ImageError, check_image, load_image
 from captioning.scene_parser import caption_is_correct
 from textgen.errors import UsageError
@@ -73,7 +84,9 @@ def test_validation_images_do_not_depend_on_train_size(tmp_path):
     make_shapes(tmp_path / "a", train_size=3, val_size=2)
     make_shapes(tmp_path / "b", train_size=5, val_size=2)
     for name in ("val_000000.png", "val_000001.png"):
-        assert (tmp_path / "a" / "images" / name).read_bytes() == (tmp_path / "b" / "images" / name).read_bytes()
+        assert (tmp_path / "a" / "images" / name).read_bytes() == (
+            tmp_path / "b" / "images" / name
+        ).read_bytes()
 
 
 def test_coco_files_load_with_pycocotools(shapes_dir):
@@ -92,7 +105,11 @@ def test_coco_files_load_with_pycocotools(shapes_dir):
             scene = image["scene"]
             assert 1 <= len(scene["objects"]) <= 3
             for obj in scene["objects"]:
-                assert obj["color"] in shapes.COLORS and obj["shape"] in shapes.SHAPES and obj["size"] in shapes.SIZES
+                assert (
+                    obj["color"] in shapes.COLORS
+                    and obj["shape"] in shapes.SHAPES
+                    and obj["size"] in shapes.SIZES
+                )
     train = json.loads((shapes_dir / "annotations" / "captions_train.json").read_text())
     val = json.loads((shapes_dir / "annotations" / "captions_val.json").read_text())
     assert not {i["id"] for i in train["images"]} & {i["id"] for i in val["images"]}
@@ -105,7 +122,12 @@ def sample_examples(count, seed=11):
 def test_every_generated_caption_is_correct_for_its_scene():
     examples = sample_examples(300)
     assert {len(scene["objects"]) for scene, _ in examples} == {1, 2, 3}
-    assert {scene["relation"] for scene, _ in examples} == {None, "left of", "above", "left to right"}
+    assert {scene["relation"] for scene, _ in examples} == {
+        None,
+        "left of",
+        "above",
+        "left to right",
+    }
     for scene, captions in examples:
         assert len(captions) == 5 and len(set(captions)) == 5
         for caption in captions:
@@ -122,7 +144,7 @@ def test_scene_geometry_matches_relation_and_shapes_do_not_overlap():
     for scene, _ in sample_examples(200, seed=5):
         objects = scene["objects"]
         for i, a in enumerate(objects):
-            for b in objects[i + 1:]:
+            for b in objects[i + 1 :]:
                 reach = (a["diameter"] + b["diameter"]) / 2
                 assert abs(a["x"] - b["x"]) >= reach or abs(a["y"] - b["y"]) >= reach
         if scene["relation"] == "left of":
@@ -133,8 +155,17 @@ def test_scene_geometry_matches_relation_and_shapes_do_not_overlap():
             assert [o["x"] for o in objects] == sorted(o["x"] for o in objects)
 
 
-SWAPS = {"left": "right", "right": "left", "above": "below", "below": "above", "over": "under",
-         "under": "over", "beneath": "above", "top": "bottom", "bottom": "top"}
+SWAPS = {
+    "left": "right",
+    "right": "left",
+    "above": "below",
+    "below": "above",
+    "over": "under",
+    "under": "over",
+    "beneath": "above",
+    "top": "bottom",
+    "bottom": "top",
+}
 
 
 def swap_relation(caption):
@@ -155,12 +186,19 @@ def test_corrupted_captions_are_incorrect():
     colors = list(shapes.COLORS)
     for scene, captions in sample_examples(120, seed=7):
         for caption in captions:
-            wrong_color = replace_first(caption, colors, lambda c: colors[(colors.index(c) + 1) % len(colors)])
+            wrong_color = replace_first(
+                caption, colors, lambda c: colors[(colors.index(c) + 1) % len(colors)]
+            )
             assert not caption_is_correct(wrong_color, scene), wrong_color
-            wrong_shape = replace_first(caption, shapes.SHAPES, lambda s: "square" if s != "square" else "circle")
+            wrong_shape = replace_first(
+                caption, shapes.SHAPES, lambda s: "square" if s != "square" else "circle"
+            )
             assert not caption_is_correct(wrong_shape, scene), wrong_shape
-            wrong_size = replace_first(caption, ("small", "little", "large", "big"),
-                                       lambda s: "large" if s in ("small", "little") else "small")
+            wrong_size = replace_first(
+                caption,
+                ("small", "little", "large", "big"),
+                lambda s: "large" if s in ("small", "little") else "small",
+            )
             assert not caption_is_correct(wrong_size, scene), wrong_size
             if len(scene["objects"]) > 1:
                 assert not caption_is_correct(swap_relation(caption), scene), swap_relation(caption)
@@ -170,40 +208,64 @@ def test_corrupted_captions_are_incorrect():
             assert not caption_is_correct(phrases[0], scene)
             assert not caption_is_correct(f"{phrases[0]} and {phrases[1]}", scene)  # no relation
         if len(phrases) == 3:
-            assert not caption_is_correct(f"{phrases[0]} and {phrases[1]} from left to right", scene)
+            assert not caption_is_correct(
+                f"{phrases[0]} and {phrases[1]} from left to right", scene
+            )
             assert not caption_is_correct(f"{phrases[0]}, {phrases[1]} and {phrases[2]}", scene)
         if len(phrases) == 1:
             assert not caption_is_correct(f"{phrases[0]} left of a small red circle", scene)
 
 
 def test_caption_grader_on_hand_written_captions():
-    two = {"objects": [{"shape": "circle", "color": "red", "size": "large"},
-                       {"shape": "square", "color": "blue", "size": "small"}], "relation": "left of"}
-    good = ["a large red circle left of a small blue square",
-            "A small blue square to the right of a big red circle.",
-            "there is a big red circle on the left and a little blue square on the right",
-            "a small blue square on the right and a large red circle on the left",
-            "a large red circle and a small blue square from left to right"]
-    bad = ["a large red circle right of a small blue square",
-           "a large red circle above a small blue square",
-           "a red circle left of a small blue square",             # size missing
-           "a large red circle left of a small blue",              # shape missing
-           "a large red circle left of a small blue square on the left",
-           "a large red <unk> circle left of a small blue square",
-           "a large red circle left of a small blue square left of a small blue square",
-           ""]
+    two = {
+        "objects": [
+            {"shape": "circle", "color": "red", "size": "large"},
+            {"shape": "square", "color": "blue", "size": "small"},
+        ],
+        "relation": "left of",
+    }
+    good = [
+        "a large red circle left of a small blue square",
+        "A small blue square to the right of a big red circle.",
+        "there is a big red circle on the left and a little blue square on the right",
+        "a small blue square on the right and a large red circle on the left",
+        "a large red circle and a small blue square from left to right",
+    ]
+    bad = [
+        "a large red circle right of a small blue square",
+        "a large red circle above a small blue square",
+        "a red circle left of a small blue square",  # size missing
+        "a large red circle left of a small blue",  # shape missing
+        "a large red circle left of a small blue square on the left",
+        "a large red <unk> circle left of a small blue square",
+        "a large red circle left of a small blue square left of a small blue square",
+        "",
+    ]
     for caption in good:
         assert caption_is_correct(caption, two), caption
     for caption in bad:
         assert not caption_is_correct(caption, two), caption
-    three = {"objects": [{"shape": "triangle", "color": "green", "size": "small"},
-                         {"shape": "circle", "color": "yellow", "size": "large"},
-                         {"shape": "square", "color": "purple", "size": "small"}], "relation": "left to right"}
-    assert caption_is_correct("from right to left: a little purple square, a big yellow circle "
-                              "and a small green triangle", three)
-    assert not caption_is_correct("a small green triangle, a large yellow circle and a small purple square", three)
-    assert not caption_is_correct("a small green triangle, a large yellow circle and a small purple square "
-                                  "from left to right above", three)
+    three = {
+        "objects": [
+            {"shape": "triangle", "color": "green", "size": "small"},
+            {"shape": "circle", "color": "yellow", "size": "large"},
+            {"shape": "square", "color": "purple", "size": "small"},
+        ],
+        "relation": "left to right",
+    }
+    assert caption_is_correct(
+        "from right to left: a little purple square, a big yellow circle "
+        "and a small green triangle",
+        three,
+    )
+    assert not caption_is_correct(
+        "a small green triangle, a large yellow circle and a small purple square", three
+    )
+    assert not caption_is_correct(
+        "a small green triangle, a large yellow circle and a small purple square "
+        "from left to right above",
+        three,
+    )
 
 
 def test_shapes_cli_help_and_bad_flags(tmp_path, capsys):
@@ -216,8 +278,23 @@ def test_shapes_cli_help_and_bad_flags(tmp_path, capsys):
     assert shapes.main(["--out", str(tmp_path / "x"), "--image-size", "8"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: --image-size") and error.count("\n") == 1
-    assert shapes.main(["--out", str(tmp_path / "y"), "--train-size", "2", "--val-size", "1",
-                        "--image-size", "48", "--max-objects", "2"]) == 0
+    assert (
+        shapes.main(
+            [
+                "--out",
+                str(tmp_path / "y"),
+                "--train-size",
+                "2",
+                "--val-size",
+                "1",
+                "--image-size",
+                "48",
+                "--max-objects",
+                "2",
+            ]
+        )
+        == 0
+    )
     with Image.open(tmp_path / "y" / "images" / "val_000000.png") as image:
         assert image.size == (48, 48)
 
@@ -243,7 +320,7 @@ def test_modes_are_converted_to_rgb(tmp_path):
     rgba.paste((0, 0, 255, 0), (0, 0, size, size // 2))  # top half fully transparent blue
     pixels = load_image(save(rgba, tmp_path / "rgba.png"), size)
     assert pixels.shape == (size, size, 3) and pixels.dtype == np.uint8
-    assert (pixels[0, 0] == 255).all()                       # transparent -> white, not blue
+    assert (pixels[0, 0] == 255).all()  # transparent -> white, not blue
     assert np.abs(pixels[-1, -1].astype(int) - (255, 127, 127)).max() <= 1  # half red over white
 
     la = save(Image.new("LA", (size, size), (0, 0)), tmp_path / "la.png")
@@ -257,7 +334,9 @@ def test_modes_are_converted_to_rgb(tmp_path):
 
     cmyk = save(Image.new("CMYK", (size, size), (255, 0, 0, 0)), tmp_path / "cmyk.tif")
     assert (load_image(cmyk, size) == (0, 255, 255)).all()
-    cmyk_jpeg = save(Image.new("CMYK", (size, size), (0, 255, 0, 0)), tmp_path / "cmyk.jpg", quality=100)
+    cmyk_jpeg = save(
+        Image.new("CMYK", (size, size), (0, 255, 0, 0)), tmp_path / "cmyk.jpg", quality=100
+    )
     assert np.abs(load_image(cmyk_jpeg, size).astype(int) - (255, 0, 255)).max() <= 3
 
     sixteen = np.full((size, size), 65535, np.uint16)
@@ -269,7 +348,10 @@ def test_modes_are_converted_to_rgb(tmp_path):
     assert (pixels[0] == 128).all() and (pixels[-1] == 255).all()
 
     floats = Image.fromarray(np.array([[np.nan, 300.0], [-5.0, 100.4]], np.float32))
-    assert load_image(save(floats, tmp_path / "float.tif"), 2)[..., 0].tolist() == [[0, 255], [0, 100]]
+    assert load_image(save(floats, tmp_path / "float.tif"), 2)[..., 0].tolist() == [
+        [0, 255],
+        [0, 100],
+    ]
 
     int32 = Image.fromarray(np.full((size, size), 65535, np.int32))
     assert int32.mode == "I"
@@ -288,7 +370,12 @@ def test_exif_orientation_is_applied(tmp_path, suffix):
     wide.paste((0, 0, 255), (16, 0, 32, 16))  # left red, right blue as stored
     exif = wide.getexif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
-    path = save(wide, tmp_path / f"rotated.{suffix}", exif=exif.tobytes(), **({"quality": 95} if suffix == "jpg" else {}))
+    path = save(
+        wide,
+        tmp_path / f"rotated.{suffix}",
+        exif=exif.tobytes(),
+        **({"quality": 95} if suffix == "jpg" else {}),
+    )
     pixels = load_image(path, 16).astype(int)
     # Displayed upright it is tall: red on top, blue at the bottom.
     assert pixels[2, 8, 0] > 200 and pixels[2, 8, 2] < 60
@@ -302,7 +389,9 @@ def truncated_copy(source, target):
 
 
 def noisy_image(size=64, seed=0):
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
+    return Image.fromarray(
+        np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    )
 
 
 def assert_image_error(function, path, kind, *words):
@@ -378,13 +467,24 @@ def copy_dataset(source, target):
 
 def test_read_shapes_coco_files(shapes_dir):
     log = Log()
-    records = read_coco_captions(shapes_dir / "annotations" / "captions_train.json", shapes_dir / "images", log=log)
+    records = read_coco_captions(
+        shapes_dir / "annotations" / "captions_train.json", shapes_dir / "images", log=log
+    )
     assert len(records) == 16 and not log
     for record in records:
         assert len(record.captions) == 5 and os.path.exists(record.path)
-        assert record.scene is not None and all(caption_is_correct(c, record.scene) for c in record.captions)
-    assert read_captions(shapes_dir / "annotations" / "captions_val.json", shapes_dir / "images",
-                         split="ignored-for-coco", log=log)[0].image_id == 17
+        assert record.scene is not None and all(
+            caption_is_correct(c, record.scene) for c in record.captions
+        )
+    assert (
+        read_captions(
+            shapes_dir / "annotations" / "captions_val.json",
+            shapes_dir / "images",
+            split="ignored-for-coco",
+            log=log,
+        )[0].image_id
+        == 17
+    )
     pixels, kept = load_record_images(records, 32, log=log)
     assert pixels.shape == (16, 32, 32, 3) and pixels.dtype == np.uint8 and kept == records
     image_indices, token_lists = caption_rows(records)
@@ -396,23 +496,38 @@ def write_json(path, data):
     return path
 
 
-@pytest.mark.parametrize("content, words", [
-    ('{"images": [], "annotations": [}', ["not valid JSON", "line 1, column 32"]),
-    ('{\n  "images": [],\n  "annotations": [\n    {"id": 1,}\n  ]\n}', ["line 4, column 14"]),
-    ("", ["empty"]),
-    ("[1, 2]", ["top level is a JSON list"]),
-    ('{"images": []}', ["missing top-level key 'annotations'"]),
-    ('{"annotations": []}', ["missing top-level key 'images'"]),
-    ('{"images": [{"id": 1}], "annotations": []}', ["images[0]", "'file_name'"]),
-    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 5, "image_id": 1}]}',
-     ["annotations[0]", "'caption'"]),
-    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 5, "image_id": 1, "bbox": [0, 0, 1, 1]}]}',
-     ["instances"]),
-    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 5, "image_id": 1, "caption": 7}]}',
-     ["annotations[0] (id 5)", "expected text"]),
-    ('{"images": [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}], "annotations": []}',
-     ["image id 1 appears twice"]),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ('{"images": [], "annotations": [}', ["not valid JSON", "line 1, column 32"]),
+        ('{\n  "images": [],\n  "annotations": [\n    {"id": 1,}\n  ]\n}', ["line 4, column 14"]),
+        ("", ["empty"]),
+        ("[1, 2]", ["top level is a JSON list"]),
+        ('{"images": []}', ["missing top-level key 'annotations'"]),
+        ('{"annotations": []}', ["missing top-level key 'images'"]),
+        ('{"images": [{"id": 1}], "annotations": []}', ["images[0]", "'file_name'"]),
+        (
+            '{"images": [{"id": 1, "file_name": "a.png"}], '
+            '"annotations": [{"id": 5, "image_id": 1}]}',
+            ["annotations[0]", "'caption'"],
+        ),
+        (
+            '{"images": [{"id": 1, "file_name": "a.png"}], '
+            '"annotations": [{"id": 5, "image_id": 1, "bbox": [0, 0, 1, 1]}]}',
+            ["instances"],
+        ),
+        (
+            '{"images": [{"id": 1, "file_name": "a.png"}], '
+            '"annotations": [{"id": 5, "image_id": 1, "caption": 7}]}',
+            ["annotations[0] (id 5)", "expected text"],
+        ),
+        (
+            '{"images": [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}], '
+            '"annotations": []}',
+            ["image id 1 appears twice"],
+        ),
+    ],
+)
 def test_bad_annotation_files(tmp_path, content, words):
     path = tmp_path / "captions.json"
     path.write_text(content)
@@ -471,16 +586,25 @@ def test_unusable_images_and_captions_are_skipped_and_counted(shapes_dir, tmp_pa
 
 
 def test_all_images_missing_is_an_error(shapes_dir, tmp_path):
-    with pytest.raises(UsageError, match="none of the 16 images .* exist under .*check --images-dir"):
+    with pytest.raises(
+        UsageError, match="none of the 16 images .* exist under .*check --images-dir"
+    ):
         read_coco_captions(shapes_dir / "annotations" / "captions_train.json", tmp_path, log=Log())
 
 
 def test_truncated_jpeg_is_caught_when_decoded(tmp_path):
     good = save(noisy_image(64, seed=1), tmp_path / "good.jpg")
     truncated_copy(save(noisy_image(64, seed=2), tmp_path / "whole.jpg"), tmp_path / "cut.jpg")
-    annotation = write_json(tmp_path / "captions.json", {
-        "images": [{"id": 1, "file_name": "good.jpg"}, {"id": 2, "file_name": "cut.jpg"}],
-        "annotations": [{"id": 1, "image_id": 1, "caption": "noise"}, {"id": 2, "image_id": 2, "caption": "noise"}]})
+    annotation = write_json(
+        tmp_path / "captions.json",
+        {
+            "images": [{"id": 1, "file_name": "good.jpg"}, {"id": 2, "file_name": "cut.jpg"}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "caption": "noise"},
+                {"id": 2, "image_id": 2, "caption": "noise"},
+            ],
+        },
+    )
     log = Log()
     records = read_coco_captions(annotation, tmp_path, log=log)  # verify() lets it through
     assert len(records) == 2 and not log
@@ -496,14 +620,35 @@ def karpathy_file(tmp_path):
     (tmp_path / "train2014").mkdir()
     (tmp_path / "val2014").mkdir()
     entries = []
-    for index, (split, folder) in enumerate([("train", "train2014"), ("restval", "val2014"),
-                                             ("val", "val2014"), ("test", "val2014"), ("train", "train2014")]):
+    for index, (split, folder) in enumerate(
+        [
+            ("train", "train2014"),
+            ("restval", "val2014"),
+            ("val", "val2014"),
+            ("test", "val2014"),
+            ("train", "train2014"),
+        ]
+    ):
         name = f"COCO_{folder}_{index:012d}.jpg"
         noisy_image(16, seed=index).save(tmp_path / folder / name)
-        entries.append({"filepath": folder, "filename": name, "imgid": index, "cocoid": 1000 + index,
-                        "split": split, "sentids": [2 * index, 2 * index + 1],
-                        "sentences": [{"raw": f"A picture number {index}.", "tokens": ["a", "picture"], "imgid": index},
-                                      {"tokens": ["only", "tokens"], "imgid": index}]})
+        entries.append(
+            {
+                "filepath": folder,
+                "filename": name,
+                "imgid": index,
+                "cocoid": 1000 + index,
+                "split": split,
+                "sentids": [2 * index, 2 * index + 1],
+                "sentences": [
+                    {
+                        "raw": f"A picture number {index}.",
+                        "tokens": ["a", "picture"],
+                        "imgid": index,
+                    },
+                    {"tokens": ["only", "tokens"], "imgid": index},
+                ],
+            }
+        )
     return write_json(tmp_path / "dataset_coco.json", {"dataset": "coco", "images": entries})
 
 
@@ -519,7 +664,9 @@ def test_karpathy_split_file(tmp_path):
         read_karpathy_captions(path, tmp_path, "dev")
     with pytest.raises(UsageError, match="Karpathy split file"):
         read_coco_captions(path, tmp_path)
-    only_train = write_json(tmp_path / "small.json", {"images": [json.loads(path.read_text())["images"][0]]})
+    only_train = write_json(
+        tmp_path / "small.json", {"images": [json.loads(path.read_text())["images"][0]]}
+    )
     with pytest.raises(UsageError, match=r"no images in split 'val' \(splits in the file: train\)"):
         read_karpathy_captions(only_train, tmp_path, "val")
     broken = write_json(tmp_path / "broken.json", {"images": [{"split": "train", "sentences": []}]})
@@ -551,13 +698,17 @@ def test_vocabulary_min_count_unknown_and_padding(tmp_path):
     assert encoded.shape == (4, 4) and encoded.dtype == np.int32
     start, end, unk = (vocabulary.id(t) for t in ("<start>", "<end>", "<unk>"))
     a, red, circle = (vocabulary.id(t) for t in ("a", "red", "circle"))
-    assert encoded[0].tolist() == [start, a, red, end]          # "circle" cut by max_length
-    assert encoded[2].tolist() == [start, a, unk, end]          # "blue" is rare -> <unk>
+    assert encoded[0].tolist() == [start, a, red, end]  # "circle" cut by max_length
+    assert encoded[2].tolist() == [start, a, unk, end]  # "blue" is rare -> <unk>
     assert encoded[3].tolist() == [start, a, unk, end]
     long = encode_captions([["a"]], vocabulary, max_length=5)
-    assert long.tolist() == [[start, a, end, 0, 0, 0, 0]]      # padded with <pad> = 0
+    assert long.tolist() == [[start, a, end, 0, 0, 0, 0]]  # padded with <pad> = 0
     assert decode_caption(long[0], vocabulary) == ["a"]
-    assert decode_caption(encode_captions(token_lists[:1], vocabulary, 8)[0], vocabulary) == ["a", "red", "circle"]
+    assert decode_caption(encode_captions(token_lists[:1], vocabulary, 8)[0], vocabulary) == [
+        "a",
+        "red",
+        "circle",
+    ]
 
     path = tmp_path / "vocab.json"
     vocabulary.save(path)
@@ -573,9 +724,21 @@ def test_vocabulary_min_count_unknown_and_padding(tmp_path):
 
 def test_data_cli(shapes_dir, tmp_path, capsys):
     vocab = tmp_path / "vocab.json"
-    assert coco_data.main(["--annotations", str(shapes_dir / "annotations" / "captions_train.json"),
-                           "--images-dir", str(shapes_dir / "images"), "--min-count", "2",
-                           "--vocab-out", str(vocab)]) == 0
+    assert (
+        coco_data.main(
+            [
+                "--annotations",
+                str(shapes_dir / "annotations" / "captions_train.json"),
+                "--images-dir",
+                str(shapes_dir / "images"),
+                "--min-count",
+                "2",
+                "--vocab-out",
+                str(vocab),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "16 images, 80 captions" in out
     loaded = Vocabulary.load(vocab)

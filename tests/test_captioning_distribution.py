@@ -4,8 +4,9 @@ follows the one-device trajectory step by step, and its checkpoints resume onto 
 The training runs are in subprocesses: logical CPU devices must be configured before TensorFlow
 starts. 15 training images in batches of 4 make the last batch of every epoch three images, so the
 replicas' shares of it are unequal (2 and 1). A last batch smaller than the replica count would
-leave a replica empty; such a batch is left out of the epoch under a strategy (tested with 13). A high learning rate and a small --grad-clip make the steps large
-and the clipping act, so per-replica clipping or per-replica batch statistics would show.
+leave a replica empty; such a batch is left out of the epoch under a strategy (tested with 13).
+A high learning rate and a small --grad-clip make the steps large and the clipping act, so
+per-replica clipping or per-replica batch statistics would show.
 """
 
 import os
@@ -49,8 +50,13 @@ assert min(one.step_losses[4:]) < one.step_losses[0] - 0.3, one.step_losses  # i
 
 
 def run_python(code, timeout=300):
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(SETUP + code)],
-                            capture_output=True, text=True, timeout=timeout, cwd=HERE)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SETUP + code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=HERE,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -67,7 +73,8 @@ print("max relative loss difference", difference)
 
 from textgen.errors import UsageError
 try:
-    train(dataclasses.replace(config, out=directory + "/odd", strategy="mirrored", batch_size=3), **quiet)
+    odd = dataclasses.replace(config, out=directory + "/odd", strategy="mirrored", batch_size=3)
+    train(odd, **quiet)
     raise AssertionError("an odd global batch over two replicas was accepted")
 except UsageError as error:
     assert "--batch-size 3" in str(error) and "2 replicas" in str(error), error
@@ -110,9 +117,18 @@ print("max relative loss difference", difference)
 
 def test_bad_strategy_flags_are_one_line_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    flags = ["--annotations", str(tmp_path / "a.json"), "--images", str(tmp_path), "--out",
-             str(tmp_path / "run"), "--no-progress"]
+    flags = [
+        "--annotations",
+        str(tmp_path / "a.json"),
+        "--images",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
     assert main(flags + ["--strategy", "parameter-server"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--strategy must be auto, none, mirrored or multiworker" in err, err
+    assert (
+        err.count("\n") == 1 and "--strategy must be auto, none, mirrored or multiworker" in err
+    ), err
     assert not (tmp_path / "run").exists()

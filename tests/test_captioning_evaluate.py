@@ -20,11 +20,15 @@ from test_captioning_train import shapes_data, tiny_config  # noqa: F401 (a fixt
 pytest.importorskip("pycocoevalcap")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
-needs_java = pytest.mark.skipif(caption_metrics.find_java() is None, reason="needs Java (PTB tokenizer, METEOR)")
+needs_java = pytest.mark.skipif(
+    caption_metrics.find_java() is None, reason="needs Java (PTB tokenizer, METEOR)"
+)
 
-REFERENCES = {1: ["A small red circle above a large blue square.", "A red circle is above a blue square."],
-              2: ["A green triangle left of a yellow star.", "A small green triangle to the left of a star."],
-              3: ["Two dogs play in the park.", "Dogs playing on grass."]}
+REFERENCES = {
+    1: ["A small red circle above a large blue square.", "A red circle is above a blue square."],
+    2: ["A green triangle left of a yellow star.", "A small green triangle to the left of a star."],
+    3: ["Two dogs play in the park.", "Dogs playing on grass."],
+}
 IDENTICAL = {i: refs[0] for i, refs in REFERENCES.items()}
 WRONG = {1: "a green triangle", 2: "two dogs play", 3: "a red circle above a square"}
 
@@ -32,12 +36,19 @@ WRONG = {1: "a green triangle", 2: "two dogs play", 3: "a red circle above a squ
 @pytest.fixture(scope="module")
 def run_directory(shapes_data, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("evaluate_run") / "run"
-    train(tiny_config(shapes_data, out, eval_images=0), log=lambda message: None, progress_bar=False)
+    train(
+        tiny_config(shapes_data, out, eval_images=0), log=lambda message: None, progress_bar=False
+    )
     return str(out)
 
 
 def val_flags(data):
-    return ["--annotations", str(data / "annotations" / "captions_val.json"), "--images", str(data / "images")]
+    return [
+        "--annotations",
+        str(data / "annotations" / "captions_val.json"),
+        "--images",
+        str(data / "images"),
+    ]
 
 
 def run_cli(capsys, *argv):
@@ -51,12 +62,26 @@ def printed_metrics(out):
 
 
 @needs_java
-def test_cli_writes_coco_results_and_prints_seven_metrics(run_directory, shapes_data, tmp_path, capsys):  # noqa: F811
+def test_cli_writes_coco_results_and_prints_seven_metrics(
+    run_directory, shapes_data, tmp_path, capsys
+):  # noqa: F811
     from pycocotools.coco import COCO
 
     results = tmp_path / "results.json"
-    status, out, err = run_cli(capsys, "--model", run_directory, *val_flags(shapes_data), "--results", results,
-                               "--beam-size", 2, "--max-length", 8, "--batch-size", 3)
+    status, out, err = run_cli(
+        capsys,
+        "--model",
+        run_directory,
+        *val_flags(shapes_data),
+        "--results",
+        results,
+        "--beam-size",
+        2,
+        "--max-length",
+        8,
+        "--batch-size",
+        3,
+    )
     assert status == 0, err
     assert "warning" not in err
     entries = json.loads(results.read_text())
@@ -90,18 +115,25 @@ def test_coco_metrics_of_captions_identical_to_a_reference():
 def test_known_values_and_a_wrong_caption_scores_lower(monkeypatch):
     # The same pycocoevalcap scorers on the Python tokenisation (no JVM start: fast).
     monkeypatch.setattr(caption_metrics, "find_java", lambda: None)
-    quiet = caption_metrics.coco_metrics({1: ["a red square"]}, {1: "a red circle"}, log=lambda m: None)
+    quiet = caption_metrics.coco_metrics(
+        {1: ["a red square"]}, {1: "a red circle"}, log=lambda m: None
+    )
     assert quiet["Bleu_1"] == pytest.approx(2 / 3)  # 2 of 3 words, no brevity penalty
     assert quiet["ROUGE_L"] == pytest.approx(2 / 3)  # longest common subsequence 2 of 3
     right = caption_metrics.coco_metrics(REFERENCES, IDENTICAL, log=lambda m: None)
     wrong = caption_metrics.coco_metrics(REFERENCES, WRONG, log=lambda m: None)
-    assert right["Bleu_4"] == pytest.approx(1.0) and right["ROUGE_L"] == pytest.approx(1.0) and right["CIDEr"] > 5
+    assert (
+        right["Bleu_4"] == pytest.approx(1.0)
+        and right["ROUGE_L"] == pytest.approx(1.0)
+        and right["CIDEr"] > 5
+    )
     for key in right:
         assert wrong[key] < right[key] / 2, key
 
 
-def test_without_java_the_cli_warns_and_prints_bleu_rouge_cider(run_directory, shapes_data, monkeypatch,
-                                                                  capsys):  # noqa: F811
+def test_without_java_the_cli_warns_and_prints_bleu_rouge_cider(
+    run_directory, shapes_data, monkeypatch, capsys
+):  # noqa: F811
     monkeypatch.setattr(caption_metrics, "find_java", lambda: None)
     status, out, err = run_cli(capsys, "--model", run_directory, *val_flags(shapes_data))
     assert status == 0, err
@@ -115,7 +147,9 @@ def test_without_java_the_cli_warns_and_prints_bleu_rouge_cider(run_directory, s
 def test_a_java_that_does_not_run_falls_back_too(tmp_path, monkeypatch):
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "java").write_text("#!/bin/sh\necho 'Error: could not create the Java Virtual Machine.' >&2\nexit 1\n")
+    (fake / "java").write_text(
+        "#!/bin/sh\necho 'Error: could not create the Java Virtual Machine.' >&2\nexit 1\n"
+    )
     (fake / "java").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     log = []
@@ -124,9 +158,12 @@ def test_a_java_that_does_not_run_falls_back_too(tmp_path, monkeypatch):
     assert "METEOR" not in scores and scores["Bleu_4"] == pytest.approx(1.0)
 
 
-def test_unreadable_images_are_skipped_and_counted(run_directory, shapes_data, tmp_path, monkeypatch,
-                                                   capsys):  # noqa: F811
-    monkeypatch.setattr(caption_metrics, "find_java", lambda: None)  # the Java scorers are not what this tests
+def test_unreadable_images_are_skipped_and_counted(
+    run_directory, shapes_data, tmp_path, monkeypatch, capsys
+):  # noqa: F811
+    monkeypatch.setattr(
+        caption_metrics, "find_java", lambda: None
+    )  # the Java scorers are not what this tests
     images = tmp_path / "images"
     shutil.copytree(shapes_data / "images", images)
     annotations = json.loads((shapes_data / "annotations" / "captions_val.json").read_text())
@@ -136,37 +173,79 @@ def test_unreadable_images_are_skipped_and_counted(run_directory, shapes_data, t
     Image.open(second).convert("RGB").save(buffer, "JPEG")
     second.write_bytes(buffer.getvalue()[:-200])  # a truncated JPEG passes verify(); decoding fails
     results = tmp_path / "results.json"
-    status, out, err = run_cli(capsys, "--model", run_directory, "--results", results, "--images", images,
-                               "--annotations", shapes_data / "annotations" / "captions_val.json")
+    status, out, err = run_cli(
+        capsys,
+        "--model",
+        run_directory,
+        "--results",
+        results,
+        "--images",
+        images,
+        "--annotations",
+        shapes_data / "annotations" / "captions_val.json",
+    )
     assert status == 0, err
     count = len(annotations["images"])
     assert out.startswith(f"{count - 2} images captioned (beam 3), 1 skipped (unreadable)")
     assert str(first) in err and str(second) in err
-    assert [e["image_id"] for e in json.loads(results.read_text())] == [i["id"] for i in annotations["images"][2:]]
+    assert [e["image_id"] for e in json.loads(results.read_text())] == [
+        i["id"] for i in annotations["images"][2:]
+    ]
 
 
 def test_bad_input_is_one_line_exit_2(run_directory, shapes_data, tmp_path, capsys):  # noqa: F811
     missing = tmp_path / "missing.json"
     env = {**os.environ, "PYTHONPATH": ROOT}
-    process = subprocess.run([sys.executable, "-m", "captioning.evaluate", "--model", run_directory,
-                              "--annotations", str(missing), "--images", str(shapes_data / "images")],
-                             capture_output=True, text=True, env=env, cwd=tmp_path)
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "captioning.evaluate",
+            "--model",
+            run_directory,
+            "--annotations",
+            str(missing),
+            "--images",
+            str(shapes_data / "images"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert process.returncode == 2 and process.stdout == ""
-    assert process.stderr.strip().splitlines() == [f"error: annotation file {missing} does not exist; "
-                                                   "pass the path of a JSON file"]
-    for flags, expected in ((["--beam-size", "0"], "--beam-size must be >= 1"),
-                            (["--max-images", "-1"], "--max-images must be >= 0"),
-                            (["--results", str(tmp_path / "no" / "r.json")], "does not exist"),
-                            (["--model", str(tmp_path / "nowhere")], "no such directory")):
-        status, out, err = run_cli(capsys, "--model", run_directory, *val_flags(shapes_data), *flags)
+    assert process.stderr.strip().splitlines() == [
+        f"error: annotation file {missing} does not exist; pass the path of a JSON file"
+    ]
+    for flags, expected in (
+        (["--beam-size", "0"], "--beam-size must be >= 1"),
+        (["--max-images", "-1"], "--max-images must be >= 0"),
+        (["--results", str(tmp_path / "no" / "r.json")], "does not exist"),
+        (["--model", str(tmp_path / "nowhere")], "no such directory"),
+    ):
+        status, out, err = run_cli(
+            capsys, "--model", run_directory, *val_flags(shapes_data), *flags
+        )
         assert status == 2 and out == "", flags
         lines = [line for line in err.splitlines() if line]
-        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], (flags, err)
+        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], (
+            flags,
+            err,
+        )
 
 
 def test_help_documents_every_flag():
     text = evaluate.build_parser().format_help()
-    for field in ("annotations", "images", "model", "results", "split", "beam_size", "max_length",
-                  "batch_size", "max_images"):
+    for field in (
+        "annotations",
+        "images",
+        "model",
+        "results",
+        "split",
+        "beam_size",
+        "max_length",
+        "batch_size",
+        "max_images",
+    ):
         assert "--" + field.replace("_", "-") in text
     assert text.count("(default") + text.count("(required)") >= 9

@@ -18,8 +18,10 @@ from captioning.small_cnn import SPATIAL, SmallCNN
 from textgen.errors import UsageError
 from textgen.vocabulary import Vocabulary
 
-WORDS = [["a", "small", "red", "circle"],
-         ["a", "large", "blue", "square", "left", "of", "a", "small", "red", "circle"]]
+WORDS = [
+    ["a", "small", "red", "circle"],
+    ["a", "large", "blue", "square", "left", "of", "a", "small", "red", "circle"],
+]
 E, F, H = 3, 6, 5  # embedding, feature and hidden sizes
 
 
@@ -30,9 +32,18 @@ def vocabulary():
 
 def tiny_model(vocabulary, cell="rnn", num_layers=1, fused=None, seed=1):
     keras.utils.set_random_seed(seed)
-    model = Captioner(vocabulary, encoder="small", image_size=16, feature_size=F,
-                      encoder_filters=(4, 4), cell=cell, num_layers=num_layers, hidden_size=H,
-                      embedding_size=E, fused=fused)
+    model = Captioner(
+        vocabulary,
+        encoder="small",
+        image_size=16,
+        feature_size=F,
+        encoder_filters=(4, 4),
+        cell=cell,
+        num_layers=num_layers,
+        hidden_size=H,
+        embedding_size=E,
+        fused=fused,
+    )
     model.build()
     # Non-zero biases, so that the NumPy check covers them.
     for layer in model.recurrent_stack.recurrent_layers:
@@ -56,8 +67,9 @@ def sigmoid(x):
 
 def weights(model):
     cell = model.recurrent_stack.recurrent_layers[0].cell
-    kernel, recurrent, bias = (np.asarray(w)
-                               for w in (cell.kernel, cell.recurrent_kernel, cell.bias))
+    kernel, recurrent, bias = (
+        np.asarray(w) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)
+    )
     embedding = np.asarray(model.embedding.embeddings)
     return kernel[:E], kernel[E:], recurrent, bias, embedding
 
@@ -99,8 +111,8 @@ def test_lstm_gates_get_wih_v_at_step_one_only(vocabulary, fused):
     x = embedding[tokens]
 
     def lstm(z, c):  # Keras gate order i, f, c, o
-        i, f = sigmoid(z[:, :H]), sigmoid(z[:, H:2 * H])
-        g, o = np.tanh(z[:, 2 * H:3 * H]), sigmoid(z[:, 3 * H:])
+        i, f = sigmoid(z[:, :H]), sigmoid(z[:, H : 2 * H])
+        g, o = np.tanh(z[:, 2 * H : 3 * H]), sigmoid(z[:, 3 * H :])
         c = f * c + i * g
         return o * np.tanh(c), c
 
@@ -130,8 +142,8 @@ def test_gru_gates_get_wih_v_at_step_one_only(vocabulary):
     def gru(xz, h):  # Keras reset_after=True, gate order z, r, h
         inner = h @ whh + b[1]
         z = sigmoid(xz[:, :H] + inner[:, :H])
-        r = sigmoid(xz[:, H:2 * H] + inner[:, H:2 * H])
-        candidate = np.tanh(xz[:, 2 * H:] + r * inner[:, 2 * H:])
+        r = sigmoid(xz[:, H : 2 * H] + inner[:, H : 2 * H])
+        candidate = np.tanh(xz[:, 2 * H :] + r * inner[:, 2 * H :])
         return z * h + (1 - z) * candidate
 
     h1 = gru(x[:, 0] @ wxh + v @ wih + b[0], np.zeros((2, H), np.float32))
@@ -177,15 +189,20 @@ def test_images_and_features_give_the_same_logits(vocabulary):
     tokens = token_batch(vocabulary)
     v = model.encode(pixels)
     assert tuple(v.shape) == (2, F)
-    np.testing.assert_allclose(np.asarray(model({"images": pixels, "tokens": tokens})),
-                               np.asarray(model({"features": v, "tokens": tokens})), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(model({"images": pixels, "tokens": tokens})),
+        np.asarray(model({"features": v, "tokens": tokens})),
+        rtol=1e-6,
+    )
 
 
 def constructor_arguments(cls):
     """The names of `cls.__init__`'s own arguments (not self, not **kwargs) and their defaults."""
-    return {name: parameter.default
-            for name, parameter in list(inspect.signature(cls.__init__).parameters.items())[1:]
-            if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)}
+    return {
+        name: parameter.default
+        for name, parameter in list(inspect.signature(cls.__init__).parameters.items())[1:]
+        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    }
 
 
 def assert_config_round_trip(cls, arguments, at_default=()):
@@ -221,45 +238,95 @@ def test_config_round_trip(vocabulary, mobilenet_weights):
     keras.utils.set_random_seed(1)
     # Every argument away from its default; the small-encoder ones (feature_size, filters,
     # spatial) are kept in the config whatever the backbone.
-    model, clone = assert_config_round_trip(Captioner, dict(
-        vocabulary=vocabulary, encoder="mobilenet_v3_small", encoder_weights=mobilenet_weights,
-        image_size=32, feature_size=F, encoder_filters=(4, 4), cell="gru", num_layers=2,
-        hidden_size=H, embedding_size=E, dropout=0.25, fused=False, seed=5,
-        encoder_spatial="lines"))
+    model, clone = assert_config_round_trip(
+        Captioner,
+        dict(
+            vocabulary=vocabulary,
+            encoder="mobilenet_v3_small",
+            encoder_weights=mobilenet_weights,
+            image_size=32,
+            feature_size=F,
+            encoder_filters=(4, 4),
+            cell="gru",
+            num_layers=2,
+            hidden_size=H,
+            embedding_size=E,
+            dropout=0.25,
+            fused=False,
+            seed=5,
+            encoder_spatial="lines",
+        ),
+    )
     model.build()
     clone.build()
     clone.set_weights(model.get_weights())
     pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     tokens = token_batch(vocabulary)
-    np.testing.assert_allclose(np.asarray(clone({"images": pixels, "tokens": tokens})),
-                               np.asarray(model({"images": pixels, "tokens": tokens})), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(clone({"images": pixels, "tokens": tokens})),
+        np.asarray(model({"images": pixels, "tokens": tokens})),
+        rtol=1e-5,
+    )
     # Through Keras' registry too (register_keras_serializable).
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
     assert isinstance(restored, Captioner) and restored.get_config() == model.get_config()
     # The small encoder's own arguments, read back from a Captioner that uses them.
-    small, _ = assert_config_round_trip(Captioner, dict(
-        vocabulary=vocabulary, encoder="small", encoder_weights="none", image_size=16,
-        feature_size=F, encoder_filters=(4, 4), cell="gru", num_layers=2, hidden_size=H,
-        embedding_size=E, dropout=0.25, fused=False, seed=5, encoder_spatial="lines"),
-        at_default=("encoder", "encoder_weights"))
+    small, _ = assert_config_round_trip(
+        Captioner,
+        dict(
+            vocabulary=vocabulary,
+            encoder="small",
+            encoder_weights="none",
+            image_size=16,
+            feature_size=F,
+            encoder_filters=(4, 4),
+            cell="gru",
+            num_layers=2,
+            hidden_size=H,
+            embedding_size=E,
+            dropout=0.25,
+            fused=False,
+            seed=5,
+            encoder_spatial="lines",
+        ),
+        at_default=("encoder", "encoder_weights"),
+    )
     assert small.encoder.backbone.get_config()["filters"] == [4, 4]
     assert small.encoder.backbone.spatial == "lines" and small.feature_size == F
 
 
 def test_image_encoder_config_round_trip(mobilenet_weights):
-    encoder, clone = assert_config_round_trip(ImageEncoder, dict(
-        backbone="mobilenet_v3_small", encoder_weights=mobilenet_weights, image_size=32,
-        feature_size=F, filters=(4, 4), spatial="lines"))
+    encoder, clone = assert_config_round_trip(
+        ImageEncoder,
+        dict(
+            backbone="mobilenet_v3_small",
+            encoder_weights=mobilenet_weights,
+            image_size=32,
+            feature_size=F,
+            filters=(4, 4),
+            spatial="lines",
+        ),
+    )
     assert clone.weights_key() == encoder.weights_key()  # the same file's weights
-    small, _ = assert_config_round_trip(ImageEncoder, dict(
-        backbone="small", encoder_weights="none", image_size=16, feature_size=F, filters=(4, 4),
-        spatial="lines"), at_default=("backbone", "encoder_weights"))
+    small, _ = assert_config_round_trip(
+        ImageEncoder,
+        dict(
+            backbone="small",
+            encoder_weights="none",
+            image_size=16,
+            feature_size=F,
+            filters=(4, 4),
+            spatial="lines",
+        ),
+        at_default=("backbone", "encoder_weights"),
+    )
     assert small.output_size == F and small.backbone.filters == (4, 4)
 
 
 def test_small_cnn_config_round_trip():
-    assert_config_round_trip(SmallCNN, dict(image_size=16, filters=(4, 6), feature_size=F,
-                                            spatial="keypoints"))
+    assert_config_round_trip(
+        SmallCNN, dict(image_size=16, filters=(4, 6), feature_size=F, spatial="keypoints")
+    )
 
 
 def test_small_cnn_loads_configs_with_its_removed_arguments():
@@ -268,8 +335,12 @@ def test_small_cnn_loads_configs_with_its_removed_arguments():
     config = SmallCNN(image_size=16, filters=(4, 4), feature_size=F).get_config()
     old = dict(config, batch_norm=True, coordinates="none", unpooled=[], feature_norm="batch")
     assert SmallCNN.from_config(old).get_config() == config
-    for name, value in [("batch_norm", False), ("coordinates", "last"), ("unpooled", [1]),
-                        ("feature_norm", "layer")]:
+    for name, value in [
+        ("batch_norm", False),
+        ("coordinates", "last"),
+        ("unpooled", [1]),
+        ("feature_norm", "layer"),
+    ]:
         with pytest.raises(ValueError, match=name):
             SmallCNN.from_config(dict(old, **{name: value}))
 
@@ -278,15 +349,23 @@ def test_small_cnn_loads_configs_with_its_removed_arguments():
 def test_small_cnn_spatial_summaries_round_trip(spatial):
     keras.utils.set_random_seed(3)
     cnn, clone = assert_config_round_trip(
-        SmallCNN, dict(image_size=16, filters=(4, 4), feature_size=F, spatial=spatial),
-        at_default=("spatial",))
+        SmallCNN,
+        dict(image_size=16, filters=(4, 4), feature_size=F, spatial=spatial),
+        at_default=("spatial",),
+    )
     cnn.build((None, 16, 16, 3))
     clone.build((None, 16, 16, 3))
     clone.set_weights(cnn.get_weights())
     assert clone.spatial == spatial
     # The final map is 4x4 with 4 channels; the global max plus the layout summary's cells.
-    cells = {"flatten": 16, "lines": 8, "columns": 4, "keypoints": 2, "keypoints+lines": 10,
-             "none": 0}
+    cells = {
+        "flatten": 16,
+        "lines": 8,
+        "columns": 4,
+        "keypoints": 2,
+        "keypoints+lines": 10,
+        "none": 0,
+    }
     assert cnn.projection.kernel.shape == ((cells[spatial] + 1) * 4, F)
     pixels = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3)).astype(np.uint8)
     np.testing.assert_allclose(np.asarray(clone(pixels)), np.asarray(cnn(pixels)), rtol=1e-6)
@@ -388,8 +467,10 @@ def test_imagenet_download_failure_is_one_line(monkeypatch):
     from keras.src.utils import file_utils
 
     def no_network(*args, **kwargs):
-        raise Exception("URL fetch failure on https://storage.googleapis.com/x_notop.h5: None -- "
-                        "[Errno -2] Name or service not known")
+        raise Exception(
+            "URL fetch failure on https://storage.googleapis.com/x_notop.h5: None -- "
+            "[Errno -2] Name or service not known"
+        )
 
     monkeypatch.setattr(file_utils, "get_file", no_network)
     with pytest.raises(UsageError) as error:
@@ -411,8 +492,9 @@ def test_encoder_weights_from_a_local_file(tmp_path):
     loaded = ImageEncoder("mobilenet_v3_small", path, image_size=32)
     pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     # ... replaced by the file's weights: the same features.
-    np.testing.assert_allclose(np.asarray(loaded(pixels)), np.asarray(original(pixels)),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(loaded(pixels)), np.asarray(original(pixels)), rtol=1e-5, atol=1e-6
+    )
     assert loaded.weights_key().startswith("file-") and original.weights_key().startswith("none-")
     again = ImageEncoder("mobilenet_v3_small", path, image_size=32)
     assert loaded.weights_key() == again.weights_key()
@@ -437,8 +519,10 @@ def test_fine_tuning_switch():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone, size, features", [
-    ("efficientnet_b0", 32, 1280), ("inception_v3", 75, 2048), ("resnet50", 32, 2048)])
+@pytest.mark.parametrize(
+    "backbone, size, features",
+    [("efficientnet_b0", 32, 1280), ("inception_v3", 75, 2048), ("resnet50", 32, 2048)],
+)
 def test_every_backbone_builds_with_its_preprocessing(backbone, size, features):
     encoder = ImageEncoder(backbone, "none", image_size=size)
     pixels = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)

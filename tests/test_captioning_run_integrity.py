@@ -16,10 +16,9 @@ import pytest
 from captioning import shapes
 from captioning.train import main
 from captioning.trainer import train
+from test_captioning_train import Log, checkpoint_arrays, tiny_config, tiny_flags
 from textgen.errors import DiskFull, UsageError
 from textgen.run_directory import RunDirectory
-
-from test_captioning_train import Log, checkpoint_arrays, data_flags, tiny_config, tiny_flags
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +29,9 @@ def shapes_data(tmp_path_factory):
 
 
 # 12 images in batches of 5: 3 steps an epoch (5, 5 and a short 2), 9 steps in all.
-COMMON = dict(dropout=0.25, epochs=3, eval_images=0, lr_schedule="constant", batch_size=5,
-              checkpoint_every=1)
+COMMON = dict(
+    dropout=0.25, epochs=3, eval_images=0, lr_schedule="constant", batch_size=5, checkpoint_every=1
+)
 
 
 def assert_same_arrays(a, b):
@@ -44,19 +44,25 @@ def assert_same_arrays(a, b):
 @pytest.fixture(scope="module")
 def straight(shapes_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("straight") / "run"
-    return out, train(tiny_config(shapes_data, out, max_steps=9, **COMMON), log=Log(),
-                      progress_bar=False)
+    return out, train(
+        tiny_config(shapes_data, out, max_steps=9, **COMMON), log=Log(), progress_bar=False
+    )
 
 
 @pytest.mark.parametrize("stop", [2, 3, 5, 7])  # 2 and 5: before a short batch; 3: epoch end
 def test_every_stop_point_resumes_bit_for_bit(shapes_data, tmp_path, straight, stop):
     straight_out, straight_result = straight
     out = tmp_path / "split"
-    first = train(tiny_config(shapes_data, out, max_steps=stop, **COMMON), log=Log(),
-                  progress_bar=False)
+    first = train(
+        tiny_config(shapes_data, out, max_steps=stop, **COMMON), log=Log(), progress_bar=False
+    )
     assert first.global_step == stop
-    resumed = train(tiny_config(shapes_data, out, max_steps=9, resume=True, **COMMON),
-                    explicit=["max_steps", "resume"], log=Log(), progress_bar=False)
+    resumed = train(
+        tiny_config(shapes_data, out, max_steps=9, resume=True, **COMMON),
+        explicit=["max_steps", "resume"],
+        log=Log(),
+        progress_bar=False,
+    )
     assert resumed.global_step == 9
     assert resumed.step_losses == straight_result.step_losses
     assert [h["train"] for h in resumed.history] == [h["train"] for h in straight_result.history]
@@ -67,8 +73,12 @@ def cli_command(data, out, *extra):
     flags = tiny_flags(data, out)
     flags[flags.index("--batch-size") + 1] = "5"
     flags[flags.index("--epochs") + 1] = "10000"
-    return [sys.executable, "-m", "captioning.train"] + flags + [
-        "--checkpoint-every", "1", "--lr-schedule", "constant", "--dropout", "0.25"] + list(extra)
+    return (
+        [sys.executable, "-m", "captioning.train"]
+        + flags
+        + ["--checkpoint-every", "1", "--lr-schedule", "constant", "--dropout", "0.25"]
+        + list(extra)
+    )
 
 
 def wait_for_checkpoint(out, step, process, timeout=120):
@@ -84,11 +94,13 @@ def wait_for_checkpoint(out, step, process, timeout=120):
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM])
-def test_a_killed_or_terminated_run_resumes_bit_for_bit(shapes_data, tmp_path, capsys,
-                                                        signal_number):
+def test_a_killed_or_terminated_run_resumes_bit_for_bit(
+    shapes_data, tmp_path, capsys, signal_number
+):
     out = tmp_path / "run"
-    process = subprocess.Popen(cli_command(shapes_data, out), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        cli_command(shapes_data, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         wait_for_checkpoint(out, 4, process)
         # A second writer is refused while the first one runs.
@@ -105,16 +117,24 @@ def test_a_killed_or_terminated_run_resumes_bit_for_bit(shapes_data, tmp_path, c
     if signal_number == signal.SIGTERM:
         assert process.returncode == 143, stderr
         assert stderr.strip().splitlines()[-1] == (
-            f"interrupted at step {stopped_at}; checkpoint written; continue with --resume")
+            f"interrupted at step {stopped_at}; checkpoint written; continue with --resume"
+        )
     else:
         assert process.returncode == -signal.SIGKILL
     total = stopped_at + 4
-    resumed = subprocess.run(cli_command(shapes_data, out, "--resume", "--max-steps", str(total)),
-                             capture_output=True, text=True, timeout=180)
+    resumed = subprocess.run(
+        cli_command(shapes_data, out, "--resume", "--max-steps", str(total)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"(global step {stopped_at})" in resumed.stdout
     straight = tmp_path / "straight"
-    assert main([str(a) for a in cli_command(shapes_data, straight, "--max-steps", str(total))[3:]]) == 0
+    assert (
+        main([str(a) for a in cli_command(shapes_data, straight, "--max-steps", str(total))[3:]])
+        == 0
+    )
     assert_same_arrays(straight, out)
 
 
@@ -123,8 +143,12 @@ def test_resuming_a_run_already_at_max_steps_does_nothing(shapes_data, tmp_path)
     train(tiny_config(shapes_data, out, max_steps=4, **COMMON), log=Log(), progress_bar=False)
     before = open(RunDirectory(out).checkpoint_path, "rb").read()
     log = Log()
-    result = train(tiny_config(shapes_data, out, max_steps=4, resume=True, **COMMON),
-                   explicit=["resume"], log=log, progress_bar=False)
+    result = train(
+        tiny_config(shapes_data, out, max_steps=4, resume=True, **COMMON),
+        explicit=["resume"],
+        log=log,
+        progress_bar=False,
+    )
     assert result.global_step == 4 and result.stopped_by == "done"
     assert "already at global step 4 (--max-steps 4): nothing to do" in log.text
     assert open(RunDirectory(out).checkpoint_path, "rb").read() == before
@@ -140,7 +164,11 @@ def test_a_full_disk_keeps_the_last_checkpoint(shapes_data, tmp_path, monkeypatc
 
     monkeypatch.setattr(os, "fsync", no_space)  # where a delayed allocation failure surfaces
     with pytest.raises(DiskFull, match="checkpoint.npz: it needs about .* is intact"):
-        train(tiny_config(shapes_data, out, max_steps=4, resume=True, **COMMON),
-              explicit=["max_steps", "resume"], log=Log(), progress_bar=False)
+        train(
+            tiny_config(shapes_data, out, max_steps=4, resume=True, **COMMON),
+            explicit=["max_steps", "resume"],
+            log=Log(),
+            progress_bar=False,
+        )
     assert open(RunDirectory(out).checkpoint_path, "rb").read() == before
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]

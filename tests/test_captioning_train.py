@@ -13,12 +13,12 @@ from PIL import Image
 from captioning import images as image_files
 from captioning import shapes
 from captioning.caption_data import CaptionSet
+from captioning.caption_metrics import score_captions
+from captioning.captioner import Captioner
 from captioning.captions import build_vocabulary, tokenize
 from captioning.config import CaptionTrainConfig
-from captioning.caption_metrics import score_captions
 from captioning.decoding import caption_features
 from captioning.train import build_parser, main
-from captioning.captioner import Captioner
 from captioning.trainer import CaptionTrainer, train
 from textgen.run_directory import RunDirectory
 from textgen.vocabulary import Vocabulary
@@ -30,19 +30,35 @@ TRAIN_IMAGES, VAL_IMAGES = 12, 4
 @pytest.fixture(scope="module")
 def shapes_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("shapes")
-    shapes.generate(shapes.ShapesConfig(out=str(out), train_size=TRAIN_IMAGES, val_size=VAL_IMAGES, seed=5))
+    shapes.generate(
+        shapes.ShapesConfig(out=str(out), train_size=TRAIN_IMAGES, val_size=VAL_IMAGES, seed=5)
+    )
     return out
 
 
 def data_flags(data):
-    return dict(annotations=str(data / "annotations" / "captions_train.json"), images=str(data / "images"),
-                val_annotations=str(data / "annotations" / "captions_val.json"))
+    return dict(
+        annotations=str(data / "annotations" / "captions_train.json"),
+        images=str(data / "images"),
+        val_annotations=str(data / "annotations" / "captions_val.json"),
+    )
 
 
 def tiny_config(data, out, **overrides):
-    values = dict(data_flags(data), out=str(out), encoder_filters="4,8", feature_size=16,
-                  hidden_size=16, embedding_size=8, batch_size=4, captions_per_image=2, epochs=2,
-                  eval_images=4, checkpoint_every=2, export=False)
+    values = dict(
+        data_flags(data),
+        out=str(out),
+        encoder_filters="4,8",
+        feature_size=16,
+        hidden_size=16,
+        embedding_size=8,
+        batch_size=4,
+        captions_per_image=2,
+        epochs=2,
+        eval_images=4,
+        checkpoint_every=2,
+        export=False,
+    )
     values.update(overrides)
     return CaptionTrainConfig(**values)
 
@@ -63,7 +79,9 @@ def test_training_writes_a_run_directory_and_scores(shapes_data, tmp_path):
     assert result.epoch == 2 and result.global_step == 2 * 3 and result.stopped_by == "epochs"
     assert len(result.history) == 2
     for entry in result.history:
-        assert np.isfinite(entry["val"]) and entry["val_perplexity"] == pytest.approx(np.exp(entry["val"]))
+        assert np.isfinite(entry["val"]) and entry["val_perplexity"] == pytest.approx(
+            np.exp(entry["val"])
+        )
     assert "nats/token" in log.text and "perplexity" in log.text
 
     # vocab.json is textgen's Vocabulary of the training captions.
@@ -85,10 +103,16 @@ def test_training_writes_a_run_directory_and_scores(shapes_data, tmp_path):
     model = Captioner.from_run_directory(tmp_path / "run")
     loaded_config = model.train_config
     assert loaded_config.hidden_size == 16
-    trainer = CaptionTrainer(tiny_config(shapes_data, tmp_path / "run", resume=True), explicit=["resume"],
-                             log=Log(), progress_bar=False)
+    trainer = CaptionTrainer(
+        tiny_config(shapes_data, tmp_path / "run", resume=True),
+        explicit=["resume"],
+        log=Log(),
+        progress_bar=False,
+    )
     trainer.prepare()
-    captions = caption_features(model, trainer.validation_features(VAL_IMAGES), model.vocabulary, 24)
+    captions = caption_features(
+        model, trainer.validation_features(VAL_IMAGES), model.vocabulary, 24
+    )
     assert captions == [c["caption"] for c in scores["captions"]]
 
 
@@ -96,7 +120,9 @@ def test_first_captions_trains_and_validates_on_each_images_first_captions(shape
     """--first-captions 1: the vocabulary, every training batch and the validation loss use each
     image's first caption (the shapes data's canonical wording) and nothing else, while the
     scores still count every reference. With 2, batches draw from the first two, both of them."""
-    config = tiny_config(shapes_data, tmp_path / "run", first_captions=1, captions_per_image=1, epochs=1)
+    config = tiny_config(
+        shapes_data, tmp_path / "run", first_captions=1, captions_per_image=1, epochs=1
+    )
     trainer = CaptionTrainer(config, log=Log(), progress_bar=False)
     trainer.prepare()
     annotations = json.loads((shapes_data / "annotations" / "captions_train.json").read_text())
@@ -104,8 +130,9 @@ def test_first_captions_trains_and_validates_on_each_images_first_captions(shape
     for annotation in annotations["annotations"]:
         first.setdefault(annotation["image_id"], annotation["caption"])
     assert trainer.vocabulary == build_vocabulary([tokenize(c) for c in first.values()])
-    assert len(trainer.vocabulary) < len(build_vocabulary(
-        [tokenize(a["caption"]) for a in annotations["annotations"]]))
+    assert len(trainer.vocabulary) < len(
+        build_vocabulary([tokenize(a["caption"]) for a in annotations["annotations"]])
+    )
     for caption_set in (trainer.train_set, trainer.val_set):
         firsts = caption_set.offsets[:-1]
         for epoch in range(3):
@@ -130,7 +157,9 @@ def test_first_captions_trains_and_validates_on_each_images_first_captions(shape
 def test_score_captions_on_scenes(shapes_data):
     from captioning.coco_data import read_coco_captions
 
-    records = read_coco_captions(shapes_data / "annotations" / "captions_val.json", shapes_data / "images")
+    records = read_coco_captions(
+        shapes_data / "annotations" / "captions_val.json", shapes_data / "images"
+    )
     perfect = score_captions([r.captions[0] for r in records], records)
     assert perfect["correct"] == 1.0 and perfect["bleu4"] > 0.5 and perfect["cider"] > 1.0
     wrong = score_captions(["a small red circle above a large blue square"] * len(records), records)
@@ -146,13 +175,23 @@ def test_resume_mid_epoch_continues_bit_exactly(shapes_data, tmp_path):
     # 3 steps per epoch; 7 steps straight == 4 steps (stopping inside epoch 2) + 3 resumed.
     # A constant rate: the cosine schedule spans --max-steps, and the first part here has fewer.
     common = dict(dropout=0.25, epochs=3, eval_images=0, lr_schedule="constant")
-    straight = train(tiny_config(shapes_data, tmp_path / "straight", max_steps=7, **common),
-                     log=Log(), progress_bar=False)
-    first = train(tiny_config(shapes_data, tmp_path / "split", max_steps=4, **common), log=Log(),
-                  progress_bar=False)
+    straight = train(
+        tiny_config(shapes_data, tmp_path / "straight", max_steps=7, **common),
+        log=Log(),
+        progress_bar=False,
+    )
+    first = train(
+        tiny_config(shapes_data, tmp_path / "split", max_steps=4, **common),
+        log=Log(),
+        progress_bar=False,
+    )
     assert first.stopped_by == "max_steps" and first.epoch == 1
-    resumed = train(tiny_config(shapes_data, tmp_path / "split", max_steps=7, resume=True, **common),
-                    explicit=["max_steps", "resume"], log=Log(), progress_bar=False)
+    resumed = train(
+        tiny_config(shapes_data, tmp_path / "split", max_steps=7, resume=True, **common),
+        explicit=["max_steps", "resume"],
+        log=Log(),
+        progress_bar=False,
+    )
     assert straight.global_step == resumed.global_step == 7
     np.testing.assert_allclose(resumed.step_losses, straight.step_losses, rtol=1e-5)
     a, b = checkpoint_arrays(tmp_path / "straight"), checkpoint_arrays(tmp_path / "split")
@@ -164,12 +203,15 @@ def test_resume_mid_epoch_continues_bit_exactly(shapes_data, tmp_path):
 def test_an_interrupted_cosine_run_resumes_on_the_same_schedule(shapes_data, tmp_path):
     # The schedule spans 3 epochs (9 steps); the first attempt dies after 5 steps, its last
     # checkpoint at step 4; the resumed run redoes step 5 with the rate step 5 had.
-    common = dict(epochs=3, eval_images=0, lr_schedule="cosine", learning_rate=1e-2,
-                  min_learning_rate=1e-3)
-    straight = train(tiny_config(shapes_data, tmp_path / "straight", **common), log=Log(),
-                     progress_bar=False)
-    trainer = CaptionTrainer(tiny_config(shapes_data, tmp_path / "split", **common), log=Log(),
-                             progress_bar=False)
+    common = dict(
+        epochs=3, eval_images=0, lr_schedule="cosine", learning_rate=1e-2, min_learning_rate=1e-3
+    )
+    straight = train(
+        tiny_config(shapes_data, tmp_path / "straight", **common), log=Log(), progress_bar=False
+    )
+    trainer = CaptionTrainer(
+        tiny_config(shapes_data, tmp_path / "split", **common), log=Log(), progress_bar=False
+    )
     trainer.prepare()
     step, calls = trainer.train_step, []
 
@@ -182,8 +224,12 @@ def test_an_interrupted_cosine_run_resumes_on_the_same_schedule(shapes_data, tmp
     trainer.train_step = dies_after_five_steps
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
-    resumed = train(tiny_config(shapes_data, tmp_path / "split", resume=True, **common),
-                    explicit=["resume"], log=Log(), progress_bar=False)
+    resumed = train(
+        tiny_config(shapes_data, tmp_path / "split", resume=True, **common),
+        explicit=["resume"],
+        log=Log(),
+        progress_bar=False,
+    )
     assert straight.global_step == resumed.global_step == 9
     np.testing.assert_allclose(resumed.step_losses, straight.step_losses, rtol=1e-5)
     assert straight.history[-1]["learning_rate"] < 2e-3  # it did fall
@@ -193,15 +239,23 @@ def test_an_interrupted_cosine_run_resumes_on_the_same_schedule(shapes_data, tmp
 
 
 def test_max_minutes_stops_with_a_checkpoint(shapes_data, tmp_path):
-    result = train(tiny_config(shapes_data, tmp_path / "run", max_minutes=1e-6, eval_images=0),
-                   log=Log(), progress_bar=False)
+    result = train(
+        tiny_config(shapes_data, tmp_path / "run", max_minutes=1e-6, eval_images=0),
+        log=Log(),
+        progress_bar=False,
+    )
     assert result.stopped_by == "max_minutes" and result.global_step == 1
     assert RunDirectory(tmp_path / "run").has_checkpoint()
 
 
 def test_runs_saved_before_encoder_spatial_load_as_flatten(shapes_data, tmp_path):
-    train(tiny_config(shapes_data, tmp_path / "run", epochs=1, eval_images=0, encoder_spatial="flatten"),
-          log=Log(), progress_bar=False)
+    train(
+        tiny_config(
+            shapes_data, tmp_path / "run", epochs=1, eval_images=0, encoder_spatial="flatten"
+        ),
+        log=Log(),
+        progress_bar=False,
+    )
     path = tmp_path / "run" / "config.json"
     saved = json.loads(path.read_text())
     del saved["encoder_spatial"]
@@ -226,8 +280,16 @@ def learning_rates_used(trainer):
 
 @pytest.mark.parametrize("schedule", ["cosine", "constant"])
 def test_learning_rate_schedule_over_max_steps(shapes_data, tmp_path, schedule):
-    config = tiny_config(shapes_data, tmp_path / "run", epochs=100, max_steps=6, eval_images=0,
-                         learning_rate=1e-2, min_learning_rate=1e-3, lr_schedule=schedule)
+    config = tiny_config(
+        shapes_data,
+        tmp_path / "run",
+        epochs=100,
+        max_steps=6,
+        eval_images=0,
+        learning_rate=1e-2,
+        min_learning_rate=1e-3,
+        lr_schedule=schedule,
+    )
     trainer = CaptionTrainer(config, log=Log(), progress_bar=False)
     trainer.prepare()
     rates = learning_rates_used(trainer)
@@ -240,8 +302,15 @@ def test_learning_rate_schedule_over_max_steps(shapes_data, tmp_path, schedule):
 
 
 def test_cosine_schedule_follows_the_clock_under_max_minutes(shapes_data, tmp_path, monkeypatch):
-    config = tiny_config(shapes_data, tmp_path / "run", epochs=100, max_minutes=10, eval_images=0,
-                         learning_rate=1e-2, min_learning_rate=0.0)
+    config = tiny_config(
+        shapes_data,
+        tmp_path / "run",
+        epochs=100,
+        max_minutes=10,
+        eval_images=0,
+        learning_rate=1e-2,
+        min_learning_rate=0.0,
+    )
     trainer = CaptionTrainer(config, log=Log(), progress_bar=False)
     trainer.prepare()
     clock = [trainer.started]
@@ -255,11 +324,14 @@ def test_cosine_schedule_follows_the_clock_under_max_minutes(shapes_data, tmp_pa
 
 
 def pretrained_config(data, out, **overrides):
-    return tiny_config(data, out, encoder="mobilenet_v3_small", encoder_weights="none", image_size=32,
-                       **overrides)
+    return tiny_config(
+        data, out, encoder="mobilenet_v3_small", encoder_weights="none", image_size=32, **overrides
+    )
 
 
-def test_frozen_backbone_features_are_cached_and_no_epoch_reads_an_image(shapes_data, tmp_path, monkeypatch):
+def test_frozen_backbone_features_are_cached_and_no_epoch_reads_an_image(
+    shapes_data, tmp_path, monkeypatch
+):
     loads, epochs_done = [], []
     real_load = image_files.load_image
 
@@ -275,12 +347,16 @@ def test_frozen_backbone_features_are_cached_and_no_epoch_reads_an_image(shapes_
 
     monkeypatch.setattr(image_files, "load_image", counting_load)
     cache = tmp_path / "cache"
-    config = pretrained_config(shapes_data, tmp_path / "run", feature_cache=str(cache), eval_images=4)
+    config = pretrained_config(
+        shapes_data, tmp_path / "run", feature_cache=str(cache), eval_images=4
+    )
     result = train(config, log=log, progress_bar=False)
     assert result.epoch == 2 and epochs_done
     assert len(loads) == len(set(loads)) == TRAIN_IMAGES + VAL_IMAGES  # each image decoded once
     (directory,) = cache.iterdir()
-    assert directory.name.startswith("mobilenet_v3_small-none-") and directory.name.endswith("-32px")
+    assert directory.name.startswith("mobilenet_v3_small-none-") and directory.name.endswith(
+        "-32px"
+    )
     files = sorted(directory.iterdir())
     assert len(files) == TRAIN_IMAGES + VAL_IMAGES and all(f.suffix == ".npy" for f in files)
     assert np.load(files[0], allow_pickle=False).shape == (576,)
@@ -288,16 +364,20 @@ def test_frozen_backbone_features_are_cached_and_no_epoch_reads_an_image(shapes_
     # Another run with the same backbone, weights and cache decodes no image at all.
     loads.clear()
     epochs_done.clear()
-    again = train(pretrained_config(shapes_data, tmp_path / "again", feature_cache=str(cache), eval_images=4),
-                  log=Log(), progress_bar=False)
+    again = train(
+        pretrained_config(shapes_data, tmp_path / "again", feature_cache=str(cache), eval_images=4),
+        log=Log(),
+        progress_bar=False,
+    )
     assert loads == []
     np.testing.assert_allclose(again.step_losses, result.step_losses, rtol=1e-5)
 
 
 def test_fine_tune_after_unfreezes_the_backbone_with_its_own_optimizer(shapes_data, tmp_path):
     log = Log()
-    config = pretrained_config(shapes_data, tmp_path / "run", fine_tune_after=1, encoder_learning_rate=1e-3,
-                               eval_images=0)
+    config = pretrained_config(
+        shapes_data, tmp_path / "run", fine_tune_after=1, encoder_learning_rate=1e-3, eval_images=0
+    )
     trainer = CaptionTrainer(config, log=log, progress_bar=False)
     trainer.prepare()
     backbone = [np.array(v) for v in trainer.model.encoder.backbone.trainable_weights]
@@ -311,8 +391,14 @@ def test_fine_tune_after_unfreezes_the_backbone_with_its_own_optimizer(shapes_da
     arrays = checkpoint_arrays(tmp_path / "run")
     assert any(k.startswith("encoder_optimizer/") for k in arrays)
     # Resuming a fine-tuning run restores the encoder optimizer too.
-    resumed = train(pretrained_config(shapes_data, tmp_path / "run", fine_tune_after=1, epochs=3, eval_images=0,
-                                      resume=True), explicit=["epochs", "resume"], log=Log(), progress_bar=False)
+    resumed = train(
+        pretrained_config(
+            shapes_data, tmp_path / "run", fine_tune_after=1, epochs=3, eval_images=0, resume=True
+        ),
+        explicit=["epochs", "resume"],
+        log=Log(),
+        progress_bar=False,
+    )
     assert resumed.epoch == 3
 
 
@@ -327,9 +413,28 @@ def cli(capsys, *argv):
 
 
 def tiny_flags(data, out):
-    flags = ["--out", out, "--encoder-filters", "4,8", "--feature-size", "16", "--hidden-size", "16",
-             "--embedding-size", "8", "--batch-size", "4", "--captions-per-image", "2", "--epochs", "1",
-             "--eval-images", "0", "--no-export", "--no-progress"]
+    flags = [
+        "--out",
+        out,
+        "--encoder-filters",
+        "4,8",
+        "--feature-size",
+        "16",
+        "--hidden-size",
+        "16",
+        "--embedding-size",
+        "8",
+        "--batch-size",
+        "4",
+        "--captions-per-image",
+        "2",
+        "--epochs",
+        "1",
+        "--eval-images",
+        "0",
+        "--no-export",
+        "--no-progress",
+    ]
     for name, value in data_flags(data).items():
         flags += ["--" + name.replace("_", "-"), value]
     return flags
@@ -355,7 +460,9 @@ def test_cli_trains(shapes_data, tmp_path, capsys):
     assert RunDirectory(tmp_path / "run").has_checkpoint()
     status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "run"))
     assert status == 2 and "already holds a run" in err
-    status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "run"), "--resume", "--hidden-size", "32")
+    status, out, err = cli(
+        capsys, *tiny_flags(shapes_data, tmp_path / "run"), "--resume", "--hidden-size", "32"
+    )
     assert status == 2 and "--hidden-size 32" in err and "\n" not in err.strip()
     status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "fresh"), "--resume")
     assert status == 2 and "no checkpoint" in err
@@ -367,16 +474,24 @@ def write(path, text):
     return path
 
 
-@pytest.mark.parametrize("content, words", [
-    ("{ not json", "not valid JSON"),
-    ('{"images": []}', "missing top-level key 'annotations'"),
-    ('[1, 2, 3]', "not COCO caption format"),
-    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "bbox": [0, 0, 1, 1]}]}',
-     "not captions"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("{ not json", "not valid JSON"),
+        ('{"images": []}', "missing top-level key 'annotations'"),
+        ("[1, 2, 3]", "not COCO caption format"),
+        (
+            '{"images": [{"id": 1, "file_name": "a.png"}], '
+            '"annotations": [{"image_id": 1, "bbox": [0, 0, 1, 1]}]}',
+            "not captions",
+        ),
+    ],
+)
 def test_bad_annotation_files_are_one_line_errors(tmp_path, capsys, content, words):
     annotations = write(tmp_path / "captions.json", content)
-    status, out, err = cli(capsys, "--annotations", annotations, "--images", tmp_path, "--out", tmp_path / "run")
+    status, out, err = cli(
+        capsys, "--annotations", annotations, "--images", tmp_path, "--out", tmp_path / "run"
+    )
     assert status == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and words in err, err
     assert not (tmp_path / "run").exists()  # nothing written before the input is checked
@@ -385,9 +500,23 @@ def test_bad_annotation_files_are_one_line_errors(tmp_path, capsys, content, wor
 def test_cli_errors_have_no_traceback(tmp_path):
     """The real command line: exit status 2, one line on stderr."""
     annotations = write(tmp_path / "captions.json", "this is not JSON")
-    process = subprocess.run([sys.executable, "-m", "captioning.train", "--annotations", str(annotations),
-                              "--images", str(tmp_path), "--out", str(tmp_path / "run")],
-                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "captioning.train",
+            "--annotations",
+            str(annotations),
+            "--images",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert process.returncode == 2
     assert process.stderr.count("\n") == 1 and process.stderr.startswith("error: "), process.stderr
     assert "Traceback" not in process.stderr and "not valid JSON" in process.stderr
@@ -395,22 +524,34 @@ def test_cli_errors_have_no_traceback(tmp_path):
 
 def test_bad_flag_values(shapes_data, tmp_path, capsys):
     flags = tiny_flags(shapes_data, tmp_path / "run")
-    for extra, words in [(["--encoder", "vgg16"], "--encoder must be one of"),
-                         (["--encoder-weights", "imagenet"], "no ImageNet weights"),
-                         (["--encoder-filters", "4,x"], "--encoder-filters"),
-                         (["--image-size", "30"], "divisible"),
-                         (["--fine-tune-after", "1"], "pretrained encoders"),
-                         (["--cell", "transformer"], "--cell"),
-                         (["--lr-schedule", "step"], "--lr-schedule"),
-                         (["--encoder-spatial", "grid"], "--encoder-spatial"),
-                         (["--min-learning-rate", "0.5"], "--min-learning-rate"),
-                         (["--first-captions", "-1"], "--first-captions must be >= 0"),
-                         (["--first-captions", "1", "--captions-per-image", "2"],
-                          "--captions-per-image 2 is more than --first-captions 1")]:
+    for extra, words in [
+        (["--encoder", "vgg16"], "--encoder must be one of"),
+        (["--encoder-weights", "imagenet"], "no ImageNet weights"),
+        (["--encoder-filters", "4,x"], "--encoder-filters"),
+        (["--image-size", "30"], "divisible"),
+        (["--fine-tune-after", "1"], "pretrained encoders"),
+        (["--cell", "transformer"], "--cell"),
+        (["--lr-schedule", "step"], "--lr-schedule"),
+        (["--encoder-spatial", "grid"], "--encoder-spatial"),
+        (["--min-learning-rate", "0.5"], "--min-learning-rate"),
+        (["--first-captions", "-1"], "--first-captions must be >= 0"),
+        (
+            ["--first-captions", "1", "--captions-per-image", "2"],
+            "--captions-per-image 2 is more than --first-captions 1",
+        ),
+    ]:
         status, out, err = cli(capsys, *flags, *extra)
         assert status == 2 and words in err and err.count("\n") == 1, (extra, err)
-    status, out, err = cli(capsys, *flags, "--encoder", "mobilenet_v3_small", "--encoder-weights",
-                           tmp_path / "missing.weights.h5", "--image-size", "32")
+    status, out, err = cli(
+        capsys,
+        *flags,
+        "--encoder",
+        "mobilenet_v3_small",
+        "--encoder-weights",
+        tmp_path / "missing.weights.h5",
+        "--image-size",
+        "32",
+    )
     assert status == 2 and "no such file" in err
 
 
@@ -418,19 +559,33 @@ def test_imagenet_download_failure_through_the_cli(shapes_data, tmp_path, capsys
     from keras.src.utils import file_utils
 
     def no_network(*args, **kwargs):
-        raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -3] "
-                        "Temporary failure in name resolution")
+        raise Exception(
+            "URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -3] "
+            "Temporary failure in name resolution"
+        )
 
     monkeypatch.setattr(file_utils, "get_file", no_network)
-    status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "run"), "--encoder", "mobilenet_v3_small",
-                           "--image-size", "32")
+    status, out, err = cli(
+        capsys,
+        *tiny_flags(shapes_data, tmp_path / "run"),
+        "--encoder",
+        "mobilenet_v3_small",
+        "--image-size",
+        "32",
+    )
     assert status == 2 and err.count("\n") == 1
     assert "could not download the ImageNet weights" in err and "--encoder-weights PATH" in err
 
 
 def test_all_images_missing_is_an_error(shapes_data, tmp_path, capsys):
-    status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "run"), "--images", tmp_path / "nowhere",
-                           "--val-images", shapes_data / "images")
+    status, out, err = cli(
+        capsys,
+        *tiny_flags(shapes_data, tmp_path / "run"),
+        "--images",
+        tmp_path / "nowhere",
+        "--val-images",
+        shapes_data / "images",
+    )
     assert status == 2 and "none of the 12 images" in err and err.count("\n") == 1
 
 
@@ -441,20 +596,24 @@ def broken_dataset(source, target):
     document = json.loads((source / "annotations" / "captions_train.json").read_text())
     entries = document["images"]
     for entry in entries:
-        (images / entry["file_name"]).write_bytes((source / "images" / entry["file_name"]).read_bytes())
+        (images / entry["file_name"]).write_bytes(
+            (source / "images" / entry["file_name"]).read_bytes()
+        )
     names = [e["file_name"] for e in entries]
-    os.remove(images / names[0])                                       # missing
+    os.remove(images / names[0])  # missing
     data = (images / names[1]).read_bytes()
-    (images / names[1]).write_bytes(data[: len(data) // 2])           # truncated PNG
+    (images / names[1]).write_bytes(data[: len(data) // 2])  # truncated PNG
     (images / names[2]).write_text("not an image, just some text\n")  # a text file
-    Image.new("RGB", (200, 200), (90, 90, 90)).save(images / names[3])  # above the bomb limit (patched)
+    Image.new("RGB", (200, 200), (90, 90, 90)).save(
+        images / names[3]
+    )  # above the bomb limit (patched)
     pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(images / "cut.jpg", quality=95)
     jpeg = (images / "cut.jpg").read_bytes()
-    (images / "cut.jpg").write_bytes(jpeg[: len(jpeg) * 2 // 3])     # truncated JPEG: passes verify()
+    (images / "cut.jpg").write_bytes(jpeg[: len(jpeg) * 2 // 3])  # truncated JPEG: passes verify()
     entries[4]["file_name"] = "cut.jpg"
     first = next(a for a in document["annotations"] if a["image_id"] == entries[5]["id"])
-    first["caption"] = "   "                                         # an empty caption
+    first["caption"] = "   "  # an empty caption
     write(target / "captions.json", json.dumps(document))
     return names
 
@@ -478,7 +637,9 @@ def test_bad_images_and_captions_are_skipped_and_named(shapes_data, tmp_path, ca
     assert "Traceback" not in text
 
 
-def test_divergence_aborts_and_keeps_the_last_checkpoint(shapes_data, tmp_path, capsys, monkeypatch):
+def test_divergence_aborts_and_keeps_the_last_checkpoint(
+    shapes_data, tmp_path, capsys, monkeypatch
+):
     from captioning import trainer as trainer_module
 
     real = trainer_module.CaptionTrainer.compile_steps
@@ -496,7 +657,9 @@ def test_divergence_aborts_and_keeps_the_last_checkpoint(shapes_data, tmp_path, 
         self.train_step = train_step
 
     monkeypatch.setattr(trainer_module.CaptionTrainer, "compile_steps", poisoned)
-    status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "run"), "--checkpoint-every", "1")
+    status, out, err = cli(
+        capsys, *tiny_flags(shapes_data, tmp_path / "run"), "--checkpoint-every", "1"
+    )
     assert status == 3 and "loss became nan at step 3" in err and err.count("\n") == 1
     with np.load(tmp_path / "run" / "checkpoint.npz", allow_pickle=False) as data:
         progress = json.loads(data["progress"].tobytes().decode())
@@ -505,23 +668,32 @@ def test_divergence_aborts_and_keeps_the_last_checkpoint(shapes_data, tmp_path, 
 
 def test_images_decoded_every_epoch_give_the_same_run_as_images_in_memory(shapes_data, tmp_path):
     log = Log()
-    memory = train(tiny_config(shapes_data, tmp_path / "memory", eval_images=0), log=Log(), progress_bar=False)
-    files = train(tiny_config(shapes_data, tmp_path / "files", eval_images=0, image_memory_mb=0), log=log,
-                  progress_bar=False)
+    memory = train(
+        tiny_config(shapes_data, tmp_path / "memory", eval_images=0), log=Log(), progress_bar=False
+    )
+    files = train(
+        tiny_config(shapes_data, tmp_path / "files", eval_images=0, image_memory_mb=0),
+        log=log,
+        progress_bar=False,
+    )
     assert "decoded again every epoch" in log.text
     np.testing.assert_allclose(files.step_losses, memory.step_losses, rtol=1e-6)
 
 
-def test_without_validation_captions_a_share_of_the_images_is_held_out(shapes_data, tmp_path, capsys):
+def test_without_validation_captions_a_share_of_the_images_is_held_out(
+    shapes_data, tmp_path, capsys
+):
     flags = tiny_flags(shapes_data, tmp_path / "run")
     at = flags.index("--val-annotations")
-    del flags[at:at + 2]
+    del flags[at : at + 2]
     status, out, err = cli(capsys, *flags, "--val-fraction", "0.25")
     assert status == 0, err
     assert "9 training images" in out and "3 validation images" in out
 
 
-def test_a_karpathy_split_file_trains_on_train_and_restval_and_validates_on_val(shapes_data, tmp_path):
+def test_a_karpathy_split_file_trains_on_train_and_restval_and_validates_on_val(
+    shapes_data, tmp_path
+):
     entries = []
     for split, karpathy_split in (("train", "train"), ("val", "val")):
         document = json.loads((shapes_data / "annotations" / f"captions_{split}.json").read_text())
@@ -529,14 +701,30 @@ def test_a_karpathy_split_file_trains_on_train_and_restval_and_validates_on_val(
         for annotation in document["annotations"]:
             captions.setdefault(annotation["image_id"], []).append(annotation["caption"])
         for i, image in enumerate(document["images"]):
-            entries.append({"filepath": "images", "filename": image["file_name"], "cocoid": image["id"],
-                            "split": "restval" if split == "train" and i % 3 == 0 else karpathy_split,
-                            "sentences": [{"raw": c} for c in captions[image["id"]]]})
+            entries.append(
+                {
+                    "filepath": "images",
+                    "filename": image["file_name"],
+                    "cocoid": image["id"],
+                    "split": "restval" if split == "train" and i % 3 == 0 else karpathy_split,
+                    "sentences": [{"raw": c} for c in captions[image["id"]]],
+                }
+            )
     entries.append(dict(entries[0], split="test", cocoid=99999))  # never read for training
     path = tmp_path / "dataset_shapes.json"
     write(path, json.dumps({"dataset": "shapes", "images": entries}))
     log = Log()
-    config = tiny_config(shapes_data, tmp_path / "run", annotations=str(path), images=str(shapes_data),
-                         val_annotations="", epochs=1, eval_images=0)
+    config = tiny_config(
+        shapes_data,
+        tmp_path / "run",
+        annotations=str(path),
+        images=str(shapes_data),
+        val_annotations="",
+        epochs=1,
+        eval_images=0,
+    )
     train(config, log=log, progress_bar=False)
-    assert f"{TRAIN_IMAGES} training images" in log.text and f"{VAL_IMAGES} validation images" in log.text
+    assert (
+        f"{TRAIN_IMAGES} training images" in log.text
+        and f"{VAL_IMAGES} validation images" in log.text
+    )

@@ -10,21 +10,43 @@ BAD_FLAGS = [
     ("textgen.train", ["--hidden-size", "abc"], "argument --hidden-size: invalid int value: 'abc'"),
     ("textgen.sample", ["RUN", "--length", "abc"], "argument --length: invalid int value: 'abc'"),
     ("textgen.export", ["RUN", "OUT", "--xla"], "unrecognized arguments: --xla"),
-    ("captioning.train", ["--hidden-size", "abc"],
-     "argument --hidden-size: invalid int value: 'abc'"),
-    ("captioning.caption", ["a.png", "--beam-size", "abc"],
-     "argument --beam-size: invalid int value: 'abc'"),
-    ("captioning.evaluate", ["--annotations", "a.json", "--images", "dir", "--max-images", "1.5"],
-     "argument --max-images: invalid int value: '1.5'"),
-    ("captioning.export", ["RUN", "OUT", "--max-length", "abc"],
-     "argument --max-length: invalid int value: 'abc'"),
-    ("captioning.coco_data", ["--annotations", "a.json", "--images-dir", "dir", "--min-count", "x"],
-     "argument --min-count: invalid int value: 'x'"),
-    ("captioning.shapes", ["--out", "dir", "--seed", "abc"],
-     "argument --seed: invalid int value: 'abc'"),
+    (
+        "captioning.train",
+        ["--hidden-size", "abc"],
+        "argument --hidden-size: invalid int value: 'abc'",
+    ),
+    (
+        "captioning.caption",
+        ["a.png", "--beam-size", "abc"],
+        "argument --beam-size: invalid int value: 'abc'",
+    ),
+    (
+        "captioning.evaluate",
+        ["--annotations", "a.json", "--images", "dir", "--max-images", "1.5"],
+        "argument --max-images: invalid int value: '1.5'",
+    ),
+    (
+        "captioning.export",
+        ["RUN", "OUT", "--max-length", "abc"],
+        "argument --max-length: invalid int value: 'abc'",
+    ),
+    (
+        "captioning.coco_data",
+        ["--annotations", "a.json", "--images-dir", "dir", "--min-count", "x"],
+        "argument --min-count: invalid int value: 'x'",
+    ),
+    (
+        "captioning.shapes",
+        ["--out", "dir", "--seed", "abc"],
+        "argument --seed: invalid int value: 'abc'",
+    ),
 ]
-POSITIONALS = {"textgen.sample": "RUN_DIR ", "textgen.export": "RUN_DIR OUT_DIR ",
-               "captioning.caption": "IMAGE [IMAGE ...] ", "captioning.export": "RUN_DIR OUT_DIR "}
+POSITIONALS = {
+    "textgen.sample": "RUN_DIR ",
+    "textgen.export": "RUN_DIR OUT_DIR ",
+    "captioning.caption": "IMAGE [IMAGE ...] ",
+    "captioning.export": "RUN_DIR OUT_DIR ",
+}
 
 
 def exit_status(main, argv):
@@ -39,9 +61,11 @@ def test_a_bad_flag_is_three_short_lines(module, argv, error, capsys):
     assert exit_status(importlib.import_module(module).main, argv) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.splitlines() == [f"usage: {prog} {POSITIONALS.get(module, '')}[options]",
-                                f"{prog}: error: {error}",
-                                f"run `{prog} --help` for every flag"]
+    assert err.splitlines() == [
+        f"usage: {prog} {POSITIONALS.get(module, '')}[options]",
+        f"{prog}: error: {error}",
+        f"run `{prog} --help` for every flag",
+    ]
 
 
 @pytest.mark.parametrize("module", [m for m, _, _ in BAD_FLAGS])

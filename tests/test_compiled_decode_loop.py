@@ -58,15 +58,17 @@ def test_top_k_draws_only_among_the_k_most_probable():
     top1 = run(compiled_decode_loop, TopKSampler(1, 1.0), steps_per_call=8)
     np.testing.assert_array_equal(top1, run(decode_loop, GreedySampler()))
     forbidden = tf.constant([False, True, False, False, False, False, False])
-    drawn = run(compiled_decode_loop, TopKSampler(3, 2.0), steps=40, steps_per_call=16,
-                forbidden=forbidden)
+    drawn = run(
+        compiled_decode_loop, TopKSampler(3, 2.0), steps=40, steps_per_call=16, forbidden=forbidden
+    )
     assert 1 not in drawn and len(set(drawn.ravel())) > 1
     ranks = draw_ranks(drawn, forbidden)
     assert ranks.max() < 3, ranks  # every draw among the 3 most probable allowed tokens
     assert (ranks > 0).any()  # and not only the most probable one
     # The check can tell: drawn from the whole distribution, tokens outside the top 3 appear.
-    unrestricted = run(compiled_decode_loop, RandomSampler(2.0), steps=40, steps_per_call=16,
-                       forbidden=forbidden)
+    unrestricted = run(
+        compiled_decode_loop, RandomSampler(2.0), steps=40, steps_per_call=16, forbidden=forbidden
+    )
     assert draw_ranks(unrestricted, forbidden).max() >= 3
 
 

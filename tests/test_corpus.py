@@ -62,11 +62,14 @@ def test_read_text_drops_bom_and_normalises_newlines(tmp_path):
     assert read_text(path, keep_newlines=True) == "a\r\nb\r\n"
 
 
-@pytest.mark.parametrize("setup, match", [
-    (lambda p: None, "does not exist"),
-    (lambda p: p.mkdir(), "is a directory"),
-    (lambda p: p.write_bytes(b""), "is empty"),
-])
+@pytest.mark.parametrize(
+    "setup, match",
+    [
+        (lambda p: None, "does not exist"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: p.write_bytes(b""), "is empty"),
+    ],
+)
 def test_read_text_errors(tmp_path, setup, match):
     path = tmp_path / "corpus"
     setup(path)

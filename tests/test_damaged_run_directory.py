@@ -30,8 +30,9 @@ from textgen.trainer import train as train_language_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = {"log": lambda message: None, "progress_bar": False}
-CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
-          "All:\nSpeak, speak.\n\n") * 30
+CORPUS = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+) * 30
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +40,19 @@ def text_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("text_run")
     corpus = base / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
-    config = TrainConfig(data=str(corpus), hidden_size=16, embedding_size=8, num_layers=1,
-                         batch_size=4, seq_length=10, max_steps=2, sample_every=0,
-                         checkpoint_every=100, export=False, out=str(base / "run"))
+    config = TrainConfig(
+        data=str(corpus),
+        hidden_size=16,
+        embedding_size=8,
+        num_layers=1,
+        batch_size=4,
+        seq_length=10,
+        max_steps=2,
+        sample_every=0,
+        checkpoint_every=100,
+        export=False,
+        out=str(base / "run"),
+    )
     train_language_model(config, **QUIET)
     return config.out
 
@@ -49,12 +60,14 @@ def text_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def caption_run(shapes_data, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("caption_run") / "run"
-    train_captioner(tiny_config(shapes_data, out, epochs=1, max_steps=1, eval_images=0,
-                                export=True), **QUIET)
+    train_captioner(
+        tiny_config(shapes_data, out, epochs=1, max_steps=1, eval_images=0, export=True), **QUIET
+    )
     return str(out)
 
 
 # ---- ways to damage a file (or the variables/ directory of a SavedModel) ----
+
 
 def truncate(path):
     data = open(path, "rb").read()
@@ -78,6 +91,7 @@ def json_instead(value):
     def damage(path):
         with open(path, "w", encoding="utf-8") as f:
             json.dump(value, f)
+
     return damage
 
 
@@ -114,60 +128,92 @@ def another_programs(path):
     """The same part of another program's SavedModel (one variable, one signature)."""
     module = tf.Module()
     module.weight = tf.Variable([1.0, 2.0])
-    module.scale = tf.function(lambda x: {"y": x * module.weight},
-                               input_signature=[tf.TensorSpec([2], tf.float32)])
+    module.scale = tf.function(
+        lambda x: {"y": x * module.weight}, input_signature=[tf.TensorSpec([2], tf.float32)]
+    )
     other = os.path.join(os.path.dirname(os.path.dirname(path)), "other_saved_model")
     tf.saved_model.save(module, other, signatures={"scale": module.scale})
     shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     os.rename(os.path.join(other, os.path.basename(path)), path)
 
 
-COMMON = {"truncated": truncate, "empty": empty, "random bytes": random_bytes,
-          "a directory": directory_instead}
+COMMON = {
+    "truncated": truncate,
+    "empty": empty,
+    "random bytes": random_bytes,
+    "a directory": directory_instead,
+}
 RUN_FILES = {
-    "config.json": {**COMMON, "a list": json_instead([1, 2]),
-                    "a field of the wrong type": hidden_size_a_string},
-    "vocab.json": {**COMMON, "a list": json_instead(["a", "b"]),
-                   "numbers for tokens": json_instead({"tokens": [1, 2, 3],
-                                                       "unknown_token": None})},
+    "config.json": {
+        **COMMON,
+        "a list": json_instead([1, 2]),
+        "a field of the wrong type": hidden_size_a_string,
+    },
+    "vocab.json": {
+        **COMMON,
+        "a list": json_instead(["a", "b"]),
+        "numbers for tokens": json_instead({"tokens": [1, 2, 3], "unknown_token": None}),
+    },
     "checkpoint.npz": {**COMMON, "an npz without its arrays": npz_without_its_arrays},
 }
 # A captioning run's vocabulary must also be a caption vocabulary.
-CAPTION_RUN_FILES = {**RUN_FILES, "vocab.json": {
-    **RUN_FILES["vocab.json"],
-    "no caption specials": json_instead({"tokens": ["<unk>", "a", "b"], "unknown_token": "<unk>"})}}
+CAPTION_RUN_FILES = {
+    **RUN_FILES,
+    "vocab.json": {
+        **RUN_FILES["vocab.json"],
+        "no caption specials": json_instead(
+            {"tokens": ["<unk>", "a", "b"], "unknown_token": "<unk>"}
+        ),
+    },
+}
 SAVED_MODEL_FILES = {
     "saved_model.pb": {**COMMON, "another program's": another_programs},
-    "variables": {"truncated": truncate_the_data, "empty": remove_the_files,
-                  "random bytes": random_files, "a file": file_instead,
-                  "another program's": another_programs},
+    "variables": {
+        "truncated": truncate_the_data,
+        "empty": remove_the_files,
+        "random bytes": random_files,
+        "a file": file_instead,
+        "another program's": another_programs,
+    },
 }
 
 
 # ---- the CLIs that read a run directory or a SavedModel ----
 
 TEXTGEN_CLIS = ("textgen.sample", "textgen.export", "textgen.train --resume")
-CAPTIONING_CLIS = ("captioning.caption", "captioning.evaluate", "captioning.export",
-                   "captioning.train --resume")
+CAPTIONING_CLIS = (
+    "captioning.caption",
+    "captioning.evaluate",
+    "captioning.export",
+    "captioning.train --resume",
+)
 SAVED_MODEL_CLIS = ("captioning.caption", "captioning.evaluate")
 
 
 def command(cli, model, tmp_path, data):
     """(main, argv) of `cli` reading `model`, a run directory or a SavedModel."""
     image = str(sorted((data / "images").glob("val_*.png"))[0])
-    references = ["--annotations", str(data / "annotations" / "captions_val.json"),
-                  "--images", str(data / "images")]
+    references = [
+        "--annotations",
+        str(data / "annotations" / "captions_val.json"),
+        "--images",
+        str(data / "images"),
+    ]
     export_to = str(tmp_path / "export")
     return {
         "textgen.sample": (textgen.sample.main, [model, "--length", "5"]),
         "textgen.export": (textgen.export.main, [model, export_to, "--no-xla"]),
-        "textgen.train --resume": (textgen.train.main,
-                                   ["--out", model, "--resume", "--no-progress"]),
+        "textgen.train --resume": (
+            textgen.train.main,
+            ["--out", model, "--resume", "--no-progress"],
+        ),
         "captioning.caption": (captioning.caption.main, [image, "--model", model]),
         "captioning.evaluate": (captioning.evaluate.main, ["--model", model, *references]),
         "captioning.export": (captioning.export.main, [model, export_to]),
-        "captioning.train --resume": (captioning.train.main,
-                                      ["--out", model, "--resume", "--no-progress"]),
+        "captioning.train --resume": (
+            captioning.train.main,
+            ["--out", model, "--resume", "--no-progress"],
+        ),
     }[cli]
 
 
@@ -198,10 +244,14 @@ def run_directory_cases():
 
 @pytest.mark.parametrize("cli, name, damage", run_directory_cases())
 def test_a_damaged_run_directory_file_is_one_error_line(
-        cli, name, damage, text_run, caption_run, shapes_data, tmp_path, capsys):  # noqa: F811
+    cli, name, damage, text_run, caption_run, shapes_data, tmp_path, capsys
+):  # noqa: F811
     run = str(tmp_path / "run")
-    shutil.copytree(text_run if cli.startswith("textgen") else caption_run, run,
-                    ignore=shutil.ignore_patterns("saved_model"))
+    shutil.copytree(
+        text_run if cli.startswith("textgen") else caption_run,
+        run,
+        ignore=shutil.ignore_patterns("saved_model"),
+    )
     damage(os.path.join(run, name))
     assert_one_error_line(*run_cli(*command(cli, run, tmp_path, shapes_data), capsys), name)
 
@@ -215,7 +265,8 @@ def saved_model_cases():
 
 @pytest.mark.parametrize("cli, name, damage", saved_model_cases())
 def test_a_damaged_saved_model_is_one_error_line(
-        cli, name, damage, caption_run, shapes_data, tmp_path, capsys):  # noqa: F811
+    cli, name, damage, caption_run, shapes_data, tmp_path, capsys
+):  # noqa: F811
     exported = str(tmp_path / "saved_model")
     shutil.copytree(os.path.join(caption_run, "saved_model"), exported)
     damage(os.path.join(exported, name))
@@ -233,5 +284,9 @@ def test_the_real_stderr_has_only_the_error_line(caption_run, shapes_data, tmp_p
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the CLI's own default, as a user runs it
     process = subprocess.run(
         [sys.executable, "-m", "captioning.caption", image, "--model", exported],
-        capture_output=True, text=True, env=env, timeout=300)
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert_one_error_line(process.returncode, process.stderr, "variables")

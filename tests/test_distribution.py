@@ -12,8 +12,6 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 from textgen.run_directory import RunDirectory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,14 +24,22 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 
 def run_python(code, timeout=300, env=None):
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                            text=True, timeout=timeout, cwd=HERE, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=HERE,
+        env=env,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
 
 def test_mirrored_streams_stay_on_their_replica():
-    run_python(TWO_CPUS + """
+    run_python(
+        TWO_CPUS
+        + """
 import numpy as np
 from textgen.corpus import StreamBatches
 from textgen.distribution import StreamPlacement, make_strategy
@@ -47,16 +53,20 @@ for k in range(len(batches)):
     per_replica = [np.asarray(v) for v in
                    strategy.experimental_local_results(placement.distribute(inputs))]
     for r, rows in enumerate(per_replica):
-        np.testing.assert_array_equal(rows, inputs[3 * r:3 * (r + 1)])  # replica r owns streams 3r..3r+2
+        # replica r owns streams 3r..3r+2
+        np.testing.assert_array_equal(rows, inputs[3 * r:3 * (r + 1)])
         if previous is not None:  # and each of its rows continues its own row of batch k-1
             np.testing.assert_array_equal(rows[:, 0], previous[r][:, -1] + 1)
     previous = per_replica
 np.testing.assert_array_equal(placement.gather(placement.distribute(inputs)), inputs)
-""")
+"""
+    )
 
 
 def test_mirrored_training_matches_one_device():
-    out = run_python(TWO_CPUS + """
+    out = run_python(
+        TWO_CPUS
+        + """
 import dataclasses, tempfile, numpy as np
 from conftest import SMALL_TEXT
 from textgen.config import TrainConfig
@@ -79,7 +89,8 @@ for a, b in zip(one.states, two.states):  # every stream ends in the same state
     # a stream on the wrong replica would be off by tenths)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-4)
 print("max relative loss difference", relative)
-""")
+"""
+    )
     assert "max relative loss difference" in out
 
 
@@ -94,16 +105,47 @@ def start_workers(run, data, max_steps, resume=False):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     processes = []
     for index in range(2):
-        env = dict(os.environ, TF_CONFIG=__import__("json").dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        command = [sys.executable, "-m", "textgen.train", "--strategy", "multiworker",
-                   "--data", data, "--out", run, "--hidden-size", "32", "--embedding-size", "16",
-                   "--batch-size", "8", "--seq-length", "20", "--epochs", "50",
-                   "--sample-every", "0", "--checkpoint-every", "4", "--max-steps", str(max_steps),
-                   "--no-progress", "--no-export"] + (["--resume"] if resume else [])
+        env = dict(
+            os.environ,
+            TF_CONFIG=__import__("json").dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            ),
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "textgen.train",
+            "--strategy",
+            "multiworker",
+            "--data",
+            data,
+            "--out",
+            run,
+            "--hidden-size",
+            "32",
+            "--embedding-size",
+            "16",
+            "--batch-size",
+            "8",
+            "--seq-length",
+            "20",
+            "--epochs",
+            "50",
+            "--sample-every",
+            "0",
+            "--checkpoint-every",
+            "4",
+            "--max-steps",
+            str(max_steps),
+            "--no-progress",
+            "--no-export",
+        ] + (["--resume"] if resume else [])
         log = open(f"{run}-worker{index}.log", "a")
-        processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
+        processes.append(
+            subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        )
     return processes
 
 

@@ -3,31 +3,32 @@
 `LanguageModel.step`, and a failed export never leaves a half-written directory."""
 
 import inspect
-import json
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from isolated_process import run_isolated
 import tensorflow as tf
 
 import textgen.sample
+from isolated_process import run_isolated
 from textgen import export
 from textgen.config import TrainConfig
 from textgen.errors import UsageError
 from textgen.language_model import LanguageModel
 from textgen.trainer import train
 
-CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
-          "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to "
-          "famish?\n\n") * 30
+CORPUS = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+    "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to "
+    "famish?\n\n"
+) * 30
 PROMPT = "First"
 QUIET = {"log": lambda message: None, "progress_bar": False}
 
 # Run by a fresh interpreter that cannot import this project (isolated_process.PREAMBLE first).
-ISOLATED_SCRIPT = r'''
+ISOLATED_SCRIPT = r"""
 
 model = tf.saved_model.load(sys.argv[1])
 generate = model.signatures["generate"]
@@ -67,7 +68,7 @@ print(json.dumps({
     "vocabulary": [t.decode("utf-8") for t in model.vocabulary.numpy()],
     "step_shapes": {k: v.shape.as_list() for k, v in step.items()},
 }))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +77,18 @@ def run_directory(tmp_path_factory):
     base = tmp_path_factory.mktemp("export_run")
     corpus = base / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
-    config = TrainConfig(data=str(corpus), hidden_size=16, embedding_size=8, num_layers=2,
-                         batch_size=4, seq_length=10, max_steps=3, sample_every=0,
-                         checkpoint_every=100, out=str(base / "run"))
+    config = TrainConfig(
+        data=str(corpus),
+        hidden_size=16,
+        embedding_size=8,
+        num_layers=2,
+        batch_size=4,
+        seq_length=10,
+        max_steps=3,
+        sample_every=0,
+        checkpoint_every=100,
+        out=str(base / "run"),
+    )
     train(config, **QUIET)
     return config.out
 
@@ -97,6 +107,7 @@ def isolated(exported, tmp_path_factory):
 
 
 # ---- the SavedModel on its own ----
+
 
 def test_generate_returns_text_starting_with_the_prompt(isolated):
     for key in ("seed_5", "argmax", "top_k"):
@@ -134,9 +145,11 @@ def test_vocabulary_config_and_step_travel_inside(isolated, run_directory):
 
 # ---- the SavedModel against the Python model ----
 
+
 def test_argmax_equals_the_sample_cli(isolated, run_directory, capsys):
-    status = textgen.sample.main([run_directory, "--temperature", "0", "--prime", PROMPT,
-                                  "--length", "40"])
+    status = textgen.sample.main(
+        [run_directory, "--temperature", "0", "--prime", PROMPT, "--length", "40"]
+    )
     assert status == 0
     assert capsys.readouterr().out == isolated["argmax"][0] + "\n"
 
@@ -166,20 +179,35 @@ def test_step_signature_equals_model_step(exported, run_directory):
 def test_saved_model_cli_lists_both_signatures(exported):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([cli, "show", "--dir", exported, "--all"], capture_output=True,
-                            text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [cli, "show", "--dir", exported, "--all"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("generate", "step", "serving_default"):
         assert f"signature_def['{name}']" in result.stdout
-    for name in ("prompt", "length", "temperature", "top_k", "seed", "text", "token_ids",
-                 "state_0", "logits"):
+    for name in (
+        "prompt",
+        "length",
+        "temperature",
+        "top_k",
+        "seed",
+        "text",
+        "token_ids",
+        "state_0",
+        "logits",
+    ):
         assert f"['{name}']" in result.stdout
 
 
 def random_model(cell, vocabulary, **kwargs):
     """A tiny model with weights large enough that its samples are far from uniform."""
-    model = LanguageModel(vocabulary, cell=cell, num_layers=2, hidden_size=16, embedding_size=8,
-                          **kwargs)
+    model = LanguageModel(
+        vocabulary, cell=cell, num_layers=2, hidden_size=16, embedding_size=8, **kwargs
+    )
     model.build()
     rng = np.random.default_rng(1)
     for variable in model.variables:
@@ -194,17 +222,22 @@ def test_every_cell_generates_what_model_sample_generates(cell, tmp_path):
     generate = tf.saved_model.load(out).signatures["generate"]
 
     def saved(prompt, length, temperature, top_k, seed, rows=1):
-        text = generate(prompt=tf.constant([prompt] * rows), length=tf.constant(length),
-                        temperature=tf.constant(temperature), top_k=tf.constant(top_k),
-                        seed=tf.constant(seed))["text"]
+        text = generate(
+            prompt=tf.constant([prompt] * rows),
+            length=tf.constant(length),
+            temperature=tf.constant(temperature),
+            top_k=tf.constant(top_k),
+            seed=tf.constant(seed),
+        )["text"]
         return [t.decode("utf-8") for t in text.numpy()]
 
     def python(prime, length, temperature, top_k, seed, rows=1, unknown="error"):
         return model.sample(prime, length, temperature, top_k, rows, seed, unknown)
 
     for temperature, top_k, seed in [(0.0, 0, 0), (1.0, 0, 3), (0.7, 4, 9)]:
-        assert saved("abc", 50, temperature, top_k, seed, rows=3) == \
-            python("abc", 50, temperature, top_k, seed, rows=3)
+        assert saved("abc", 50, temperature, top_k, seed, rows=3) == python(
+            "abc", 50, temperature, top_k, seed, rows=3
+        )
     # An empty prompt starts after a newline that is not returned (priming then runs 0 steps).
     # A fresh trace, as in a fresh `textgen.sample`: a 0-step prime in a trace that has been
     # generalised to unknown shapes fails in the Python model (see the export report).
@@ -216,8 +249,10 @@ def test_every_cell_generates_what_model_sample_generates(cell, tmp_path):
     assert saved("abc", 3, 1.0, 0, 4) == ["abc"]
 
 
-@pytest.mark.skipif("level" not in inspect.signature(LanguageModel).parameters,
-                    reason="no word-level models in this checkout")
+@pytest.mark.skipif(
+    "level" not in inspect.signature(LanguageModel).parameters,
+    reason="no word-level models in this checkout",
+)
 def test_word_level_model_tokenises_in_the_graph(tmp_path):
     vocabulary = ["<unk>", "\n", "the", "king", ",", ".", "is", "dead", "long", "live", "'tis", "!"]
     model = random_model("lstm", vocabulary, level="word", segmenter="regex", unknown_token="<unk>")
@@ -228,9 +263,18 @@ def test_word_level_model_tokenises_in_the_graph(tmp_path):
         generate = tf.saved_model.load(out).signatures["generate"]
 
         def text(temperature, seed=2):
-            return generate(prompt=tf.constant([prompt]), length=tf.constant(20),
-                            temperature=tf.constant(temperature), top_k=tf.constant(0),
-                            seed=tf.constant(seed))["text"].numpy()[0].decode("utf-8")
+            return (
+                generate(
+                    prompt=tf.constant([prompt]),
+                    length=tf.constant(20),
+                    temperature=tf.constant(temperature),
+                    top_k=tf.constant(0),
+                    seed=tf.constant(seed),
+                )["text"]
+                .numpy()[0]
+                .decode("utf-8")
+            )
+
         return text
 
     compiled = exported(True)
@@ -245,6 +289,7 @@ def test_word_level_model_tokenises_in_the_graph(tmp_path):
 
 
 # ---- writing the export ----
+
 
 def tiny_model():
     return random_model("rnn", list("\nab"))
@@ -293,6 +338,7 @@ def test_a_failed_overwrite_keeps_the_old_export_then_a_good_one_replaces_it(tmp
 
 
 # ---- the CLI ----
+
 
 def one_error_line(stderr):
     assert stderr.startswith("error: ") and stderr.count("\n") == 1 and "Traceback" not in stderr

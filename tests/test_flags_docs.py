@@ -25,7 +25,8 @@ SCRIPT = re.compile(r"^\S*python[\d.]*\s+\S+\.py\b")  # python bench/quality.py 
 
 def load_make_flags():
     spec = importlib.util.spec_from_file_location(
-        "make_flags", os.path.join(ROOT, "docs", "make_flags.py"))
+        "make_flags", os.path.join(ROOT, "docs", "make_flags.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -40,8 +41,10 @@ def parsers():
 
 
 def known_flags(parsers):
-    return {module: {flag for action in parser._actions for flag in action.option_strings}
-            for module, parser in parsers.items()}
+    return {
+        module: {flag for action in parser._actions for flag in action.option_strings}
+        for module, parser in parsers.items()
+    }
 
 
 def code_lines(markdown):
@@ -62,7 +65,7 @@ def unknown_flags(markdown, known):
     for code, fenced in [(span, False) for span in spans] + [(line, True) for line in lines]:
         invocation = INVOCATION.search(code)
         if invocation:
-            allowed, code = known.get(invocation[1], set()), code[invocation.end():]
+            allowed, code = known.get(invocation[1], set()), code[invocation.end() :]
         elif fenced or not code.split() or code.split()[0] in OTHER_PROGRAMS or SCRIPT.match(code):
             continue  # prose-free shell lines run other programs; only ours are checked
         else:
@@ -75,7 +78,8 @@ def test_flags_md_is_what_make_flags_writes(parsers):
     with open(make_flags.OUTPUT, encoding="utf-8") as f:
         written = f.read()
     assert written == make_flags.render(parsers), (
-        "docs/flags.md differs from the CLIs' --help: run `python docs/make_flags.py`")
+        "docs/flags.md differs from the CLIs' --help: run `python docs/make_flags.py`"
+    )
 
 
 def test_flags_md_follows_a_changed_help_text():
@@ -87,7 +91,8 @@ def test_flags_md_follows_a_changed_help_text():
     assert make_flags.render(changed) != written
     action.help = action.help.replace("(default: 0)", "(default: 1)")
     assert "| `--seed` | 1 | random seed: the same seed and sizes give similar files |" in (
-        make_flags.render(changed))
+        make_flags.render(changed)
+    )
 
 
 def test_flags_md_has_every_flag_of_every_cli(parsers):
@@ -99,8 +104,9 @@ def test_flags_md_has_every_flag_of_every_cli(parsers):
 
 def hand_written_docs():
     docs = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
-    return ["README.md"] + [os.path.relpath(path, ROOT) for path in docs
-                            if path != make_flags.OUTPUT]
+    return ["README.md"] + [
+        os.path.relpath(path, ROOT) for path in docs if path != make_flags.OUTPUT
+    ]
 
 
 @pytest.mark.parametrize("path", hand_written_docs())
@@ -111,15 +117,21 @@ def test_docs_name_only_flags_the_clis_know(parsers, path):
 
 
 def test_the_readme_check_catches_unknown_flags(parsers):
-    readme = "\n".join([
-        "Train with `--hidden-size 32`, `--hiden-size 32` or `--no-export`; "
-        "`saved_model_cli show --dir D --all` and `--xla_cpu_compilation_enabled=true` are "
-        "other programs'.",
-        "```sh",
-        "python -m textgen.sample runs/x --temperature 0.5 \\",
-        "    --hidden-size 32",
-        ".venv/bin/python bench/quality.py --minutes 10",
-        "```",
-        "And `python -m captioning.caption a.png --beam-size 3 --temprature 1`."])
-    assert unknown_flags(readme, known_flags(parsers)) == ["--hiden-size", "--temprature",
-                                                           "--hidden-size"]
+    readme = "\n".join(
+        [
+            "Train with `--hidden-size 32`, `--hiden-size 32` or `--no-export`; "
+            "`saved_model_cli show --dir D --all` and `--xla_cpu_compilation_enabled=true` are "
+            "other programs'.",
+            "```sh",
+            "python -m textgen.sample runs/x --temperature 0.5 \\",
+            "    --hidden-size 32",
+            ".venv/bin/python bench/quality.py --minutes 10",
+            "```",
+            "And `python -m captioning.caption a.png --beam-size 3 --temprature 1`.",
+        ]
+    )
+    assert unknown_flags(readme, known_flags(parsers)) == [
+        "--hiden-size",
+        "--temprature",
+        "--hidden-size",
+    ]

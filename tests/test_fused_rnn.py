@@ -33,8 +33,10 @@ def make_inputs(cell):
     rng = np.random.default_rng(1)
     inputs = tf.constant(rng.normal(size=(BATCH, TIME, FEATURES)).astype(np.float32))
     per_layer = 2 if cell == "lstm" else 1
-    states = [tf.constant(rng.normal(scale=0.5, size=(BATCH, HIDDEN)).astype(np.float32))
-              for _ in range(LAYERS * per_layer)]
+    states = [
+        tf.constant(rng.normal(scale=0.5, size=(BATCH, HIDDEN)).astype(np.float32))
+        for _ in range(LAYERS * per_layer)
+    ]
     return inputs, states
 
 
@@ -45,7 +47,9 @@ def run_with_gradients(stack, inputs, states):
         tape.watch([inputs, *states])
         outputs, new_states = stack(inputs, states)
         # Random projections, so every output element and state gets a distinct gradient.
-        loss = tf.reduce_sum(outputs * weights.normal(size=(BATCH, TIME, HIDDEN)).astype(np.float32))
+        loss = tf.reduce_sum(
+            outputs * weights.normal(size=(BATCH, TIME, HIDDEN)).astype(np.float32)
+        )
         for s in new_states:
             loss += tf.reduce_sum(s * weights.normal(size=(BATCH, HIDDEN)).astype(np.float32))
     gradients = tape.gradient(loss, [inputs, *states, *stack.trainable_weights])
@@ -53,8 +57,9 @@ def run_with_gradients(stack, inputs, states):
 
 
 def assert_close(actual, expected, what):
-    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), atol=TOLERANCE,
-                               rtol=TOLERANCE, err_msg=what)
+    np.testing.assert_allclose(
+        np.asarray(actual), np.asarray(expected), atol=TOLERANCE, rtol=TOLERANCE, err_msg=what
+    )
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -62,15 +67,20 @@ def test_fused_matches_stock_keras_layers(cell):
     fused, stock = make_stacks(cell)
     inputs, states = make_inputs(cell)
     outputs, new_states, gradients = run_with_gradients(fused, inputs, states)
-    expected_outputs, expected_states, expected_gradients = run_with_gradients(stock, inputs, states)
+    expected_outputs, expected_states, expected_gradients = run_with_gradients(
+        stock, inputs, states
+    )
 
     assert outputs.shape == (BATCH, TIME, HIDDEN)
     assert_close(outputs, expected_outputs, "outputs")
     assert len(new_states) == len(expected_states)
     for k, (s, e) in enumerate(zip(new_states, expected_states)):
         assert_close(s, e, f"final state {k}")
-    names = ["inputs"] + [f"initial state {k}" for k in range(len(states))] + [
-        w.path for w in stock.trainable_weights]
+    names = (
+        ["inputs"]
+        + [f"initial state {k}" for k in range(len(states))]
+        + [w.path for w in stock.trainable_weights]
+    )
     assert len(gradients) == len(expected_gradients) == len(names)
     for name, g, e in zip(names, gradients, expected_gradients):
         assert float(tf.reduce_max(tf.abs(e))) > 0, f"{name}: the check needs a nonzero gradient"
@@ -108,12 +118,15 @@ def test_lstm_sequence_matches_lstm_layer():
     rng = np.random.default_rng(3)
     x = tf.constant(rng.normal(size=(TIME, BATCH, FEATURES)).astype(np.float32))
     h0, c0 = (tf.constant(rng.normal(size=(BATCH, HIDDEN)).astype(np.float32)) for _ in range(2))
-    kernel, recurrent, bias = (tf.constant(rng.normal(scale=0.5, size=shape).astype(np.float32))
-                               for shape in [(FEATURES, 4 * HIDDEN), (HIDDEN, 4 * HIDDEN),
-                                             (4 * HIDDEN,)])
+    kernel, recurrent, bias = (
+        tf.constant(rng.normal(scale=0.5, size=shape).astype(np.float32))
+        for shape in [(FEATURES, 4 * HIDDEN), (HIDDEN, 4 * HIDDEN), (4 * HIDDEN,)]
+    )
     perm = fused_rnn.lstm_gate_permutation(HIDDEN)
-    weights = [tf.constant(rng.normal(size=s).astype(np.float32))
-               for s in [(TIME, BATCH, HIDDEN), (BATCH, HIDDEN), (BATCH, HIDDEN)]]
+    weights = [
+        tf.constant(rng.normal(size=s).astype(np.float32))
+        for s in [(TIME, BATCH, HIDDEN), (BATCH, HIDDEN), (BATCH, HIDDEN)]
+    ]
 
     def run(sequence):
         variables = [x, h0, c0, kernel, recurrent, bias]
@@ -121,8 +134,9 @@ def test_lstm_sequence_matches_lstm_layer():
             tape.watch(variables)
             if sequence:
                 x_proj = tf.einsum("tbf,fg->tbg", x, tf.gather(kernel, perm, axis=1))
-                results = fused_rnn.lstm_sequence(x_proj + tf.gather(bias, perm), h0, c0,
-                                                  tf.gather(recurrent, perm, axis=1))
+                results = fused_rnn.lstm_sequence(
+                    x_proj + tf.gather(bias, perm), h0, c0, tf.gather(recurrent, perm, axis=1)
+                )
             else:
                 results = fused_rnn.lstm_layer(x, h0, c0, kernel, recurrent, bias)
             loss = sum(tf.reduce_sum(r * w) for r, w in zip(results, weights))

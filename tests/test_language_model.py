@@ -16,9 +16,11 @@ def tiny_model(**kwargs):
 
 def constructor_arguments(cls):
     """The names of `cls.__init__`'s own arguments (not self, not **kwargs) and their defaults."""
-    return {name: parameter.default
-            for name, parameter in list(inspect.signature(cls.__init__).parameters.items())[1:]
-            if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)}
+    return {
+        name: parameter.default
+        for name, parameter in list(inspect.signature(cls.__init__).parameters.items())[1:]
+        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    }
 
 
 def assert_config_round_trip(cls, arguments):
@@ -40,18 +42,32 @@ def assert_config_round_trip(cls, arguments):
 
 
 def test_config_round_trip():
-    model, clone = assert_config_round_trip(LanguageModel, dict(
-        vocabulary=["<unk>", "the", "cat", "sat", "\n"], cell="gru", num_layers=3, hidden_size=8,
-        embedding_size=4, dropout=0.25, fused=False, seed=7, unknown_token="<unk>", level="word",
-        segmenter="whitespace"))
+    model, clone = assert_config_round_trip(
+        LanguageModel,
+        dict(
+            vocabulary=["<unk>", "the", "cat", "sat", "\n"],
+            cell="gru",
+            num_layers=3,
+            hidden_size=8,
+            embedding_size=4,
+            dropout=0.25,
+            fused=False,
+            seed=7,
+            unknown_token="<unk>",
+            level="word",
+            segmenter="whitespace",
+        ),
+    )
     model.build()
     clone.build()
     clone.set_weights(model.get_weights())
     assert list(clone.encode("the dog sat")) == list(model.encode("the dog sat")) == [1, 0, 3]
     ids = np.array([[1, 2, 3, 4]], np.int32)
     np.testing.assert_allclose(np.asarray(clone(ids)[0]), np.asarray(model(ids)[0]), rtol=1e-6)
-    assert_config_round_trip(RecurrentStack, dict(cell="rnn", num_layers=3, hidden_size=5,
-                                                  dropout=0.1, fused=False, seed=3))
+    assert_config_round_trip(
+        RecurrentStack,
+        dict(cell="rnn", num_layers=3, hidden_size=5, dropout=0.1, fused=False, seed=3),
+    )
 
 
 def test_save_and_load_give_the_same_outputs(tmp_path):

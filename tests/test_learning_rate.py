@@ -24,10 +24,12 @@ def test_both_trainers_use_the_one_schedule():
 def test_per_epoch_decay_after_n_epochs(config_class):
     """char-rnn's schedule: --lr-decay-after epochs at the initial rate, then one more decay per
     epoch (the two trainers disagreed by one epoch before they shared it)."""
-    config = config_class(learning_rate=4e-3, lr_schedule="constant", lr_decay=0.5,
-                          lr_decay_after=1)
+    config = config_class(
+        learning_rate=4e-3, lr_schedule="constant", lr_decay=0.5, lr_decay_after=1
+    )
     assert [learning_rate(config, epoch, 0.0) for epoch in range(3)] == pytest.approx(
-        [4e-3, 2e-3, 1e-3])
+        [4e-3, 2e-3, 1e-3]
+    )
     config.lr_decay_after = 0
     assert learning_rate(config, 0, 0.0) == pytest.approx(2e-3)
 

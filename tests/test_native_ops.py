@@ -18,8 +18,9 @@ from textgen.language_model import LanguageModel
 from textgen.vocabulary import Vocabulary
 
 TOLERANCE = 2e-5
-needs_compiler = pytest.mark.skipif(native_ops.compiler() is None,
-                                    reason="no C++ compiler: the ops cannot be built here")
+needs_compiler = pytest.mark.skipif(
+    native_ops.compiler() is None, reason="no C++ compiler: the ops cannot be built here"
+)
 
 
 @pytest.fixture
@@ -40,9 +41,14 @@ def fresh_loader(monkeypatch, tmp_path):
 
 def layer_weights(features, units, seed):
     rng = np.random.default_rng(seed)
-    return [tf.constant(rng.normal(scale=scale, size=shape).astype(np.float32))
-            for scale, shape in [(0.3, (features, 4 * units)), (0.3, (units, 4 * units)),
-                                 (0.5, (4 * units,))]]
+    return [
+        tf.constant(rng.normal(scale=scale, size=shape).astype(np.float32))
+        for scale, shape in [
+            (0.3, (features, 4 * units)),
+            (0.3, (units, 4 * units)),
+            (0.5, (4 * units,)),
+        ]
+    ]
 
 
 def layer_results(layer, x, h0, c0, weights):
@@ -52,8 +58,10 @@ def layer_results(layer, x, h0, c0, weights):
     with tf.GradientTape() as tape:
         tape.watch([x, h0, c0, *weights])
         outputs, h, c = layer(x, h0, c0, *weights)
-        loss = sum(tf.reduce_sum(r * projections.normal(size=r.shape).astype(np.float32))
-                   for r in (outputs, h, c))
+        loss = sum(
+            tf.reduce_sum(r * projections.normal(size=r.shape).astype(np.float32))
+            for r in (outputs, h, c)
+        )
     return [outputs, h, c] + tape.gradient(loss, [x, h0, c0, *weights])
 
 
@@ -61,8 +69,9 @@ def assert_all_close(results, expected, names):
     assert len(results) == len(expected) == len(names)
     for name, a, b in zip(names, results, expected):
         assert float(tf.reduce_max(tf.abs(b))) > 0, f"{name}: the check needs nonzero values"
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=TOLERANCE, rtol=TOLERANCE,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(a), np.asarray(b), atol=TOLERANCE, rtol=TOLERANCE, err_msg=name
+        )
 
 
 NAMES = ["outputs", "h_T", "c_T", "d_x", "d_h0", "d_c0", "d_kernel", "d_recurrent_kernel", "d_bias"]
@@ -76,12 +85,16 @@ def test_native_layer_matches_tensorflow_op_kernel(ops, batch):
     steps, features, units = 9, 5, 6
     rng = np.random.default_rng(1)
     x = tf.constant(rng.normal(size=(steps, batch, features)).astype(np.float32))
-    h0, c0 = (tf.constant(rng.normal(scale=0.5, size=(batch, units)).astype(np.float32))
-              for _ in range(2))
+    h0, c0 = (
+        tf.constant(rng.normal(scale=0.5, size=(batch, units)).astype(np.float32)) for _ in range(2)
+    )
     weights = layer_weights(features, units, seed=2)
     native = layer_results(lambda *a: fused_rnn.lstm_layer_native(ops, *a), x, h0, c0, weights)
-    graph = tf.function(lambda *a: layer_results(
-        lambda *b: fused_rnn.lstm_layer_native(ops, *b), *a[:3], list(a[3:])))(x, h0, c0, *weights)
+    graph = tf.function(
+        lambda *a: layer_results(
+            lambda *b: fused_rnn.lstm_layer_native(ops, *b), *a[:3], list(a[3:])
+        )
+    )(x, h0, c0, *weights)
     reference = layer_results(fused_rnn.lstm_layer_tf, x, h0, c0, weights)
     assert_all_close(native, reference, NAMES)
     assert_all_close(graph, reference, [f"{name} (tf.function)" for name in NAMES])
@@ -101,8 +114,14 @@ def test_ops_are_deterministic(ops):
 
     def run():
         hs, cs, gates = ops.textgen_lstm_forward(table, rows, bias, h0, h0, kernel)
-        return [hs, cs, gates, *ops.textgen_lstm_backward(gates, cs, h0, kernel, hs, h0, h0, table,
-                                                          rows, input_gradient=True)]
+        return [
+            hs,
+            cs,
+            gates,
+            *ops.textgen_lstm_backward(
+                gates, cs, h0, kernel, hs, h0, h0, table, rows, input_gradient=True
+            ),
+        ]
 
     first, second = run(), run()
     assert first[4].shape == (3, 4 * units)
@@ -118,8 +137,9 @@ def test_bad_shapes_and_rows_are_an_error_not_a_crash(ops):
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"bias \[4H\]"):
         ops.textgen_lstm_forward(inputs, rows, tf.zeros([5]), state, state, tf.zeros([2, 8]))
     bad_rows = tf.tensor_scatter_nd_update(rows, [[2, 1]], [12])
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"input row 12 at position 7 is outside \[0, 12\)"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"input row 12 at position 7 is outside \[0, 12\)"
+    ):
         ops.textgen_lstm_forward(inputs, bad_rows, tf.zeros([8]), state, state, tf.zeros([2, 8]))
 
 
@@ -143,23 +163,30 @@ def test_embedding_folded_into_first_layer(ops, vocabulary_size, monkeypatch):
     states = [tf.constant(rng.normal(scale=0.5, size=(4, 6)).astype(np.float32)) for _ in range(4)]
     folded = []
     original = fused_rnn.lstm_layer_on_table
-    monkeypatch.setattr(fused_rnn, "lstm_layer_on_table",
-                        lambda *args: folded.append(1) or original(*args))
+    monkeypatch.setattr(
+        fused_rnn, "lstm_layer_on_table", lambda *args: folded.append(1) or original(*args)
+    )
 
     def run(model):
         projections = np.random.default_rng(5)
         with tf.GradientTape() as tape:
             tape.watch(states)
             logits, new_states = model(token_ids, states, training=True)
-            loss = sum(tf.reduce_sum(r * projections.normal(size=r.shape).astype(np.float32))
-                       for r in [logits, *new_states])
+            loss = sum(
+                tf.reduce_sum(r * projections.normal(size=r.shape).astype(np.float32))
+                for r in [logits, *new_states]
+            )
         gradients = tape.gradient(loss, [*states, *model.trainable_weights])
         return [logits, *new_states] + [tf.convert_to_tensor(g) for g in gradients]
 
     results, expected = run(models[0]), run(models[1])
     assert len(folded) == (vocabulary_size < 4 * 5)
-    names = ["logits"] + [f"state {k}" for k in range(4)] + [f"d initial state {k}" for k in range(4)] + [
-        f"d {w.path}" for w in models[1].trainable_weights]
+    names = (
+        ["logits"]
+        + [f"state {k}" for k in range(4)]
+        + [f"d initial state {k}" for k in range(4)]
+        + [f"d {w.path}" for w in models[1].trainable_weights]
+    )
     assert_all_close(results, expected, names)
 
 
@@ -204,7 +231,9 @@ def test_failed_build_falls_back_and_leaves_nothing(fresh_loader, monkeypatch, t
 
 
 def graph_op_types(function, *args):
-    return {op.type for op in tf.function(function).get_concrete_function(*args).graph.get_operations()}
+    return {
+        op.type for op in tf.function(function).get_concrete_function(*args).graph.get_operations()
+    }
 
 
 def test_lstm_layer_picks_the_ops_when_they_load():

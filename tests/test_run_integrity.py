@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from test_trainer import QUIET, assert_same_checkpoint
 from textgen import train as train_cli
 from textgen.errors import DiskFull, UsageError
 from textgen.io import is_disk_full
@@ -21,11 +22,22 @@ from textgen.run_directory import RunDirectory
 from textgen.stop_request import StopRequest
 from textgen.trainer import train
 
-from test_trainer import QUIET, assert_same_checkpoint
-
-TINY_FLAGS = ["--hidden-size", "32", "--embedding-size", "16", "--batch-size", "8",
-              "--seq-length", "20", "--sample-every", "0", "--no-export", "--no-progress",
-              "--lr-schedule", "constant"]
+TINY_FLAGS = [
+    "--hidden-size",
+    "32",
+    "--embedding-size",
+    "16",
+    "--batch-size",
+    "8",
+    "--seq-length",
+    "20",
+    "--sample-every",
+    "0",
+    "--no-export",
+    "--no-progress",
+    "--lr-schedule",
+    "constant",
+]
 
 
 def one_line_error(capsys, argv, status=2):
@@ -51,8 +63,13 @@ def test_a_changed_array_fails_the_checksum(tiny_config, capsys):
     assert "checksum" in np.load(run.checkpoint_path).files
 
     def flip(arrays):
-        weights = arrays["model/language_model/recurrent_stack/lstm_0/lstm_cell/kernel"].reshape(-1).view(np.uint32)
+        weights = (
+            arrays["model/language_model/recurrent_stack/lstm_0/lstm_cell/kernel"]
+            .reshape(-1)
+            .view(np.uint32)
+        )
         weights[7] ^= 1 << 20  # one bit of one weight
+
     rewrite_checkpoint(run.checkpoint_path, flip)
     with pytest.raises(UsageError, match="fails its checksum"):
         run.load_checkpoint()
@@ -71,8 +88,9 @@ def test_a_checkpoint_without_a_checksum_still_loads(tiny_config):
     np.testing.assert_array_equal(groups["model"][0], expected["model"][0])
 
 
-def test_the_previous_checkpoint_is_kept_and_resumed_from_only_when_asked(tiny_config, tmp_path,
-                                                                          capsys):
+def test_the_previous_checkpoint_is_kept_and_resumed_from_only_when_asked(
+    tiny_config, tmp_path, capsys
+):
     config = dataclasses.replace(tiny_config, max_steps=30, checkpoint_every=4, dropout=0.1)
     train(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
     train(dataclasses.replace(config, max_steps=10), **QUIET)  # checkpoints at 4, 8 and 10
@@ -90,8 +108,11 @@ def test_the_previous_checkpoint_is_kept_and_resumed_from_only_when_asked(tiny_c
     # Nothing fell back silently, and nothing was written.
     assert before == {name: open(run.file(name), "rb").read() for name in os.listdir(config.out)}
 
-    resumed = train(dataclasses.replace(config, resume=True, resume_from="previous"),
-                    explicit={"resume_from", "max_steps"}, **QUIET)
+    resumed = train(
+        dataclasses.replace(config, resume=True, resume_from="previous"),
+        explicit={"resume_from", "max_steps"},
+        **QUIET,
+    )
     assert resumed.global_step == 30
     assert_same_checkpoint(str(tmp_path / "straight"), config.out)
     # The damaged checkpoint never became the previous one.
@@ -99,13 +120,17 @@ def test_the_previous_checkpoint_is_kept_and_resumed_from_only_when_asked(tiny_c
 
 
 def test_resume_from_previous_needs_resume_and_a_previous_checkpoint(tiny_config, capsys):
-    err = one_line_error(capsys, ["--data", tiny_config.data, "--out", tiny_config.out,
-                                  "--resume-from", "previous"] + TINY_FLAGS)
+    err = one_line_error(
+        capsys,
+        ["--data", tiny_config.data, "--out", tiny_config.out, "--resume-from", "previous"]
+        + TINY_FLAGS,
+    )
     assert "--resume-from previous needs --resume" in err
     train(dataclasses.replace(tiny_config, max_steps=2, checkpoint_every=100), **QUIET)
     assert not os.path.exists(RunDirectory(tiny_config.out).previous_checkpoint_path())
-    err = one_line_error(capsys, ["--out", tiny_config.out, "--resume", "--resume-from",
-                                  "previous"])
+    err = one_line_error(
+        capsys, ["--out", tiny_config.out, "--resume", "--resume-from", "previous"]
+    )
     assert "has no previous checkpoint" in err
 
 
@@ -114,14 +139,23 @@ def test_resuming_a_run_already_at_max_steps_does_nothing(tiny_config, capsys):
     run = RunDirectory(tiny_config.out)
     before = open(run.checkpoint_path, "rb").read()
     lines = []
-    result = train(dataclasses.replace(tiny_config, max_steps=5, resume=True),
-                   log=lines.append, progress_bar=False)
+    result = train(
+        dataclasses.replace(tiny_config, max_steps=5, resume=True),
+        log=lines.append,
+        progress_bar=False,
+    )
     assert result.global_step == 5 and result.stopped_by == "done"
     assert any("already at global step 5 (--max-steps 5): nothing to do" in line for line in lines)
     assert open(run.checkpoint_path, "rb").read() == before
     # A larger --max-steps trains on.
-    assert train(dataclasses.replace(tiny_config, max_steps=7, resume=True), explicit={"max_steps"},
-                 **QUIET).global_step == 7
+    assert (
+        train(
+            dataclasses.replace(tiny_config, max_steps=7, resume=True),
+            explicit={"max_steps"},
+            **QUIET,
+        ).global_step
+        == 7
+    )
 
 
 def test_stop_request_first_signal_asks_the_second_quits():
@@ -143,8 +177,23 @@ def test_stop_request_first_signal_asks_the_second_quits():
 
 
 def start_training(config, run, extra=()):
-    command = [sys.executable, "-m", "textgen.train", "--data", config.data, "--out", run,
-               "--epochs", "1000", "--checkpoint-every", "1000"] + TINY_FLAGS + list(extra)
+    command = (
+        [
+            sys.executable,
+            "-m",
+            "textgen.train",
+            "--data",
+            config.data,
+            "--out",
+            run,
+            "--epochs",
+            "1000",
+            "--checkpoint-every",
+            "1000",
+        ]
+        + TINY_FLAGS
+        + list(extra)
+    )
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -161,8 +210,9 @@ def wait_for_checkpoint(run, step, process, timeout=120):
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_writes_a_checkpoint_and_the_run_resumes_exactly(tiny_config, tmp_path, capsys,
-                                                                  signal_number):
+def test_a_signal_writes_a_checkpoint_and_the_run_resumes_exactly(
+    tiny_config, tmp_path, capsys, signal_number
+):
     """A second writer is refused while the first runs; SIGINT/SIGTERM make the first finish its
     step, write a checkpoint of it, say so and exit 130/143; --resume goes on bit for bit."""
     run = str(tmp_path / "signalled")
@@ -187,11 +237,17 @@ def test_a_signal_writes_a_checkpoint_and_the_run_resumes_exactly(tiny_config, t
     assert stopped_at % 42 != 0  # mid-epoch: the signal, not the epoch end, wrote it
 
     total = stopped_at + 5
-    straight = dataclasses.replace(tiny_config, epochs=1000, checkpoint_every=1000,
-                                   max_steps=total, out=str(tmp_path / "straight"))
+    straight = dataclasses.replace(
+        tiny_config,
+        epochs=1000,
+        checkpoint_every=1000,
+        max_steps=total,
+        out=str(tmp_path / "straight"),
+    )
     train(straight, **QUIET)
-    assert train_cli.main(["--out", run, "--resume", "--max-steps", str(total),
-                           "--no-progress"]) == 0
+    assert (
+        train_cli.main(["--out", run, "--resume", "--max-steps", str(total), "--no-progress"]) == 0
+    )
     assert_same_checkpoint(straight.out, run)
 
 
@@ -206,10 +262,23 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_exits_3(tiny_config):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
 
-    result = subprocess.run([sys.executable, "-m", "textgen.train", "--out", tiny_config.out,
-                             "--resume", "--max-steps", "8", "--no-progress"],
-                            capture_output=True, text=True, timeout=120,
-                            preexec_fn=limit_file_size)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "textgen.train",
+            "--out",
+            tiny_config.out,
+            "--resume",
+            "--max-steps",
+            "8",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_file_size,
+    )
     assert result.returncode == 3, result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: no space left to write {run.checkpoint_path}: it needs about ")
@@ -236,7 +305,9 @@ def test_tensorflow_write_errors_count_as_a_full_disk():
     import tensorflow as tf
 
     assert is_disk_full(OSError(errno.ENOSPC, "x"))
-    assert is_disk_full(tf.errors.ResourceExhaustedError(None, None, "write: No space left on device"))
+    assert is_disk_full(
+        tf.errors.ResourceExhaustedError(None, None, "write: No space left on device")
+    )
     assert is_disk_full(tf.errors.UnknownError(None, None, "File too large"))
     assert not is_disk_full(OSError(errno.EACCES, "x"))
 
@@ -254,22 +325,30 @@ def test_variables_are_stored_and_matched_by_name(tiny_config):
     assert "model/language_model/recurrent_stack/lstm_1/lstm_cell/kernel" in names
     assert "model/seed_generator/seed_generator_state#0" in names
     assert "optimizer/adam/iteration" in names
-    assert ("optimizer/adam/language_model_recurrent_stack_lstm_0_lstm_cell_kernel_momentum"
-            in names)
+    assert "optimizer/adam/language_model_recurrent_stack_lstm_0_lstm_cell_kernel_momentum" in names
     LanguageModel.from_run_directory(tiny_config.out)  # a second model: names numbered _1
     model = LanguageModel.from_run_directory(tiny_config.out)
     groups, _ = read_checkpoint(run.checkpoint_path, None)
     model_group = groups["model"]
-    kernel = model_group[model_group.names.index("language_model/recurrent_stack/lstm_1/lstm_cell/kernel")]
-    [variable] = [v for v in model.variables
-                  if v.path.endswith("/recurrent_stack/lstm_1/lstm_cell/kernel")]
-    assert not variable.path.startswith("language_model/")  # numbered: a later model of this process
+    kernel = model_group[
+        model_group.names.index("language_model/recurrent_stack/lstm_1/lstm_cell/kernel")
+    ]
+    [variable] = [
+        v for v in model.variables if v.path.endswith("/recurrent_stack/lstm_1/lstm_cell/kernel")
+    ]
+    assert not variable.path.startswith(
+        "language_model/"
+    )  # numbered: a later model of this process
     np.testing.assert_array_equal(variable.numpy(), kernel)
 
     def rename(arrays):
         arrays["model/language_model/recurrent_stack/lstm_9/lstm_cell/kernel"] = arrays.pop(
-            "model/language_model/recurrent_stack/lstm_1/lstm_cell/kernel")
+            "model/language_model/recurrent_stack/lstm_1/lstm_cell/kernel"
+        )
         arrays.pop("checksum")
+
     rewrite_checkpoint(run.checkpoint_path, rename)
-    with pytest.raises(UsageError, match="lacks 'language_model/recurrent_stack/lstm_1/lstm_cell/kernel'"):
+    with pytest.raises(
+        UsageError, match="lacks 'language_model/recurrent_stack/lstm_1/lstm_cell/kernel'"
+    ):
         LanguageModel.from_run_directory(tiny_config.out)

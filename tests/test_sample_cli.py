@@ -6,7 +6,9 @@ import textgen.sample
 from textgen.config import TrainConfig
 from textgen.trainer import train
 
-CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 30
+CORPUS = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 30
+)
 
 
 @pytest.fixture(scope="module")
@@ -14,9 +16,18 @@ def run_directory(tmp_path_factory):
     base = tmp_path_factory.mktemp("sample_run")
     corpus = base / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
-    config = TrainConfig(data=str(corpus), hidden_size=16, embedding_size=8, num_layers=1,
-                         batch_size=4, seq_length=10, max_steps=2, sample_every=0,
-                         checkpoint_every=100, out=str(base / "run"))
+    config = TrainConfig(
+        data=str(corpus),
+        hidden_size=16,
+        embedding_size=8,
+        num_layers=1,
+        batch_size=4,
+        seq_length=10,
+        max_steps=2,
+        sample_every=0,
+        checkpoint_every=100,
+        out=str(base / "run"),
+    )
     train(config, log=lambda message: None, progress_bar=False)
     return config.out
 
@@ -42,23 +53,38 @@ def test_prime_outside_the_vocabulary_lists_the_characters(run_directory, capsys
 
 
 def test_unknown_skip_drops_them(run_directory, capsys):
-    status, out, err = sample(capsys, run_directory, "--prime", "Fi#rst€", "--length", "20",
-                              "--unknown", "skip", "--seed", "3")
+    status, out, err = sample(
+        capsys,
+        run_directory,
+        "--prime",
+        "Fi#rst€",
+        "--length",
+        "20",
+        "--unknown",
+        "skip",
+        "--seed",
+        "3",
+    )
     assert status == 0, err
     assert out.startswith("First") and len(out) == 20 + 1  # print adds the newline
 
 
 def test_length_shorter_than_the_prime(run_directory, capsys):
-    message = one_error_line(*sample(capsys, run_directory, "--prime", "First", "--length", "3")[::2])
+    message = one_error_line(
+        *sample(capsys, run_directory, "--prime", "First", "--length", "3")[::2]
+    )
     assert "--length 3" in message and "5" in message
 
 
-@pytest.mark.parametrize("flag, value, words", [
-    ("--length", "0", "--length must be a positive"),
-    ("--temperature", "-0.5", "--temperature must be >= 0"),
-    ("--top-k", "-1", "--top-k must be >= 0"),
-    ("--num-samples", "0", "--num-samples must be positive"),
-])
+@pytest.mark.parametrize(
+    "flag, value, words",
+    [
+        ("--length", "0", "--length must be a positive"),
+        ("--temperature", "-0.5", "--temperature must be >= 0"),
+        ("--top-k", "-1", "--top-k must be >= 0"),
+        ("--num-samples", "0", "--num-samples must be positive"),
+    ],
+)
 def test_out_of_range_arguments(run_directory, capsys, flag, value, words):
     message = one_error_line(*sample(capsys, run_directory, flag, value)[::2])
     assert words in message

@@ -11,8 +11,8 @@ from textgen.trainer import train
 from textgen.vocabulary import Vocabulary
 
 LETTERS = "abcdefghij"
-GAP = 8            # dots between a letter and its repeat
-SEQ_LENGTH = 12    # the repeat is 9 steps after the letter: < SEQ_LENGTH, often in the next batch
+GAP = 8  # dots between a letter and its repeat
+SEQ_LENGTH = 12  # the repeat is 9 steps after the letter: < SEQ_LENGTH, often in the next batch
 
 
 def write_corpus(path, records, seed=0):
@@ -59,12 +59,25 @@ def test_most_dependencies_cross_a_batch_boundary(tmp_path):
 
 
 def synthetic_config(tmp_path, stateful):
-    return TrainConfig(data=str(tmp_path / "corpus.txt"), hidden_size=64, embedding_size=16,
-                       num_layers=1, batch_size=16, seq_length=SEQ_LENGTH, epochs=8,
-                       learning_rate=5e-3, val_fraction=0.1, sample_every=0,
-                       checkpoint_every=10_000, stateful=stateful, export=False, dropout=0.0,
-                       lr_schedule="constant", lr_decay=1.0,
-                       out=str(tmp_path / ("stateful" if stateful else "reset")))
+    return TrainConfig(
+        data=str(tmp_path / "corpus.txt"),
+        hidden_size=64,
+        embedding_size=16,
+        num_layers=1,
+        batch_size=16,
+        seq_length=SEQ_LENGTH,
+        epochs=8,
+        learning_rate=5e-3,
+        val_fraction=0.1,
+        sample_every=0,
+        checkpoint_every=10_000,
+        stateful=stateful,
+        export=False,
+        dropout=0.0,
+        lr_schedule="constant",
+        lr_decay=1.0,
+        out=str(tmp_path / ("stateful" if stateful else "reset")),
+    )
 
 
 def train_synthetic(tmp_path, stateful):

@@ -7,8 +7,20 @@ import pytest
 
 from textgen import train as train_cli
 
-TINY = ["--hidden-size", "16", "--embedding-size", "8", "--batch-size", "4", "--seq-length", "10",
-        "--sample-every", "0", "--no-progress", "--no-export"]
+TINY = [
+    "--hidden-size",
+    "16",
+    "--embedding-size",
+    "8",
+    "--batch-size",
+    "4",
+    "--seq-length",
+    "10",
+    "--sample-every",
+    "0",
+    "--no-progress",
+    "--no-export",
+]
 
 
 def run_cli(capsys, argv):
@@ -27,8 +39,10 @@ def assert_one_line_error(status, err, *fragments):
 
 
 def snapshot(directory):
-    return {name: open(os.path.join(directory, name), "rb").read()
-            for name in sorted(os.listdir(directory))}
+    return {
+        name: open(os.path.join(directory, name), "rb").read()
+        for name in sorted(os.listdir(directory))
+    }
 
 
 @pytest.fixture
@@ -71,24 +85,27 @@ def test_corpus_too_short_gives_the_minimum(capsys, tmp_path, out):
     assert not os.path.exists(out)
 
 
-@pytest.mark.parametrize("flag, value, allowed", [
-    ("--hidden-size", "0", "positive integer"),
-    ("--num-layers", "-1", "positive integer"),
-    ("--embedding-size", "0", "positive integer"),
-    ("--batch-size", "0", "positive integer"),
-    ("--seq-length", "-5", "positive integer"),
-    ("--epochs", "0", "positive integer"),
-    ("--learning-rate", "0", "must be positive"),
-    ("--learning-rate", "-0.1", "must be positive"),
-    ("--grad-clip", "-1", ">= 0"),
-    ("--dropout", "1.0", "[0, 1)"),
-    ("--val-fraction", "0", "(0, 0.5]"),
-    ("--val-fraction", "0.7", "(0, 0.5]"),
-    ("--lr-decay", "1.5", "(0, 1]"),
-    ("--max-minutes", "-2", ">= 0"),
-    ("--cell", "transformer", "lstm, gru or rnn"),
-    ("--optimizer", "lion", "adam, rmsprop, adagrad, sgd"),
-])
+@pytest.mark.parametrize(
+    "flag, value, allowed",
+    [
+        ("--hidden-size", "0", "positive integer"),
+        ("--num-layers", "-1", "positive integer"),
+        ("--embedding-size", "0", "positive integer"),
+        ("--batch-size", "0", "positive integer"),
+        ("--seq-length", "-5", "positive integer"),
+        ("--epochs", "0", "positive integer"),
+        ("--learning-rate", "0", "must be positive"),
+        ("--learning-rate", "-0.1", "must be positive"),
+        ("--grad-clip", "-1", ">= 0"),
+        ("--dropout", "1.0", "[0, 1)"),
+        ("--val-fraction", "0", "(0, 0.5]"),
+        ("--val-fraction", "0.7", "(0, 0.5]"),
+        ("--lr-decay", "1.5", "(0, 1]"),
+        ("--max-minutes", "-2", ">= 0"),
+        ("--cell", "transformer", "lstm, gru or rnn"),
+        ("--optimizer", "lion", "adam, rmsprop, adagrad, sgd"),
+    ],
+)
 def test_out_of_range_values(capsys, small_corpus, out, flag, value, allowed):
     status, err = run_cli(capsys, ["--data", str(small_corpus), "--out", out, *TINY, flag, value])
     assert_one_line_error(status, err, flag, allowed)
@@ -96,8 +113,9 @@ def test_out_of_range_values(capsys, small_corpus, out, flag, value, allowed):
 
 
 def test_resume_without_checkpoint(capsys, small_corpus, tmp_path):
-    status, err = run_cli(capsys, ["--data", str(small_corpus), "--out", str(tmp_path / "none"),
-                                   "--resume"] + TINY)
+    status, err = run_cli(
+        capsys, ["--data", str(small_corpus), "--out", str(tmp_path / "none"), "--resume"] + TINY
+    )
     assert_one_line_error(status, err, "no checkpoint", "without --resume")
     assert not os.path.exists(tmp_path / "none")
     # A directory that exists but holds no run is left as it was.
@@ -105,23 +123,26 @@ def test_resume_without_checkpoint(capsys, small_corpus, tmp_path):
     other.mkdir()
     (other / "notes.txt").write_text("not a run")
     before = snapshot(other)
-    status, err = run_cli(capsys, ["--data", str(small_corpus), "--out", str(other),
-                                   "--resume"] + TINY)
+    status, err = run_cli(
+        capsys, ["--data", str(small_corpus), "--out", str(other), "--resume"] + TINY
+    )
     assert_one_line_error(status, err, "no checkpoint", "without --resume")
     assert snapshot(other) == before
 
 
 def trained_run(capsys, small_corpus, out):
-    status, _ = run_cli(capsys, ["--data", str(small_corpus), "--out", out, "--max-steps", "2",
-                                 *TINY])
+    status, _ = run_cli(
+        capsys, ["--data", str(small_corpus), "--out", out, "--max-steps", "2", *TINY]
+    )
     assert status == 0
     return snapshot(out)
 
 
 def test_resume_with_a_config_that_does_not_match(capsys, small_corpus, out):
     before = trained_run(capsys, small_corpus, out)
-    status, err = run_cli(capsys, ["--data", str(small_corpus), "--out", out, "--resume",
-                                   "--hidden-size", "32"])
+    status, err = run_cli(
+        capsys, ["--data", str(small_corpus), "--out", out, "--resume", "--hidden-size", "32"]
+    )
     assert_one_line_error(status, err, "does not match", "--hidden-size 32", "run has 16")
     assert snapshot(out) == before
 
@@ -143,10 +164,28 @@ def test_help_documents_every_flag(capsys):
     with pytest.raises(SystemExit):
         train_cli.main(["--help"])
     text = capsys.readouterr().out
-    for flag in ["--data", "--encoding", "--cell", "--num-layers", "--hidden-size",
-                 "--embedding-size", "--dropout", "--batch-size", "--seq-length", "--epochs",
-                 "--max-minutes", "--optimizer", "--learning-rate", "--grad-clip", "--val-fraction",
-                 "--seed", "--out", "--resume", "--sample-every", "--checkpoint-every"]:
+    for flag in [
+        "--data",
+        "--encoding",
+        "--cell",
+        "--num-layers",
+        "--hidden-size",
+        "--embedding-size",
+        "--dropout",
+        "--batch-size",
+        "--seq-length",
+        "--epochs",
+        "--max-minutes",
+        "--optimizer",
+        "--learning-rate",
+        "--grad-clip",
+        "--val-fraction",
+        "--seed",
+        "--out",
+        "--resume",
+        "--sample-every",
+        "--checkpoint-every",
+    ]:
         assert flag in text
 
 
@@ -155,10 +194,22 @@ def test_real_process_prints_exactly_one_line(tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "textgen.train", "--data",
-                             str(tmp_path / "missing.txt"), "--out", str(tmp_path / "run")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "textgen.train",
+            "--data",
+            str(tmp_path / "missing.txt"),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: corpus file {tmp_path / 'missing.txt'} does not exist; pass --data with the path "
-        "of a text file"]
+        "of a text file"
+    ]

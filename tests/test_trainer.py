@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from textgen.errors import TrainingDiverged
-from textgen.run_directory import RunDirectory
 from textgen.language_model import LanguageModel
+from textgen.run_directory import RunDirectory
 from textgen.trainer import train
 
 QUIET = {"log": lambda message: None, "progress_bar": False}
@@ -41,8 +41,9 @@ def test_same_seed_same_losses(tiny_config, tmp_path):
     second = train(dataclasses.replace(tiny_config, max_steps=12, out=str(tmp_path / "b")), **QUIET)
     assert len(first.step_losses) == 12
     np.testing.assert_allclose(first.step_losses, second.step_losses, rtol=1e-6)
-    third = train(dataclasses.replace(tiny_config, max_steps=12, seed=1, out=str(tmp_path / "c")),
-                  **QUIET)
+    third = train(
+        dataclasses.replace(tiny_config, max_steps=12, seed=1, out=str(tmp_path / "c")), **QUIET
+    )
     assert not np.allclose(first.step_losses, third.step_losses)
 
 
@@ -60,8 +61,9 @@ def test_stop_and_resume_continues_the_same_trajectory(tiny_config, tmp_path, sp
     train(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
     resumed = str(tmp_path / "resumed")
     train(dataclasses.replace(config, max_steps=split, out=resumed), **QUIET)
-    result = train(dataclasses.replace(config, out=resumed, resume=True), explicit={"max_steps"},
-                   **QUIET)
+    result = train(
+        dataclasses.replace(config, out=resumed, resume=True), explicit={"max_steps"}, **QUIET
+    )
     assert result.global_step == 60
     assert_same_checkpoint(str(tmp_path / "straight"), resumed)
 
@@ -73,11 +75,35 @@ def test_sigkill_then_resume(tiny_config, tmp_path):
     train(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
 
     run = str(tmp_path / "killed")
-    command = [sys.executable, "-m", "textgen.train", "--data", config.data, "--out", run,
-               "--hidden-size", "32", "--embedding-size", "16", "--batch-size", "8",
-               "--seq-length", "20", "--epochs", "10", "--sample-every", "0",
-               "--checkpoint-every", "3", "--no-export", "--lr-schedule", "constant"]
-    process = subprocess.Popen(command + ["--max-steps", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "textgen.train",
+        "--data",
+        config.data,
+        "--out",
+        run,
+        "--hidden-size",
+        "32",
+        "--embedding-size",
+        "16",
+        "--batch-size",
+        "8",
+        "--seq-length",
+        "20",
+        "--epochs",
+        "10",
+        "--sample-every",
+        "0",
+        "--checkpoint-every",
+        "3",
+        "--no-export",
+        "--lr-schedule",
+        "constant",
+    ]
+    process = subprocess.Popen(
+        command + ["--max-steps", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -99,8 +125,12 @@ def test_sigkill_then_resume(tiny_config, tmp_path):
     leftovers = [f for f in os.listdir(run) if f.endswith(".tmp")]
     # A kill during a write may leave a temporary file, never a broken checkpoint.
     assert all(f.startswith((".checkpoint.npz.", ".checkpoint.prev.npz.")) for f in leftovers)
-    resumed = subprocess.run(command + ["--max-steps", str(steps), "--resume"],
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        command + ["--max-steps", str(steps), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"global step {killed_at})" in resumed.stdout
     assert_same_checkpoint(str(tmp_path / "straight"), run)
@@ -110,8 +140,9 @@ def test_divergence_aborts_and_keeps_the_last_good_checkpoint(tiny_config):
     train(dataclasses.replace(tiny_config, max_steps=10), **QUIET)
     path = RunDirectory(tiny_config.out).checkpoint_path
     before = open(path, "rb").read()
-    exploding = dataclasses.replace(tiny_config, resume=True, max_steps=40, optimizer="sgd",
-                                    learning_rate=1e6, grad_clip=0.0)
+    exploding = dataclasses.replace(
+        tiny_config, resume=True, max_steps=40, optimizer="sgd", learning_rate=1e6, grad_clip=0.0
+    )
     with pytest.raises(TrainingDiverged, match="last good checkpoint"):
         train(exploding, explicit={"max_steps", "learning_rate", "grad_clip"}, **QUIET)
     assert open(path, "rb").read() == before
@@ -129,8 +160,12 @@ def test_max_minutes_stops_cleanly_with_a_checkpoint(tiny_config):
 @pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "adagrad", "sgd"])
 def test_optimizers_train(tiny_config, optimizer):
     rates = {"adam": 1e-2, "rmsprop": 1e-2, "adagrad": 1e-1, "sgd": 1.0}
-    result = train(dataclasses.replace(tiny_config, optimizer=optimizer, max_steps=30,
-                                       learning_rate=rates[optimizer]), **QUIET)
+    result = train(
+        dataclasses.replace(
+            tiny_config, optimizer=optimizer, max_steps=30, learning_rate=rates[optimizer]
+        ),
+        **QUIET,
+    )
     assert np.mean(result.step_losses[-5:]) < result.step_losses[0] - 0.3
 
 
@@ -144,9 +179,15 @@ def test_other_cells_train_and_sample(tiny_config, cell):
 
 
 def test_learning_rate_decay_schedule(tiny_config):
-    result = train(dataclasses.replace(tiny_config, epochs=3, lr_decay=0.5, lr_decay_after=1,
-                                       learning_rate=4e-3), **QUIET)
-    assert [h["learning_rate"] for h in result.history] == pytest.approx([4e-3, 2e-3, 1e-3], rel=1e-5)
+    result = train(
+        dataclasses.replace(
+            tiny_config, epochs=3, lr_decay=0.5, lr_decay_after=1, learning_rate=4e-3
+        ),
+        **QUIET,
+    )
+    assert [h["learning_rate"] for h in result.history] == pytest.approx(
+        [4e-3, 2e-3, 1e-3], rel=1e-5
+    )
 
 
 def test_run_directory_contents(tiny_config):

@@ -22,12 +22,16 @@ def corpus_lines(limit=None):
     """Corpus lines, typographically normalised: runs of spaces folded, line ends stripped, no
     space before closing punctuation (the source has a few such typos: "imprison him :")."""
     text = open(DEFAULT_DATA, encoding="utf-8").read()
-    lines = [re.sub(r" ([,.;:!?])", r"\1", re.sub(r"[ \t]+", " ", line).strip())
-             for line in text.split("\n")]
+    lines = [
+        re.sub(r" ([,.;:!?])", r"\1", re.sub(r"[ \t]+", " ", line).strip())
+        for line in text.split("\n")
+    ]
     return lines[:limit] if limit else lines
 
 
-QUOTE_AS_QUOTATION_MARK = re.compile(r"[^\w\s]'|'[^\w\s]|\w'\w*[,.;:!?]'|^'|'$| '[A-Z]|\w[,.;:!?]'\w")
+QUOTE_AS_QUOTATION_MARK = re.compile(
+    r"[^\w\s]'|'[^\w\s]|\w'\w*[,.;:!?]'|^'|'$| '[A-Z]|\w[,.;:!?]'\w"
+)
 
 
 def test_regex_round_trip_on_the_corpus():
@@ -46,11 +50,32 @@ def test_regex_round_trip_on_the_corpus():
 
 
 def test_regex_tokens():
-    tokens = RegexTokenizer().tokenize("KING RICHARD III:\nI'll go, 'tis 3.5 o' clock--store-house!")
-    assert tokens == ["KING", "RICHARD", "III", ":", "\n", "I'll", "go", ",", "'tis", "3", ".", "5",
-                      "o'", "clock", "--", "store-house", "!"]
-    assert RegexTokenizer().detokenize(tokens) == \
-        "KING RICHARD III:\nI'll go, 'tis 3. 5 o' clock--store-house!"
+    tokens = RegexTokenizer().tokenize(
+        "KING RICHARD III:\nI'll go, 'tis 3.5 o' clock--store-house!"
+    )
+    assert tokens == [
+        "KING",
+        "RICHARD",
+        "III",
+        ":",
+        "\n",
+        "I'll",
+        "go",
+        ",",
+        "'tis",
+        "3",
+        ".",
+        "5",
+        "o'",
+        "clock",
+        "--",
+        "store-house",
+        "!",
+    ]
+    assert (
+        RegexTokenizer().detokenize(tokens)
+        == "KING RICHARD III:\nI'll go, 'tis 3. 5 o' clock--store-house!"
+    )
 
 
 @pytest.mark.parametrize("tokenizer", [RegexTokenizer(), WhitespaceTokenizer()])
@@ -79,8 +104,10 @@ ENDINGS = ["。", "！", "，天气非常好。", "，大家都很高兴。"]
 def chinese_text(sentences=1500, seed=0):
     rng = np.random.default_rng(seed)
     lines = []
-    for i in range(sentences):
-        lines.append(rng.choice(SUBJECTS) + rng.choice(TIMES) + rng.choice(ACTIONS) + rng.choice(ENDINGS))
+    for _ in range(sentences):
+        lines.append(
+            rng.choice(SUBJECTS) + rng.choice(TIMES) + rng.choice(ACTIONS) + rng.choice(ENDINGS)
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -98,19 +125,37 @@ def chinese_corpora(tmp_path):
 
 
 def tiny(tmp_path, **overrides):
-    values = dict(hidden_size=48, embedding_size=16, num_layers=1, batch_size=8, seq_length=20,
-                  epochs=2, learning_rate=1e-2, sample_every=0, checkpoint_every=1000, export=False,
-                  lr_schedule="constant")  # resumed runs with another --max-steps: same rates
+    values = dict(
+        hidden_size=48,
+        embedding_size=16,
+        num_layers=1,
+        batch_size=8,
+        seq_length=20,
+        epochs=2,
+        learning_rate=1e-2,
+        sample_every=0,
+        checkpoint_every=1000,
+        export=False,
+        lr_schedule="constant",
+    )  # resumed runs with another --max-steps: same rates
     values.update(overrides)
     return TrainConfig(**values)
 
 
 def test_chinese_char_level_from_gbk_and_utf8(chinese_corpora):
     directory, text = chinese_corpora
-    gbk = train(tiny(directory, data=str(directory / "zh-gbk.txt"), encoding="gbk",
-                     out=str(directory / "gbk")), **QUIET)
-    utf8 = train(tiny(directory, data=str(directory / "zh-utf8.txt"), out=str(directory / "utf8")),
-                 **QUIET)
+    gbk = train(
+        tiny(
+            directory,
+            data=str(directory / "zh-gbk.txt"),
+            encoding="gbk",
+            out=str(directory / "gbk"),
+        ),
+        **QUIET,
+    )
+    utf8 = train(
+        tiny(directory, data=str(directory / "zh-utf8.txt"), out=str(directory / "utf8")), **QUIET
+    )
     np.testing.assert_allclose(gbk.step_losses, utf8.step_losses, rtol=1e-5)  # same text, same run
     model = LanguageModel.from_run_directory(str(directory / "gbk"))
     assert set(model.vocabulary.tokens) == set(text)  # code points, not bytes
@@ -122,8 +167,14 @@ def test_chinese_char_level_from_gbk_and_utf8(chinese_corpora):
 def test_chinese_word_level_with_jieba(chinese_corpora):
     pytest.importorskip("jieba")
     directory, text = chinese_corpora
-    config = tiny(directory, data=str(directory / "zh-gbk.txt"), encoding="gbk", level="word",
-                  epochs=3, out=str(directory / "words"))
+    config = tiny(
+        directory,
+        data=str(directory / "zh-gbk.txt"),
+        encoding="gbk",
+        level="word",
+        epochs=3,
+        out=str(directory / "words"),
+    )
     result = train(config, **QUIET)
     model = LanguageModel.from_run_directory(config.out)
     assert model.level == "word" and model.segmenter == "jieba"  # auto picked jieba for Chinese
@@ -139,17 +190,33 @@ def test_chinese_word_level_with_jieba(chinese_corpora):
     export_saved_model(model, str(directory / "zh_saved_model"))
     generate = tf.saved_model.load(str(directory / "zh_saved_model")).signatures["generate"]
     segmented = " ".join(JiebaTokenizer().tokenize("我们今天"))
-    text = generate(prompt=tf.constant([segmented]), length=tf.constant(12),
-                    temperature=tf.constant(0.0), top_k=tf.constant(0),
-                    seed=tf.constant(0))["text"].numpy()[0].decode("utf-8")
+    text = (
+        generate(
+            prompt=tf.constant([segmented]),
+            length=tf.constant(12),
+            temperature=tf.constant(0.0),
+            top_k=tf.constant(0),
+            seed=tf.constant(0),
+        )["text"]
+        .numpy()[0]
+        .decode("utf-8")
+    )
     assert text == model.sample("我们今天", length=12, temperature=0)[0]
 
 
 def test_accents_and_emoji_are_single_tokens(tmp_path):
-    text = ("Le café est très bon 🙂. Ça va? Oui, ça va très bien 🎉!\n" * 60)
+    text = "Le café est très bon 🙂. Ça va? Oui, ça va très bien 🎉!\n" * 60
     (tmp_path / "fr.txt").write_text(text, encoding="utf-16")
-    train(tiny(tmp_path, data=str(tmp_path / "fr.txt"), encoding="utf-16", out=str(tmp_path / "r"),
-               epochs=3), **QUIET)
+    train(
+        tiny(
+            tmp_path,
+            data=str(tmp_path / "fr.txt"),
+            encoding="utf-16",
+            out=str(tmp_path / "r"),
+            epochs=3,
+        ),
+        **QUIET,
+    )
     model = LanguageModel.from_run_directory(str(tmp_path / "r"))
     assert {"🙂", "🎉", "é", "Ç"} <= set(model.vocabulary.tokens)
     assert len(model.vocabulary) == len(set(text))
@@ -160,7 +227,9 @@ def test_accents_and_emoji_are_single_tokens(tmp_path):
 def test_gbk_corpus_read_as_utf8_suggests_encoding(chinese_corpora):
     directory, _ = chinese_corpora
     with pytest.raises(UsageError, match=r"byte offset 0: .* not valid utf-8; pass --encoding"):
-        train(tiny(directory, data=str(directory / "zh-gbk.txt"), out=str(directory / "x")), **QUIET)
+        train(
+            tiny(directory, data=str(directory / "zh-gbk.txt"), out=str(directory / "x")), **QUIET
+        )
 
 
 def test_jieba_missing_gives_the_install_command(monkeypatch):
@@ -170,15 +239,23 @@ def test_jieba_missing_gives_the_install_command(monkeypatch):
 
 
 def test_min_count_too_high_empties_the_vocabulary(small_corpus, tmp_path):
-    config = tiny(tmp_path, data=str(small_corpus), level="word", min_count=10**6,
-                  out=str(tmp_path / "r"))
+    config = tiny(
+        tmp_path, data=str(small_corpus), level="word", min_count=10**6, out=str(tmp_path / "r")
+    )
     with pytest.raises(UsageError, match="leaves no token in the vocabulary.*lower --min-count"):
         train(config, **QUIET)
 
 
 def test_rare_words_map_to_unk_and_sampling_avoids_it(small_corpus, tmp_path, capsys):
-    config = tiny(tmp_path, data=str(small_corpus), level="word", segmenter="regex", min_count=50,
-                  out=str(tmp_path / "r"), max_steps=5)
+    config = tiny(
+        tmp_path,
+        data=str(small_corpus),
+        level="word",
+        segmenter="regex",
+        min_count=50,
+        out=str(tmp_path / "r"),
+        max_steps=5,
+    )
     train(config, log=print, progress_bar=False)
     assert "coverage" in capsys.readouterr().out
     model = LanguageModel.from_run_directory(config.out)
@@ -187,10 +264,13 @@ def test_rare_words_map_to_unk_and_sampling_avoids_it(small_corpus, tmp_path, ca
     bias = model.output_layer.bias
     bias.assign(tf.tensor_scatter_nd_update(bias, [[0]], [50.0]))
     unk = model.vocabulary.id("<unk>")
-    ids = model._generate(np.array([[1]], np.int32), 50, 1.0, 0, 0, model.forbidden_tokens()).numpy()
+    ids = model._generate(
+        np.array([[1]], np.int32), 50, 1.0, 0, 0, model.forbidden_tokens()
+    ).numpy()
     assert unk not in ids
-    ids = model._generate(np.array([[1]], np.int32), 50, 1.0, 0, 0,
-                          model.forbidden_tokens(allow_unknown=True)).numpy()
+    ids = model._generate(
+        np.array([[1]], np.int32), 50, 1.0, 0, 0, model.forbidden_tokens(allow_unknown=True)
+    ).numpy()
     assert (ids == unk).mean() > 0.9
 
 
@@ -202,10 +282,22 @@ def unigram_perplexity(train_ids, val_ids, vocabulary_size):
 
 @pytest.mark.slow
 def test_english_word_level_beats_the_unigram_baseline(tmp_path):
-    config = TrainConfig(level="word", segmenter="regex", min_count=3, hidden_size=256,
-                         embedding_size=128, num_layers=1, batch_size=32, seq_length=35,
-                         learning_rate=3e-3, max_steps=400, epochs=10, sample_every=0,
-                         checkpoint_every=10_000, out=str(tmp_path / "words"))
+    config = TrainConfig(
+        level="word",
+        segmenter="regex",
+        min_count=3,
+        hidden_size=256,
+        embedding_size=128,
+        num_layers=1,
+        batch_size=32,
+        seq_length=35,
+        learning_rate=3e-3,
+        max_steps=400,
+        epochs=10,
+        sample_every=0,
+        checkpoint_every=10_000,
+        out=str(tmp_path / "words"),
+    )
     result = train(config, **QUIET)
     model = LanguageModel.from_run_directory(config.out)
     ids = model.encode(open(DEFAULT_DATA, encoding="utf-8").read())
@@ -219,8 +311,16 @@ def test_english_word_level_beats_the_unigram_baseline(tmp_path):
 def test_word_level_resume_continues_the_same_trajectory(small_corpus, tmp_path):
     from test_trainer import assert_same_checkpoint
 
-    config = tiny(tmp_path, data=str(small_corpus), level="word", segmenter="regex",
-                  batch_size=4, seq_length=8, max_steps=16, epochs=5)
+    config = tiny(
+        tmp_path,
+        data=str(small_corpus),
+        level="word",
+        segmenter="regex",
+        batch_size=4,
+        seq_length=8,
+        max_steps=16,
+        epochs=5,
+    )
     train(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
     resumed = str(tmp_path / "resumed")
     train(dataclasses.replace(config, max_steps=7, out=resumed), **QUIET)

@@ -12,11 +12,29 @@ from textgen.errors import TrainingDiverged, UsageError  # noqa: E402
 from textgen.language_model import LanguageModel  # noqa: E402
 from textgen.recurrent_stack import RecurrentStack  # noqa: E402
 from textgen.run_directory import RunDirectory  # noqa: E402
-from textgen.sampler import (GreedySampler, RandomSampler, Sampler, TopKSampler,  # noqa: E402
-                             compiled_decode_loop, decode_loop, make_sampler)
+from textgen.sampler import (
+    GreedySampler,
+    RandomSampler,
+    Sampler,
+    TopKSampler,  # noqa: E402
+    compiled_decode_loop,
+    decode_loop,
+    make_sampler,
+)
 from textgen.vocabulary import Vocabulary  # noqa: E402
 
-__all__ = ["GreedySampler", "LanguageModel", "RandomSampler", "RecurrentStack", "RunDirectory",
-           "Sampler", "TopKSampler", "TrainingDiverged", "UsageError", "Vocabulary",
-           "compiled_decode_loop", "decode_loop",
-           "make_sampler"]
+__all__ = [
+    "GreedySampler",
+    "LanguageModel",
+    "RandomSampler",
+    "RecurrentStack",
+    "RunDirectory",
+    "Sampler",
+    "TopKSampler",
+    "TrainingDiverged",
+    "UsageError",
+    "Vocabulary",
+    "compiled_decode_loop",
+    "decode_loop",
+    "make_sampler",
+]

@@ -33,6 +33,7 @@ def import_tensorflow_quietly():
         saved = os.dup(2)
     except OSError:  # no usable fd 2 (embedded interpreters): import normally
         import keras  # noqa: F401
+
         return
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)

@@ -47,8 +47,7 @@ class ArgumentParser(argparse.ArgumentParser):
 def build_parser(config_class, prog, description, positionals=()):
     """An ArgumentParser with one argument per field of the dataclass `config_class`: the
     fields named in `positionals` are positional arguments, in that order, the rest flags."""
-    parser = ArgumentParser(prog=prog, description=description,
-                            argument_default=argparse.SUPPRESS)
+    parser = ArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
     fields = {field.name: field for field in dataclasses.fields(config_class)}
     for name in positionals:
         add_positional(parser, fields[name])
@@ -64,8 +63,12 @@ def flag_name(name):
 
 def add_positional(parser, field):
     meta = field.metadata
-    parser.add_argument(field.name, metavar=meta.get("metavar", field.name.upper()),
-                        nargs=meta.get("nargs"), help=meta["help"])
+    parser.add_argument(
+        field.name,
+        metavar=meta.get("metavar", field.name.upper()),
+        nargs=meta.get("nargs"),
+        help=meta["help"],
+    )
 
 
 def add_flag(parser, field):

@@ -1,7 +1,8 @@
 """Training configuration: plain typed values with defaults, each with its --help text.
 
 The defaults are the ones that gave the best tiny-shakespeare validation loss in a 10-minute
-budget on a 2-core CPU (see the README's quality section).
+budget on a 2-core CPU (bench/README.md, Quality). The learning rate's default, the cosine over
+the planned run, was measured against char-rnn's per-epoch decay there too.
 """
 
 import dataclasses
@@ -9,130 +10,254 @@ import os
 
 from textgen.errors import UsageError
 
-DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "data", "tinyshakespeare", "input.txt")
+DEFAULT_DATA = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "data",
+    "tinyshakespeare",
+    "input.txt",
+)
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    data: str = dataclasses.field(default=DEFAULT_DATA, metadata={
-        "help": "corpus text file", "default_help": "the embedded data/tinyshakespeare/input.txt"})
-    encoding: str = dataclasses.field(default="utf-8", metadata={
-        "help": "codec of the corpus, any Python codec: utf-8, gbk, gb18030, big5, latin-1, "
-                "utf-16, ..."})
-    keep_newlines: bool = dataclasses.field(default=False, metadata={
-        "help": "keep \\r\\n line ends as they are instead of normalising them to \\n"})
-    level: str = dataclasses.field(default="char", metadata={
-        "help": "what one token is: char or word"})
-    segmenter: str = dataclasses.field(default="auto", metadata={
-        "help": "word level: regex (words, numbers, punctuation), jieba (Chinese; "
-                "pip install '.[zh]') or whitespace; auto picks jieba for Chinese text, "
-                "regex otherwise"})
-    min_count: int = dataclasses.field(default=1, metadata={
-        "help": "tokens seen fewer times than this map to <unk>; at least 1"})
-    max_vocab: int = dataclasses.field(default=0, metadata={
-        "help": "keep only this many of the most frequent tokens, <unk> included: 0 (no limit) "
-                "or at least 2"})
-    cell: str = dataclasses.field(default="lstm", metadata={
-        "help": "recurrent cell: lstm, gru or rnn (tanh)"})
-    num_layers: int = dataclasses.field(default=2, metadata={
-        "help": "number of stacked recurrent layers"})
-    hidden_size: int = dataclasses.field(default=256, metadata={
-        "help": "units per recurrent layer"})
-    embedding_size: int = dataclasses.field(default=64, metadata={
-        "help": "size of the token embedding"})
-    dropout: float = dataclasses.field(default=0.1, metadata={
-        "help": "dropout rate on each recurrent layer's output (between layers and before the "
-                "softmax), in [0, 1)"})
-    batch_size: int = dataclasses.field(default=32, metadata={
-        "help": "number of contiguous streams trained in parallel (rows per batch); the global "
-                "batch under --strategy"})
-    seq_length: int = dataclasses.field(default=100, metadata={
-        "help": "truncated-BPTT length: tokens per stream per batch; gradients flow this many "
-                "steps back"})
-    stateful: bool = dataclasses.field(default=True, metadata={
-        "help": "reset the recurrent state before every batch instead of carrying each stream's "
-                "state to its next batch (for comparison; worse models)"})
-    epochs: int = dataclasses.field(default=50, metadata={
-        "help": "passes over the training text"})
-    max_minutes: float = dataclasses.field(default=0.0, metadata={
-        "help": "stop cleanly, after saving a checkpoint, once training has run this many "
-                "minutes (0: no limit)"})
-    max_steps: int = dataclasses.field(default=0, metadata={
-        "help": "stop after this many training steps in all, counting resumed ones "
-                "(0: no limit)"})
-    optimizer: str = dataclasses.field(default="adam", metadata={
-        "help": "adam, rmsprop, adagrad (min-char-rnn's) or sgd"})
-    learning_rate: float = dataclasses.field(default=4e-3, metadata={
-        "help": "initial learning rate, > 0"})
-    lr_schedule: str = dataclasses.field(default="cosine", metadata={
-        "help": "constant, or cosine: the learning rate falls from --learning-rate to "
-                "--min-learning-rate over the run, whose length is the first of --epochs, "
-                "--max-steps and --max-minutes to end it"})
-    min_learning_rate: float = dataclasses.field(default=1e-4, metadata={
-        "help": "where --lr-schedule cosine ends, in [0, --learning-rate]"})
-    lr_decay: float = dataclasses.field(default=1.0, metadata={
-        "help": "also multiply the learning rate by this at every epoch after --lr-decay-after, "
-                "in (0, 1] (char-rnn's schedule; 1: off)"})
-    lr_decay_after: int = dataclasses.field(default=2, metadata={
-        "help": "epochs at the initial learning rate before --lr-decay starts"})
-    grad_clip: float = dataclasses.field(default=5.0, metadata={
-        "help": "clip the gradients' global norm to this (0: off)"})
-    val_fraction: float = dataclasses.field(default=0.1, metadata={
-        "help": "fraction of the corpus, taken from its end, held out for validation; "
-                "in (0, 0.5]"})
-    seed: int = dataclasses.field(default=0, metadata={
-        "help": "random seed: the same seed and data give the same losses"})
-    out: str = dataclasses.field(default="runs/default", metadata={
-        "help": "run directory for config.json, vocab.json and checkpoint.npz"})
-    resume: bool = dataclasses.field(default=False, metadata={
-        "help": "continue the run in --out from its last checkpoint"})
-    resume_from: str = dataclasses.field(default="latest", metadata={
-        "help": "with --resume: latest (checkpoint.npz), or previous (checkpoint.prev.npz, the "
-                "one before it, kept for when the latest is damaged)"})
-    sample_every: int = dataclasses.field(default=500, metadata={
-        "help": "print a sample from the model every N steps (0: never)"})
-    sample_length: int = dataclasses.field(default=200, metadata={
-        "help": "characters (tokens for word-level models) per periodic sample"})
-    checkpoint_every: int = dataclasses.field(default=500, metadata={
-        "help": "write a checkpoint every N steps (one is always written at each epoch end and "
-                "at the end)"})
-    export: bool = dataclasses.field(default=True, metadata={
-        "help": "do not export RUN_DIR/saved_model when training finishes"})
-    strategy: str = dataclasses.field(default="auto", metadata={
-        "help": "tf.distribute strategy: auto (MirroredStrategy over all GPUs if more than one), "
-                "none, mirrored, or multiworker (MultiWorkerMirroredStrategy, configured by "
-                "TF_CONFIG); --batch-size is the global batch"})
-    fused: str = dataclasses.field(default="auto", metadata={
-        "help": "auto, on or off: run the recurrent layers through the lean CPU kernels, the "
-                "LSTM on textgen's C++ ops where they build (auto: when no GPU is visible)"})
+    data: str = dataclasses.field(
+        default=DEFAULT_DATA,
+        metadata={
+            "help": "corpus text file",
+            "default_help": "the embedded data/tinyshakespeare/input.txt",
+        },
+    )
+    encoding: str = dataclasses.field(
+        default="utf-8",
+        metadata={
+            "help": "codec of the corpus, any Python codec: utf-8, gbk, gb18030, big5, latin-1, "
+            "utf-16, ..."
+        },
+    )
+    keep_newlines: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "keep \\r\\n line ends as they are instead of normalising them to \\n"},
+    )
+    level: str = dataclasses.field(
+        default="char", metadata={"help": "what one token is: char or word"}
+    )
+    segmenter: str = dataclasses.field(
+        default="auto",
+        metadata={
+            "help": "word level: regex (words, numbers, punctuation), jieba (Chinese; "
+            "pip install '.[zh]') or whitespace; auto picks jieba for Chinese text, "
+            "regex otherwise"
+        },
+    )
+    min_count: int = dataclasses.field(
+        default=1, metadata={"help": "tokens seen fewer times than this map to <unk>; at least 1"}
+    )
+    max_vocab: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "keep only this many of the most frequent tokens, <unk> included: 0 (no limit) "
+            "or at least 2"
+        },
+    )
+    cell: str = dataclasses.field(
+        default="lstm", metadata={"help": "recurrent cell: lstm, gru or rnn (tanh)"}
+    )
+    num_layers: int = dataclasses.field(
+        default=2, metadata={"help": "number of stacked recurrent layers"}
+    )
+    hidden_size: int = dataclasses.field(
+        default=256, metadata={"help": "units per recurrent layer"}
+    )
+    embedding_size: int = dataclasses.field(
+        default=64, metadata={"help": "size of the token embedding"}
+    )
+    dropout: float = dataclasses.field(
+        default=0.1,
+        metadata={
+            "help": "dropout rate on each recurrent layer's output (between layers and before the "
+            "softmax), in [0, 1)"
+        },
+    )
+    batch_size: int = dataclasses.field(
+        default=32,
+        metadata={
+            "help": "number of contiguous streams trained in parallel (rows per batch); the global "
+            "batch under --strategy"
+        },
+    )
+    seq_length: int = dataclasses.field(
+        default=100,
+        metadata={
+            "help": "truncated-BPTT length: tokens per stream per batch; gradients flow this many "
+            "steps back"
+        },
+    )
+    stateful: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "reset the recurrent state before every batch instead of carrying each "
+            "stream's state to its next batch (for comparison; worse models)"
+        },
+    )
+    epochs: int = dataclasses.field(default=50, metadata={"help": "passes over the training text"})
+    max_minutes: float = dataclasses.field(
+        default=0.0,
+        metadata={
+            "help": "stop cleanly, after saving a checkpoint, once training has run this many "
+            "minutes (0: no limit)"
+        },
+    )
+    max_steps: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "stop after this many training steps in all, counting resumed ones "
+            "(0: no limit)"
+        },
+    )
+    optimizer: str = dataclasses.field(
+        default="adam", metadata={"help": "adam, rmsprop, adagrad (min-char-rnn's) or sgd"}
+    )
+    learning_rate: float = dataclasses.field(
+        default=4e-3, metadata={"help": "initial learning rate, > 0"}
+    )
+    lr_schedule: str = dataclasses.field(
+        default="cosine",
+        metadata={
+            "help": "constant, or cosine: the learning rate falls from --learning-rate to "
+            "--min-learning-rate over the run, whose length is the first of --epochs, "
+            "--max-steps and --max-minutes to end it"
+        },
+    )
+    min_learning_rate: float = dataclasses.field(
+        default=1e-4, metadata={"help": "where --lr-schedule cosine ends, in [0, --learning-rate]"}
+    )
+    lr_decay: float = dataclasses.field(
+        default=1.0,
+        metadata={
+            "help": "also multiply the learning rate by this at every epoch after "
+            "--lr-decay-after, in (0, 1] (char-rnn's schedule; 1: off)"
+        },
+    )
+    lr_decay_after: int = dataclasses.field(
+        default=2, metadata={"help": "epochs at the initial learning rate before --lr-decay starts"}
+    )
+    grad_clip: float = dataclasses.field(
+        default=5.0, metadata={"help": "clip the gradients' global norm to this (0: off)"}
+    )
+    val_fraction: float = dataclasses.field(
+        default=0.1,
+        metadata={
+            "help": "fraction of the corpus, taken from its end, held out for validation; "
+            "in (0, 0.5]"
+        },
+    )
+    seed: int = dataclasses.field(
+        default=0, metadata={"help": "random seed: the same seed and data give the same losses"}
+    )
+    out: str = dataclasses.field(
+        default="runs/default",
+        metadata={"help": "run directory for config.json, vocab.json and checkpoint.npz"},
+    )
+    resume: bool = dataclasses.field(
+        default=False, metadata={"help": "continue the run in --out from its last checkpoint"}
+    )
+    resume_from: str = dataclasses.field(
+        default="latest",
+        metadata={
+            "help": "with --resume: latest (checkpoint.npz), or previous (checkpoint.prev.npz, the "
+            "one before it, kept for when the latest is damaged)"
+        },
+    )
+    sample_every: int = dataclasses.field(
+        default=500, metadata={"help": "print a sample from the model every N steps (0: never)"}
+    )
+    sample_length: int = dataclasses.field(
+        default=200,
+        metadata={"help": "characters (tokens for word-level models) per periodic sample"},
+    )
+    checkpoint_every: int = dataclasses.field(
+        default=500,
+        metadata={
+            "help": "write a checkpoint every N steps (one is always written at each epoch end and "
+            "at the end)"
+        },
+    )
+    export: bool = dataclasses.field(
+        default=True, metadata={"help": "do not export RUN_DIR/saved_model when training finishes"}
+    )
+    strategy: str = dataclasses.field(
+        default="auto",
+        metadata={
+            "help": "tf.distribute strategy: auto (MirroredStrategy over all GPUs if more than "
+            "one), none, mirrored, or multiworker (MultiWorkerMirroredStrategy, configured by "
+            "TF_CONFIG); --batch-size is the global batch"
+        },
+    )
+    fused: str = dataclasses.field(
+        default="auto",
+        metadata={
+            "help": "auto, on or off: run the recurrent layers through the lean CPU kernels, the "
+            "LSTM on textgen's C++ ops where they build (auto: when no GPU is visible)"
+        },
+    )
     # Parts, because TensorFlow's per-op threading keeps two cores only ~1.5x as busy as one on
     # the small per-step matmuls.
-    batch_parts: int = dataclasses.field(default=0, metadata={
-        "help": "CPU training: split each batch's streams into this many groups that run in "
-                "parallel, one thread each, at most --batch-size; 0: one group per core, each of "
-                "at least 16 streams, when no GPU or strategy is in use; 1: off"})
+    batch_parts: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "CPU training: split each batch's streams into this many groups that run in "
+            "parallel, one thread each, at most --batch-size; 0: one group per core, each of "
+            "at least 16 streams, when no GPU or strategy is in use; 1: off"
+        },
+    )
 
 
 # Fields that fix the model and the data layout; a resumed run must keep them.
-RUN_IDENTITY = ("data", "encoding", "keep_newlines", "level", "segmenter", "min_count",
-                "max_vocab", "cell", "num_layers", "hidden_size", "embedding_size",
-                "dropout", "batch_size", "seq_length", "stateful", "optimizer", "val_fraction", "seed")
+RUN_IDENTITY = (
+    "data",
+    "encoding",
+    "keep_newlines",
+    "level",
+    "segmenter",
+    "min_count",
+    "max_vocab",
+    "cell",
+    "num_layers",
+    "hidden_size",
+    "embedding_size",
+    "dropout",
+    "batch_size",
+    "seq_length",
+    "stateful",
+    "optimizer",
+    "val_fraction",
+    "seed",
+)
 
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
 
 
 def validate(config):
     """Raises UsageError for a value no run could use, naming the flag and the allowed range."""
-    positive_ints = ("num_layers", "hidden_size", "embedding_size", "batch_size", "seq_length",
-                     "epochs", "sample_length", "checkpoint_every")
+    positive_ints = (
+        "num_layers",
+        "hidden_size",
+        "embedding_size",
+        "batch_size",
+        "seq_length",
+        "epochs",
+        "sample_length",
+        "checkpoint_every",
+    )
     for name in positive_ints:
         value = getattr(config, name)
         if not isinstance(value, int) or value <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     for name in ("max_steps", "sample_every"):
         if getattr(config, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}"
+            )
     if not config.learning_rate > 0:
         raise UsageError(f"--learning-rate must be positive, got {config.learning_rate}")
     validate_shared(config)
@@ -141,16 +266,22 @@ def validate(config):
     if config.level not in ("char", "word"):
         raise UsageError(f"--level must be char or word, got {config.level!r}")
     if config.segmenter not in ("auto", "regex", "jieba", "whitespace"):
-        raise UsageError(f"--segmenter must be auto, regex, jieba or whitespace, got {config.segmenter!r}")
+        raise UsageError(
+            f"--segmenter must be auto, regex, jieba or whitespace, got {config.segmenter!r}"
+        )
     if config.min_count < 1:
         raise UsageError(f"--min-count must be a positive integer, got {config.min_count}")
     if config.max_vocab < 0 or config.max_vocab == 1:
         raise UsageError(f"--max-vocab must be 0 (no limit) or at least 2, got {config.max_vocab}")
     if config.optimizer not in OPTIMIZERS:
-        raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+        raise UsageError(
+            f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}"
+        )
     if config.batch_parts < 0 or config.batch_parts > config.batch_size:
-        raise UsageError(f"--batch-parts must be between 0 (auto) and --batch-size "
-                         f"({config.batch_size}), got {config.batch_parts}")
+        raise UsageError(
+            f"--batch-parts must be between 0 (auto) and --batch-size "
+            f"({config.batch_size}), got {config.batch_parts}"
+        )
 
 
 def validate_shared(config):
@@ -159,8 +290,10 @@ def validate_shared(config):
     if config.lr_schedule not in ("constant", "cosine"):
         raise UsageError(f"--lr-schedule must be constant or cosine, got {config.lr_schedule!r}")
     if not 0 <= config.min_learning_rate <= config.learning_rate:
-        raise UsageError(f"--min-learning-rate must be in [0, --learning-rate {config.learning_rate}], "
-                         f"got {config.min_learning_rate}")
+        raise UsageError(
+            f"--min-learning-rate must be in [0, --learning-rate {config.learning_rate}], "
+            f"got {config.min_learning_rate}"
+        )
     if not 0 < config.lr_decay <= 1:
         raise UsageError(f"--lr-decay must be in (0, 1], got {config.lr_decay}")
     if config.lr_decay_after < 0:
@@ -174,7 +307,9 @@ def validate_shared(config):
     if config.cell not in ("lstm", "gru", "rnn"):
         raise UsageError(f"--cell must be lstm, gru or rnn, got {config.cell!r}")
     if config.strategy not in ("auto", "none", "mirrored", "multiworker"):
-        raise UsageError(f"--strategy must be auto, none, mirrored or multiworker, got {config.strategy!r}")
+        raise UsageError(
+            f"--strategy must be auto, none, mirrored or multiworker, got {config.strategy!r}"
+        )
     if config.fused not in ("auto", "on", "off"):
         raise UsageError(f"--fused must be auto, on or off, got {config.fused!r}")
     if config.resume_from not in ("latest", "previous"):

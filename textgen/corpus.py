@@ -18,12 +18,16 @@ def read_text(path, encoding="utf-8", keep_newlines=False):
     if os.path.isdir(path):
         raise UsageError(f"{path} is a directory; pass --data with the path of a text file")
     if not os.path.exists(path):
-        raise UsageError(f"corpus file {path} does not exist; pass --data with the path of a text file")
+        raise UsageError(
+            f"corpus file {path} does not exist; pass --data with the path of a text file"
+        )
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise UsageError(f"unknown encoding {encoding!r}; pass --encoding with a Python codec name "
-                         "such as utf-8, gbk, gb18030, big5, latin-1 or utf-16") from None
+        raise UsageError(
+            f"unknown encoding {encoding!r}; pass --encoding with a Python codec name "
+            "such as utf-8, gbk, gb18030, big5, latin-1 or utf-16"
+        ) from None
     with open(path, "rb") as f:
         raw = f.read()
     if not raw:
@@ -33,7 +37,7 @@ def read_text(path, encoding="utf-8", keep_newlines=False):
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
         column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
-        bad = raw[error.start:error.end].hex(" ")
+        bad = raw[error.start : error.end].hex(" ")
         raise UsageError(
             f"{path}: line {line}, column {column}, byte offset {error.start}: bytes {bad} are not "
             f"valid {encoding}; pass --encoding with the file's codec (e.g. latin-1, gbk, utf-16)"
@@ -43,14 +47,17 @@ def read_text(path, encoding="utf-8", keep_newlines=False):
     if not keep_newlines:
         text = text.replace("\r\n", "\n")
     if not text:
-        raise UsageError(f"corpus file {path} holds no text; pass --data with a non-empty text file")
+        raise UsageError(
+            f"corpus file {path} holds no text; pass --data with a non-empty text file"
+        )
     return text
 
 
 def split_train_validation(ids, val_fraction):
-    """Train is the head, validation the contiguous tail, so no validation text leaks into training."""
+    """Train is the head, validation the contiguous tail, so no validation text leaks into
+    training."""
     n_val = int(round(len(ids) * val_fraction))
-    return ids[: len(ids) - n_val], ids[len(ids) - n_val:]
+    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
 
 
 def minimum_corpus_length(batch_size, seq_length, val_fraction):
@@ -77,11 +84,13 @@ class StreamBatches:
         self.seq_length = seq_length
         self.num_batches = (len(ids) - 1) // (batch_size * seq_length)
         if self.num_batches < 1:
-            raise UsageError(f"{len(ids)} tokens are too few for batch_size {batch_size} x "
-                             f"seq_length {seq_length}; need at least {batch_size * seq_length + 1}")
+            raise UsageError(
+                f"{len(ids)} tokens are too few for batch_size {batch_size} x "
+                f"seq_length {seq_length}; need at least {batch_size * seq_length + 1}"
+            )
         n = self.num_batches * batch_size * seq_length
         self.inputs = ids[:n].reshape(batch_size, -1)
-        self.targets = ids[1: n + 1].reshape(batch_size, -1)
+        self.targets = ids[1 : n + 1].reshape(batch_size, -1)
 
     def __len__(self):
         return self.num_batches

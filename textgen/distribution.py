@@ -31,8 +31,10 @@ def make_strategy(name):
         return tf.distribute.MirroredStrategy(devices)
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
-            raise UsageError("--strategy multiworker needs the TF_CONFIG environment variable "
-                             "(cluster and task); see the README's multi-machine section")
+            raise UsageError(
+                "--strategy multiworker needs the TF_CONFIG environment variable "
+                "(cluster and task); see docs/distributed.md"
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
 
@@ -82,8 +84,11 @@ def is_chief():
         return True
     if task.get("type") == "chief":
         return True
-    return task.get("type") == "worker" and task.get("index", 0) == 0 and \
-        "chief" not in config.get("cluster", {})
+    return (
+        task.get("type") == "worker"
+        and task.get("index", 0) == 0
+        and "chief" not in config.get("cluster", {})
+    )
 
 
 class StreamPlacement:
@@ -94,8 +99,10 @@ class StreamPlacement:
         self.strategy = strategy
         self.replicas = strategy.num_replicas_in_sync
         if batch_size % self.replicas:
-            raise UsageError(f"{what or f'--batch-size {batch_size}'} does not divide over "
-                             f"{self.replicas} replicas; pass a multiple of {self.replicas}")
+            raise UsageError(
+                f"{what or f'--batch-size {batch_size}'} does not divide over "
+                f"{self.replicas} replicas; pass a multiple of {self.replicas}"
+            )
 
     def distribute(self, array):
         """Replica r gets rows [r*n/R, (r+1)*n/R) of a [n, ...] array: equal shares of a full
@@ -107,8 +114,13 @@ class StreamPlacement:
         bounds = [rows * r // self.replicas for r in range(self.replicas + 1)]
         return self.strategy.experimental_distribute_values_from_function(
             lambda context: tf.convert_to_tensor(
-                array[bounds[context.replica_id_in_sync_group]:
-                      bounds[context.replica_id_in_sync_group + 1]]))
+                array[
+                    bounds[context.replica_id_in_sync_group] : bounds[
+                        context.replica_id_in_sync_group + 1
+                    ]
+                ]
+            )
+        )
 
     def gather(self, value):
         """The [batch, ...] array of a per-replica value, rows in stream order (a collective
@@ -131,7 +143,8 @@ def stop_agreement(strategy):
 
     @tf.function
     def summed(flag):
-        return strategy.reduce(tf.distribute.ReduceOp.SUM,
-                               strategy.run(lambda: tf.identity(flag)), axis=None)
+        return strategy.reduce(
+            tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(flag)), axis=None
+        )
 
     return lambda flag: float(summed(tf.constant(float(flag)))) > 0

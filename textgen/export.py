@@ -69,6 +69,7 @@ from textgen.lean_model import LeanLanguageModel, lean_weights  # noqa: E402
 
 # ---- text <-> tokens in the graph ----
 
+
 class CharacterTokens:
     """Characters are Unicode code points, as `list(text)` in Python."""
 
@@ -88,8 +89,11 @@ class WordTokens:
         self.tokenizer = tokenizer
 
     def tokenize(self, texts):
-        return tf.map_fn(self.tokenizer.tokenize_tf, texts,
-                         fn_output_signature=tf.RaggedTensorSpec([None], tf.string))
+        return tf.map_fn(
+            self.tokenizer.tokenize_tf,
+            texts,
+            fn_output_signature=tf.RaggedTensorSpec([None], tf.string),
+        )
 
     def detokenize(self, tokens):
         return self.tokenizer.detokenize_tf(tokens)
@@ -100,13 +104,16 @@ def in_graph_tokenizer(model):
         return CharacterTokens()
     tokenizer = model.tokenizer
     if not hasattr(tokenizer, "tokenize_tf"):
-        raise UsageError(f"a word-level model with the {getattr(tokenizer, 'name', '?')} segmenter "
-                         "cannot be exported: its tokenizer does not run inside a TensorFlow "
-                         "graph (the regex and whitespace segmenters do)")
+        raise UsageError(
+            f"a word-level model with the {getattr(tokenizer, 'name', '?')} segmenter "
+            "cannot be exported: its tokenizer does not run inside a TensorFlow "
+            "graph (the regex and whitespace segmenters do)"
+        )
     return WordTokens(tokenizer)
 
 
 # ---- the SavedModel ----
+
 
 class ExportedLanguageModel(tf.Module):
     """A tf.Module holding only TensorFlow objects: lean weights, vocabulary, config, signatures."""
@@ -119,42 +126,71 @@ class ExportedLanguageModel(tf.Module):
         self.tokenizer = in_graph_tokenizer(model)
         tokens = list(model.vocabulary.tokens)
         unknown_token = getattr(model.vocabulary, "unknown_token", None)
-        self.lean_weights = {name: tf.Variable(value, trainable=False, name=name)
-                             for name, value in lean_weights(model).items()}
+        self.lean_weights = {
+            name: tf.Variable(value, trainable=False, name=name)
+            for name, value in lean_weights(model).items()
+        }
         num_states = model.num_layers * model.recurrent_stack.states_per_layer
         self.state_names = [f"state_{i}" for i in range(num_states)]
-        config = {"format": "textgen-saved-model-1", "cell": model.cell,
-                  "num_layers": model.num_layers, "hidden_size": model.hidden_size,
-                  "embedding_size": model.embedding_size, "vocabulary_size": len(tokens),
-                  "level": self.level, "segmenter": getattr(model, "segmenter", None),
-                  "unknown_token": unknown_token, "state_names": self.state_names,
-                  "default_prime": model.default_prime(),
-                  "prompt_tokens_outside_the_vocabulary":
-                      "dropped" if unknown_token is None else f"mapped to {unknown_token}"}
+        config = {
+            "format": "textgen-saved-model-1",
+            "cell": model.cell,
+            "num_layers": model.num_layers,
+            "hidden_size": model.hidden_size,
+            "embedding_size": model.embedding_size,
+            "vocabulary_size": len(tokens),
+            "level": self.level,
+            "segmenter": getattr(model, "segmenter", None),
+            "unknown_token": unknown_token,
+            "state_names": self.state_names,
+            "default_prime": model.default_prime(),
+            "prompt_tokens_outside_the_vocabulary": "dropped"
+            if unknown_token is None
+            else f"mapped to {unknown_token}",
+        }
         self.vocabulary = tf.Variable(tokens, trainable=False, dtype=tf.string, name="vocabulary")
-        self.config_json = tf.Variable(json.dumps(config, ensure_ascii=False), trainable=False,
-                                       name="config_json")
-        self.default_prime_id = tf.Variable(model.vocabulary.id(model.default_prime()),
-                                            trainable=False, dtype=tf.int32, name="default_prime_id")
+        self.config_json = tf.Variable(
+            json.dumps(config, ensure_ascii=False), trainable=False, name="config_json"
+        )
+        self.default_prime_id = tf.Variable(
+            model.vocabulary.id(model.default_prime()),
+            trainable=False,
+            dtype=tf.int32,
+            name="default_prime_id",
+        )
         # Tokens sampling never emits (`<unk>`), as `model.sample` does by default; None when
         # there are none, which saves a select per step.
-        forbidden = (model.forbidden_tokens() if hasattr(model, "forbidden_tokens")
-                     else np.zeros(len(tokens), bool))
-        self.forbidden = (tf.Variable(forbidden, trainable=False, name="forbidden")
-                          if forbidden.any() else None)
+        forbidden = (
+            model.forbidden_tokens()
+            if hasattr(model, "forbidden_tokens")
+            else np.zeros(len(tokens), bool)
+        )
+        self.forbidden = (
+            tf.Variable(forbidden, trainable=False, name="forbidden") if forbidden.any() else None
+        )
         self.token_ids = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(tokens),
-                                                tf.range(len(tokens), dtype=tf.int32)),
-            default_value=-1 if unknown_token is None else tokens.index(unknown_token))
-        self.generate = tf.function(self._generate, input_signature=[
-            tf.TensorSpec([None], tf.string, name="prompt"),
-            tf.TensorSpec([], tf.int32, name="length"),
-            tf.TensorSpec([], tf.float32, name="temperature"),
-            tf.TensorSpec([], tf.int32, name="top_k"),
-            tf.TensorSpec([], tf.int32, name="seed")])
-        self.step = tf.function(self._step, input_signature=[
-            tf.TensorSpec([None], tf.int32, name="token_ids"),
-            *[tf.TensorSpec([None, self.units], tf.float32, name=n) for n in self.state_names]])
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(tokens), tf.range(len(tokens), dtype=tf.int32)
+            ),
+            default_value=-1 if unknown_token is None else tokens.index(unknown_token),
+        )
+        self.generate = tf.function(
+            self._generate,
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name="prompt"),
+                tf.TensorSpec([], tf.int32, name="length"),
+                tf.TensorSpec([], tf.float32, name="temperature"),
+                tf.TensorSpec([], tf.int32, name="top_k"),
+                tf.TensorSpec([], tf.int32, name="seed"),
+            ],
+        )
+        self.step = tf.function(
+            self._step,
+            input_signature=[
+                tf.TensorSpec([None], tf.int32, name="token_ids"),
+                *[tf.TensorSpec([None, self.units], tf.float32, name=n) for n in self.state_names],
+            ],
+        )
 
     def lean_model(self, xla=False):
         # Each weight is read once per call; the loop body then uses plain tensors.
@@ -171,28 +207,39 @@ class ExportedLanguageModel(tf.Module):
         prompt_lengths = tf.cast(ids.row_lengths(), tf.int32)
         prompt_length = tf.reduce_max(tf.concat([prompt_lengths, [0]], axis=0))
         tf.debugging.assert_equal(
-            prompt_lengths, tf.fill(tf.shape(prompt_lengths), prompt_length),
+            prompt_lengths,
+            tf.fill(tf.shape(prompt_lengths), prompt_length),
             f"all prompts of one call must have the same number of {unit} (after dropping those "
-            "outside the vocabulary); send prompts of different lengths in separate calls")
+            "outside the vocabulary); send prompts of different lengths in separate calls",
+        )
         tf.debugging.assert_greater_equal(
-            length, prompt_length, f"length (in {unit}, prompt included) is shorter than the prompt")
+            length, prompt_length, f"length (in {unit}, prompt included) is shorter than the prompt"
+        )
         given = prompt_length > 0
         batch = tf.shape(prompt)[0]
         prompt_ids = ids.to_tensor(shape=[batch, prompt_length])
-        prime_ids = tf.cond(given, lambda: prompt_ids,
-                            lambda: tf.fill([batch, 1], tf.convert_to_tensor(self.default_prime_id)))
+        prime_ids = tf.cond(
+            given,
+            lambda: prompt_ids,
+            lambda: tf.fill([batch, 1], tf.convert_to_tensor(self.default_prime_id)),
+        )
         num_new = tf.where(given, length - prompt_length, length)
         forbidden = None if self.forbidden is None else tf.convert_to_tensor(self.forbidden)
         # decode_loop cannot stack zero steps or zero rows of unknown shape: skip it then.
         new_ids = tf.cond(
             (num_new > 0) & (batch > 0),
-            lambda: self.lean_model(self.xla).generate_ids(prime_ids, num_new, temperature, top_k,
-                                                           seed, forbidden),
-            lambda: tf.zeros([batch, 0], tf.int32))
+            lambda: self.lean_model(self.xla).generate_ids(
+                prime_ids, num_new, temperature, top_k, seed, forbidden
+            ),
+            lambda: tf.zeros([batch, 0], tf.int32),
+        )
         # As model.sample: the prompt as it was fed (an empty one stays empty), then the new tokens.
         all_ids = tf.concat([prompt_ids, new_ids], axis=1)
-        return {"text": self.tokenizer.detokenize(tf.gather(tf.convert_to_tensor(self.vocabulary),
-                                                            all_ids))}
+        return {
+            "text": self.tokenizer.detokenize(
+                tf.gather(tf.convert_to_tensor(self.vocabulary), all_ids)
+            )
+        }
 
     def _step(self, token_ids, *states):
         logits, new_states = self.lean_model().step(token_ids, list(states))
@@ -200,11 +247,15 @@ class ExportedLanguageModel(tf.Module):
 
     def signatures(self):
         generate = self.generate.get_concrete_function()
-        return {"serving_default": generate, "generate": generate,
-                "step": self.step.get_concrete_function()}
+        return {
+            "serving_default": generate,
+            "generate": generate,
+            "step": self.step.get_concrete_function(),
+        }
 
 
 # ---- writing it, atomically ----
+
 
 def export_saved_model(model, out_directory, overwrite=False, xla=True):
     """Writes `model` (a textgen LanguageModel) as a SavedModel in `out_directory`.
@@ -219,36 +270,52 @@ def export_saved_model(model, out_directory, overwrite=False, xla=True):
     """
     check_out_directory(out_directory, overwrite)
     module = ExportedLanguageModel(model, xla)
-    replace_directory(out_directory,
-                      lambda path: tf.saved_model.save(module, path, module.signatures()))
+    replace_directory(
+        out_directory, lambda path: tf.saved_model.save(module, path, module.signatures())
+    )
     return out_directory
 
 
 # ---- CLI ----
 
+
 @dataclasses.dataclass
 class ExportConfig:
-    run_directory: str = dataclasses.field(metadata={
-        "metavar": "RUN_DIR", "help": "the --out directory of a training run"})
-    out_directory: str = dataclasses.field(metadata={
-        "metavar": "OUT_DIR",
-        "help": "where to write the SavedModel; must be absent or empty unless --overwrite"})
-    overwrite: bool = dataclasses.field(default=False, metadata={
-        "help": "replace OUT_DIR if it already holds files (the old one is removed only once "
-                "the new one is in place)"})
-    xla: bool = dataclasses.field(default=True, metadata={
-        "help": "do not compile the generation loop with XLA: slower, and seeded samples differ "
-                "from textgen.sample's (argmax text is the same), but runs where XLA is "
-                "unavailable or off (e.g. TF Serving on CPU without "
-                "--xla_cpu_compilation_enabled)"})
+    run_directory: str = dataclasses.field(
+        metadata={"metavar": "RUN_DIR", "help": "the --out directory of a training run"}
+    )
+    out_directory: str = dataclasses.field(
+        metadata={
+            "metavar": "OUT_DIR",
+            "help": "where to write the SavedModel; must be absent or empty unless --overwrite",
+        }
+    )
+    overwrite: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "replace OUT_DIR if it already holds files (the old one is removed only once "
+            "the new one is in place)"
+        },
+    )
+    xla: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "do not compile the generation loop with XLA: slower, and seeded samples "
+            "differ from textgen.sample's (argmax text is the same), but runs where XLA is "
+            "unavailable or off (e.g. TF Serving on CPU without "
+            "--xla_cpu_compilation_enabled)"
+        },
+    )
 
 
 def build_parser():
     return cli.build_parser(
-        ExportConfig, "python -m textgen.export",
+        ExportConfig,
+        "python -m textgen.export",
         "Export a trained textgen run as a self-contained TensorFlow SavedModel with signatures "
         "`generate` (prompt -> text, also serving_default) and `step`.",
-        positionals=("run_directory", "out_directory"))
+        positionals=("run_directory", "out_directory"),
+    )
 
 
 @cli_errors
@@ -257,8 +324,10 @@ def main(argv=None):
     check_out_directory(config.out_directory, config.overwrite)  # before the slow part
     model = LanguageModel.from_run_directory(config.run_directory)
     export_saved_model(model, config.out_directory, config.overwrite, config.xla)
-    print(f"exported {config.run_directory} to {config.out_directory} "
-          "(signatures: generate = serving_default, step)")
+    print(
+        f"exported {config.run_directory} to {config.out_directory} "
+        "(signatures: generate = serving_default, step)"
+    )
     return 0
 
 

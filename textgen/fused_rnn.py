@@ -38,8 +38,10 @@ from textgen import native_ops
 def lstm_gate_permutation(units):
     """Keras orders LSTM gates (i, f, c, o); `lstm_sequence` wants the sigmoid gates contiguous
     (i, f, o, c)."""
-    return tf.concat([tf.range(0, 2 * units), tf.range(3 * units, 4 * units),
-                      tf.range(2 * units, 3 * units)], axis=0)
+    return tf.concat(
+        [tf.range(0, 2 * units), tf.range(3 * units, 4 * units), tf.range(2 * units, 3 * units)],
+        axis=0,
+    )
 
 
 def _lstm_backward(order, i, f, o, g, co, cs, c0, recurrent_kernel, d_hs, d_h, d_c):
@@ -57,9 +59,13 @@ def _lstm_backward(order, i, f, o, g, co, cs, c0, recurrent_kernel, d_hs, d_h, d
     steps = tf.shape(i)[0]
     # Every factor that does not depend on the incoming gradient, for all steps at once.
     c_prev = tf.concat([c0[None], cs[:-1]], 0)
-    d_c_from_h = o * (1 - co * co)                     # d c_t / d h_t (through h = o tanh c)
-    factors = {"i": g * i * (1 - i), "f": c_prev * f * (1 - f), "c": i * (1 - g * g),
-               "o": co * o * (1 - o)}
+    d_c_from_h = o * (1 - co * co)  # d c_t / d h_t (through h = o tanh c)
+    factors = {
+        "i": g * i * (1 - i),
+        "f": c_prev * f * (1 - f),
+        "c": i * (1 - g * g),
+        "o": co * o * (1 - o),
+    }
     factors = tf.concat([factors[k] for k in order], -1)  # [T, B, 4H]
     uses_h = {k: k == "o" for k in order}
     kernel_t = tf.transpose(recurrent_kernel)
@@ -69,13 +75,14 @@ def _lstm_backward(order, i, f, o, g, co, cs, c0, recurrent_kernel, d_hs, d_h, d
         d_h = d_hs[t] + d_h_rec
         d_c = d_c_carry + d_h * d_c_from_h[t]
         d_zt = tf.concat([d_h if uses_h[gate] else d_c for gate in order], 1) * factors[t]
-        return (k + 1, tf.matmul(d_zt, kernel_t), d_c * f[t],
-                d_z.write(t, d_zt))
+        return (k + 1, tf.matmul(d_zt, kernel_t), d_c * f[t], d_z.write(t, d_zt))
 
     _, d_h0, d_c0, d_z = tf.while_loop(
-        lambda k, *_: k < steps, backward,
+        lambda k, *_: k < steps,
+        backward,
         (0, d_h, d_c, tf.TensorArray(i.dtype, size=steps)),
-        swap_memory=False)
+        swap_memory=False,
+    )
     return d_z.stack(), d_h0, d_c0
 
 
@@ -102,8 +109,9 @@ def lstm_layer(x, h0, c0, kernel, recurrent_kernel, bias):
     return lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias)
 
 
-def _native_recurrence(ops, inputs, input_rows, bias, h0, c0, recurrent_kernel,
-                       input_gradient=False):
+def _native_recurrence(
+    ops, inputs, input_rows, bias, h0, c0, recurrent_kernel, input_gradient=False
+):
     """The forward recurrence on the C++ op, and its backward pass up to the gate pre-activations.
 
     Args:
@@ -120,14 +128,23 @@ def _native_recurrence(ops, inputs, input_rows, bias, h0, c0, recurrent_kernel,
         d_bias; d_h0; d_c0; d_recurrent_kernel).
     """
     units = tf.shape(h0)[1]
-    outputs, cs, gates = ops.textgen_lstm_forward(inputs, input_rows, bias, h0, c0,
-                                                  recurrent_kernel)
+    outputs, cs, gates = ops.textgen_lstm_forward(
+        inputs, input_rows, bias, h0, c0, recurrent_kernel
+    )
 
     def backward(d_outputs, d_h, d_c):
         d_z, d_inputs, d_bias, d_h0, d_c0 = ops.textgen_lstm_backward(
-            gates, cs, c0, recurrent_kernel, _none_to_zeros(d_outputs, outputs),
-            _none_to_zeros(d_h, h0), _none_to_zeros(d_c, c0), inputs, input_rows,
-            input_gradient=input_gradient)
+            gates,
+            cs,
+            c0,
+            recurrent_kernel,
+            _none_to_zeros(d_outputs, outputs),
+            _none_to_zeros(d_h, h0),
+            _none_to_zeros(d_c, c0),
+            inputs,
+            input_rows,
+            input_gradient=input_gradient,
+        )
         d_z = tf.reshape(d_z, [-1, 4 * units])
         prev_h = tf.reshape(tf.concat([h0[None], outputs[:-1]], 0), [-1, units])
         return d_z, d_inputs, d_bias, d_h0, d_c0, tf.matmul(prev_h, d_z, transpose_a=True)
@@ -146,8 +163,9 @@ def lstm_layer_native(ops, x, h0, c0, kernel, recurrent_kernel, bias):
         steps, batch, features = tf.unstack(tf.shape(x))
         flat_x = tf.reshape(x, [-1, features])
         rows = tf.reshape(tf.range(steps * batch, dtype=tf.int32), [steps, batch])
-        outputs, c_t, backward = _native_recurrence(ops, tf.matmul(flat_x, kernel), rows, bias,
-                                                    h0, c0, recurrent_kernel)
+        outputs, c_t, backward = _native_recurrence(
+            ops, tf.matmul(flat_x, kernel), rows, bias, h0, c0, recurrent_kernel
+        )
 
         def grad(d_outputs, d_h, d_c):
             d_z, _, d_bias, d_h0, d_c0, d_recurrent = backward(d_outputs, d_h, d_c)
@@ -157,8 +175,14 @@ def lstm_layer_native(ops, x, h0, c0, kernel, recurrent_kernel, bias):
 
         return (outputs, outputs[-1], c_t), grad
 
-    return run(x, h0, c0, tf.convert_to_tensor(kernel), tf.convert_to_tensor(recurrent_kernel),
-               tf.convert_to_tensor(bias))
+    return run(
+        x,
+        h0,
+        c0,
+        tf.convert_to_tensor(kernel),
+        tf.convert_to_tensor(recurrent_kernel),
+        tf.convert_to_tensor(bias),
+    )
 
 
 def lstm_layer_on_table(ops, token_ids, table, bias, h0, c0, recurrent_kernel):
@@ -183,8 +207,9 @@ def lstm_layer_on_table(ops, token_ids, table, bias, h0, c0, recurrent_kernel):
 
     @tf.custom_gradient
     def run(table, bias, h0, c0, recurrent_kernel):
-        outputs, c_t, backward = _native_recurrence(ops, table, token_ids, bias, h0, c0,
-                                                    recurrent_kernel, input_gradient=True)
+        outputs, c_t, backward = _native_recurrence(
+            ops, table, token_ids, bias, h0, c0, recurrent_kernel, input_gradient=True
+        )
 
         def grad(d_outputs, d_h, d_c):
             _, d_table, d_bias, d_h0, d_c0, d_recurrent = backward(d_outputs, d_h, d_c)
@@ -192,8 +217,13 @@ def lstm_layer_on_table(ops, token_ids, table, bias, h0, c0, recurrent_kernel):
 
         return (outputs, outputs[-1], c_t), grad
 
-    return run(tf.convert_to_tensor(table), tf.convert_to_tensor(bias), h0, c0,
-               tf.convert_to_tensor(recurrent_kernel))
+    return run(
+        tf.convert_to_tensor(table),
+        tf.convert_to_tensor(bias),
+        h0,
+        c0,
+        tf.convert_to_tensor(recurrent_kernel),
+    )
 
 
 def lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias):
@@ -212,48 +242,61 @@ def lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias):
         units = tf.shape(h0)[1]
         flat_x = tf.reshape(x, [-1, features])
         x_proj = tf.reshape(tf.matmul(flat_x, kernel) + bias, [steps, batch, 4 * units])
-        x_proj = tf.transpose(x_proj, [0, 2, 1])                      # [T, 4H, B]
-        recurrent_t = tf.transpose(recurrent_kernel)                  # [4H, H]
+        x_proj = tf.transpose(x_proj, [0, 2, 1])  # [T, 4H, B]
+        recurrent_t = tf.transpose(recurrent_kernel)  # [4H, H]
 
         def forward(t, h, c, sigs, gs, cs, cos, hs):
-            z = x_proj[t] + tf.matmul(recurrent_t, h)                 # [4H, B]
-            sig = tf.sigmoid(z)                                       # rows 2H:3H unused
-            g = tf.tanh(z[2 * units: 3 * units])
-            c = sig[units: 2 * units] * c + sig[:units] * g
+            z = x_proj[t] + tf.matmul(recurrent_t, h)  # [4H, B]
+            sig = tf.sigmoid(z)  # rows 2H:3H unused
+            g = tf.tanh(z[2 * units : 3 * units])
+            c = sig[units : 2 * units] * c + sig[:units] * g
             co = tf.tanh(c)
-            h = sig[3 * units:] * co
-            return (t + 1, h, c, sigs.write(t, sig), gs.write(t, g), cs.write(t, c),
-                    cos.write(t, co), hs.write(t, h))
+            h = sig[3 * units :] * co
+            return (
+                t + 1,
+                h,
+                c,
+                sigs.write(t, sig),
+                gs.write(t, g),
+                cs.write(t, c),
+                cos.write(t, co),
+                hs.write(t, h),
+            )
 
         arrays = [tf.TensorArray(x.dtype, size=steps) for _ in range(5)]
         _, h_t, c_t, sigs, gs, cs, cos, hs = tf.while_loop(
-            lambda t, *_: t < steps, forward, (0, tf.transpose(h0), tf.transpose(c0), *arrays),
-            swap_memory=False)
+            lambda t, *_: t < steps,
+            forward,
+            (0, tf.transpose(h0), tf.transpose(c0), *arrays),
+            swap_memory=False,
+        )
         sigs, g, cs, co, hs = sigs.stack(), gs.stack(), cs.stack(), cos.stack(), hs.stack()
-        outputs = tf.transpose(hs, [0, 2, 1])                         # [T, B, H]
+        outputs = tf.transpose(hs, [0, 2, 1])  # [T, B, H]
 
         def grad(d_outputs, d_h, d_c):
             d_outputs = _none_to_zeros(d_outputs, outputs)
             d_h, d_c = _none_to_zeros(d_h, h0), _none_to_zeros(d_c, c0)
-            d_hs = tf.transpose(d_outputs, [0, 2, 1])                 # [T, H, B]
-            i, f, o = sigs[:, :units], sigs[:, units: 2 * units], sigs[:, 3 * units:]
+            d_hs = tf.transpose(d_outputs, [0, 2, 1])  # [T, H, B]
+            i, f, o = sigs[:, :units], sigs[:, units : 2 * units], sigs[:, 3 * units :]
             c_prev = tf.concat([tf.transpose(c0)[None], cs[:-1]], 0)
             d_c_from_h = o * (1 - co * co)
-            factors = tf.concat([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g),
-                                 co * o * (1 - o)], 1)                # [T, 4H, B]
+            factors = tf.concat(
+                [g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), co * o * (1 - o)], 1
+            )  # [T, 4H, B]
 
             def backward(k, d_h_rec, d_c_carry, d_z):
                 t = steps - 1 - k
                 d_h = d_hs[t] + d_h_rec
                 d_c = d_c_carry + d_h * d_c_from_h[t]
                 d_zt = tf.concat([d_c, d_c, d_c, d_h], 0) * factors[t]
-                return (k + 1, tf.matmul(recurrent_kernel, d_zt), d_c * f[t],
-                        d_z.write(t, d_zt))
+                return (k + 1, tf.matmul(recurrent_kernel, d_zt), d_c * f[t], d_z.write(t, d_zt))
 
             _, d_h0, d_c0, d_z = tf.while_loop(
-                lambda k, *_: k < steps, backward,
+                lambda k, *_: k < steps,
+                backward,
                 (0, tf.transpose(d_h), tf.transpose(d_c), tf.TensorArray(x.dtype, size=steps)),
-                swap_memory=False)
+                swap_memory=False,
+            )
             d_z = tf.reshape(tf.transpose(d_z.stack(), [1, 0, 2]), [4 * units, -1])  # [4H, T*B]
             prev_h = tf.reshape(tf.concat([h0[None], outputs[:-1]], 0), [-1, units])
             d_kernel = tf.transpose(tf.matmul(d_z, flat_x))
@@ -264,8 +307,14 @@ def lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias):
 
         return (outputs, tf.transpose(h_t), tf.transpose(c_t)), grad
 
-    return run(x, h0, c0, tf.convert_to_tensor(kernel), tf.convert_to_tensor(recurrent_kernel),
-               tf.convert_to_tensor(bias))
+    return run(
+        x,
+        h0,
+        c0,
+        tf.convert_to_tensor(kernel),
+        tf.convert_to_tensor(recurrent_kernel),
+        tf.convert_to_tensor(bias),
+    )
 
 
 def lstm_sequence(x_proj, h0, c0, recurrent_kernel):
@@ -286,26 +335,32 @@ def lstm_sequence(x_proj, h0, c0, recurrent_kernel):
 
         def forward(t, h, c, acts, cs, cos, hs):
             z = x_proj[t] + tf.matmul(h, recurrent_kernel)
-            act = tf.concat([tf.sigmoid(z[:, : 3 * units]), tf.tanh(z[:, 3 * units:])], 1)
-            c = act[:, units: 2 * units] * c + act[:, :units] * act[:, 3 * units:]
+            act = tf.concat([tf.sigmoid(z[:, : 3 * units]), tf.tanh(z[:, 3 * units :])], 1)
+            c = act[:, units : 2 * units] * c + act[:, :units] * act[:, 3 * units :]
             co = tf.tanh(c)
-            h = act[:, 2 * units: 3 * units] * co
+            h = act[:, 2 * units : 3 * units] * co
             return t + 1, h, c, acts.write(t, act), cs.write(t, c), cos.write(t, co), hs.write(t, h)
 
         arrays = [tf.TensorArray(x_proj.dtype, size=steps) for _ in range(4)]
-        _, h, c, acts, cs, cos, hs = tf.while_loop(lambda t, *_: t < steps, forward,
-                                                   (0, h0, c0, *arrays), swap_memory=False)
+        _, h, c, acts, cs, cos, hs = tf.while_loop(
+            lambda t, *_: t < steps, forward, (0, h0, c0, *arrays), swap_memory=False
+        )
         acts, cs, cos, hs = acts.stack(), cs.stack(), cos.stack(), hs.stack()
 
         def grad(d_hs, d_h, d_c):
-            d_hs, d_h, d_c = (_none_to_zeros(d_hs, hs), _none_to_zeros(d_h, h0),
-                              _none_to_zeros(d_c, c0))
+            d_hs, d_h, d_c = (
+                _none_to_zeros(d_hs, hs),
+                _none_to_zeros(d_h, h0),
+                _none_to_zeros(d_c, c0),
+            )
             i, f, o, g = tf.split(acts, 4, axis=-1)
-            d_z, d_h0, d_c0 = _lstm_backward("ifoc", i, f, o, g, cos, cs, c0, recurrent_kernel,
-                                             d_hs, d_h, d_c)
+            d_z, d_h0, d_c0 = _lstm_backward(
+                "ifoc", i, f, o, g, cos, cs, c0, recurrent_kernel, d_hs, d_h, d_c
+            )
             prev_h = tf.concat([h0[None], hs[:-1]], 0)
-            d_kernel = tf.matmul(tf.reshape(prev_h, [-1, units]), tf.reshape(d_z, [-1, 4 * units]),
-                                 transpose_a=True)
+            d_kernel = tf.matmul(
+                tf.reshape(prev_h, [-1, units]), tf.reshape(d_z, [-1, 4 * units]), transpose_a=True
+            )
             return d_z, d_h0, d_c0, d_kernel
 
         return (hs, h, c), grad
@@ -318,16 +373,17 @@ def lstm_step(x_proj, h, c, recurrent_kernel):
     units = tf.shape(h)[1]
     z = x_proj + tf.matmul(h, recurrent_kernel)
     s = tf.sigmoid(z[:, : 3 * units])
-    c = s[:, units: 2 * units] * c + s[:, :units] * tf.tanh(z[:, 3 * units:])
-    return s[:, 2 * units:] * tf.tanh(c), c
+    c = s[:, units : 2 * units] * c + s[:, :units] * tf.tanh(z[:, 3 * units :])
+    return s[:, 2 * units :] * tf.tanh(c), c
 
 
 def gru_step(x_proj, h, recurrent_kernel, recurrent_bias):
-    """One step of Keras' GRU (reset_after=True), gates (z, r, h); x_proj includes the input bias."""
+    """One step of Keras' GRU (reset_after=True), gates (z, r, h); x_proj includes the input
+    bias."""
     units = tf.shape(h)[1]
     inner = tf.matmul(h, recurrent_kernel) + recurrent_bias
     zr = tf.sigmoid(x_proj[:, : 2 * units] + inner[:, : 2 * units])
-    candidate = tf.tanh(x_proj[:, 2 * units:] + zr[:, units:] * inner[:, 2 * units:])
+    candidate = tf.tanh(x_proj[:, 2 * units :] + zr[:, units:] * inner[:, 2 * units :])
     z = zr[:, :units]
     return z * h + (1 - z) * candidate
 
@@ -345,6 +401,7 @@ def scan_sequence(step, x_proj, h0):
         h = step(x_proj[t], h)
         return t + 1, h, hs.write(t, h)
 
-    _, h, hs = tf.while_loop(lambda t, *_: t < steps, body,
-                             (0, h0, tf.TensorArray(x_proj.dtype, size=steps)))
+    _, h, hs = tf.while_loop(
+        lambda t, *_: t < steps, body, (0, h0, tf.TensorArray(x_proj.dtype, size=steps))
+    )
     return hs.stack(), h

@@ -35,16 +35,22 @@ def disk_full(path, needed, intact, fix="free some space and continue with --res
     directory = os.path.dirname(os.path.abspath(path))
     free = shutil.disk_usage(directory).free if os.path.isdir(directory) else 0
     need = f"it needs about {size_text(needed)}, " if needed else ""
-    return DiskFull(f"no space left to write {path}: {need}{size_text(free)} are free on that "
-                    f"disk; {intact}; {fix}")
+    return DiskFull(
+        f"no space left to write {path}: {need}{size_text(free)} are free on that "
+        f"disk; {intact}; {fix}"
+    )
 
 
 def export_disk_full(path, variables, command):
     """The DiskFull error of a SavedModel export to `path` that did not fit; what it needs is
     about the variables' bytes. `command` is the export CLI to run once there is space."""
     needed = sum(int(v.numpy().nbytes) for v in variables)
-    return disk_full(path, needed, "the checkpoint and any earlier export are intact",
-                     f"free some space and export with `{command}`")
+    return disk_full(
+        path,
+        needed,
+        "the checkpoint and any earlier export are intact",
+        f"free some space and export with `{command}`",
+    )
 
 
 def atomic_write(path, write, intact="the previous file is intact"):
@@ -54,8 +60,9 @@ def atomic_write(path, write, intact="the previous file is intact"):
     path = os.fspath(path)
     data = write if isinstance(write, bytes) else None
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
+    )
     try:
         # mkstemp creates the file 0600; give it the permissions a plain open() would.
         umask = os.umask(0)
@@ -92,8 +99,10 @@ def check_out_directory(out_directory, overwrite=False):
     if not os.path.isdir(out_directory):
         raise UsageError(f"{out_directory} exists and is not a directory; choose another OUT_DIR")
     if os.listdir(out_directory) and not overwrite:
-        raise UsageError(f"{out_directory} exists and is not empty; pass --overwrite to replace "
-                         "it, or choose another OUT_DIR")
+        raise UsageError(
+            f"{out_directory} exists and is not empty; pass --overwrite to replace "
+            "it, or choose another OUT_DIR"
+        )
 
 
 def replace_directory(out_directory, write):

@@ -35,9 +35,21 @@ class LanguageModel(keras.Model):
         seed: seed of the dropout masks.
     """
 
-    def __init__(self, vocabulary, cell="lstm", num_layers=2, hidden_size=256, embedding_size=64,
-                 dropout=0.0, fused=None, seed=None, unknown_token=None, level="char",
-                 segmenter=None, **kwargs):
+    def __init__(
+        self,
+        vocabulary,
+        cell="lstm",
+        num_layers=2,
+        hidden_size=256,
+        embedding_size=64,
+        dropout=0.0,
+        fused=None,
+        seed=None,
+        unknown_token=None,
+        level="char",
+        segmenter=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if isinstance(vocabulary, Vocabulary):
             unknown_token = vocabulary.unknown_token
@@ -54,10 +66,12 @@ class LanguageModel(keras.Model):
         self.dropout = dropout
         self.fused = fused
         self.seed = seed
-        self.embedding = keras.layers.Embedding(len(self.vocabulary), embedding_size,
-                                                name="embedding")
-        self.recurrent_stack = RecurrentStack(cell, num_layers, hidden_size, dropout, fused, seed,
-                                              name="recurrent_stack")
+        self.embedding = keras.layers.Embedding(
+            len(self.vocabulary), embedding_size, name="embedding"
+        )
+        self.recurrent_stack = RecurrentStack(
+            cell, num_layers, hidden_size, dropout, fused, seed, name="recurrent_stack"
+        )
         self.output_layer = keras.layers.Dense(len(self.vocabulary), name="logits")
         self._generate_fn = None
 
@@ -66,10 +80,18 @@ class LanguageModel(keras.Model):
     def from_train_config(cls, config, vocabulary):
         """The built, untrained model that the TrainConfig `config` describes."""
         fused = {"auto": None, "on": True, "off": False}[config.fused]
-        model = cls(vocabulary, cell=config.cell, num_layers=config.num_layers,
-                    hidden_size=config.hidden_size, embedding_size=config.embedding_size,
-                    dropout=config.dropout, fused=fused, seed=config.seed, level=config.level,
-                    segmenter=None if config.level == "char" else config.segmenter)
+        model = cls(
+            vocabulary,
+            cell=config.cell,
+            num_layers=config.num_layers,
+            hidden_size=config.hidden_size,
+            embedding_size=config.embedding_size,
+            dropout=config.dropout,
+            fused=fused,
+            seed=config.seed,
+            level=config.level,
+            segmenter=None if config.level == "char" else config.segmenter,
+        )
         model.build()
         return model
 
@@ -103,8 +125,9 @@ class LanguageModel(keras.Model):
     def call(self, token_ids, states=None, training=False):
         # The stack embeds the ids itself, so that the lean LSTM kernel can fold the embedding
         # into the first layer's input projection (RecurrentStack.call).
-        x, states = self.recurrent_stack(token_ids, states, training=training,
-                                         embeddings=self.embedding.embeddings)
+        x, states = self.recurrent_stack(
+            token_ids, states, training=training, embeddings=self.embedding.embeddings
+        )
         return self.output_layer(x), states
 
     def step(self, token_ids, states):
@@ -139,8 +162,17 @@ class LanguageModel(keras.Model):
             mask[self.vocabulary.id(self.unknown_token)] = True
         return mask
 
-    def sample(self, prime=None, length=200, temperature=1.0, top_k=0, num_samples=1, seed=0,
-               unknown="error", allow_unknown=False):
+    def sample(
+        self,
+        prime=None,
+        length=200,
+        temperature=1.0,
+        top_k=0,
+        num_samples=1,
+        seed=0,
+        unknown="error",
+        allow_unknown=False,
+    ):
         """Generates `num_samples` texts of `length` tokens (characters at char level), each
         starting with `prime`.
 
@@ -158,16 +190,22 @@ class LanguageModel(keras.Model):
                     raise UsageError(f"every {self.unit} of the prime is outside the vocabulary")
             elif missing:
                 shown = " ".join(repr(t) for t in missing[:30])
-                raise UsageError(f"the prime has {len(missing)} {self.unit}(s) not in the model's "
-                                 f"vocabulary: {shown}; remove them or pass --unknown skip")
+                raise UsageError(
+                    f"the prime has {len(missing)} {self.unit}(s) not in the model's "
+                    f"vocabulary: {shown}; remove them or pass --unknown skip"
+                )
         if given_prime and length < len(prime_tokens):
-            raise UsageError(f"--length {length} is shorter than the prime ({len(prime_tokens)} "
-                             f"{self.unit}s); pass --length of at least {len(prime_tokens)}")
+            raise UsageError(
+                f"--length {length} is shorter than the prime ({len(prime_tokens)} "
+                f"{self.unit}s); pass --length of at least {len(prime_tokens)}"
+            )
         num_new = length - len(prime_tokens) if given_prime else length
-        ids = np.tile(np.asarray(self.vocabulary.encode(prime_tokens), np.int32)[None, :],
-                      (num_samples, 1))
-        tokens = self._generate(ids, num_new, temperature, top_k, seed,
-                                self.forbidden_tokens(allow_unknown))
+        ids = np.tile(
+            np.asarray(self.vocabulary.encode(prime_tokens), np.int32)[None, :], (num_samples, 1)
+        )
+        tokens = self._generate(
+            ids, num_new, temperature, top_k, seed, self.forbidden_tokens(allow_unknown)
+        )
         start = ids if given_prime else ids[:, :0]
         return [self.decode(row) for row in np.concatenate([start, tokens.numpy()], axis=1)]
 
@@ -179,30 +217,46 @@ class LanguageModel(keras.Model):
         from textgen.lean_model import LeanLanguageModel, lean_weights
 
         if self._generate_fn is None:
+
             def generate(weights, prime_ids, num_new, temperature, top_k, seed, forbidden):
                 lean = LeanLanguageModel(weights, self.cell, self.num_layers, self.hidden_size)
                 return lean.generate_ids(prime_ids, num_new, temperature, top_k, seed, forbidden)
 
             self._generate_fn = tf.function(generate, reduce_retracing=True)
         weights = {name: tf.constant(value) for name, value in lean_weights(self).items()}
-        return self._generate_fn(weights, tf.constant(prime_ids, tf.int32),
-                                 tf.constant(num_new, tf.int32), tf.constant(float(temperature)),
-                                 tf.constant(int(top_k)), tf.constant(int(seed)),
-                                 tf.constant(forbidden))
+        return self._generate_fn(
+            weights,
+            tf.constant(prime_ids, tf.int32),
+            tf.constant(num_new, tf.int32),
+            tf.constant(float(temperature)),
+            tf.constant(int(top_k)),
+            tf.constant(int(seed)),
+            tf.constant(forbidden),
+        )
 
     def get_config(self):
         config = super().get_config()
-        config.update(vocabulary=self.vocabulary.tokens, cell=self.cell, num_layers=self.num_layers,
-                      hidden_size=self.hidden_size, embedding_size=self.embedding_size,
-                      dropout=self.dropout, fused=self.fused, seed=self.seed,
-                      unknown_token=self.unknown_token, level=self.level, segmenter=self.segmenter)
+        config.update(
+            vocabulary=self.vocabulary.tokens,
+            cell=self.cell,
+            num_layers=self.num_layers,
+            hidden_size=self.hidden_size,
+            embedding_size=self.embedding_size,
+            dropout=self.dropout,
+            fused=self.fused,
+            seed=self.seed,
+            unknown_token=self.unknown_token,
+            level=self.level,
+            segmenter=self.segmenter,
+        )
         return config
 
 
 def check_sampling_arguments(length, temperature, top_k, num_samples):
     if length <= 0:
-        raise UsageError(f"--length must be a positive number of characters (tokens at word "
-                         f"level), got {length}")
+        raise UsageError(
+            f"--length must be a positive number of characters (tokens at word level), got {length}"
+        )
     if temperature < 0:
         raise UsageError(f"--temperature must be >= 0 (0 means argmax), got {temperature}")
     if top_k < 0:

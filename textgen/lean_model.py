@@ -11,10 +11,16 @@ import numpy as np
 import tensorflow as tf
 
 from textgen import fused_rnn
-from textgen.sampler import GreedySampler, RandomSampler, TopKSampler, compiled_decode_loop, decode_loop
-
+from textgen.sampler import (
+    GreedySampler,
+    RandomSampler,
+    TopKSampler,
+    compiled_decode_loop,
+    decode_loop,
+)
 
 # ---- lean weights, computed once from the Keras weights (numpy, float64 for the folding) ----
+
 
 def lean_weights(model):
     """The weights of `model` rearranged for the lean step.
@@ -45,7 +51,9 @@ def lean_weights(model):
             kernel, recurrent_kernel = kernel[:, permutation], recurrent_kernel[:, permutation]
             input_bias = bias[permutation]
         elif cell == "gru":
-            kernel, recurrent_kernel, input_bias = gru_four_blocks(kernel, recurrent_kernel, bias, units)
+            kernel, recurrent_kernel, input_bias = gru_four_blocks(
+                kernel, recurrent_kernel, bias, units
+            )
         else:
             input_bias = bias
         if index == 0:
@@ -60,24 +68,30 @@ def lean_weights(model):
 
 
 def gru_four_blocks(kernel, recurrent_kernel, bias, units):
-    """Keras GRU weights (z, r, h columns; bias rows input, recurrent) -> the (z, r, x_h, h_h) layout.
+    """Keras GRU weights (z, r, h columns; bias rows input, recurrent) -> the (z, r, x_h, h_h)
+    layout.
 
     Returns (kernel [in, 4H], recurrent_kernel [H, 4H], bias [4H]) such that
-    x @ kernel + h @ recurrent_kernel + bias = [x@K_zr + h@R_zr + b_zr + rb_zr, x@K_h + b_h, h@R_h + rb_h].
+    x @ kernel + h @ recurrent_kernel + bias
+        = [x@K_zr + h@R_zr + b_zr + rb_zr, x@K_h + b_h, h@R_h + rb_h].
     """
     two = 2 * units
     input_bias, recurrent_bias = bias[0], bias[1]
     zeros_in = np.zeros((kernel.shape[0], units))
     zeros_h = np.zeros((recurrent_kernel.shape[0], units))
     four_kernel = np.concatenate([kernel[:, :two], kernel[:, two:], zeros_in], axis=1)
-    four_recurrent = np.concatenate([recurrent_kernel[:, :two], zeros_h, recurrent_kernel[:, two:]],
-                                    axis=1)
-    four_bias = np.concatenate([input_bias[:two] + recurrent_bias[:two], input_bias[two:],
-                                recurrent_bias[two:]])
+    four_recurrent = np.concatenate(
+        [recurrent_kernel[:, :two], zeros_h, recurrent_kernel[:, two:]], axis=1
+    )
+    four_bias = np.concatenate(
+        [input_bias[:two] + recurrent_bias[:two], input_bias[two:], recurrent_bias[two:]]
+    )
     return four_kernel, four_recurrent, four_bias
 
 
-# ---- the cell math on fused pre-activations z [B, G*H] (as fused_rnn's steps, after the matmul) ----
+# ---- the cell math on fused pre-activations z [B, G*H] ----
+# (as fused_rnn's steps, after the matmul)
+
 
 def lstm_gates(z, states, units):
     """fused_rnn.lstm_step: z in (i, f, o, c) order; states [h, c] -> [h, c]."""
@@ -105,6 +119,7 @@ GATE_FUNCTIONS = {"lstm": lstm_gates, "gru": gru_gates, "rnn": rnn_gates}
 
 # ---- the lean model: plain functions of the weight tensors, traced into the SavedModel ----
 
+
 class LeanLanguageModel:
     """The generation-time model on `lean_weights` tensors: a sequence call to prime, a lean step.
 
@@ -125,16 +140,19 @@ class LeanLanguageModel:
         self.gates = GATE_FUNCTIONS[cell]
 
     def initial_states(self, batch_size):
-        return [tf.zeros([batch_size, self.units]) for _ in range(self.num_layers * self.states_per_layer)]
+        return [
+            tf.zeros([batch_size, self.units])
+            for _ in range(self.num_layers * self.states_per_layer)
+        ]
 
     def layer_states(self, states, index):
         n = self.states_per_layer
-        return list(states[index * n:(index + 1) * n])
+        return list(states[index * n : (index + 1) * n])
 
     def recurrent_kernel(self, index):
         if index == 0:
             return self.weights["recurrent_kernel_0"]
-        return self.weights[f"stacked_kernel_{index}"][self.units:]
+        return self.weights[f"stacked_kernel_{index}"][self.units :]
 
     def step(self, token_ids, states):
         """token_ids [B] -> (logits [B, V], new states): one gather, one matmul per layer."""
@@ -147,8 +165,10 @@ class LeanLanguageModel:
             if index == 0:
                 z = tf.gather(w["input_table"], token_ids) + tf.matmul(h, w["recurrent_kernel_0"])
             else:
-                z = tf.nn.bias_add(tf.matmul(tf.concat([x, h], axis=1), w[f"stacked_kernel_{index}"]),
-                                   w[f"stacked_bias_{index}"])
+                z = tf.nn.bias_add(
+                    tf.matmul(tf.concat([x, h], axis=1), w[f"stacked_kernel_{index}"]),
+                    w[f"stacked_bias_{index}"],
+                )
             layer_states = self.gates(z, layer_states, self.units)
             new_states.extend(layer_states)
             x = layer_states[0]
@@ -160,28 +180,35 @@ class LeanLanguageModel:
         recurrence (fused_rnn's sequence kernels). T is 0 for a one-character prompt: the
         sequence kernels cannot stack an empty output of unknown batch size, so that case keeps
         the states as they are."""
-        return tf.cond(tf.shape(token_ids)[1] > 0, lambda: self._prime(token_ids, states),
-                       lambda: list(states))
+        return tf.cond(
+            tf.shape(token_ids)[1] > 0, lambda: self._prime(token_ids, states), lambda: list(states)
+        )
 
     def _prime(self, token_ids, states):
         w = self.weights
         steps, batch = tf.shape(token_ids)[1], tf.shape(token_ids)[0]
         x_proj = tf.gather(w["input_table"], tf.transpose(token_ids))  # time-major [T, B, G*H]
         new_states = []
+        x = None  # the previous layer's outputs, set at the end of each iteration
         for index in range(self.num_layers):
             layer_states = self.layer_states(states, index)
             if index > 0:
-                kernel = w[f"stacked_kernel_{index}"][:self.units]
-                flat = tf.matmul(tf.reshape(x, [-1, self.units]), kernel) + w[f"stacked_bias_{index}"]
+                kernel = w[f"stacked_kernel_{index}"][: self.units]
+                flat = (
+                    tf.matmul(tf.reshape(x, [-1, self.units]), kernel) + w[f"stacked_bias_{index}"]
+                )
                 x_proj = tf.reshape(flat, [steps, batch, -1])
             recurrent_kernel = self.recurrent_kernel(index)
             if self.cell == "lstm":
-                x, h, c = fused_rnn.lstm_sequence(x_proj, layer_states[0], layer_states[1],
-                                                  recurrent_kernel)
+                x, h, c = fused_rnn.lstm_sequence(
+                    x_proj, layer_states[0], layer_states[1], recurrent_kernel
+                )
                 layer_states = [h, c]
             else:
+
                 def one_step(x_t, h, recurrent_kernel=recurrent_kernel):
                     return self.gates(x_t + tf.matmul(h, recurrent_kernel), [h], self.units)[0]
+
                 x, h = fused_rnn.scan_sequence(one_step, x_proj, layer_states[0])
                 layer_states = [h]
             new_states.extend(layer_states)
@@ -205,11 +232,17 @@ class LeanLanguageModel:
 
         def run(sampler):
             if self.xla:
-                return compiled_decode_loop(self.step, prime_ids[:, -1], states, num_new, sampler,
-                                            seed_pair, forbidden)
-            return decode_loop(self.step, prime_ids[:, -1], states, num_new, sampler, seed_pair,
-                               forbidden)[0]
+                return compiled_decode_loop(
+                    self.step, prime_ids[:, -1], states, num_new, sampler, seed_pair, forbidden
+                )
+            return decode_loop(
+                self.step, prime_ids[:, -1], states, num_new, sampler, seed_pair, forbidden
+            )[0]
 
-        return tf.case([(tf.equal(temperature, 0.0), lambda: run(GreedySampler())),
-                        (top_k > 0, lambda: run(TopKSampler(top_k, temperature)))],
-                       default=lambda: run(RandomSampler(temperature)))
+        return tf.case(
+            [
+                (tf.equal(temperature, 0.0), lambda: run(GreedySampler())),
+                (top_k > 0, lambda: run(TopKSampler(top_k, temperature))),
+            ],
+            default=lambda: run(RandomSampler(temperature)),
+        )

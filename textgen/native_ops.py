@@ -13,7 +13,8 @@ file.
 
 Environment:
     TEXTGEN_NATIVE_OPS=0   never build or load the ops (use the TensorFlow-op kernel).
-    TEXTGEN_CACHE_DIR      where builds go (default: $XDG_CACHE_HOME/textgen, else ~/.cache/textgen).
+    TEXTGEN_CACHE_DIR      where builds go (default: $XDG_CACHE_HOME/textgen, else
+                           ~/.cache/textgen).
     CXX                    the compiler.
 
 Only this project's own source is compiled and loaded; nothing from a model or a run directory.
@@ -61,21 +62,33 @@ def _cpu_flags():
 
 
 def _build_command(cxx, output, native):
-    return ([cxx, "-shared", "-fPIC", "-O3", *(["-march=native"] if native else []),
-             "-Wno-deprecated-declarations", *tf.sysconfig.get_compile_flags(), str(SOURCE),
-             "-o", str(output), *tf.sysconfig.get_link_flags()])
+    return [
+        cxx,
+        "-shared",
+        "-fPIC",
+        "-O3",
+        *(["-march=native"] if native else []),
+        "-Wno-deprecated-declarations",
+        *tf.sysconfig.get_compile_flags(),
+        str(SOURCE),
+        "-o",
+        str(output),
+        *tf.sysconfig.get_link_flags(),
+    ]
 
 
 def _build(cxx, target):
-    """Compiles SOURCE into `target` (atomically); returns None, or the compiler's last error line."""
+    """Compiles SOURCE into `target` (atomically); returns None, or the compiler's last error
+    line."""
     target.parent.mkdir(parents=True, exist_ok=True)
     error = None
     for native in (True, False):  # a compiler without -march=native still gets a portable build
         fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".build-", suffix=".so")
         os.close(fd)
         try:
-            result = subprocess.run(_build_command(cxx, partial, native), capture_output=True,
-                                    text=True)
+            result = subprocess.run(
+                _build_command(cxx, partial, native), capture_output=True, text=True
+            )
             if result.returncode == 0:
                 os.replace(partial, target)
                 return None
@@ -90,12 +103,25 @@ def _build(cxx, target):
 def library_path():
     """Where this machine's build of the ops lives (whether or not it exists yet)."""
     cxx = compiler() or "none"
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout \
-        if cxx != "none" else ""
-    key = hashlib.sha256("\n".join([
-        SOURCE.read_text(), tf.__version__, " ".join(tf.sysconfig.get_compile_flags()),
-        " ".join(tf.sysconfig.get_link_flags()), cxx, version, platform.machine(),
-        _cpu_flags()]).encode()).hexdigest()[:16]
+    version = (
+        subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
+        if cxx != "none"
+        else ""
+    )
+    key = hashlib.sha256(
+        "\n".join(
+            [
+                SOURCE.read_text(),
+                tf.__version__,
+                " ".join(tf.sysconfig.get_compile_flags()),
+                " ".join(tf.sysconfig.get_link_flags()),
+                cxx,
+                version,
+                platform.machine(),
+                _cpu_flags(),
+            ]
+        ).encode()
+    ).hexdigest()[:16]
     return cache_dir() / "ops" / key / LIBRARY_NAME
 
 
@@ -128,25 +154,30 @@ def lstm_ops():
     return _build_and_load()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build_and_load():
     cxx = compiler()
     if cxx is None:
-        _note(f"no C++ compiler ({os.environ.get('CXX', 'g++')}) found, so the LSTM runs on "
-              "TensorFlow ops, about 20% slower; install g++ (or set CXX) to build textgen's "
-              "C++ LSTM kernel")
+        _note(
+            f"no C++ compiler ({os.environ.get('CXX', 'g++')}) found, so the LSTM runs on "
+            "TensorFlow ops, about 20% slower; install g++ (or set CXX) to build textgen's "
+            "C++ LSTM kernel"
+        )
         return None
     target = library_path()
     if not target.exists():
-        _note(f"building the C++ LSTM kernel for this machine into {target.parent} "
-              "(once, about 30 s)")
+        _note(
+            f"building the C++ LSTM kernel for this machine into {target.parent} (once, about 30 s)"
+        )
         try:
             error = _build(cxx, target)
         except OSError as failure:  # e.g. a cache directory that cannot be written
             error = f"{type(failure).__name__}: {failure}"
         if error is not None:
-            _note(f"could not build the C++ LSTM kernel ({error}); the LSTM runs on TensorFlow "
-                  "ops, about 20% slower. Set TEXTGEN_NATIVE_OPS=0 to skip the attempt")
+            _note(
+                f"could not build the C++ LSTM kernel ({error}); the LSTM runs on TensorFlow "
+                "ops, about 20% slower. Set TEXTGEN_NATIVE_OPS=0 to skip the attempt"
+            )
             return None
     if _loaded:
         # TensorFlow refuses a second library registering the same kernels, and one built
@@ -156,6 +187,8 @@ def _build_and_load():
         _loaded.append(tf.load_op_library(str(target)))
         return _loaded[0]
     except (tf.errors.NotFoundError, OSError) as error:
-        _note(f"could not load {target} ({str(error).splitlines()[0]}); the LSTM runs on "
-              "TensorFlow ops. Delete that file to rebuild it")
+        _note(
+            f"could not load {target} ({str(error).splitlines()[0]}); the LSTM runs on "
+            "TensorFlow ops. Delete that file to rebuild it"
+        )
         return None

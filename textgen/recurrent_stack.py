@@ -1,4 +1,5 @@
-"""RecurrentStack: `num_layers` stock Keras recurrent layers with dropout between them and explicit states."""
+"""RecurrentStack: `num_layers` stock Keras recurrent layers with dropout between them and
+explicit states."""
 
 import keras
 import tensorflow as tf
@@ -30,8 +31,16 @@ class RecurrentStack(keras.layers.Layer):
         seed: seed of the dropout masks.
     """
 
-    def __init__(self, cell="lstm", num_layers=2, hidden_size=256, dropout=0.0, fused=None,
-                 seed=None, **kwargs):
+    def __init__(
+        self,
+        cell="lstm",
+        num_layers=2,
+        hidden_size=256,
+        dropout=0.0,
+        fused=None,
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
@@ -43,10 +52,14 @@ class RecurrentStack(keras.layers.Layer):
         self.seed = seed
         self.recurrent_layers = [
             CELLS[cell](hidden_size, return_sequences=True, return_state=True, name=f"{cell}_{i}")
-            for i in range(num_layers)]
+            for i in range(num_layers)
+        ]
         self.dropout_layers = [
-            keras.layers.Dropout(dropout, seed=None if seed is None else seed + i, name=f"dropout_{i}")
-            for i in range(num_layers)]
+            keras.layers.Dropout(
+                dropout, seed=None if seed is None else seed + i, name=f"dropout_{i}"
+            )
+            for i in range(num_layers)
+        ]
 
     @property
     def states_per_layer(self):
@@ -61,9 +74,12 @@ class RecurrentStack(keras.layers.Layer):
             layer.build((None, None, self.hidden_size))
 
     def initial_states(self, batch_size, dtype="float32"):
-        """Zero states: a flat list, `states_per_layer` tensors of [batch, hidden_size] per layer."""
-        return [tf.zeros([batch_size, self.hidden_size], dtype)
-                for _ in range(self.num_layers * self.states_per_layer)]
+        """Zero states: a flat list, `states_per_layer` tensors of [batch, hidden_size] per
+        layer."""
+        return [
+            tf.zeros([batch_size, self.hidden_size], dtype)
+            for _ in range(self.num_layers * self.states_per_layer)
+        ]
 
     def _use_fused(self):
         if self.fused is not None:
@@ -72,7 +88,7 @@ class RecurrentStack(keras.layers.Layer):
 
     def layer_states(self, states, i):
         n = self.states_per_layer
-        return list(states[i * n:(i + 1) * n])
+        return list(states[i * n : (i + 1) * n])
 
     def call(self, inputs, states=None, training=False, embeddings=None):
         """inputs [batch, time, features] -> (outputs [batch, time, hidden_size], new states).
@@ -100,8 +116,14 @@ class RecurrentStack(keras.layers.Layer):
             if table_ops is not None and i == 0:
                 cell = layer.cell
                 x, h, c = fused_rnn.lstm_layer_on_table(
-                    table_ops, x, tf.matmul(embeddings, cell.kernel), cell.bias, layer_states[0],
-                    layer_states[1], cell.recurrent_kernel)
+                    table_ops,
+                    x,
+                    tf.matmul(embeddings, cell.kernel),
+                    cell.bias,
+                    layer_states[0],
+                    layer_states[1],
+                    cell.recurrent_kernel,
+                )
                 layer_states = [h, c]
             elif fused:
                 x, layer_states = self._fused_layer(layer, x, layer_states)
@@ -155,8 +177,9 @@ class RecurrentStack(keras.layers.Layer):
             # On the layer's own (Keras-ordered) weights, input projection inside; see
             # fused_rnn.lstm_layer.
             cell = layer.cell
-            outputs, h, c = fused_rnn.lstm_layer(x, states[0], states[1], cell.kernel,
-                                                 cell.recurrent_kernel, cell.bias)
+            outputs, h, c = fused_rnn.lstm_layer(
+                x, states[0], states[1], cell.kernel, cell.recurrent_kernel, cell.bias
+            )
             return outputs, [h, c]
         x_proj = self._projection(layer, x)
         outputs, h = fused_rnn.scan_sequence(self._step_fn(layer), x_proj, states[0])
@@ -171,8 +194,9 @@ class RecurrentStack(keras.layers.Layer):
             layer_states = self.layer_states(states, i)
             x_proj = self._projection(layer, x)
             if self.cell == "lstm":
-                h, c = fused_rnn.lstm_step(x_proj, layer_states[0], layer_states[1],
-                                           self._recurrent_kernel(layer))
+                h, c = fused_rnn.lstm_step(
+                    x_proj, layer_states[0], layer_states[1], self._recurrent_kernel(layer)
+                )
                 layer_states = [h, c]
             else:
                 h = self._step_fn(layer)(x_proj, layer_states[0])
@@ -183,6 +207,12 @@ class RecurrentStack(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(cell=self.cell, num_layers=self.num_layers, hidden_size=self.hidden_size,
-                      dropout=self.dropout, fused=self.fused, seed=self.seed)
+        config.update(
+            cell=self.cell,
+            num_layers=self.num_layers,
+            hidden_size=self.hidden_size,
+            dropout=self.dropout,
+            fused=self.fused,
+            seed=self.seed,
+        )
         return config

@@ -42,8 +42,15 @@ def _from_json_array(array):
 DAMAGED_RUN = "the run directory is damaged: restore it from a copy or train again"
 
 # JSON types by the names a message uses.
-JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-              int: "an integer", float: "a number", type(None): "null"}
+JSON_TYPES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    type(None): "null",
+}
 
 
 def read_json_file(path, fix=DAMAGED_RUN):
@@ -64,8 +71,10 @@ def read_json_file(path, fix=DAMAGED_RUN):
     try:
         return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as error:
-        raise UsageError(f"{path} is not UTF-8 text (byte {error.start} is "
-                         f"{data[error.start]:#04x}), so not JSON; {fix}") from None
+        raise UsageError(
+            f"{path} is not UTF-8 text (byte {error.start} is "
+            f"{data[error.start]:#04x}), so not JSON; {fix}"
+        ) from None
     except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
         raise UsageError(f"{path} is not valid JSON ({error}); {fix}") from None
 
@@ -85,8 +94,10 @@ def check_field_types(values, schema, path, fix=DAMAGED_RUN):
         if expected is not type(None) and type(value) not in allowed:
             shown = json.dumps(value, ensure_ascii=False)
             shown = shown if len(shown) <= 40 else shown[:40] + "..."
-            raise UsageError(f"{path}: {field.name} is {shown}, {JSON_TYPES[type(value)]} where "
-                             f"{JSON_TYPES[expected]} belongs; {fix}")
+            raise UsageError(
+                f"{path}: {field.name} is {shown}, {JSON_TYPES[type(value)]} where "
+                f"{JSON_TYPES[expected]} belongs; {fix}"
+            )
 
 
 class RunDirectory:
@@ -128,11 +139,15 @@ class RunDirectory:
 
     def require_checkpoint(self):
         if not os.path.isdir(self.path):
-            raise UsageError(f"run directory {self.path} does not exist; pass the --out directory "
-                             "of a training run")
+            raise UsageError(
+                f"run directory {self.path} does not exist; pass the --out directory "
+                "of a training run"
+            )
         if not self.has_checkpoint():
-            raise UsageError(f"{self.path} holds no checkpoint ({self.CHECKPOINT}); train first "
-                             f"with `python -m textgen.train --out {self.path}`")
+            raise UsageError(
+                f"{self.path} holds no checkpoint ({self.CHECKPOINT}); train first "
+                f"with `python -m textgen.train --out {self.path}`"
+            )
 
     def create(self):
         os.makedirs(self.path, exist_ok=True)
@@ -148,8 +163,10 @@ class RunDirectory:
         except FileNotFoundError:
             raise UsageError(f"{self.path} has no {self.CONFIG}; is it a run directory?") from None
         if not isinstance(values, dict):
-            raise UsageError(f"{self.config_path} holds {JSON_TYPES[type(values)]}, not an object "
-                             f"of settings; {DAMAGED_RUN}")
+            raise UsageError(
+                f"{self.config_path} holds {JSON_TYPES[type(values)]}, not an object "
+                f"of settings; {DAMAGED_RUN}"
+            )
         if schema is not None:
             check_field_types(values, schema, self.config_path)
         return values
@@ -161,28 +178,40 @@ class RunDirectory:
         try:
             values = read_json_file(self.vocabulary_path)
         except FileNotFoundError:
-            raise UsageError(f"{self.path} has no {self.VOCABULARY}; is it a run directory?") from None
+            raise UsageError(
+                f"{self.path} has no {self.VOCABULARY}; is it a run directory?"
+            ) from None
         try:
             return Vocabulary.from_config(values)
         except ValueError as error:  # not a vocabulary; Vocabulary.from_config says why
-            raise UsageError(f"{self.vocabulary_path} is not a valid vocabulary ({error}); "
-                             f"{DAMAGED_RUN}") from None
+            raise UsageError(
+                f"{self.vocabulary_path} is not a valid vocabulary ({error}); {DAMAGED_RUN}"
+            ) from None
 
     def resumed_config(self, requested, explicit, from_dict, run_identity):
         """The config to --resume with: the run's own config.json, with the flags the user gave
         (`explicit`) taken from `requested`. UsageError if there is no checkpoint, or if a given
         flag in `run_identity` (fields that fix the model and the data) differs from the run's."""
         if not os.path.isdir(self.path) or not self.has_checkpoint():
-            raise UsageError(f"--resume: {self.path} holds no checkpoint to resume from; train "
-                             "without --resume first")
+            raise UsageError(
+                f"--resume: {self.path} holds no checkpoint to resume from; train "
+                "without --resume first"
+            )
         saved = from_dict(self.load_config(type(requested)))
-        changed = [name for name in run_identity
-                   if name in explicit and getattr(requested, name) != getattr(saved, name)]
+        changed = [
+            name
+            for name in run_identity
+            if name in explicit and getattr(requested, name) != getattr(saved, name)
+        ]
         if changed:
-            details = ", ".join(f"--{n.replace('_', '-')} {getattr(requested, n)!r} (run has "
-                                f"{getattr(saved, n)!r})" for n in changed)
-            raise UsageError(f"--resume: the config does not match the run in {self.path}: {details}; "
-                             "drop those flags or choose another --out")
+            details = ", ".join(
+                f"--{n.replace('_', '-')} {getattr(requested, n)!r} (run has {getattr(saved, n)!r})"
+                for n in changed
+            )
+            raise UsageError(
+                f"--resume: the config does not match the run in {self.path}: {details}; "
+                "drop those flags or choose another --out"
+            )
         for name in explicit:
             setattr(saved, name, getattr(requested, name))
         saved.resume = True
@@ -205,7 +234,9 @@ class RunDirectory:
         for group, values in groups.items():
             values = list(values)
             named = bool(values) and all(hasattr(v, "path") for v in values)
-            keys = variable_keys(values, roots) if named else [f"{i:04d}" for i in range(len(values))]
+            keys = (
+                variable_keys(values, roots) if named else [f"{i:04d}" for i in range(len(values))]
+            )
             for key, value in zip(keys, values):
                 arrays[f"{group}/{key}"] = np.asarray(value)
         arrays[CHECKSUM] = np.frombuffer(checksum(arrays).encode("ascii"), dtype=np.uint8)
@@ -213,8 +244,11 @@ class RunDirectory:
         np.savez(buffer, **arrays)
         if self.latest_is_good and os.path.isfile(self.checkpoint_path):
             self._keep_as_previous()
-        atomic_write(self.checkpoint_path, buffer.getvalue(),
-                     intact=f"the last checkpoint, {self.checkpoint_path}, is intact")
+        atomic_write(
+            self.checkpoint_path,
+            buffer.getvalue(),
+            intact=f"the last checkpoint, {self.checkpoint_path}, is intact",
+        )
         self.latest_is_good = True
 
     def _keep_as_previous(self):
@@ -235,10 +269,13 @@ class RunDirectory:
         if which == "previous":
             path = self.previous_checkpoint_path()
             if not os.path.exists(path):
-                raise UsageError(f"--resume-from previous: {self.path} has no previous checkpoint "
-                                 f"({self.PREVIOUS_CHECKPOINT}); resume from the latest one")
-            groups, progress = read_checkpoint(path, "restore the run directory from a copy or "
-                                               "train again")
+                raise UsageError(
+                    f"--resume-from previous: {self.path} has no previous checkpoint "
+                    f"({self.PREVIOUS_CHECKPOINT}); resume from the latest one"
+                )
+            groups, progress = read_checkpoint(
+                path, "restore the run directory from a copy or train again"
+            )
             self.latest_is_good = False  # the latest is the damaged one: keep the previous one
             return groups, progress
         try:
@@ -256,14 +293,18 @@ class RunDirectory:
             if os.path.exists(path):
                 return "the previous checkpoint is damaged too: train again"
             return "there is no previous checkpoint: train again"
-        return (f"the previous checkpoint (global step {progress.get('global_step')}) is intact: "
-                "continue from it with --resume --resume-from previous")
+        return (
+            f"the previous checkpoint (global step {progress.get('global_step')}) is intact: "
+            "continue from it with --resume --resume-from previous"
+        )
 
     # ---- one writer at a time ----
     def require_new(self):
         if self.holds_run():
-            raise UsageError(f"{self.path} already holds a run; pass --resume to continue it or "
-                             "choose another --out directory")
+            raise UsageError(
+                f"{self.path} already holds a run; pass --resume to continue it or "
+                "choose another --out directory"
+            )
 
     def claim_new(self):
         """Creates the directory of a new run and takes its lock. UsageError if another process
@@ -288,9 +329,11 @@ class RunDirectory:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise UsageError(f"{self.path} is being written by a training process that is still "
-                             f"running ({holder}); wait for it to end, stop it, or choose "
-                             "another --out") from None
+            raise UsageError(
+                f"{self.path} is being written by a training process that is still "
+                f"running ({holder}); wait for it to end, stop it, or choose "
+                "another --out"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -327,7 +370,7 @@ def checksum(arrays):
         if name == CHECKSUM:
             continue
         array = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode("utf-8"))
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
 
@@ -343,20 +386,25 @@ def read_checkpoint(path, fix):
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        raise UsageError(f"{path} cannot be read ({type(error).__name__}: {error}); the "
-                         f"checkpoint is damaged{suffix}") from None
+        raise UsageError(
+            f"{path} cannot be read ({type(error).__name__}: {error}); the "
+            f"checkpoint is damaged{suffix}"
+        ) from None
     if CHECKSUM in arrays:
         stored = arrays[CHECKSUM].tobytes().decode("ascii", "replace")
         if stored != checksum(arrays):
-            raise UsageError(f"{path} fails its checksum: its contents changed after it was "
-                             f"written, so the checkpoint is damaged{suffix}")
+            raise UsageError(
+                f"{path} fails its checksum: its contents changed after it was "
+                f"written, so the checkpoint is damaged{suffix}"
+            )
     try:
         progress = _from_json_array(arrays["progress"])
         if not isinstance(progress, dict) or not isinstance(progress.get("global_step"), int):
             raise ValueError("no global step")
     except (KeyError, ValueError, UnicodeDecodeError) as error:
-        raise UsageError(f"{path} holds no valid progress record ({error}); the checkpoint is "
-                         f"damaged{suffix}") from None
+        raise UsageError(
+            f"{path} holds no valid progress record ({error}); the checkpoint is damaged{suffix}"
+        ) from None
     groups = {}
     for key in sorted(k for k in arrays if "/" in k):
         group, name = key.split("/", 1)
@@ -388,6 +436,7 @@ def variable_keys(variables, roots=()):
     number is dropped. An optimizer's slot names embed the model's name: pass the model's name
     in `roots` to drop its number there too. Names that are still repeated (the seed generators'
     states, all named seed_generator_N/seed_generator_state) get their ordinal appended."""
+
     def unnumbered(name):
         return re.sub(r"_\d+$", "", name)
 
@@ -396,7 +445,7 @@ def variable_keys(variables, roots=()):
         first, _, rest = variable.path.partition("/")
         for root in roots:
             if rest.startswith(root + "_"):
-                rest = unnumbered(root) + rest[len(root):]
+                rest = unnumbered(root) + rest[len(root) :]
                 break
         keys.append(f"{unnumbered(first)}/{rest}" if rest else unnumbered(first))
     counts, unique = collections.Counter(keys), []
@@ -415,16 +464,22 @@ def assign_variables(variables, arrays, what, roots=()):
         missing = [k for k in keys if k not in saved]
         unknown = [k for k in saved if k not in set(keys)]
         if missing or unknown:
-            detail = (f"it lacks {missing[0]!r}" if missing else f"the model has no {unknown[0]!r}")
-            raise UsageError(f"the checkpoint's {what} variables do not match the model's ({detail});"
-                             " the checkpoint belongs to a different configuration")
+            detail = f"it lacks {missing[0]!r}" if missing else f"the model has no {unknown[0]!r}"
+            raise UsageError(
+                f"the checkpoint's {what} variables do not match the model's ({detail});"
+                " the checkpoint belongs to a different configuration"
+            )
         arrays = [saved[k] for k in keys]
     if len(variables) != len(arrays):
-        raise UsageError(f"the checkpoint holds {len(arrays)} {what} variables but the model has "
-                         f"{len(variables)}; the checkpoint belongs to a different configuration")
+        raise UsageError(
+            f"the checkpoint holds {len(arrays)} {what} variables but the model has "
+            f"{len(variables)}; the checkpoint belongs to a different configuration"
+        )
     for variable, array in zip(variables, arrays):
         if tuple(variable.shape) != tuple(array.shape):
-            raise UsageError(f"checkpoint {what} variable {variable.path} has shape {array.shape}, "
-                             f"the model expects {tuple(variable.shape)}; the checkpoint belongs "
-                             "to a different configuration")
+            raise UsageError(
+                f"checkpoint {what} variable {variable.path} has shape {array.shape}, "
+                f"the model expects {tuple(variable.shape)}; the checkpoint belongs "
+                "to a different configuration"
+            )
         variable.assign(array)

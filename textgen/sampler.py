@@ -28,10 +28,12 @@ class Sampler:
     def get_next_token(self, probabilities, seed):
         raise NotImplementedError
 
-    def __call__(self, step_fn, first_tokens, states, num_steps, seed=(0, 0), forbidden=None,
-                 end_token=None):
-        return decode_loop(step_fn, first_tokens, states, num_steps, self, seed, forbidden,
-                           end_token)
+    def __call__(
+        self, step_fn, first_tokens, states, num_steps, seed=(0, 0), forbidden=None, end_token=None
+    ):
+        return decode_loop(
+            step_fn, first_tokens, states, num_steps, self, seed, forbidden, end_token
+        )
 
 
 class GreedySampler(Sampler):
@@ -48,8 +50,12 @@ class RandomSampler(Sampler):
     """Draws from the full distribution."""
 
     def get_next_token(self, probabilities, seed):
-        return tf.reshape(tf.random.stateless_categorical(
-            tf.math.log(probabilities + 1e-30), 1, seed, dtype=tf.int32), [-1])
+        return tf.reshape(
+            tf.random.stateless_categorical(
+                tf.math.log(probabilities + 1e-30), 1, seed, dtype=tf.int32
+            ),
+            [-1],
+        )
 
 
 class TopKSampler(Sampler):
@@ -62,8 +68,9 @@ class TopKSampler(Sampler):
     def get_next_token(self, probabilities, seed):
         k = tf.minimum(tf.cast(self.k, tf.int32), tf.shape(probabilities)[-1])
         top_probabilities, top_ids = tf.math.top_k(probabilities, k=k)
-        choice = tf.random.stateless_categorical(tf.math.log(top_probabilities + 1e-30), 1, seed,
-                                                 dtype=tf.int32)
+        choice = tf.random.stateless_categorical(
+            tf.math.log(top_probabilities + 1e-30), 1, seed, dtype=tf.int32
+        )
         return tf.gather(top_ids, choice, batch_dims=1)[:, 0]
 
 
@@ -94,8 +101,9 @@ def _sample_step(step_fn, sampler, seed, forbidden, end_token):
     return one_step
 
 
-def decode_loop(step_fn, first_tokens, states, num_steps, sampler, seed=(0, 0), forbidden=None,
-                end_token=None):
+def decode_loop(
+    step_fn, first_tokens, states, num_steps, sampler, seed=(0, 0), forbidden=None, end_token=None
+):
     """Feeds `first_tokens`, then each sampled token, to `step_fn` for `num_steps` steps.
 
     Args:
@@ -128,19 +136,32 @@ def decode_loop(step_fn, first_tokens, states, num_steps, sampler, seed=(0, 0), 
         return (t < num_steps) & ~tf.reduce_all(finished)
 
     _, _, _, _, lengths, outputs = tf.while_loop(
-        keep_going, body, (0, first_tokens, list(states), finished, lengths, outputs))
+        keep_going, body, (0, first_tokens, list(states), finished, lengths, outputs)
+    )
     # Stacking an empty TensorArray fails when the batch size is not static, hence the cond.
-    tokens = tf.cond(outputs.size() > 0, lambda: tf.transpose(outputs.stack()),
-                     lambda: tf.zeros([batch, 0], tf.int32))
+    tokens = tf.cond(
+        outputs.size() > 0,
+        lambda: tf.transpose(outputs.stack()),
+        lambda: tf.zeros([batch, 0], tf.int32),
+    )
     if end_token is not None:
         # A loop that stopped early (every row finished) is padded up to num_steps.
-        tokens = tf.pad(tokens, [[0, 0], [0, num_steps - tf.shape(tokens)[1]]],
-                        constant_values=end_token)
+        tokens = tf.pad(
+            tokens, [[0, 0], [0, num_steps - tf.shape(tokens)[1]]], constant_values=end_token
+        )
     return tokens, lengths
 
 
-def compiled_decode_loop(step_fn, first_tokens, states, num_steps, sampler, seed=(0, 0),
-                         forbidden=None, steps_per_call=64):
+def compiled_decode_loop(
+    step_fn,
+    first_tokens,
+    states,
+    num_steps,
+    sampler,
+    seed=(0, 0),
+    forbidden=None,
+    steps_per_call=64,
+):
     """`decode_loop` (without an end token) with its steps compiled by XLA, `steps_per_call` at a
     time: for long generations, such as textgen's text.
 
@@ -174,7 +195,8 @@ def compiled_decode_loop(step_fn, first_tokens, states, num_steps, sampler, seed
             return k + 1, tokens, states, outputs.write(k, tokens)
 
         _, tokens, states, outputs = tf.while_loop(
-            lambda k, *_: k < steps_per_call, body, (0, tokens, list(states), outputs))
+            lambda k, *_: k < steps_per_call, body, (0, tokens, list(states), outputs)
+        )
         return tokens, states, tf.transpose(outputs.stack())  # [batch, steps_per_call]
 
     calls = (num_steps + steps_per_call - 1) // steps_per_call
@@ -184,16 +206,27 @@ def compiled_decode_loop(step_fn, first_tokens, states, num_steps, sampler, seed
         tokens, states, block = some_steps(i * steps_per_call, tokens, states)
         return i + 1, tokens, states, blocks.write(i, block)
 
-    _, _, _, blocks = tf.while_loop(lambda i, *_: i < calls, body,
-                                    (0, first_tokens, list(states), blocks))
-    tokens = tf.cond(calls > 0,
-                     lambda: tf.reshape(tf.transpose(blocks.stack(), [1, 0, 2]), [batch, -1]),
-                     lambda: tf.zeros([batch, 0], tf.int32))
+    _, _, _, blocks = tf.while_loop(
+        lambda i, *_: i < calls, body, (0, first_tokens, list(states), blocks)
+    )
+    tokens = tf.cond(
+        calls > 0,
+        lambda: tf.reshape(tf.transpose(blocks.stack(), [1, 0, 2]), [batch, -1]),
+        lambda: tf.zeros([batch, 0], tf.int32),
+    )
     return tokens[:, :num_steps]
 
 
-def beam_search(step_fn, first_tokens, states, num_steps, beam_size, end_token, forbidden=None,
-                length_normalization=0.0):
+def beam_search(
+    step_fn,
+    first_tokens,
+    states,
+    num_steps,
+    beam_size,
+    end_token,
+    forbidden=None,
+    length_normalization=0.0,
+):
     """Beam search over the same `step_fn` as `decode_loop`, all TensorFlow ops.
 
     Keeps the `beam_size` most probable partial sequences of every row. A beam that emits
@@ -242,26 +275,38 @@ def beam_search(step_fn, first_tokens, states, num_steps, beam_size, end_token, 
         new_tokens = tf.cast(flat % vocabulary, tf.int32)
         finished_before = tf.gather(finished, parents, batch_dims=1)
         lengths = tf.gather(lengths, parents, batch_dims=1) + tf.cast(
-            ~finished_before & (new_tokens != end_token), tf.int32)
+            ~finished_before & (new_tokens != end_token), tf.int32
+        )
         finished = finished_before | (new_tokens == end_token)
         history = tf.gather(history, parents, batch_dims=1)
         history = tf.where((tf.range(num_steps) == t)[None, None], new_tokens[:, :, None], history)
         rows = tf.reshape(parents + tf.range(batch)[:, None] * beam_size, [-1])
-        new = (tf.reshape(new_tokens, [-1]), [tf.gather(s, rows) for s in states], scores,
-               finished, lengths, history)
+        new = (
+            tf.reshape(new_tokens, [-1]),
+            [tf.gather(s, rows) for s in states],
+            scores,
+            finished,
+            lengths,
+            history,
+        )
         old = (tokens, states_in, scores_in, finished_in, lengths_in, history_in)
         # Static shapes stay as they entered the loop (top_k with a tensor k loses them).
-        return (t + 1,) + tuple(tf.nest.map_structure(lambda n, o: tf.ensure_shape(n, o.shape),
-                                                      new, old))
+        return (t + 1,) + tuple(
+            tf.nest.map_structure(lambda n, o: tf.ensure_shape(n, o.shape), new, old)
+        )
 
     def keep_going(t, tokens, states, scores, finished, lengths, history):
         return (t < num_steps) & ~tf.reduce_all(finished)
 
     _, _, _, scores, finished, lengths, history = tf.while_loop(
-        keep_going, body, (0, tokens, list(states), scores, finished, lengths, history))
+        keep_going, body, (0, tokens, list(states), scores, finished, lengths, history)
+    )
     # Rank by length-normalised score; the end token counts as one more step of length.
     steps = tf.cast(lengths + tf.cast(finished, tf.int32), tf.float32)
     ranking = scores / tf.pow(tf.maximum(steps, 1.0), tf.cast(length_normalization, tf.float32))
     best = tf.argmax(ranking, axis=1, output_type=tf.int32)
-    return (tf.gather(history, best, batch_dims=1), tf.gather(scores, best, batch_dims=1),
-            tf.gather(lengths, best, batch_dims=1))
+    return (
+        tf.gather(history, best, batch_dims=1),
+        tf.gather(scores, best, batch_dims=1),
+        tf.gather(lengths, best, batch_dims=1),
+    )

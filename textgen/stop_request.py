@@ -33,8 +33,10 @@ class StopRequest:
     def error(self, step):
         """The error that ends the process once the checkpoint of `step` is written. A worker
         stopped because another one was signalled exits as if it had had SIGTERM."""
-        return TrainingInterrupted(f"interrupted at step {step}; checkpoint written; continue "
-                                   "with --resume", self.signal_number or signal.SIGTERM)
+        return TrainingInterrupted(
+            f"interrupted at step {step}; checkpoint written; continue with --resume",
+            self.signal_number or signal.SIGTERM,
+        )
 
     def _handle(self, number, frame):
         if self.signal_number is not None:
@@ -44,8 +46,10 @@ class StopRequest:
             print(f"stopped by {signal.Signals(number).name}", file=sys.stderr)
             raise SystemExit(128 + number)
         self.signal_number = number
-        self.log(f"{signal.Signals(number).name}: stopping after this step to write a "
-                 "checkpoint (send it again to quit at once)")
+        self.log(
+            f"{signal.Signals(number).name}: stopping after this step to write a "
+            "checkpoint (send it again to quit at once)"
+        )
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():

@@ -116,8 +116,10 @@ class JiebaTokenizer:
         try:
             import jieba
         except ImportError:
-            raise UsageError("--segmenter jieba needs jieba: pip install jieba "
-                             "(or pip install '.[zh]' in this project)") from None
+            raise UsageError(
+                "--segmenter jieba needs jieba: pip install jieba "
+                "(or pip install '.[zh]' in this project)"
+            ) from None
         jieba.setLogLevel(60)  # its "Building prefix dict" chatter goes to stderr otherwise
         self._jieba = jieba
 

@@ -15,11 +15,15 @@ from textgen.errors import cli_errors  # noqa: E402
 
 def build_parser():
     parser = cli.build_parser(
-        TrainConfig, "python -m textgen.train",
-        "Train a char- or word-level LSTM/GRU/RNN language model with stateful truncated BPTT.")
-    parser.add_argument("--no-progress", action="store_true",
-                        help="hide the progress bar (it is also hidden when output is not a "
-                             "terminal)")
+        TrainConfig,
+        "python -m textgen.train",
+        "Train a char- or word-level LSTM/GRU/RNN language model with stateful truncated BPTT.",
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar (it is also hidden when output is not a terminal)",
+    )
     return parser
 
 

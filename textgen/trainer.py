@@ -18,8 +18,12 @@ import tensorflow as tf
 
 from textgen import config as config_lib
 from textgen.corpus import StreamBatches, minimum_corpus_length, read_text, split_train_validation
-from textgen.distribution import (StreamPlacement, batch_parts, make_strategy,
-                                  use_one_thread_per_part)
+from textgen.distribution import (
+    StreamPlacement,
+    batch_parts,
+    make_strategy,
+    use_one_thread_per_part,
+)
 from textgen.errors import UsageError
 from textgen.io import export_disk_full, is_disk_full
 from textgen.language_model import LanguageModel
@@ -36,12 +40,19 @@ def corpus_vocabulary(tokens, config):
     limited = config.min_count > 1 or config.max_vocab > 0
     if config.level == "char" and not limited:
         return Vocabulary.from_characters(tokens)
-    vocabulary = Vocabulary.from_tokens(tokens, specials=[UNKNOWN], min_count=config.min_count,
-                                        max_size=config.max_vocab or None, unknown_token=UNKNOWN)
+    vocabulary = Vocabulary.from_tokens(
+        tokens,
+        specials=[UNKNOWN],
+        min_count=config.min_count,
+        max_size=config.max_vocab or None,
+        unknown_token=UNKNOWN,
+    )
     if len(vocabulary) < 2:
         top = max(collections.Counter(tokens).values())
-        raise UsageError(f"--min-count {config.min_count} leaves no token in the vocabulary (the "
-                         f"most frequent one occurs {top} times); lower --min-count")
+        raise UsageError(
+            f"--min-count {config.min_count} leaves no token in the vocabulary (the "
+            f"most frequent one occurs {top} times); lower --min-count"
+        )
     return vocabulary
 
 
@@ -56,17 +67,23 @@ class Trainer(TrainingLoop):
         text = read_text(config.data, config.encoding, config.keep_newlines)
         tokenizer = make_tokenizer(config.level, config.segmenter, text)
         if config.level == "word":
-            config.segmenter = tokenizer.name  # "auto" resolved, so the run always reloads the same way
+            config.segmenter = (
+                tokenizer.name
+            )  # "auto" resolved, so the run always reloads the same way
         tokens = tokenizer.tokenize(text)
         self.unit = "char" if config.level == "char" else "tok"
         self.unit_name = "characters" if config.level == "char" else "tokens"
         if config.resume:
             self.vocabulary = run.load_vocabulary()
-            missing = self.vocabulary.unknown(tokens) if self.vocabulary.unknown_token is None else []
+            missing = (
+                self.vocabulary.unknown(tokens) if self.vocabulary.unknown_token is None else []
+            )
             if missing:
-                raise UsageError(f"{config.data} has characters the run's vocabulary lacks "
-                                 f"({''.join(missing[:20])!r}); resume with the corpus the run was "
-                                 "started with")
+                raise UsageError(
+                    f"{config.data} has characters the run's vocabulary lacks "
+                    f"({''.join(missing[:20])!r}); resume with the corpus the run was "
+                    "started with"
+                )
         else:
             self.vocabulary = corpus_vocabulary(tokens, config)
         minimum = minimum_corpus_length(config.batch_size, config.seq_length, config.val_fraction)
@@ -75,13 +92,14 @@ class Trainer(TrainingLoop):
                 f"{config.data} has {len(tokens)} {self.unit_name}, too few for --batch-size "
                 f"{config.batch_size} x --seq-length {config.seq_length} with --val-fraction "
                 f"{config.val_fraction}; it needs at least {minimum}: use a longer corpus or "
-                "smaller --batch-size/--seq-length")
+                "smaller --batch-size/--seq-length"
+            )
         ids = np.asarray(self.vocabulary.encode(tokens), dtype=np.int32)
         self.coverage = 1.0
         if self.vocabulary.unknown_token is not None:
             self.coverage = float(np.mean(ids != self.vocabulary.id(self.vocabulary.unknown_token)))
         train_ids, val_ids = split_train_validation(ids, config.val_fraction)
-        val_tokens = tokens[len(tokens) - len(val_ids):]
+        val_tokens = tokens[len(tokens) - len(val_ids) :]
         # Bits per character are measured against the original text the validation tokens cover.
         self.characters_per_token = len(tokenizer.detokenize(val_tokens)) / max(1, len(val_tokens))
         self.train_batches = StreamBatches(train_ids, config.batch_size, config.seq_length)
@@ -108,16 +126,21 @@ class Trainer(TrainingLoop):
         states = groups.get("states", [])
         expected = (self.config.batch_size, self.config.hidden_size)
         if len(states) != len(self.states) or any(s.shape != expected for s in states):
-            raise UsageError("the checkpoint's recurrent states do not match --batch-size/--hidden-size")
+            raise UsageError(
+                "the checkpoint's recurrent states do not match --batch-size/--hidden-size"
+            )
         self.states = [self.placement.distribute(s) for s in states]
         if self.progress.get("rng"):
             self.rng.bit_generator.state = self.progress["rng"]
 
     def zero_states(self):
         """State reset: zeros for every stream, placed on the replica that owns it."""
-        return [self.placement.distribute(np.zeros((self.config.batch_size, self.config.hidden_size),
-                                                   np.float32))
-                for _ in self.model.initial_states(1)]
+        return [
+            self.placement.distribute(
+                np.zeros((self.config.batch_size, self.config.hidden_size), np.float32)
+            )
+            for _ in self.model.initial_states(1)
+        ]
 
     def compile_steps(self):
         model, optimizer, strategy = self.model, self.optimizer, self.strategy
@@ -136,13 +159,19 @@ class Trainer(TrainingLoop):
             busier than splitting every small per-step op over all of them. The sum, and so the
             gradient, is the same function of the weights; only float rounding (and the
             dropout masks drawn) differ."""
-            groups = zip(tf.split(inputs, splits), tf.split(targets, splits),
-                         zip(*[tf.split(s, splits) for s in states]))
+            groups = zip(
+                tf.split(inputs, splits),
+                tf.split(targets, splits),
+                zip(*[tf.split(s, splits) for s in states]),
+            )
             totals, group_states = [], []
             for group_inputs, group_targets, group_state in groups:
                 logits, new_states = model(group_inputs, list(group_state), training=True)
-                totals.append(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    group_targets, logits)))
+                totals.append(
+                    tf.reduce_sum(
+                        tf.nn.sparse_softmax_cross_entropy_with_logits(group_targets, logits)
+                    )
+                )
                 group_states.append(new_states)
             return tf.add_n(totals), [tf.concat(list(s), 0) for s in zip(*group_states)]
 
@@ -158,8 +187,9 @@ class Trainer(TrainingLoop):
         def train_step(inputs, targets, states):
             """(summed loss, token count, new states) of the global batch."""
             total, count, new_states = strategy.run(replica_step, args=(inputs, targets, states))
-            total, count = (strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
-                            for x in (total, count))
+            total, count = (
+                strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None) for x in (total, count)
+            )
             return total, count, new_states
 
         @tf.function(reduce_retracing=True)
@@ -173,13 +203,18 @@ class Trainer(TrainingLoop):
     # ---- the loop's hooks ----
     def describe(self):
         c, batches = self.config, self.train_batches
-        coverage = (f" (coverage {self.coverage:.2%} of tokens are not <unk>)"
-                    if self.vocabulary.unknown_token is not None else "")
-        return (f"vocabulary {len(self.vocabulary)} {self.unit_name}{coverage}; train "
-                f"{batches.inputs.size:,} / validation {self.val_batches.inputs.size:,} "
-                f"{self.unit_name}; {len(batches)} batches of {c.batch_size} x {c.seq_length} per "
-                f"epoch; {self.model.count_params():,} parameters"
-                + (f"; {c.batch_parts} groups of streams in parallel" if c.batch_parts > 1 else ""))
+        coverage = (
+            f" (coverage {self.coverage:.2%} of tokens are not <unk>)"
+            if self.vocabulary.unknown_token is not None
+            else ""
+        )
+        return (
+            f"vocabulary {len(self.vocabulary)} {self.unit_name}{coverage}; train "
+            f"{batches.inputs.size:,} / validation {self.val_batches.inputs.size:,} "
+            f"{self.unit_name}; {len(batches)} batches of {c.batch_size} x {c.seq_length} per "
+            f"epoch; {self.model.count_params():,} parameters"
+            + (f"; {c.batch_parts} groups of streams in parallel" if c.batch_parts > 1 else "")
+        )
 
     def steps_per_epoch(self):
         return len(self.train_batches)
@@ -203,13 +238,16 @@ class Trainer(TrainingLoop):
         inputs, targets = batch
         if not self.config.stateful:
             self.states = self.zero_states()
-        total, count, self.states = self.train_step(self.placement.distribute(inputs),
-                                                    self.placement.distribute(targets),
-                                                    self.states)
+        total, count, self.states = self.train_step(
+            self.placement.distribute(inputs), self.placement.distribute(targets), self.states
+        )
         return float(total), float(count)
 
     def after_step(self):
-        if self.config.sample_every and self.progress["global_step"] % self.config.sample_every == 0:
+        if (
+            self.config.sample_every
+            and self.progress["global_step"] % self.config.sample_every == 0
+        ):
             self.show_sample()
 
     def evaluate(self):
@@ -232,8 +270,11 @@ class Trainer(TrainingLoop):
     def checkpoint_groups(self):
         """The states are gathered on every worker (a collective)."""
         self.progress["rng"] = self.rng.bit_generator.state
-        return {"model": self.model.variables, "optimizer": self.optimizer.variables,
-                "states": [self.placement.gather(s) for s in self.states]}
+        return {
+            "model": self.model.variables,
+            "optimizer": self.optimizer.variables,
+            "states": [self.placement.gather(s) for s in self.states],
+        }
 
     def final_states(self):
         return [self.placement.gather(s) for s in self.states]
@@ -255,8 +296,11 @@ class Trainer(TrainingLoop):
             return
         except Exception as error:
             if is_disk_full(error):
-                raise export_disk_full(path, self.model.variables, f"python -m textgen.export "
-                                       f"{self.config.out} {path} --overwrite") from None
+                raise export_disk_full(
+                    path,
+                    self.model.variables,
+                    f"python -m textgen.export {self.config.out} {path} --overwrite",
+                ) from None
             raise
         self.log(f"exported a SavedModel to {path}")
 

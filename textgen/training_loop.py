@@ -34,11 +34,11 @@ class TrainResult:
     run_directory: str
     global_step: int
     epoch: int
-    step_losses: list       # training loss of every step (nats/token) since the run began
-    history: list           # one dict per finished epoch (train and validation metrics)
-    final_val_loss: float   # nats/token on the validation data with the final weights
-    stopped_by: str         # "epochs", "max_steps", "max_minutes" or "done" (nothing to train)
-    seconds: float          # wall time of the call
+    step_losses: list  # training loss of every step (nats/token) since the run began
+    history: list  # one dict per finished epoch (train and validation metrics)
+    final_val_loss: float  # nats/token on the validation data with the final weights
+    stopped_by: str  # "epochs", "max_steps", "max_minutes" or "done" (nothing to train)
+    seconds: float  # wall time of the call
     states: list | None = None  # textgen: every stream's recurrent state after the last step
     scores: dict | None = None  # captioning: greedy-caption scores of validation images
 
@@ -86,10 +86,11 @@ def apply_gradients(tape, loss, groups, clip, replicas):
     gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
     if replicas > 1:
         gradients = tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, gradients)
+            tf.distribute.ReduceOp.SUM, gradients
+        )
     start = 0
     for optimizer, group_variables in groups:
-        group = gradients[start:start + len(group_variables)]
+        group = gradients[start : start + len(group_variables)]
         start += len(group_variables)
         if clip > 0:
             group, _ = tf.clip_by_global_norm(group, clip)
@@ -109,7 +110,9 @@ class TrainingLoop:
     def __init__(self, config, explicit=(), log=None, progress_bar=None):
         self.config = config
         self.explicit = set(explicit)
-        self.log = log if log is not None else (lambda message: tqdm.write(message, file=sys.stdout))
+        self.log = (
+            log if log is not None else (lambda message: tqdm.write(message, file=sys.stdout))
+        )
         self.progress_bar = progress_bar
         self.started = time.monotonic()
         self.run = None
@@ -120,8 +123,9 @@ class TrainingLoop:
         config, module = self.config, self.config_module
         run = RunDirectory(config.out)
         if config.resume:
-            config = run.resumed_config(config, self.explicit, module.from_dict,
-                                        module.RUN_IDENTITY)
+            config = run.resumed_config(
+                config, self.explicit, module.from_dict, module.RUN_IDENTITY
+            )
         module.validate(config)
         self.chief = is_chief()
         if not config.resume and self.chief:
@@ -129,8 +133,13 @@ class TrainingLoop:
         self.config, self.run = config, run
         if config.resume and self.chief:
             run.lock()  # before anything is read: another process may be writing the checkpoint
-        self.progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "step_losses": [],
-                         "history": []}
+        self.progress = {
+            "epoch": 0,
+            "step_in_epoch": 0,
+            "global_step": 0,
+            "step_losses": [],
+            "history": [],
+        }
         self.prepare_run()
         if config.resume:
             groups, progress = run.load_checkpoint(config.resume_from)
@@ -177,11 +186,15 @@ class TrainingLoop:
         """The line to print when a resumed run has nothing left to train, or None."""
         c, p = self.config, self.progress
         if c.max_steps and p["global_step"] >= c.max_steps:
-            return (f"{c.out} is already at global step {p['global_step']} (--max-steps "
-                    f"{c.max_steps}): nothing to do; pass a larger --max-steps to train further")
+            return (
+                f"{c.out} is already at global step {p['global_step']} (--max-steps "
+                f"{c.max_steps}): nothing to do; pass a larger --max-steps to train further"
+            )
         if p["epoch"] >= c.epochs:
-            return (f"{c.out} has already trained its {c.epochs} epochs: nothing to do; pass a "
-                    "larger --epochs to train further")
+            return (
+                f"{c.out} has already trained its {c.epochs} epochs: nothing to do; pass a "
+                "larger --epochs to train further"
+            )
         return None
 
     @releases_lock
@@ -195,28 +208,47 @@ class TrainingLoop:
             final_val = last["val"] if last.get("global_step") == p["global_step"] else float("nan")
             return self.result("done", final_val, None)
         if p["global_step"]:
-            self.log(f"resuming {c.out} at epoch {p['epoch'] + 1}, step {p['step_in_epoch']} "
-                     f"(global step {p['global_step']})")
+            self.log(
+                f"resuming {c.out} at epoch {p['epoch'] + 1}, step {p['step_in_epoch']} "
+                f"(global step {p['global_step']})"
+            )
         with StopRequest(self.log) as stop_request:
             stopped_by, val = self._epochs(stop_request)
         final_val = self.evaluate() if val is None else val
-        self.log(f"stopped by {stopped_by} at global step {p['global_step']}: "
-                 f"{self.format_loss('val', final_val)}; checkpoint in {c.out}")
+        self.log(
+            f"stopped by {stopped_by} at global step {p['global_step']}: "
+            f"{self.format_loss('val', final_val)}; checkpoint in {c.out}"
+        )
         scores = self.finish() if self.chief else None
         return self.result(stopped_by, final_val, scores)
 
     def result(self, stopped_by, final_val, scores):
         p = self.progress
-        return TrainResult(self.config.out, p["global_step"], p["epoch"], list(p["step_losses"]),
-                           list(p["history"]), final_val, stopped_by,
-                           time.monotonic() - self.started, self.final_states(), scores)
+        return TrainResult(
+            self.config.out,
+            p["global_step"],
+            p["epoch"],
+            list(p["step_losses"]),
+            list(p["history"]),
+            final_val,
+            stopped_by,
+            time.monotonic() - self.started,
+            self.final_states(),
+            scores,
+        )
 
     def _bar(self, epoch, first_step):
         c = self.config
-        return tqdm(total=self.epoch_size(), initial=self.units_done(first_step), unit=self.unit,
-                    unit_scale=True, desc=f"epoch {epoch + 1}/{c.epochs}", leave=False,
-                    disable=None if self.progress_bar is None else not self.progress_bar,
-                    dynamic_ncols=True)
+        return tqdm(
+            total=self.epoch_size(),
+            initial=self.units_done(first_step),
+            unit=self.unit,
+            unit_scale=True,
+            desc=f"epoch {epoch + 1}/{c.epochs}",
+            leave=False,
+            disable=None if self.progress_bar is None else not self.progress_bar,
+            dynamic_ncols=True,
+        )
 
     def _epochs(self, stop_request):
         """The epoch and step loop: (stopped_by, validation loss of the final weights or None)."""
@@ -234,14 +266,16 @@ class TrainingLoop:
             with self._bar(p["epoch"], p["step_in_epoch"]) as bar:
                 for batch, units in self.batches(p["epoch"], p["step_in_epoch"]):
                     self.optimizer.learning_rate.assign(
-                        self.learning_rate(p["epoch"], self.run_fraction()))
+                        self.learning_rate(p["epoch"], self.run_fraction())
+                    )
                     total, count = self.training_step(batch)
                     loss = total / max(count, 1.0)
                     if not math.isfinite(loss) or loss > 3 * initial_loss:
                         raise TrainingDiverged(
                             f"the training loss became {loss} at step {p['global_step'] + 1}; "
                             f"the last good checkpoint in {c.out} is intact. Lower "
-                            f"--learning-rate (now {c.learning_rate}) or --grad-clip and --resume")
+                            f"--learning-rate (now {c.learning_rate}) or --grad-clip and --resume"
+                        )
                     val = None
                     p["epoch_total"] = p.get("epoch_total", 0.0) + total
                     p["epoch_count"] = p.get("epoch_count", 0.0) + count
@@ -276,11 +310,21 @@ class TrainingLoop:
         count = p.get("epoch_count", 0.0)
         train = p.get("epoch_total", 0.0) / count if count else float("nan")
         rate = float(self.optimizer.learning_rate.numpy())
-        p["history"].append({"epoch": p["epoch"] + 1, "global_step": p["global_step"],
-                             "seconds": time.monotonic() - self.started, "train": train,
-                             "val": val, **self.validation_metrics(val), "learning_rate": rate})
-        self.log(f"epoch {p['epoch'] + 1}/{c.epochs}  {self.format_loss('train', train)}  |  "
-                 f"{self.format_loss('val', val)}  |  learning rate {rate:.2e}")
+        p["history"].append(
+            {
+                "epoch": p["epoch"] + 1,
+                "global_step": p["global_step"],
+                "seconds": time.monotonic() - self.started,
+                "train": train,
+                "val": val,
+                **self.validation_metrics(val),
+                "learning_rate": rate,
+            }
+        )
+        self.log(
+            f"epoch {p['epoch'] + 1}/{c.epochs}  {self.format_loss('train', train)}  |  "
+            f"{self.format_loss('val', val)}  |  learning rate {rate:.2e}"
+        )
         p["epoch"] += 1
         p["step_in_epoch"] = 0
         self.checkpoint()

@@ -1,4 +1,5 @@
-"""Token <-> id mapping, saved as JSON. Shared by textgen (characters, words) and captioning (words)."""
+"""Token <-> id mapping, saved as JSON. Shared by textgen (characters, words) and captioning
+(words)."""
 
 import collections
 import json
@@ -36,8 +37,10 @@ class Vocabulary:
         Ties are broken by the token itself, so the same corpus always gives the same ids.
         """
         counts = collections.Counter(tokens)
-        ranked = sorted((t for t, c in counts.items() if c >= min_count and t not in specials),
-                        key=lambda t: (-counts[t], t))
+        ranked = sorted(
+            (t for t, c in counts.items() if c >= min_count and t not in specials),
+            key=lambda t: (-counts[t], t),
+        )
         if max_size is not None:
             ranked = ranked[: max(0, max_size - len(specials))]
         return cls(list(specials) + ranked, unknown_token=unknown_token)
@@ -54,14 +57,18 @@ class Vocabulary:
         return token in self.index
 
     def __eq__(self, other):
-        return (isinstance(other, Vocabulary) and self.tokens == other.tokens
-                and self.unknown_token == other.unknown_token)
+        return (
+            isinstance(other, Vocabulary)
+            and self.tokens == other.tokens
+            and self.unknown_token == other.unknown_token
+        )
 
     def id(self, token):
         return self.index[token]
 
     def unknown(self, tokens):
-        """The distinct tokens of `tokens` that are not in the vocabulary, in order of appearance."""
+        """The distinct tokens of `tokens` that are not in the vocabulary, in order of
+        appearance."""
         return list(dict.fromkeys(t for t in tokens if t not in self.index))
 
     def encode(self, tokens):

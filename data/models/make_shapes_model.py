@@ -49,10 +49,15 @@ def package(run_directory, out, data_directory):
     data_directory = os.path.relpath(data_directory)
     if data_directory.startswith(os.pardir):
         data_directory = os.path.join(DEFAULT_WORK, "data")
-    config.update(annotations=os.path.join(data_directory, "annotations", "captions_train.json"),
-                  val_annotations=os.path.join(data_directory, "annotations", "captions_val.json"),
-                  images=os.path.join(data_directory, "images"), val_images="", feature_cache="",
-                  out=out, resume=False)
+    config.update(
+        annotations=os.path.join(data_directory, "annotations", "captions_train.json"),
+        val_annotations=os.path.join(data_directory, "annotations", "captions_val.json"),
+        images=os.path.join(data_directory, "images"),
+        val_images="",
+        feature_cache="",
+        out=out,
+        resume=False,
+    )
     with open(os.path.join(out, "config.json"), "w", encoding="utf-8") as f:
         json.dump(config, f, indent=1)
     for name in ("vocab.json", "eval.json"):
@@ -63,15 +68,19 @@ def package(run_directory, out, data_directory):
 
 
 def copy_samples(data_directory, count=SAMPLES):
-    with open(os.path.join(data_directory, "annotations", "captions_val.json"), encoding="utf-8") as f:
+    with open(
+        os.path.join(data_directory, "annotations", "captions_val.json"), encoding="utf-8"
+    ) as f:
         images = json.load(f)["images"][:count]
     if os.path.isdir(SAMPLES_DIR):
         shutil.rmtree(SAMPLES_DIR)
     os.makedirs(SAMPLES_DIR)
     scenes = {}
     for image in images:
-        shutil.copy(os.path.join(data_directory, "images", image["file_name"]),
-                    os.path.join(SAMPLES_DIR, image["file_name"]))
+        shutil.copy(
+            os.path.join(data_directory, "images", image["file_name"]),
+            os.path.join(SAMPLES_DIR, image["file_name"]),
+        )
         scenes[image["file_name"]] = image["scene"]
     with open(os.path.join(SAMPLES_DIR, "scenes.json"), "w", encoding="utf-8") as f:
         json.dump(scenes, f, indent=1)
@@ -79,19 +88,53 @@ def copy_samples(data_directory, count=SAMPLES):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", default=DEFAULT_WORK,
-                        help="directory for the data and the full run (default: runs/bundled_shapes)")
-    parser.add_argument("--max-steps", type=int, default=MAX_STEPS, help=f"training steps (default: {MAX_STEPS})")
+    parser.add_argument(
+        "--work",
+        default=DEFAULT_WORK,
+        help="directory for the data and the full run (default: runs/bundled_shapes)",
+    )
+    parser.add_argument(
+        "--max-steps", type=int, default=MAX_STEPS, help=f"training steps (default: {MAX_STEPS})"
+    )
     args = parser.parse_args(argv)
     data, run_directory = os.path.join(args.work, "data"), os.path.join(args.work, "run")
     python = sys.executable
-    run(python, "-m", "captioning.shapes", "--out", data, "--train-size", "5000", "--val-size", "500",
-        "--seed", "0")
-    run(python, "-m", "captioning.train", "--annotations", os.path.join(data, "annotations", "captions_train.json"),
-        "--val-annotations", os.path.join(data, "annotations", "captions_val.json"),
-        "--images", os.path.join(data, "images"), "--out", run_directory, "--epochs", "1000",
-        "--first-captions", "1", "--captions-per-image", "1",  # the canonical caption
-        "--max-steps", str(args.max_steps), "--no-export", "--no-progress")
+    run(
+        python,
+        "-m",
+        "captioning.shapes",
+        "--out",
+        data,
+        "--train-size",
+        "5000",
+        "--val-size",
+        "500",
+        "--seed",
+        "0",
+    )
+    run(
+        python,
+        "-m",
+        "captioning.train",
+        "--annotations",
+        os.path.join(data, "annotations", "captions_train.json"),
+        "--val-annotations",
+        os.path.join(data, "annotations", "captions_val.json"),
+        "--images",
+        os.path.join(data, "images"),
+        "--out",
+        run_directory,
+        "--epochs",
+        "1000",
+        "--first-captions",
+        "1",
+        "--captions-per-image",
+        "1",  # the canonical caption
+        "--max-steps",
+        str(args.max_steps),
+        "--no-export",
+        "--no-progress",
+    )
     package(run_directory, MODEL, data)
     copy_samples(data)
     print(f"wrote {MODEL} and {SAMPLES_DIR}")
