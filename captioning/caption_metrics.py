@@ -21,6 +21,7 @@ import them without importing each other.
 import contextlib
 import functools
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -225,3 +226,29 @@ def format_scores(scores):
     parts.append(f"BLEU-4 {scores['bleu4']:.3f}")
     parts.append(f"CIDEr {scores['cider']:.3f}")
     return ", ".join(parts)
+
+
+def evaluation_document(captions, records, global_step):
+    """What training writes to RUN_DIR/eval.json: the scores of `captions` (one per record),
+    and each caption beside its image, its references and whether it is correct (shapes
+    scenes; None elsewhere)."""
+    scores = score_captions(captions, records)
+    correct = (
+        [None] * len(records)
+        if scores["correct"] is None
+        else correct_flags(captions, [r.scene for r in records])
+    )
+    return {
+        "scores": scores,
+        "global_step": global_step,
+        "captions": [
+            {
+                "image_id": r.image_id,
+                "file": os.path.basename(r.path),
+                "caption": c,
+                "correct": ok,
+                "references": r.captions,
+            }
+            for r, c, ok in zip(records, captions, correct)
+        ],
+    }

@@ -43,7 +43,7 @@ from captioning.caption_data import (
     pixel_source,
     source_features,
 )
-from captioning.caption_metrics import correct_flags, format_scores, score_captions
+from captioning.caption_metrics import evaluation_document, format_scores
 from captioning.captioner import Captioner
 from captioning.captions import build_vocabulary, check_vocabulary, tokenize
 from captioning.coco_data import is_karpathy, read_captions, read_json
@@ -370,29 +370,10 @@ class CaptionTrainer(TrainingLoop):
         captions = caption_features(
             self.model, self.validation_features(count), self.vocabulary, self.config.max_length
         )
-        scores = score_captions(captions, records)
-        self.log(f"greedy captions on validation: {format_scores(scores)}")
-        correct = (
-            [None] * count
-            if scores["correct"] is None
-            else [bool(x) for x in correct_flags(captions, [r.scene for r in records])]
-        )
-        document = {
-            "scores": scores,
-            "global_step": self.progress["global_step"],
-            "captions": [
-                {
-                    "image_id": r.image_id,
-                    "file": os.path.basename(r.path),
-                    "caption": c,
-                    "correct": ok,
-                    "references": r.captions,
-                }
-                for r, c, ok in zip(records, captions, correct)
-            ],
-        }
+        document = evaluation_document(captions, records, self.progress["global_step"])
+        self.log(f"greedy captions on validation: {format_scores(document['scores'])}")
         atomic_write_text(self.run.file("eval.json"), json.dumps(document, indent=1))
-        return scores
+        return document["scores"]
 
 
 def train(config, explicit=(), log=None, progress_bar=None):
