@@ -8,7 +8,7 @@ import dataclasses
 
 from captioning.image_encoder import BACKBONES, check_backbone, default_image_size
 from captioning.small_cnn import SPATIAL
-from textgen.config import validate_shared
+from textgen.config import loop_field, validate_shared
 from textgen.errors import UsageError
 
 
@@ -118,9 +118,7 @@ class CaptionTrainConfig:
             "runs on the same data set",
         },
     )
-    cell: str = dataclasses.field(
-        default="lstm", metadata={"help": "recurrent cell: lstm, gru or rnn (tanh)"}
-    )
+    cell: str = loop_field("cell")
     num_layers: int = dataclasses.field(
         default=1, metadata={"help": "number of stacked recurrent layers"}
     )
@@ -157,52 +155,20 @@ class CaptionTrainConfig:
     epochs: int = dataclasses.field(
         default=30, metadata={"help": "passes over the training images"}
     )
-    max_minutes: float = dataclasses.field(
-        default=0.0,
-        metadata={
-            "help": "stop cleanly, after saving a checkpoint, once the run has taken this many "
-            "minutes (0: no limit)"
-        },
-    )
-    max_steps: int = dataclasses.field(
-        default=0,
-        metadata={
-            "help": "stop after this many training steps in all, counting resumed ones "
-            "(0: no limit)"
-        },
-    )
+    max_minutes: float = loop_field("max_minutes")
+    max_steps: int = loop_field("max_steps")
     learning_rate: float = dataclasses.field(
         default=2e-3,
         metadata={"help": "Adam learning rate of the decoder (and of the small encoder), > 0"},
     )
-    lr_schedule: str = dataclasses.field(
-        default="cosine",
-        metadata={
-            "help": "constant, or cosine: the learning rate falls from --learning-rate to "
-            "--min-learning-rate along a half cosine over the run, whose end is the first "
-            "of --epochs, --max-steps and --max-minutes (with --max-minutes it follows the "
-            "clock, so runs with the same seed differ slightly)"
-        },
-    )
-    min_learning_rate: float = dataclasses.field(
-        default=1e-4, metadata={"help": "where --lr-schedule cosine ends, in [0, --learning-rate]"}
-    )
-    lr_decay: float = dataclasses.field(
-        default=1.0,
-        metadata={
-            "help": "also multiply the learning rate by this at every epoch after "
-            "--lr-decay-after, in (0, 1] (1: off)"
-        },
-    )
+    lr_schedule: str = loop_field("lr_schedule")
+    min_learning_rate: float = loop_field("min_learning_rate")
+    lr_decay: float = loop_field("lr_decay")
     lr_decay_after: int = dataclasses.field(
         default=0, metadata={"help": "epochs at the initial learning rate before --lr-decay starts"}
     )
-    grad_clip: float = dataclasses.field(
-        default=5.0, metadata={"help": "clip the gradients' global norm to this (0: off)"}
-    )
-    seed: int = dataclasses.field(
-        default=0, metadata={"help": "random seed: the same seed and data give the same losses"}
-    )
+    grad_clip: float = loop_field("grad_clip")
+    seed: int = loop_field("seed")
     out: str = dataclasses.field(
         default="runs/captioning",
         metadata={
@@ -210,16 +176,8 @@ class CaptionTrainConfig:
             "help": "run directory for config.json, vocab.json, checkpoint.npz and eval.json",
         },
     )
-    resume: bool = dataclasses.field(
-        default=False, metadata={"help": "continue the run in --out from its last checkpoint"}
-    )
-    resume_from: str = dataclasses.field(
-        default="latest",
-        metadata={
-            "help": "with --resume: latest (checkpoint.npz), or previous (checkpoint.prev.npz, the "
-            "one before it, kept for when the latest is damaged)"
-        },
-    )
+    resume: bool = loop_field("resume")
+    resume_from: str = loop_field("resume_from")
     min_count: int = dataclasses.field(
         default=1,
         metadata={"help": "words seen fewer times than this in the training captions become <unk>"},
@@ -228,13 +186,7 @@ class CaptionTrainConfig:
         default=24,
         metadata={"help": "captions are cut to this many words, not counting <start> and <end>"},
     )
-    checkpoint_every: int = dataclasses.field(
-        default=500,
-        metadata={
-            "help": "write a checkpoint every N steps (one is always written at each epoch end and "
-            "at the end)"
-        },
-    )
+    checkpoint_every: int = loop_field("checkpoint_every")
     export: bool = dataclasses.field(
         default=True,
         metadata={
@@ -263,13 +215,7 @@ class CaptionTrainConfig:
             "decode them again every epoch"
         },
     )
-    fused: str = dataclasses.field(
-        default="auto",
-        metadata={
-            "help": "auto, on or off: run the recurrent layers through textgen's lean CPU kernels, "
-            "the LSTM on textgen's C++ ops where they build (auto: when no GPU is visible)"
-        },
-    )
+    fused: str = loop_field("fused")
     strategy: str = dataclasses.field(
         default="auto",
         metadata={

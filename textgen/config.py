@@ -18,6 +18,58 @@ DEFAULT_DATA = os.path.join(
 )
 
 
+def loop_field(name):
+    """The dataclass field of a flag that TrainingLoop reads the same way for every model: its
+    default and its --help text, written once for textgen.train and captioning.train."""
+    default, help_text = LOOP_FIELDS[name]
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+# name: (default, --help text)
+LOOP_FIELDS = {
+    "max_minutes": (
+        0.0,
+        "stop cleanly, after saving a checkpoint, once the run has taken this many "
+        "minutes (0: no limit)",
+    ),
+    "max_steps": (
+        0,
+        "stop after this many training steps in all, counting resumed ones (0: no limit)",
+    ),
+    "lr_schedule": (
+        "cosine",
+        "constant, or cosine: the learning rate falls from --learning-rate to "
+        "--min-learning-rate along a half cosine over the run, whose end is the first "
+        "of --epochs, --max-steps and --max-minutes (with --max-minutes it follows the "
+        "clock, so runs with the same seed differ slightly)",
+    ),
+    "min_learning_rate": (1e-4, "where --lr-schedule cosine ends, in [0, --learning-rate]"),
+    "lr_decay": (
+        1.0,
+        "also multiply the learning rate by this at every epoch after "
+        "--lr-decay-after, in (0, 1] (char-rnn's schedule; 1: off)",
+    ),
+    "grad_clip": (5.0, "clip the gradients' global norm to this (0: off)"),
+    "seed": (0, "random seed: the same seed and data give the same losses"),
+    "resume": (False, "continue the run in --out from its last checkpoint"),
+    "resume_from": (
+        "latest",
+        "with --resume: latest (checkpoint.npz), or previous (checkpoint.prev.npz, the "
+        "one before it, kept for when the latest is damaged)",
+    ),
+    "checkpoint_every": (
+        500,
+        "write a checkpoint every N steps (one is always written at each epoch end and at the end)",
+    ),
+    "fused": (
+        "auto",
+        "auto, on or off: run the recurrent layers through the lean CPU kernels, the "
+        "LSTM on textgen's C++ ops where they build (auto: when no GPU is visible)",
+    ),
+    "cell": ("lstm", "recurrent cell: lstm, gru or rnn (tanh)"),
+}
+
+
 @dataclasses.dataclass
 class TrainConfig:
     data: str = dataclasses.field(
@@ -59,9 +111,7 @@ class TrainConfig:
             "or at least 2"
         },
     )
-    cell: str = dataclasses.field(
-        default="lstm", metadata={"help": "recurrent cell: lstm, gru or rnn (tanh)"}
-    )
+    cell: str = loop_field("cell")
     num_layers: int = dataclasses.field(
         default=2, metadata={"help": "number of stacked recurrent layers"}
     )
@@ -100,50 +150,21 @@ class TrainConfig:
         },
     )
     epochs: int = dataclasses.field(default=50, metadata={"help": "passes over the training text"})
-    max_minutes: float = dataclasses.field(
-        default=0.0,
-        metadata={
-            "help": "stop cleanly, after saving a checkpoint, once training has run this many "
-            "minutes (0: no limit)"
-        },
-    )
-    max_steps: int = dataclasses.field(
-        default=0,
-        metadata={
-            "help": "stop after this many training steps in all, counting resumed ones "
-            "(0: no limit)"
-        },
-    )
+    max_minutes: float = loop_field("max_minutes")
+    max_steps: int = loop_field("max_steps")
     optimizer: str = dataclasses.field(
         default="adam", metadata={"help": "adam, rmsprop, adagrad (min-char-rnn's) or sgd"}
     )
     learning_rate: float = dataclasses.field(
         default=4e-3, metadata={"help": "initial learning rate, > 0"}
     )
-    lr_schedule: str = dataclasses.field(
-        default="cosine",
-        metadata={
-            "help": "constant, or cosine: the learning rate falls from --learning-rate to "
-            "--min-learning-rate over the run, whose length is the first of --epochs, "
-            "--max-steps and --max-minutes to end it"
-        },
-    )
-    min_learning_rate: float = dataclasses.field(
-        default=1e-4, metadata={"help": "where --lr-schedule cosine ends, in [0, --learning-rate]"}
-    )
-    lr_decay: float = dataclasses.field(
-        default=1.0,
-        metadata={
-            "help": "also multiply the learning rate by this at every epoch after "
-            "--lr-decay-after, in (0, 1] (char-rnn's schedule; 1: off)"
-        },
-    )
+    lr_schedule: str = loop_field("lr_schedule")
+    min_learning_rate: float = loop_field("min_learning_rate")
+    lr_decay: float = loop_field("lr_decay")
     lr_decay_after: int = dataclasses.field(
         default=2, metadata={"help": "epochs at the initial learning rate before --lr-decay starts"}
     )
-    grad_clip: float = dataclasses.field(
-        default=5.0, metadata={"help": "clip the gradients' global norm to this (0: off)"}
-    )
+    grad_clip: float = loop_field("grad_clip")
     val_fraction: float = dataclasses.field(
         default=0.1,
         metadata={
@@ -151,23 +172,13 @@ class TrainConfig:
             "in (0, 0.5]"
         },
     )
-    seed: int = dataclasses.field(
-        default=0, metadata={"help": "random seed: the same seed and data give the same losses"}
-    )
+    seed: int = loop_field("seed")
     out: str = dataclasses.field(
         default="runs/default",
         metadata={"help": "run directory for config.json, vocab.json and checkpoint.npz"},
     )
-    resume: bool = dataclasses.field(
-        default=False, metadata={"help": "continue the run in --out from its last checkpoint"}
-    )
-    resume_from: str = dataclasses.field(
-        default="latest",
-        metadata={
-            "help": "with --resume: latest (checkpoint.npz), or previous (checkpoint.prev.npz, the "
-            "one before it, kept for when the latest is damaged)"
-        },
-    )
+    resume: bool = loop_field("resume")
+    resume_from: str = loop_field("resume_from")
     sample_every: int = dataclasses.field(
         default=500, metadata={"help": "print a sample from the model every N steps (0: never)"}
     )
@@ -175,13 +186,7 @@ class TrainConfig:
         default=200,
         metadata={"help": "characters (tokens for word-level models) per periodic sample"},
     )
-    checkpoint_every: int = dataclasses.field(
-        default=500,
-        metadata={
-            "help": "write a checkpoint every N steps (one is always written at each epoch end and "
-            "at the end)"
-        },
-    )
+    checkpoint_every: int = loop_field("checkpoint_every")
     export: bool = dataclasses.field(
         default=True, metadata={"help": "do not export RUN_DIR/saved_model when training finishes"}
     )
@@ -193,13 +198,7 @@ class TrainConfig:
             "TF_CONFIG); --batch-size is the global batch"
         },
     )
-    fused: str = dataclasses.field(
-        default="auto",
-        metadata={
-            "help": "auto, on or off: run the recurrent layers through the lean CPU kernels, the "
-            "LSTM on textgen's C++ ops where they build (auto: when no GPU is visible)"
-        },
-    )
+    fused: str = loop_field("fused")
     # Parts, because TensorFlow's per-op threading keeps two cores only ~1.5x as busy as one on
     # the small per-step matmuls.
     batch_parts: int = dataclasses.field(
