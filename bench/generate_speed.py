@@ -32,6 +32,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as textgen sets it (textg
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from host import describe_host  # noqa: E402  (bench/host.py, beside this script)
 
 from textgen.config import DEFAULT_DATA  # noqa: E402
 from textgen.export import export_saved_model  # noqa: E402
@@ -124,6 +125,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
+    print(describe_host())
     model = random_shakespeare_model(args.data)
     with tempfile.TemporaryDirectory() as directory:
         out = os.path.join(directory, "saved_model")

@@ -50,6 +50,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as textgen sets it (textg
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from host import describe_host  # noqa: E402  (bench/host.py, beside this script)
 
 tf.get_logger().setLevel("ERROR")  # one tf.function per matmul shape is intended
 
@@ -272,6 +273,7 @@ def main(argv=None):
     E, H, L, V = args.embedding_size, args.hidden_size, args.num_layers, len(vocabulary)
     per_char = flops_per_char(E, H, L, V)
 
+    print(describe_host())
     print(
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, numpy {np.__version__}; "
         f"{os.cpu_count()} CPUs; "
