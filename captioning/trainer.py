@@ -188,9 +188,12 @@ class CaptionTrainer(TrainingLoop):
             setattr(self, f"{name}_source", source)
 
     # ---- steps ----
+    def prepare_steps(self):
+        # After the restore: a run resumed while fine-tuning trains on pixels, not features.
+        self._prepare_sources()
+        self.compile_steps()
+
     def compile_steps(self):
-        if not hasattr(self, "train_source"):
-            self._prepare_sources()
         model, strategy, replicas = self.model, self.strategy, self.replicas
         pad = model.pad_id
         uses_pixels = self.train_source.kind == "pixels"
@@ -380,10 +383,5 @@ def train(config, explicit=(), log=None, progress_bar=None):
     """Trains (or resumes) the run `config.out`. Raises UsageError for bad input, before writing;
     TrainingInterrupted after SIGINT/SIGTERM, with the checkpoint written."""
     trainer = CaptionTrainer(config, explicit, log, progress_bar)
-    try:
-        trainer.prepare()
-    except BaseException:
-        if trainer.run is not None:
-            trainer.run.unlock()
-        raise
+    trainer.prepare()
     return trainer.train()

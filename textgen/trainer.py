@@ -314,10 +314,5 @@ def train(config, explicit=(), log=None, progress_bar=None):
     """Trains (or resumes) the run `config.out`. Raises UsageError for bad input, before writing;
     TrainingInterrupted after SIGINT/SIGTERM, with the checkpoint written."""
     trainer = Trainer(config, explicit, log, progress_bar)
-    try:
-        trainer.prepare()
-    except BaseException:
-        if trainer.run is not None:
-            trainer.run.unlock()
-        raise
+    trainer.prepare()
     return trainer.train()

@@ -119,6 +119,16 @@ class TrainingLoop:
 
     # ---- set-up: every check on the input happens before anything is written ----
     def prepare(self):
+        """Checks the input, reads the data, builds or restores the model and traces the steps.
+        The run directory's lock, taken here, is released if this fails (and by `train`)."""
+        try:
+            self._prepare()
+        except BaseException:
+            if self.run is not None:
+                self.run.unlock()
+            raise
+
+    def _prepare(self):
         self.started = time.monotonic()
         config, module = self.config, self.config_module
         run = RunDirectory(config.out)
@@ -149,7 +159,7 @@ class TrainingLoop:
             run.claim_new()
             run.save_config(module.to_dict(config))
             run.save_vocabulary(self.vocabulary)
-        self.compile_steps()
+        self.prepare_steps()
 
     def checkpoint(self):
         """Every worker gathers the groups (under multiworker that is a collective); only the
@@ -342,6 +352,10 @@ class TrainingLoop:
     def compile_steps(self):
         """Traces the train and evaluation steps."""
         raise NotImplementedError
+
+    def prepare_steps(self):
+        """The last step of `prepare`, after any restore: what the steps need, then the steps."""
+        self.compile_steps()
 
     def describe(self):
         """The first log line: the data, the vocabulary and the model."""
