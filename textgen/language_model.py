@@ -74,6 +74,8 @@ class LanguageModel(keras.Model):
         )
         self.output_layer = keras.layers.Dense(len(self.vocabulary), name="logits")
         self._generate_fn = None
+        self._log_probs_fn = None
+        self._streaming = None  # a textgen.streaming_generator.StreamingGenerator, made on use
 
     # ---- building and loading, beside the model (nanoGPT's `from_pretrained`) ----------------
     @classmethod
@@ -180,6 +182,20 @@ class LanguageModel(keras.Model):
         recurrent step. With no prime the text starts after a newline, which is not returned.
         """
         check_sampling_arguments(length, temperature, top_k, num_samples)
+        prime_ids, given_prime = self.prime_ids(prime, length, unknown)
+        num_new = length - len(prime_ids) if given_prime else length
+        ids = np.tile(prime_ids[None, :], (num_samples, 1))
+        tokens = self._generate(
+            ids, num_new, temperature, top_k, seed, self.forbidden_tokens(allow_unknown)
+        )
+        start = ids if given_prime else ids[:, :0]
+        return [self.decode(row) for row in np.concatenate([start, tokens.numpy()], axis=1)]
+
+    def prime_ids(self, prime, length, unknown="error"):
+        """(ids [T] int32, given): the ids `sample` feeds for `prime`, and whether a prime was
+        given (without one, the default prime, which is not part of the text). UsageError for
+        prime tokens outside the vocabulary (unless `unknown` is "skip") and for a `length`
+        shorter than the prime."""
         given_prime = prime is not None and prime != ""
         prime_tokens = self.tokenize(prime) if given_prime else [self.default_prime()]
         if self.unknown_token is None:
@@ -199,15 +215,87 @@ class LanguageModel(keras.Model):
                 f"--length {length} is shorter than the prime ({len(prime_tokens)} "
                 f"{self.unit}s); pass --length of at least {len(prime_tokens)}"
             )
-        num_new = length - len(prime_tokens) if given_prime else length
-        ids = np.tile(
-            np.asarray(self.vocabulary.encode(prime_tokens), np.int32)[None, :], (num_samples, 1)
+        return np.asarray(self.vocabulary.encode(prime_tokens), np.int32), given_prime
+
+    def stream(
+        self,
+        prime=None,
+        length=200,
+        temperature=1.0,
+        top_k=0,
+        seed=0,
+        unknown="error",
+        allow_unknown=False,
+    ):
+        """Yields `sample(...)[0]` (one sample, the same arguments) piece by piece as it is
+        generated: the prime at once, then the text of each compiled block of 64 tokens as soon
+        as XLA has run it. The pieces join to exactly the text `sample` returns."""
+        from textgen.streaming_generator import StreamingGenerator
+
+        check_sampling_arguments(length, temperature, top_k, 1)
+        prime_ids, given_prime = self.prime_ids(prime, length, unknown)
+        if self._streaming is None:
+            self._streaming = StreamingGenerator(self)
+        blocks = self._streaming.generate(
+            prime_ids[None, :],
+            length - len(prime_ids) if given_prime else length,
+            temperature,
+            top_k,
+            seed,
+            self.forbidden_tokens(allow_unknown),
         )
-        tokens = self._generate(
-            ids, num_new, temperature, top_k, seed, self.forbidden_tokens(allow_unknown)
+        ids = list(prime_ids) if given_prime else []
+        shown = ""
+        if ids:
+            shown = self.decode(ids)
+            yield shown
+        for block in blocks:
+            ids.extend(block[0])
+            # Word-level detokenising joins a token to the next one, so only the text up to the
+            # last token is final.
+            text = self.decode(ids if self.level == "char" else ids[:-1])
+            if len(text) > len(shown) and text.startswith(shown):
+                yield text[len(shown) :]
+                shown = text
+        text = self.decode(ids)
+        if text.startswith(shown) and len(text) > len(shown):
+            yield text[len(shown) :]
+
+    # ---- scoring: how likely a text is (textgen.scoring lays out texts and streams) ----
+    def token_log_probs(self, input_ids, target_ids, states):
+        """log p(target_ids[:, t] | input_ids[:, :t + 1]) for [B, T] ids, from `states`: the
+        training forward pass (one sequence call, dropout off). Returns (log-probabilities
+        [B, T] float32, the new states), so long texts can be scored in pieces."""
+        if self._log_probs_fn is None:
+
+            def log_probs(input_ids, target_ids, states):
+                logits, states = self(input_ids, states, training=False)
+                nats = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    target_ids, tf.cast(logits, tf.float32)
+                )
+                return -nats, states
+
+            self._log_probs_fn = tf.function(log_probs, reduce_retracing=True)
+        return self._log_probs_fn(
+            tf.constant(input_ids, tf.int32), tf.constant(target_ids, tf.int32), list(states)
         )
-        start = ids if given_prime else ids[:, :0]
-        return [self.decode(row) for row in np.concatenate([start, tokens.numpy()], axis=1)]
+
+    def score(self, text, prime=None, unknown="error", streams=1):
+        """How likely `text` is: a dict with log_prob (nats), tokens, characters, nats_per_token,
+        bits_per_char, perplexity, unknown_tokens (`<unk>`), skipped (characters dropped by
+        `unknown="skip"`) and streams. The state runs through the whole text from zero state
+        after `prime` (default: the default prime, as in `sample`); `streams` > 1 scores it
+        as that many contiguous pieces in one batch, each from zero state (textgen.scoring)."""
+        from textgen import scoring
+
+        return scoring.score_text(self, text, prime, unknown, streams)
+
+    def score_each(self, texts, prime=None, unknown="error", batch_size=64):
+        """`score` of each of `texts` on its own (from zero state after `prime`), `batch_size`
+        of them per batch; a list of dicts, in order."""
+        from textgen import scoring
+
+        return scoring.score_texts(self, texts, prime, unknown, batch_size)
 
     def _generate(self, prime_ids, num_new, temperature, top_k, seed, forbidden):
         """Runs the generation-time model (`textgen.lean_model`, XLA-compiled loop) on weights

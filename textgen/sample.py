@@ -1,4 +1,5 @@
-"""`python -m textgen.sample RUN_DIR`: generate text from a trained run."""
+"""`python -m textgen.sample [RUN_DIR]`: generate text from a trained run, all at once, streamed
+as it is generated, or in a prompt loop (`--interactive`)."""
 
 import dataclasses
 import os
@@ -6,14 +7,22 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from textgen import cli  # noqa: E402
-from textgen.errors import cli_errors  # noqa: E402
+from textgen import cli, resources  # noqa: E402
+from textgen.errors import UsageError, cli_errors  # noqa: E402
+
+BUNDLED_MODEL = "shakespeare"
 
 
 @dataclasses.dataclass
 class SampleConfig:
     run_directory: str = dataclasses.field(
-        metadata={"metavar": "RUN_DIR", "help": "the --out directory of a training run"}
+        default="",
+        metadata={
+            "metavar": "RUN_DIR",
+            "nargs": "?",
+            "help": "the --out directory of a training run (default: the bundled shakespeare "
+            "model)",
+        },
     )
     # Fed in one call, so it warms up the state as well as starting the text.
     prime: str = dataclasses.field(
@@ -57,6 +66,21 @@ class SampleConfig:
             "help": "word-level models: allow <unk> in the samples (never emitted by default)"
         },
     )
+    stream: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "print the text as it is generated, 64 tokens at a time (the default when "
+            "standard output is a terminal and --num-samples is 1)"
+        },
+    )
+    interactive: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "a prompt loop: each line typed is a prime, its continuation of --length "
+            "new tokens streams out; :temp T, :len N, :topk K, :seed S change the settings, "
+            ":reset restores them, Ctrl-D leaves"
+        },
+    )
 
 
 def build_parser():
@@ -68,13 +92,30 @@ def build_parser():
     )
 
 
-def sample(config):
-    """Loads the run and returns its samples (a list of strings)."""
+def run_directory_or_bundled(path):
+    """RUN_DIR, or when none is given the bundled model (`textgen.resources`)."""
+    if path:
+        return path
+    bundled = str(resources.bundled_model(BUNDLED_MODEL))
+    if not os.path.isdir(bundled):
+        raise UsageError(
+            f"no RUN_DIR given and the bundled model {bundled} is not there; pass the --out "
+            "directory of a training run (python -m textgen.train --out RUN_DIR makes one)"
+        )
+    return bundled
+
+
+def load_model(config):
     # Imported here, so that --help and flag errors answer without loading TensorFlow.
     from textgen.language_model import LanguageModel, check_sampling_arguments
 
     check_sampling_arguments(config.length, config.temperature, config.top_k, config.num_samples)
-    model = LanguageModel.from_run_directory(config.run_directory)
+    return LanguageModel.from_run_directory(run_directory_or_bundled(config.run_directory))
+
+
+def sample(config):
+    """Loads the run and returns its samples (a list of strings)."""
+    model = load_model(config)
     return model.sample(
         config.prime,
         config.length,
@@ -87,9 +128,140 @@ def sample(config):
     )
 
 
+def write(stdout, text):
+    stdout.write(text)
+    stdout.flush()
+
+
+def stream(config, stdout):
+    """Writes one sample to `stdout` as it is generated (`LanguageModel.stream`), flushed after
+    every compiled block, then a line end."""
+    if config.num_samples != 1:
+        raise UsageError(
+            f"--stream shows one sample as it is made; drop --stream or pass --num-samples 1 "
+            f"(got {config.num_samples})"
+        )
+    model = load_model(config)
+    pieces = model.stream(
+        config.prime,
+        config.length,
+        config.temperature,
+        config.top_k,
+        config.seed,
+        config.unknown,
+        config.allow_unk,
+    )
+    for piece in pieces:
+        write(stdout, piece)
+    write(stdout, "\n")
+
+
+HELP = (
+    "type a line to continue it; :temp T, :len N (new tokens), :topk K, :seed S change the "
+    "settings, :reset restores them, Ctrl-D leaves"
+)
+# command: (setting, its type)
+COMMANDS = {
+    ":temp": ("temperature", float),
+    ":len": ("length", int),
+    ":topk": ("top_k", int),
+    ":seed": ("seed", int),
+}
+
+
+def read_line(stdin, terminal):
+    """The next line typed, without its line end; None at the end of the input (Ctrl-D)."""
+    if terminal:
+        try:
+            return input("> ")  # with readline's line editing and history
+        except EOFError:
+            return None
+    line = stdin.readline()
+    return line.removesuffix("\n") if line else None
+
+
+def apply_command(line, settings, initial):
+    """The settings after the `:` command `line`; UsageError for a bad one."""
+    from textgen.language_model import check_sampling_arguments
+
+    words = line.split()
+    if words == [":reset"]:
+        return dict(initial)
+    if words[0] not in COMMANDS or len(words) != 2:
+        raise UsageError(f"{line.strip()!r} is not a command; {HELP}")
+    name, kind = COMMANDS[words[0]]
+    try:
+        value = kind(words[1])
+    except ValueError:
+        raise UsageError(f"{words[0]} takes a number, got {words[1]!r}") from None
+    changed = dict(settings, **{name: value})
+    check_sampling_arguments(changed["length"], changed["temperature"], changed["top_k"], 1)
+    return changed
+
+
+def continue_line(model, line, settings, seed, config, stdout):
+    """Streams the continuation of `line` (the line itself is not repeated)."""
+    prime_length = len(model.prime_ids(line, 1 << 30, config.unknown)[0]) if line else 0
+    pieces = model.stream(
+        line or None,
+        prime_length + settings["length"],
+        settings["temperature"],
+        settings["top_k"],
+        seed,
+        config.unknown,
+        config.allow_unk,
+    )
+    for i, piece in enumerate(pieces):
+        if i or not line:  # piece 0 is the prime
+            write(stdout, piece)
+
+
+def interactive(config, stdin, stdout, stderr):
+    """The prompt loop of --interactive: each line read from `stdin` is a prime, whose
+    continuation (`length` new tokens) streams to `stdout`; settings and errors go to `stderr`,
+    so `stdout` holds only generated text. The i-th continuation is sampled with seed + i."""
+    if config.num_samples != 1 or config.prime:
+        raise UsageError(
+            "--interactive takes each prime from a typed line, one sample each; "
+            "drop --prime and --num-samples"
+        )
+    model = load_model(config)
+    initial = {name: getattr(config, name) for name, _ in COMMANDS.values()}
+    settings, count = dict(initial), 0
+    terminal = stdin.isatty()
+    if terminal:
+        import readline  # noqa: F401  (imported, it gives input() line editing)
+
+        print(HELP, file=stderr)
+    while (line := read_line(stdin, terminal)) is not None:
+        try:
+            if line.strip() == ":help":
+                print(HELP, file=stderr)
+            elif line.startswith(":"):
+                settings = apply_command(line, settings, initial)
+                count = 0 if line.split() == [":reset"] else count
+                print(" ".join(f"{k}={v}" for k, v in settings.items()), file=stderr)
+            else:
+                count += 1
+                continue_line(model, line, settings, settings["seed"] + count - 1, config, stdout)
+                write(stdout, "\n")
+        except UsageError as error:
+            print(f"error: {error}", file=stderr)
+        except KeyboardInterrupt:  # Ctrl-C stops this continuation, not the loop
+            write(stdout, "\n")
+    if terminal:
+        write(stdout, "\n")  # so that the shell's prompt starts on a line of its own
+    return 0
+
+
 @cli_errors
 def main(argv=None):
     config = SampleConfig(**vars(build_parser().parse_args(argv)))
+    if config.interactive:
+        return interactive(config, sys.stdin, sys.stdout, sys.stderr)
+    if config.stream or (sys.stdout.isatty() and config.num_samples == 1):
+        stream(config, sys.stdout)
+        return 0
     texts = sample(config)
     for i, text in enumerate(texts):
         if len(texts) > 1:

@@ -152,6 +152,33 @@ def decode_loop(
     return tokens, lengths
 
 
+def compiled_steps(step_fn, sampler, forbidden=None, steps_per_call=64):
+    """The XLA-compiled block of `compiled_decode_loop`: a function
+    (start, tokens, states, seed) -> (tokens, states, block [batch, steps_per_call]) that runs
+    steps start ... start + steps_per_call - 1 of `decode_loop` (without an end token) in one
+    call. Built once, it compiles once per batch size; `compiled_decode_loop` runs it in a graph
+    loop, `compiled_decode_blocks` from Python, one block at a time, for streaming."""
+    steps_per_call = int(steps_per_call)
+
+    @tf.function(jit_compile=True, autograph=False)
+    def some_steps(start, tokens, states, seed):
+        one_step = _sample_step(step_fn, sampler, seed, forbidden, None)
+        outputs = tf.TensorArray(tf.int32, size=steps_per_call)
+        finished, lengths = tf.zeros_like(tokens, tf.bool), tf.zeros_like(tokens)
+
+        def body(k, tokens, states, outputs):
+            tokens, states, _, _ = one_step(start + k, tokens, states, finished, lengths)
+            return k + 1, tokens, states, outputs.write(k, tokens)
+
+        _, tokens, states, outputs = tf.while_loop(
+            lambda k, *_: k < steps_per_call, body, (0, tokens, list(states), outputs)
+        )
+        return tokens, states, tf.transpose(outputs.stack())  # [batch, steps_per_call]
+
+    some_steps.steps_per_call = steps_per_call
+    return some_steps
+
+
 def compiled_decode_loop(
     step_fn,
     first_tokens,
@@ -183,27 +210,13 @@ def compiled_decode_loop(
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
     num_steps = tf.convert_to_tensor(num_steps, tf.int32)
     steps_per_call = int(steps_per_call)
-    one_step = _sample_step(step_fn, sampler, seed, forbidden, None)
-
-    @tf.function(jit_compile=True, autograph=False)
-    def some_steps(start, tokens, states):
-        outputs = tf.TensorArray(tf.int32, size=steps_per_call)
-        finished, lengths = tf.zeros_like(tokens, tf.bool), tf.zeros_like(tokens)
-
-        def body(k, tokens, states, outputs):
-            tokens, states, _, _ = one_step(start + k, tokens, states, finished, lengths)
-            return k + 1, tokens, states, outputs.write(k, tokens)
-
-        _, tokens, states, outputs = tf.while_loop(
-            lambda k, *_: k < steps_per_call, body, (0, tokens, list(states), outputs)
-        )
-        return tokens, states, tf.transpose(outputs.stack())  # [batch, steps_per_call]
+    some_steps = compiled_steps(step_fn, sampler, forbidden, steps_per_call)
 
     calls = (num_steps + steps_per_call - 1) // steps_per_call
     blocks = tf.TensorArray(tf.int32, size=calls, element_shape=[None, steps_per_call])
 
     def body(i, tokens, states, blocks):
-        tokens, states, block = some_steps(i * steps_per_call, tokens, states)
+        tokens, states, block = some_steps(i * steps_per_call, tokens, states, seed)
         return i + 1, tokens, states, blocks.write(i, block)
 
     _, _, _, blocks = tf.while_loop(
@@ -215,6 +228,21 @@ def compiled_decode_loop(
         lambda: tf.zeros([batch, 0], tf.int32),
     )
     return tokens[:, :num_steps]
+
+
+def compiled_decode_blocks(some_steps, first_tokens, states, num_steps, seed=(0, 0)):
+    """`compiled_decode_loop` run from Python: yields its tokens as they are made, one block of
+    `some_steps.steps_per_call` tokens (numpy [batch, k], the last block cut to `num_steps`) per
+    XLA call. `some_steps` is a `compiled_steps` function, which can be kept and reused, so a
+    prompt loop compiles once. The tokens equal `compiled_decode_loop`'s for the same step
+    function, sampler and seed."""
+    tokens = tf.convert_to_tensor(first_tokens, tf.int32)
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
+    states = list(states)
+    steps_per_call = some_steps.steps_per_call
+    for start in range(0, int(num_steps), steps_per_call):
+        tokens, states, block = some_steps(tf.constant(start, tf.int32), tokens, states, seed)
+        yield block.numpy()[:, : int(num_steps) - start]
 
 
 def beam_search(

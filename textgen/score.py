@@ -1,0 +1,218 @@
+"""`python -m textgen.score [RUN_DIR] [FILE|-]`: how likely a text is under a trained model."""
+
+import dataclasses
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from textgen import cli  # noqa: E402
+from textgen.errors import UsageError, cli_errors  # noqa: E402
+from textgen.sample import run_directory_or_bundled  # noqa: E402
+
+
+@dataclasses.dataclass
+class ScoreConfig:
+    run_directory: str = dataclasses.field(
+        default="",
+        metadata={
+            "metavar": "RUN_DIR",
+            "nargs": "?",
+            "help": "the --out directory of a training run; alone, a path to a file or - is "
+            "FILE (default: the bundled shakespeare model)",
+        },
+    )
+    file: str = dataclasses.field(
+        default="-",
+        metadata={
+            "metavar": "FILE",
+            "nargs": "?",
+            "help": "the text to score, - for standard input (default: -)",
+        },
+    )
+    per_line: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "score each line on its own, from zero state (after --prime), one output "
+            "line per input line: log-probability (nats), tokens, bits per character, the line"
+        },
+    )
+    json: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "print JSON: one object for the text, or with --per-line one per line "
+            "(text, tokens, characters, log_prob, bits_per_char)"
+        },
+    )
+    prime: str = dataclasses.field(
+        default="",
+        metadata={
+            "default_help": "none (a newline, as sampling starts)",
+            "help": "context fed before the text (before each line with --per-line); it is "
+            "not scored",
+        },
+    )
+    streams: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "score the text as this many contiguous streams in one batch, each from "
+            "zero state (faster, slightly worse scores at each stream's start); 0: one per "
+            "10,000 tokens, at most 32"
+        },
+    )
+    exact: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "one stream: the state carried through the whole text (--streams 1)"},
+    )
+    batch_size: int = dataclasses.field(
+        default=64, metadata={"help": "with --per-line: lines scored together in one batch"}
+    )
+    unknown: str = dataclasses.field(
+        default="error",
+        metadata={
+            "choices": ("error", "skip"),
+            "help": "what to do with characters outside the vocabulary (a word-level model "
+            "maps unknown words to <unk> and counts them)",
+        },
+    )
+    encoding: str = dataclasses.field(
+        default="utf-8", metadata={"help": "codec of FILE, any Python codec"}
+    )
+
+
+def build_parser():
+    return cli.build_parser(
+        ScoreConfig,
+        "python -m textgen.score",
+        "Score a text under a textgen model: total log-probability (nats), nats per token, "
+        "bits per character and perplexity.",
+        positionals=("run_directory", "file"),
+    )
+
+
+def resolve_arguments(config):
+    """A single positional that is a file (or -) is FILE, scored by the bundled model."""
+    given = config.run_directory
+    if given and config.file == "-" and (given == "-" or os.path.isfile(given)):
+        return dataclasses.replace(config, run_directory="", file=given)
+    return config
+
+
+def read_input(path, encoding):
+    """The text of FILE (or standard input for -): a UTF-8 byte-order mark dropped, \\r\\n made
+    \\n, as training reads its corpus."""
+    import codecs
+
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UsageError(
+            f"unknown encoding {encoding!r}; pass --encoding with a Python codec name such as "
+            "utf-8, latin-1 or gb18030"
+        ) from None
+    name = "standard input" if path == "-" else path
+    if path == "-":
+        if sys.stdin.isatty():
+            print("reading the text from standard input (end it with Ctrl-D)", file=sys.stderr)
+        raw = sys.stdin.buffer.read()
+    elif os.path.isdir(path):
+        raise UsageError(f"{path} is a directory; pass the path of a text file, or - for stdin")
+    elif not os.path.exists(path):
+        raise UsageError(f"{path} does not exist; pass the path of a text file, or - for stdin")
+    else:
+        with open(path, "rb") as f:
+            raw = f.read()
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+        raise UsageError(
+            f"{name}: line {line}, column {column}, byte offset {error.start}: bytes "
+            f"{raw[error.start : error.end].hex(' ')} are not valid {encoding}; pass --encoding "
+            "with the file's codec"
+        ) from None
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
+    if not text:
+        raise UsageError(f"{name} is empty: there is nothing to score")
+    return name, text
+
+
+def score(config):
+    """Loads the model and scores FILE: one result dict for the whole text, or with
+    `per_line` a list of one per line (textgen.scoring)."""
+    streams = 1 if config.exact else config.streams
+    if config.exact and config.streams not in (0, 1):
+        raise UsageError(f"--exact is one stream; drop --streams {config.streams} or --exact")
+    if streams < 0:
+        raise UsageError(f"--streams must be >= 0 (0: automatic), got {streams}")
+    if config.batch_size <= 0:
+        raise UsageError(f"--batch-size must be a positive integer, got {config.batch_size}")
+    name, text = read_input(config.file, config.encoding)
+    # Imported here, so that --help and flag errors answer without loading TensorFlow.
+    from textgen import scoring
+    from textgen.language_model import LanguageModel
+
+    model = LanguageModel.from_run_directory(run_directory_or_bundled(config.run_directory))
+    if config.per_line:
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()  # the text's final line end does not start another line
+        return scoring.score_texts(
+            model, lines, config.prime, config.unknown, config.batch_size, where=name
+        ), model
+    result = scoring.score_text(model, text, config.prime, config.unknown, streams, where=name)
+    return {"file": name, **result}, model
+
+
+def number(value, digits=4):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def report(config, result, model):
+    """The lines `main` prints for a result of `score`."""
+    has_unk = model.vocabulary.unknown_token is not None
+    if config.per_line:
+        keys = ["text", "tokens", "characters", "log_prob", "bits_per_char"]
+        keys += ["unknown_tokens"] if has_unk else []
+        for line in result:
+            if config.json:
+                yield json.dumps({k: line[k] for k in keys}, ensure_ascii=False)
+            else:
+                yield (
+                    f"{line['log_prob']:.4f}\t{line['tokens']}\t"
+                    f"{number(line['bits_per_char'])}\t{line['text']}"
+                )
+        return
+    if config.json:
+        yield json.dumps(result, ensure_ascii=False)
+        return
+    unit = model.unit
+    counts = f"{result['characters']} characters"
+    if model.level != "char":
+        counts += f", {result['tokens']} {unit}s"
+    streams = f"{result['streams']} stream{'s' if result['streams'] > 1 else ''}"
+    yield f"{result['file']}: {counts}, {streams}"
+    yield f"log-probability: {result['log_prob']:.4f} nats"
+    yield f"nats per {unit}: {number(result['nats_per_token'])}"
+    yield f"bits per character: {number(result['bits_per_char'])}"
+    yield f"perplexity: {number(result['perplexity'])} (per {unit})"
+    if has_unk:
+        share = result["unknown_tokens"] / result["tokens"]
+        yield f"<unk>: {result['unknown_tokens']} of the {unit}s ({share:.2%})"
+    if result["skipped"]:
+        yield f"skipped: {result['skipped']} characters outside the vocabulary (--unknown skip)"
+
+
+@cli_errors
+def main(argv=None):
+    config = resolve_arguments(ScoreConfig(**vars(build_parser().parse_args(argv))))
+    result, model = score(config)
+    for line in report(config, result, model):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
