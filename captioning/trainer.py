@@ -275,6 +275,32 @@ class CaptionTrainer(TrainingLoop):
         total, remainder = len(self.train_set), len(self.train_set) % self.config.batch_size
         return total - remainder if 0 < remainder < self.replicas else total
 
+    def kernel_shape(self):
+        c = self.config
+        return {
+            "cell": c.cell,
+            "num_layers": c.num_layers,
+            "hidden_size": c.hidden_size,
+            "embedding_size": c.embedding_size,
+            "feature_size": c.feature_size,
+            "encoder": c.encoder,
+            "inputs": self.train_source.kind,
+            "vocabulary": len(self.vocabulary),
+            "batch_size": c.batch_size,
+            "max_length": c.max_length,
+            "dropout": c.dropout > 0,
+        }
+
+    def measurement_batch(self):
+        batch, _ = next(iter(self.batches(0, 0)))
+        return batch
+
+    def measured_variables(self):
+        variables = list(self.model.variables) + list(self.optimizer.variables)
+        if self.encoder_optimizer is not None:
+            variables += list(self.encoder_optimizer.variables)
+        return variables
+
     def steps_per_epoch(self):
         return -(-self.images_per_epoch() // self.config.batch_size)
 

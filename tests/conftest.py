@@ -1,6 +1,11 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# `--fused auto` measures which recurrent kernel is fastest (textgen.kernel_choice); the tests
+# take the C++ ops unmeasured, so that no comparison between two runs hinges on a timing.
+# tests/test_kernel_choice.py unsets it to test the measurement itself.
+os.environ.setdefault("TEXTGEN_KERNEL", "native")
+
 
 import pytest  # noqa: E402
 

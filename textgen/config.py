@@ -63,8 +63,12 @@ LOOP_FIELDS = {
     ),
     "fused": (
         "auto",
-        "auto, on or off: run the recurrent layers through the lean CPU kernels, the "
-        "LSTM on textgen's C++ ops where they build (auto: when no GPU is visible)",
+        "auto, on or off. auto, on a CPU with one replica: time a few training steps of "
+        "each recurrent kernel (textgen's C++ LSTM ops, the lean kernel on TensorFlow "
+        "ops, the stock Keras layers) and train on the fastest; the choice is cached per "
+        "machine and shape, so later runs measure nothing (with a GPU: the stock layers, "
+        "cuDNN; under several replicas: the lean kernels). on: the lean kernels, the LSTM "
+        "on the C++ ops where they build. off: the stock Keras layers",
     ),
     "cell": ("lstm", "recurrent cell: lstm, gru or rnn (tanh)"),
 }

@@ -90,11 +90,12 @@ def _none_to_zeros(grad, like):
     return tf.zeros_like(like) if grad is None else grad
 
 
-def lstm_layer(x, h0, c0, kernel, recurrent_kernel, bias):
+def lstm_layer(x, h0, c0, kernel, recurrent_kernel, bias, native=True):
     """Runs a `keras.layers.LSTM` over a time-major sequence, on its own weights.
 
-    Through textgen's C++ recurrence ops (`lstm_layer_native`) when they are available
-    (`textgen.native_ops`), else through TensorFlow ops (`lstm_layer_tf`); both compute the same.
+    Through textgen's C++ recurrence ops (`lstm_layer_native`) when `native` and they are
+    available (`textgen.native_ops`), else through TensorFlow ops (`lstm_layer_tf`); both compute
+    the same.
 
     Args:
         x: [T, B, F] inputs.
@@ -103,7 +104,7 @@ def lstm_layer(x, h0, c0, kernel, recurrent_kernel, bias):
     Returns:
         (outputs [T, B, H], h_T, c_T).
     """
-    ops = native_ops.lstm_ops()
+    ops = native_ops.lstm_ops() if native else None
     if ops is not None:
         return lstm_layer_native(ops, x, h0, c0, kernel, recurrent_kernel, bias)
     return lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias)

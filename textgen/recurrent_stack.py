@@ -50,6 +50,10 @@ class RecurrentStack(keras.layers.Layer):
         self.dropout = dropout
         self.fused = fused
         self.seed = seed
+        # Whether the lean LSTM kernel may run on textgen's C++ ops (where they build). Set by the
+        # training loop's kernel measurement (`textgen.kernel_choice`), and not saved with the
+        # layer: which kernel is fastest is a property of the machine, not of the model.
+        self.use_native_ops = True
         self.recurrent_layers = [
             CELLS[cell](hidden_size, return_sequences=True, return_state=True, name=f"{cell}_{i}")
             for i in range(num_layers)
@@ -145,7 +149,7 @@ class RecurrentStack(keras.layers.Layer):
         tokens = token_ids.shape.num_elements()
         if tokens is None or embeddings.shape[0] is None or embeddings.shape[0] >= tokens:
             return None
-        return native_ops.lstm_ops()
+        return native_ops.lstm_ops() if self.use_native_ops else None
 
     def _projection(self, layer, x):
         """x @ kernel + input bias for all time steps in one matmul; x is [..., features]."""
@@ -178,7 +182,13 @@ class RecurrentStack(keras.layers.Layer):
             # fused_rnn.lstm_layer.
             cell = layer.cell
             outputs, h, c = fused_rnn.lstm_layer(
-                x, states[0], states[1], cell.kernel, cell.recurrent_kernel, cell.bias
+                x,
+                states[0],
+                states[1],
+                cell.kernel,
+                cell.recurrent_kernel,
+                cell.bias,
+                native=self.use_native_ops,
             )
             return outputs, [h, c]
         x_proj = self._projection(layer, x)

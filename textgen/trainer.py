@@ -216,6 +216,33 @@ class Trainer(TrainingLoop):
             + (f"; {c.batch_parts} groups of streams in parallel" if c.batch_parts > 1 else "")
         )
 
+    def kernel_shape(self):
+        c = self.config
+        return {
+            "cell": c.cell,
+            "num_layers": c.num_layers,
+            "hidden_size": c.hidden_size,
+            "embedding_size": c.embedding_size,
+            "vocabulary": len(self.vocabulary),
+            "batch_size": c.batch_size,
+            "seq_length": c.seq_length,
+            "batch_parts": c.batch_parts,
+            "dropout": c.dropout > 0,
+        }
+
+    def measurement_batch(self):
+        return self.train_batches[0]
+
+    def validation_cap(self):
+        """' (N per evaluation: ...)' when --val-max-tokens cuts the validation pass short."""
+        if self.val_steps == len(self.val_batches):
+            return ""
+        tokens = self.val_steps * self.val_batches.tokens_per_batch
+        return (
+            f" ({tokens:,} per evaluation: the first {self.val_steps * self.config.seq_length:,} "
+            f"of each of its {self.val_batches.batch_size} streams, --val-max-tokens)"
+        )
+
     def steps_per_epoch(self):
         return len(self.train_batches)
 

@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 from tqdm import tqdm
 
+from textgen import kernel_choice, native_ops
 from textgen.distribution import is_chief, stop_agreement
 from textgen.errors import TrainingDiverged
 from textgen.run_directory import RunDirectory, assign_variables, releases_lock
@@ -160,6 +161,54 @@ class TrainingLoop:
             run.save_config(module.to_dict(config))
             run.save_vocabulary(self.vocabulary)
         self.prepare_steps()
+        self.choose_kernels()
+
+    def choose_kernels(self):
+        """With --fused auto on a CPU and one replica, times a few steps of each recurrent kernel
+        on this run's model and first batch and keeps the fastest (`textgen.kernel_choice`: the
+        answer is cached per machine and shape). Under several replicas or workers every one must
+        trace the same kernel, so they keep the lean kernels unmeasured."""
+        c = self.config
+        stacks = self.recurrent_stacks()
+        if (
+            c.fused != "auto"
+            or not stacks
+            or tf.config.list_logical_devices("GPU")
+            or self.strategy.num_replicas_in_sync > 1
+            or c.strategy == "multiworker"
+        ):
+            return
+        options = kernel_choice.candidates(c.cell, native_ops.lstm_ops() is not None)
+        key = kernel_choice.cache_key(kind=type(self).__name__, **self.kernel_shape())
+        self.measured_steps = {}
+
+        def measure(options):
+            return kernel_choice.time_training(self, stacks, options, self.measurement_batch())
+
+        choice = kernel_choice.choose(options, measure, key)
+        kernel_choice.apply(stacks, choice.candidate)
+        self.kernel = choice
+        self.log(choice.line(self.unit))
+        self.compile_steps()  # the chosen kernel's steps; its measured train step is already traced
+        if choice.candidate.name in self.measured_steps:
+            self.train_step = self.measured_steps[choice.candidate.name]
+        self.measured_steps = {}
+
+    def recurrent_stacks(self):
+        """The model's RecurrentStacks, whose kernel `choose_kernels` picks."""
+        return [self.model.recurrent_stack]
+
+    def measured_variables(self):
+        """Every variable a training step changes, put back after the kernel measurement."""
+        return list(self.model.variables) + list(self.optimizer.variables)
+
+    def kernel_shape(self):
+        """The sizes that decide which kernel is fastest: part of the kernel cache's key."""
+        raise NotImplementedError
+
+    def measurement_batch(self):
+        """One batch for `training_step`, to time the kernels on."""
+        raise NotImplementedError
 
     def checkpoint(self):
         """Every worker gathers the groups (under multiworker that is a collective); only the
