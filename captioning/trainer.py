@@ -49,11 +49,15 @@ from captioning.captions import build_vocabulary, check_vocabulary, tokenize
 from captioning.coco_data import is_karpathy, read_captions, read_json
 from captioning.decoding import caption_features
 from captioning.feature_cache import FeatureCache
+from captioning.images import load_image
 from captioning.losses import masked_cross_entropy, teacher_forcing
 from textgen.distribution import StreamPlacement, make_strategy
 from textgen.io import atomic_write_text, export_disk_full, is_disk_full
 from textgen.metrics import format_loss, metrics
 from textgen.training_loop import TrainingLoop, apply_gradients, global_mean, make_optimizer
+
+# Validation images shown with their captions in TensorBoard at every evaluation.
+TENSORBOARD_IMAGES = 4
 
 
 class CaptionTrainer(TrainingLoop):
@@ -353,6 +357,20 @@ class CaptionTrainer(TrainingLoop):
 
     def validation_metrics(self, val):
         return {"val_perplexity": metrics(val)["perplexity"]}
+
+    def after_evaluation(self, reason):
+        """The first TENSORBOARD_IMAGES validation images with their greedy captions, in
+        TensorBoard (the chief only: it alone writes)."""
+        if not self.tensorboard.write:
+            return
+        count = min(TENSORBOARD_IMAGES, len(self.val_set))
+        records = self.val_set.records[:count]
+        captions = caption_features(
+            self.model, self.validation_features(count), self.vocabulary, self.config.max_length
+        )
+        images = [load_image(record.path, self.model.image_size) for record in records]
+        step = self.progress["global_step"]
+        self.tensorboard.images(step, "validation/captions", images, captions)
 
     def format_loss(self, name, nats):
         return format_loss(name, nats, level="token")

@@ -335,6 +335,7 @@ class Trainer(TrainingLoop):
         seed = int(self.rng.integers(2**31 - 1))
         text = self.model.sample(length=self.config.sample_length, seed=seed)[0]
         self.log(f"---- sample at step {self.progress['global_step']} ----\n{text}\n----")
+        self.tensorboard.text(self.progress["global_step"], "samples", text)
 
 
 def train(config, explicit=(), log=None, progress_bar=None):

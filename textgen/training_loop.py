@@ -2,7 +2,8 @@
 
 It owns what every run does alike: the run directory (resume, the lock, config and vocabulary,
 checkpoints), the epoch and step loop, its stop conditions (--epochs, --max-steps, --max-minutes,
-SIGINT/SIGTERM), the divergence abort, the learning-rate schedule, the history, the log lines
+SIGINT/SIGTERM), the divergence abort, the learning-rate schedule, the logs (RUN/metrics.jsonl,
+`textgen.metrics_log`, and TensorBoard's RUN/logs, `textgen.tensorboard_log`), the log lines
 and the result. A model's trainer subclasses it and supplies hooks: its data and model
 (`prepare_run`), its epochs' batches (`batches`), its train step (`training_step`, returning the
 summed loss and the token count), its evaluation, its checkpoint groups and what it does when
@@ -15,6 +16,7 @@ from any step that continues bit for bit, which `fit` with `BackupAndRestore` do
 """
 
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -26,8 +28,10 @@ from tqdm import tqdm
 from textgen import kernel_choice, native_ops
 from textgen.distribution import is_chief, stop_agreement
 from textgen.errors import TrainingDiverged
+from textgen.metrics_log import MetricsLog
 from textgen.run_directory import RunDirectory, assign_variables, releases_lock
 from textgen.stop_request import StopRequest
+from textgen.tensorboard_log import TensorBoardLog
 
 
 @dataclasses.dataclass
@@ -36,12 +40,30 @@ class TrainResult:
     global_step: int
     epoch: int
     step_losses: list  # training loss of every step (nats/token) since the run began
-    history: list  # one dict per finished epoch (train and validation metrics)
+    history: list  # one eval row of RUN/metrics.jsonl per finished epoch (train and validation)
     final_val_loss: float  # nats/token on the validation data with the final weights
     stopped_by: str  # "epochs", "max_steps", "max_minutes" or "done" (nothing to train)
     seconds: float  # wall time of the call
     states: list | None = None  # textgen: every stream's recurrent state after the last step
     scores: dict | None = None  # captioning: greedy-caption scores of validation images
+
+
+# The throughput scalar's name per progress-bar unit.
+UNIT_NAMES = {"char": "characters", "tok": "tokens", "img": "images"}
+
+
+def closes_logs(method):
+    """Decorates `train()`: the metrics log and the TensorBoard writer are closed however
+    training ends."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.close_logs()
+
+    return wrapper
 
 
 def learning_rate(config, epoch, fraction):
@@ -148,8 +170,6 @@ class TrainingLoop:
             "epoch": 0,
             "step_in_epoch": 0,
             "global_step": 0,
-            "step_losses": [],
-            "history": [],
         }
         self.prepare_run()
         if config.resume:
@@ -161,6 +181,7 @@ class TrainingLoop:
             run.save_config(module.to_dict(config))
             run.save_vocabulary(self.vocabulary)
         self.prepare_steps()
+        self.open_logs()
         self.choose_kernels()
 
     def choose_kernels(self):
@@ -215,7 +236,58 @@ class TrainingLoop:
         chief writes."""
         groups = self.checkpoint_groups()
         if self.chief:
+            # The logs first, so that they always reach the checkpoint's step.
+            self.metrics_log.flush()
+            self.tensorboard.flush()
             self.run.save_checkpoint(groups, self.progress, self.variable_roots())
+
+    # ---- the logs: RUN/metrics.jsonl and TensorBoard's RUN/logs, written by the chief ----
+    def open_logs(self):
+        """On --resume both are cut back to the checkpoint's step: a killed run may have logged
+        steps after it, which the resumed run trains again."""
+        resume_step = self.progress["global_step"] if self.config.resume else None
+        # The loss history that checkpoints held before the log existed.
+        legacy = {k: self.progress.pop(k) for k in ("step_losses", "history") if k in self.progress}
+        self.metrics_log = MetricsLog(self.run.path, self.chief).open(resume_step, legacy)
+        self.tensorboard = TensorBoardLog(self.run.path, self.chief).open(resume_step)
+
+    def close_logs(self):
+        for log in (getattr(self, "metrics_log", None), getattr(self, "tensorboard", None)):
+            if log is not None:
+                log.close()
+
+    def record_step(self, loss, rate, units, seconds):
+        """A training step's loss, learning rate and throughput (`units` in `seconds`)."""
+        p = self.progress
+        self.metrics_log.step(p["global_step"], p["epoch"], loss, rate)
+        throughput = f"train/{UNIT_NAMES.get(self.unit, self.unit)}_per_second"
+        scalars = {"train/loss": loss, "train/learning_rate": rate}
+        self.tensorboard.scalars(p["global_step"], {**scalars, throughput: units / seconds})
+
+    def record_evaluation(self, reason, val, epoch=None, **fields):
+        """An evaluation of the weights at the current step, `reason` "epoch" (an epoch's end:
+        the history), "final" (the final weights of a run stopped mid-epoch) or another name,
+        into the metrics log and TensorBoard; then the `after_evaluation` hook."""
+        p = self.progress
+        extra = self.validation_metrics(val)
+        self.metrics_log.evaluation(
+            reason,
+            p["global_step"],
+            p["epoch"] if epoch is None else epoch,
+            val,
+            **fields,
+            **extra,
+            seconds=time.monotonic() - self.started,
+        )
+        scalars = {
+            "validation/nats_per_token": val,
+            "validation/perplexity": math.exp(min(val, 700.0)),
+            "validation/bits_per_char": extra.get("val_bits_per_char"),
+        }
+        if reason == "epoch":
+            scalars["train/epoch_loss"] = fields.get("train")
+        self.tensorboard.scalars(p["global_step"], scalars)
+        self.after_evaluation(reason)
 
     def restore_variables(self, groups, name, variables, what):
         assign_variables(variables, groups.get(name, []), what, self.variable_roots())
@@ -257,14 +329,15 @@ class TrainingLoop:
         return None
 
     @releases_lock
+    @closes_logs
     def train(self):
         c, p = self.config, self.progress
         self.log(self.describe())
         done = self.nothing_left()
         if done:
             self.log(done)
-            last = p["history"][-1] if p["history"] else {}
-            final_val = last["val"] if last.get("global_step") == p["global_step"] else float("nan")
+            last = self.metrics_log.last_evaluation or {}
+            final_val = last["val"] if last.get("step") == p["global_step"] else float("nan")
             return self.result("done", final_val, None)
         if p["global_step"]:
             self.log(
@@ -273,7 +346,10 @@ class TrainingLoop:
             )
         with StopRequest(self.log) as stop_request:
             stopped_by, val = self._epochs(stop_request)
-        final_val = self.evaluate() if val is None else val
+        if val is None:
+            val = self.evaluate()
+            self.record_evaluation("final", val)
+        final_val = val
         self.log(
             f"stopped by {stopped_by} at global step {p['global_step']}: "
             f"{self.format_loss('val', final_val)}; checkpoint in {c.out}"
@@ -287,8 +363,8 @@ class TrainingLoop:
             self.config.out,
             p["global_step"],
             p["epoch"],
-            list(p["step_losses"]),
-            list(p["history"]),
+            list(self.metrics_log.losses),
+            list(self.metrics_log.history),
             final_val,
             stopped_by,
             time.monotonic() - self.started,
@@ -324,10 +400,11 @@ class TrainingLoop:
                 p["epoch_total"] = p["epoch_count"] = 0.0
             with self._bar(p["epoch"], p["step_in_epoch"]) as bar:
                 for batch, units in self.batches(p["epoch"], p["step_in_epoch"]):
-                    self.optimizer.learning_rate.assign(
-                        self.learning_rate(p["epoch"], self.run_fraction())
-                    )
+                    rate = self.learning_rate(p["epoch"], self.run_fraction())
+                    self.optimizer.learning_rate.assign(rate)
+                    step_started = time.monotonic()
                     total, count = self.training_step(batch)
+                    seconds = time.monotonic() - step_started
                     loss = total / max(count, 1.0)
                     if not math.isfinite(loss) or loss > 3 * initial_loss:
                         raise TrainingDiverged(
@@ -340,7 +417,7 @@ class TrainingLoop:
                     p["epoch_count"] = p.get("epoch_count", 0.0) + count
                     p["step_in_epoch"] += 1
                     p["global_step"] += 1
-                    p["step_losses"].append(loss)
+                    self.record_step(loss, rate, units, seconds)
                     bar.update(units)
                     bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
                     if agree(stop_request.requested):
@@ -369,17 +446,7 @@ class TrainingLoop:
         count = p.get("epoch_count", 0.0)
         train = p.get("epoch_total", 0.0) / count if count else float("nan")
         rate = float(self.optimizer.learning_rate.numpy())
-        p["history"].append(
-            {
-                "epoch": p["epoch"] + 1,
-                "global_step": p["global_step"],
-                "seconds": time.monotonic() - self.started,
-                "train": train,
-                "val": val,
-                **self.validation_metrics(val),
-                "learning_rate": rate,
-            }
-        )
+        self.record_evaluation("epoch", val, p["epoch"] + 1, train=train, learning_rate=rate)
         self.log(
             f"epoch {p['epoch'] + 1}/{c.epochs}  {self.format_loss('train', train)}  |  "
             f"{self.format_loss('val', val)}  |  learning rate {rate:.2e}"
@@ -439,8 +506,12 @@ class TrainingLoop:
         raise NotImplementedError
 
     def validation_metrics(self, val):
-        """Extra history fields of a validation loss."""
+        """Extra fields of a validation loss's row in the metrics log."""
         return {}
+
+    def after_evaluation(self, reason):
+        """Called after each evaluation was logged (captioning: validation images and their
+        captions in TensorBoard)."""
 
     def format_loss(self, name, nats):
         raise NotImplementedError
