@@ -187,7 +187,7 @@ def test_saved_model_cli_lists_both_signatures(exported):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("generate", "step", "serving_default"):
+    for name in ("generate", "step", "serving_default", "score"):
         assert f"signature_def['{name}']" in result.stdout
     for name in (
         "prompt",
@@ -199,6 +199,9 @@ def test_saved_model_cli_lists_both_signatures(exported):
         "token_ids",
         "state_0",
         "logits",
+        "log_prob",
+        "tokens",
+        "characters",
     ):
         assert f"['{name}']" in result.stdout
 

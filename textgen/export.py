@@ -4,7 +4,7 @@
 
 The SavedModel holds only TensorFlow objects (weights, vocabulary, config, traced graphs), so it
 loads with plain `tf.saved_model.load(OUT_DIR)` (or TF Serving) in a process that has never heard
-of textgen. It has two signatures:
+of textgen. It has three signatures:
 
 `generate` (also `serving_default`), everything in the graph:
     inputs:  prompt tf.string [B], length int32 (), temperature float32 (), top_k int32 (),
@@ -38,6 +38,14 @@ of textgen. It has two signatures:
     outputs: logits float32 [B, vocab], state_0 ... state_{N-1} (the new states)
     Zero states start a text. LSTM layers have two states each (h, c), GRU and RNN layers one.
 
+`score`, how likely each text is (`textgen.scoring`; `LanguageModel.score_each` in Python):
+    inputs:  text tf.string [B]
+    outputs: log_prob float32 [B] (nats), tokens int32 [B], characters int32 [B]
+    Each text is scored on its own, as `python -m textgen.score --per-line` scores a line: from
+    zero state, after the default prime (a newline), every token predicted from those before
+    it. Characters outside the vocabulary are dropped and not counted, as in `generate`; a
+    word-level model maps them to `<unk>`. Bits per character: -log_prob / ln 2 / characters.
+
 Also on the loaded object: `vocabulary` (string variable, token i is id i), `config_json`
 (string variable: cell, sizes, state names) and `default_prime_id`.
 
@@ -66,6 +74,7 @@ from textgen.errors import UsageError, cli_errors  # noqa: E402
 from textgen.io import check_out_directory, replace_directory  # noqa: E402
 from textgen.language_model import LanguageModel  # noqa: E402
 from textgen.lean_model import LeanLanguageModel, lean_weights  # noqa: E402
+from textgen.scoring import step_log_probs  # noqa: E402
 
 # ---- text <-> tokens in the graph ----
 
@@ -191,6 +200,9 @@ class ExportedLanguageModel(tf.Module):
                 *[tf.TensorSpec([None, self.units], tf.float32, name=n) for n in self.state_names],
             ],
         )
+        self.score = tf.function(
+            self._score, input_signature=[tf.TensorSpec([None], tf.string, name="text")]
+        )
 
     def lean_model(self, xla=False):
         # Each weight is read once per call; the loop body then uses plain tensors.
@@ -245,12 +257,31 @@ class ExportedLanguageModel(tf.Module):
         logits, new_states = self.lean_model().step(token_ids, list(states))
         return {"logits": logits, **dict(zip(self.state_names, new_states))}
 
+    def _score(self, text):
+        """log p(text) from zero state after the default prime, per text; see the module
+        docstring. Runs the lean step token by token (`textgen.scoring.step_log_probs`)."""
+        ids = self.token_ids.lookup(self.tokenizer.tokenize(text))  # ragged [B, None]
+        ids = tf.ragged.boolean_mask(ids, ids >= 0)  # as `generate`: unknown ones are dropped
+        lengths = tf.cast(ids.row_lengths(), tf.int32)
+        targets = ids.to_tensor()
+        batch = tf.shape(text)[0]
+        first = tf.fill([batch, 1], tf.convert_to_tensor(self.default_prime_id))
+        inputs = tf.concat([first, targets[:, :-1]], axis=1)[:, : tf.shape(targets)[1]]
+        lean = self.lean_model()
+        log_prob = step_log_probs(lean.step, inputs, targets, lengths, lean.initial_states(batch))
+        if self.level == "char":
+            characters = lengths
+        else:
+            characters = tf.strings.length(text, unit="UTF8_CHAR")
+        return {"log_prob": log_prob, "tokens": lengths, "characters": characters}
+
     def signatures(self):
         generate = self.generate.get_concrete_function()
         return {
             "serving_default": generate,
             "generate": generate,
             "step": self.step.get_concrete_function(),
+            "score": self.score.get_concrete_function(),
         }
 
 
@@ -313,7 +344,8 @@ def build_parser():
         ExportConfig,
         "python -m textgen.export",
         "Export a trained textgen run as a self-contained TensorFlow SavedModel with signatures "
-        "`generate` (prompt -> text, also serving_default) and `step`.",
+        "`generate` (prompt -> text, also serving_default), `step` and `score` (text -> "
+        "log-probability).",
         positionals=("run_directory", "out_directory"),
     )
 
@@ -326,7 +358,7 @@ def main(argv=None):
     export_saved_model(model, config.out_directory, config.overwrite, config.xla)
     print(
         f"exported {config.run_directory} to {config.out_directory} "
-        "(signatures: generate = serving_default, step)"
+        "(signatures: generate = serving_default, step, score)"
     )
     return 0
 
