@@ -17,6 +17,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT = os.path.join(ROOT, "docs", "flags.md")
 CLIS = (
+    "textgen.prepare",
     "textgen.train",
     "textgen.sample",
     "textgen.export",

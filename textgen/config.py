@@ -18,6 +18,11 @@ DEFAULT_DATA = os.path.join(
 )
 
 
+# The smallest auto cap of one validation pass (--val-max-tokens 0): small corpora, such as
+# tiny-shakespeare's 111,540 validation characters, keep their full pass.
+VAL_MAX_TOKENS_FLOOR = 2**18
+
+
 def loop_field(name):
     """The dataclass field of a flag that TrainingLoop reads the same way for every model: its
     default and its --help text, written once for textgen.train and captioning.train."""
@@ -79,7 +84,8 @@ class TrainConfig:
     data: str = dataclasses.field(
         default=DEFAULT_DATA,
         metadata={
-            "help": "corpus text file",
+            "help": "corpus text file (prepared on the fly into a cache keyed by its SHA-256 "
+            "and the tokenisation flags), or a directory written by python -m textgen.prepare",
             "default_help": "the embedded data/tinyshakespeare/input.txt",
         },
     )
@@ -176,6 +182,23 @@ class TrainConfig:
             "in (0, 0.5]"
         },
     )
+    eval_every: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "also evaluate on the validation text every N training steps (0: only at "
+            "the end of every epoch and of the run)"
+        },
+    )
+    val_max_tokens: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "tokens of one validation pass at most: the first tokens of every validation "
+            "stream, the same ones at every evaluation; 0: auto, the whole validation text up to "
+            f"the larger of {VAL_MAX_TOKENS_FLOOR:,} tokens and 0.15 times the tokens trained "
+            "between two evaluations (so that validation takes about 5 percent of the training "
+            "time); resolved when the run starts and saved with it"
+        },
+    )
     seed: int = loop_field("seed")
     out: str = dataclasses.field(
         default="runs/default",
@@ -256,7 +279,7 @@ def validate(config):
         value = getattr(config, name)
         if not isinstance(value, int) or value <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    for name in ("max_steps", "sample_every"):
+    for name in ("max_steps", "sample_every", "eval_every", "val_max_tokens"):
         if getattr(config, name) < 0:
             raise UsageError(
                 f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}"
@@ -264,6 +287,21 @@ def validate(config):
     if not config.learning_rate > 0:
         raise UsageError(f"--learning-rate must be positive, got {config.learning_rate}")
     validate_shared(config)
+    validate_tokenisation(config)
+    if config.optimizer not in OPTIMIZERS:
+        raise UsageError(
+            f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}"
+        )
+    if config.batch_parts < 0 or config.batch_parts > config.batch_size:
+        raise UsageError(
+            f"--batch-parts must be between 0 (auto) and --batch-size "
+            f"({config.batch_size}), got {config.batch_parts}"
+        )
+
+
+def validate_tokenisation(config):
+    """The checks of the flags that say how a corpus is read and tokenised (textgen.train and
+    textgen.prepare)."""
     if not 0 < config.val_fraction <= 0.5:
         raise UsageError(f"--val-fraction must be in (0, 0.5], got {config.val_fraction}")
     if config.level not in ("char", "word"):
@@ -276,15 +314,6 @@ def validate(config):
         raise UsageError(f"--min-count must be a positive integer, got {config.min_count}")
     if config.max_vocab < 0 or config.max_vocab == 1:
         raise UsageError(f"--max-vocab must be 0 (no limit) or at least 2, got {config.max_vocab}")
-    if config.optimizer not in OPTIMIZERS:
-        raise UsageError(
-            f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}"
-        )
-    if config.batch_parts < 0 or config.batch_parts > config.batch_size:
-        raise UsageError(
-            f"--batch-parts must be between 0 (auto) and --batch-size "
-            f"({config.batch_size}), got {config.batch_parts}"
-        )
 
 
 def validate_shared(config):
@@ -328,3 +357,44 @@ def to_dict(config):
 def from_dict(values):
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in values.items() if k in known})
+
+
+def train_field(name, **metadata):
+    """The TrainConfig field `name` for another CLI that takes the same flag: one default, one
+    --help text (`metadata` overrides parts of it)."""
+    field = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    return dataclasses.field(default=field.default, metadata={**field.metadata, **metadata})
+
+
+@dataclasses.dataclass
+class PrepareConfig:
+    """`python -m textgen.prepare`: the corpus and tokenisation flags of TrainConfig, and where
+    the prepared corpus goes."""
+
+    data: str = train_field("data", help="corpus text file")
+    encoding: str = train_field("encoding")
+    keep_newlines: bool = train_field("keep_newlines")
+    level: str = train_field("level")
+    segmenter: str = train_field("segmenter")
+    min_count: int = train_field("min_count")
+    max_vocab: int = train_field("max_vocab")
+    val_fraction: float = train_field("val_fraction")
+    out: str = dataclasses.field(
+        default="",
+        metadata={
+            "help": "directory to write the prepared corpus to (header.json, vocab.json, "
+            "train.bin, val.bin); an earlier prepared corpus there is replaced",
+            "required": True,
+            "metavar": "DIR",
+        },
+    )
+    workers: int = dataclasses.field(
+        default=0,
+        metadata={"help": "processes that segment the text with jieba (0: one per core)"},
+    )
+
+
+def validate_prepare(config):
+    validate_tokenisation(config)
+    if config.workers < 0:
+        raise UsageError(f"--workers must be >= 0 (0: one per core), got {config.workers}")

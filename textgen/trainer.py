@@ -9,7 +9,6 @@ State handling, at explicit points:
 - A checkpoint stores the training states, so a resumed run continues the same trajectory.
 """
 
-import collections
 import os
 
 import keras
@@ -17,7 +16,12 @@ import numpy as np
 import tensorflow as tf
 
 from textgen import config as config_lib
-from textgen.corpus import StreamBatches, minimum_corpus_length, read_text, split_train_validation
+from textgen.corpus import (
+    StreamBatches,
+    auto_val_max_tokens,
+    minimum_corpus_length,
+    validation_steps,
+)
 from textgen.distribution import (
     StreamPlacement,
     batch_parts,
@@ -28,32 +32,24 @@ from textgen.errors import UsageError
 from textgen.io import export_disk_full, is_disk_full
 from textgen.language_model import LanguageModel
 from textgen.metrics import format_loss, metrics
-from textgen.tokenizers import make_tokenizer
+from textgen.prepared_corpus import corpus_for_training
 from textgen.training_loop import TrainingLoop, apply_gradients, global_mean, make_optimizer
-from textgen.vocabulary import Vocabulary
-
-UNKNOWN = "<unk>"
 
 
-def corpus_vocabulary(tokens, config):
-    """Characters sorted by code point; words by falling count, rare ones mapped to <unk>."""
-    limited = config.min_count > 1 or config.max_vocab > 0
-    if config.level == "char" and not limited:
-        return Vocabulary.from_characters(tokens)
-    vocabulary = Vocabulary.from_tokens(
-        tokens,
-        specials=[UNKNOWN],
-        min_count=config.min_count,
-        max_size=config.max_vocab or None,
-        unknown_token=UNKNOWN,
-    )
-    if len(vocabulary) < 2:
-        top = max(collections.Counter(tokens).values())
+def resumed_ids(corpus, vocabulary, data):
+    """The corpus's (train, validation) ids in the ids of the run's `vocabulary`: the memory maps
+    themselves when the corpus gives the run's vocabulary (the rule), arrays re-encoded in memory
+    when it gives a part of it, a UsageError naming what the run's vocabulary lacks otherwise."""
+    if corpus.vocabulary == vocabulary:
+        return corpus.train_ids, corpus.val_ids
+    missing = [t for t in corpus.vocabulary.tokens if t not in vocabulary]
+    if missing and vocabulary.unknown_token is None:
         raise UsageError(
-            f"--min-count {config.min_count} leaves no token in the vocabulary (the "
-            f"most frequent one occurs {top} times); lower --min-count"
+            f"{data} has characters the run's vocabulary lacks "
+            f"({''.join(missing[:20])!r}); resume with the corpus the run was started with"
         )
-    return vocabulary
+    remap = np.array(vocabulary.encode(corpus.vocabulary.tokens), dtype=np.int32)
+    return remap[corpus.train_ids], remap[corpus.val_ids]
 
 
 class Trainer(TrainingLoop):
@@ -64,47 +60,36 @@ class Trainer(TrainingLoop):
     # ---- set-up ----
     def prepare_run(self):
         config, run = self.config, self.run
-        text = read_text(config.data, config.encoding, config.keep_newlines)
-        tokenizer = make_tokenizer(config.level, config.segmenter, text)
-        if config.level == "word":
-            config.segmenter = (
-                tokenizer.name
-            )  # "auto" resolved, so the run always reloads the same way
-        tokens = tokenizer.tokenize(text)
+        # A memory map of the prepared token ids (prepared first when --data is a text file):
+        # batches are views of it, so the corpus never has to fit in memory.
+        corpus = corpus_for_training(config, self.explicit, self.progress_bar, self.log)
         self.unit = "char" if config.level == "char" else "tok"
         self.unit_name = "characters" if config.level == "char" else "tokens"
+        train_ids, val_ids = corpus.train_ids, corpus.val_ids
+        self.vocabulary = corpus.vocabulary
         if config.resume:
             self.vocabulary = run.load_vocabulary()
-            missing = (
-                self.vocabulary.unknown(tokens) if self.vocabulary.unknown_token is None else []
-            )
-            if missing:
-                raise UsageError(
-                    f"{config.data} has characters the run's vocabulary lacks "
-                    f"({''.join(missing[:20])!r}); resume with the corpus the run was "
-                    "started with"
-                )
-        else:
-            self.vocabulary = corpus_vocabulary(tokens, config)
+            train_ids, val_ids = resumed_ids(corpus, self.vocabulary, config.data)
         minimum = minimum_corpus_length(config.batch_size, config.seq_length, config.val_fraction)
-        if len(tokens) < minimum:
+        if corpus.num_tokens < minimum:
             raise UsageError(
-                f"{config.data} has {len(tokens)} {self.unit_name}, too few for --batch-size "
-                f"{config.batch_size} x --seq-length {config.seq_length} with --val-fraction "
-                f"{config.val_fraction}; it needs at least {minimum}: use a longer corpus or "
-                "smaller --batch-size/--seq-length"
+                f"{config.data} has {corpus.num_tokens} {self.unit_name}, too few for "
+                f"--batch-size {config.batch_size} x --seq-length {config.seq_length} with "
+                f"--val-fraction {config.val_fraction}; it needs at least {minimum}: use a "
+                "longer corpus or smaller --batch-size/--seq-length"
             )
-        ids = np.asarray(self.vocabulary.encode(tokens), dtype=np.int32)
-        self.coverage = 1.0
-        if self.vocabulary.unknown_token is not None:
-            self.coverage = float(np.mean(ids != self.vocabulary.id(self.vocabulary.unknown_token)))
-        train_ids, val_ids = split_train_validation(ids, config.val_fraction)
-        val_tokens = tokens[len(tokens) - len(val_ids) :]
+        self.coverage = corpus.coverage
         # Bits per character are measured against the original text the validation tokens cover.
-        self.characters_per_token = len(tokenizer.detokenize(val_tokens)) / max(1, len(val_tokens))
+        self.characters_per_token = corpus.val_characters_per_token
         self.train_batches = StreamBatches(train_ids, config.batch_size, config.seq_length)
         val_rows = min(config.batch_size, (len(val_ids) - 1) // config.seq_length)
         self.val_batches = StreamBatches(val_ids, val_rows, config.seq_length)
+        if not config.val_max_tokens:  # auto, resolved once and saved with the run
+            config.val_max_tokens = auto_val_max_tokens(
+                config, len(self.train_batches), self.train_batches.tokens_per_batch
+            )
+        # The capped pass: the first batches of every validation stream, the same every time.
+        self.val_steps = validation_steps(self.val_batches, config.val_max_tokens)
 
         # Resolved here, before TensorFlow runs its first op (the thread setting needs that), and
         # saved with the config, so that a resumed run splits its batches the same way.
@@ -211,8 +196,8 @@ class Trainer(TrainingLoop):
         return (
             f"vocabulary {len(self.vocabulary)} {self.unit_name}{coverage}; train "
             f"{batches.inputs.size:,} / validation {self.val_batches.inputs.size:,} "
-            f"{self.unit_name}; {len(batches)} batches of {c.batch_size} x {c.seq_length} per "
-            f"epoch; {self.model.count_params():,} parameters"
+            f"{self.unit_name}{self.validation_cap()}; {len(batches)} batches of "
+            f"{c.batch_size} x {c.seq_length} per epoch; {self.model.count_params():,} parameters"
             + (f"; {c.batch_parts} groups of streams in parallel" if c.batch_parts > 1 else "")
         )
 
@@ -281,12 +266,13 @@ class Trainer(TrainingLoop):
         """Mean validation loss (nats/token) over the validation streams, from zero states."""
         states = self.model.initial_states(self.val_batches.batch_size)
         total = 0.0
-        for inputs, targets in self.val_batches:
+        for k in range(self.val_steps):  # --val-max-tokens: the first batches of every stream
             if not self.config.stateful:
                 states = self.model.initial_states(self.val_batches.batch_size)
+            inputs, targets = self.val_batches[k]
             loss, states = self.eval_step(inputs, targets, states)
             total += float(loss)
-        return total / len(self.val_batches)
+        return total / self.val_steps
 
     def validation_metrics(self, val):
         return {"val_bits_per_char": metrics(val, self.characters_per_token)["bits_per_char"]}

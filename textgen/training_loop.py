@@ -424,6 +424,9 @@ class TrainingLoop:
                         self.checkpoint()  # every worker
                         raise stop_request.error(p["global_step"])
                     self.after_step()
+                    every = getattr(c, "eval_every", 0)  # textgen's --eval-every
+                    if every and p["global_step"] % every == 0 and p["step_in_epoch"] < steps:
+                        val = self.evaluate_between_epochs()
                     if c.max_steps and p["global_step"] >= c.max_steps:
                         stopped_by = "max_steps"
                     elif c.max_minutes and time.monotonic() - self.started >= c.max_minutes * 60:
@@ -440,6 +443,14 @@ class TrainingLoop:
                 break
         self.checkpoint()
         return stopped_by, val
+
+    def evaluate_between_epochs(self):
+        """--eval-every: a validation pass within an epoch (char-rnn's eval_val_every); an epoch's
+        last step is evaluated by the epoch's end instead."""
+        val = self.evaluate()
+        self.record_evaluation("every", val)
+        self.log(f"step {self.progress['global_step']}  {self.format_loss('val', val)}")
+        return val
 
     def _end_epoch(self, val):
         c, p = self.config, self.progress

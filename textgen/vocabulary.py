@@ -36,7 +36,14 @@ class Vocabulary:
 
         Ties are broken by the token itself, so the same corpus always gives the same ids.
         """
-        counts = collections.Counter(tokens)
+        return cls.from_counts(
+            collections.Counter(tokens), specials, min_count, max_size, unknown_token
+        )
+
+    @classmethod
+    def from_counts(cls, counts, specials=(), min_count=1, max_size=None, unknown_token=None):
+        """`from_tokens` from {token: count}, which a corpus larger than memory is counted
+        into."""
         ranked = sorted(
             (t for t, c in counts.items() if c >= min_count and t not in specials),
             key=lambda t: (-counts[t], t),
