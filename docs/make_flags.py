@@ -20,6 +20,7 @@ CLIS = (
     "textgen.prepare",
     "textgen.train",
     "textgen.sample",
+    "textgen.score",
     "textgen.export",
     "captioning.train",
     "captioning.caption",

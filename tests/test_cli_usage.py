@@ -9,6 +9,7 @@ import pytest
 BAD_FLAGS = [
     ("textgen.train", ["--hidden-size", "abc"], "argument --hidden-size: invalid int value: 'abc'"),
     ("textgen.sample", ["RUN", "--length", "abc"], "argument --length: invalid int value: 'abc'"),
+    ("textgen.score", ["RUN", "--streams", "x"], "argument --streams: invalid int value: 'x'"),
     ("textgen.export", ["RUN", "OUT", "--xla"], "unrecognized arguments: --xla"),
     (
         "captioning.train",
@@ -42,7 +43,8 @@ BAD_FLAGS = [
     ),
 ]
 POSITIONALS = {
-    "textgen.sample": "RUN_DIR ",
+    "textgen.sample": "[RUN_DIR] ",
+    "textgen.score": "[RUN_DIR] [FILE] ",
     "textgen.export": "RUN_DIR OUT_DIR ",
     "captioning.caption": "IMAGE [IMAGE ...] ",
     "captioning.export": "RUN_DIR OUT_DIR ",
