@@ -46,53 +46,32 @@ def test_resume_truncates_at_the_checkpoint_step_and_at_a_torn_line(tmp_path):
     assert other.losses == [1.0, 0.5, 1.0 / 3, 1.0] and open(log.path, "rb").read() == before
 
 
-def test_training_logs_every_step_and_evaluation_outside_the_checkpoint(tiny_config, tmp_path):
-    config = dataclasses.replace(tiny_config, max_steps=50, out=str(tmp_path / "run"))
-    result = train(config, **QUIET)
-    rows = read_rows(os.path.join(config.out, FILE))
-    steps = [row for row in rows if row["kind"] == "step"]
-    assert [row["step"] for row in steps] == list(range(1, 51))
-    assert step_losses(rows) == result.step_losses
-    assert all(row["learning_rate"] == config.learning_rate for row in steps)
-    # About 40 steps per epoch: one epoch's evaluation, then the final weights' at step 50.
-    (epoch, epoch_end), final = ((r["reason"], r["step"]) for r in evaluations(rows))
-    assert epoch == "epoch" and 30 < epoch_end < 50 and final == ("final", 50)
-    assert history(rows) == result.history and result.history[0]["epoch"] == 1
-    assert evaluations(rows)[-1]["val"] == result.final_val_loss
-    assert result.history[0]["val_bits_per_char"] > 0
-    _, progress = RunDirectory(config.out).load_checkpoint()
-    assert "step_losses" not in progress and "history" not in progress
-
-
-def test_the_checkpoint_does_not_grow_with_the_steps(tiny_config, tmp_path):
+def test_the_log_holds_every_step_and_evaluation_and_the_checkpoint_does_not_grow(
+    tiny_config, tmp_path
+):
     config = dataclasses.replace(tiny_config, max_steps=3, out=str(tmp_path / "run"))
     train(config, **QUIET)
     checkpoint = RunDirectory(config.out).checkpoint_path
     early = os.path.getsize(checkpoint)
-    resumed = dataclasses.replace(config, max_steps=100, resume=True)
+    resumed = dataclasses.replace(config, max_steps=60, resume=True)
     result = train(resumed, explicit={"max_steps", "resume"}, **QUIET)
-    assert result.global_step == 100 and len(result.step_losses) == 100
-    # 97 more losses as JSON would add about 2 kB; the numbers in the progress record
+    # 57 more losses as JSON would add over 1 kB; the numbers in the progress record
     # (steps, epoch sums) may take a few more digits.
     assert abs(os.path.getsize(checkpoint) - early) < 100
+    _, progress = RunDirectory(config.out).load_checkpoint()
+    assert "step_losses" not in progress and "history" not in progress
 
-
-def test_a_resume_drops_the_steps_a_killed_run_logged_after_its_checkpoint(tiny_config, tmp_path):
-    config = dataclasses.replace(tiny_config, max_steps=16, out=str(tmp_path / "straight"))
-    straight = train(config, **QUIET)
-    killed = dataclasses.replace(config, max_steps=12, out=str(tmp_path / "killed"))
-    train(killed, **QUIET)
-    # What a run killed after step 12's checkpoint leaves: steps it logged but never saved.
-    write_rows(os.path.join(killed.out, FILE), range(13, 20))
-    resumed = train(
-        dataclasses.replace(killed, max_steps=16, resume=True),
-        explicit={"max_steps", "resume"},
-        **QUIET,
-    )
-    rows = read_rows(os.path.join(killed.out, FILE))
-    assert [row["step"] for row in rows if row["kind"] == "step"] == list(range(1, 17))
-    np.testing.assert_allclose(step_losses(rows), straight.step_losses, rtol=1e-5)
-    assert resumed.step_losses == step_losses(rows)
+    rows = read_rows(os.path.join(config.out, FILE))
+    steps = [row for row in rows if row["kind"] == "step"]
+    assert [row["step"] for row in steps] == list(range(1, 61))
+    assert step_losses(rows) == result.step_losses
+    assert all(row["learning_rate"] == config.learning_rate for row in steps)
+    # The first run's final weights, an epoch's end (about 40 steps), the second run's end.
+    (first, (epoch, epoch_end), last) = ((r["reason"], r["step"]) for r in evaluations(rows))
+    assert first == ("final", 3) and epoch == "epoch" and 30 < epoch_end < 60
+    assert last == ("final", 60) and evaluations(rows)[-1]["val"] == result.final_val_loss
+    assert history(rows) == result.history and result.history[0]["epoch"] == 1
+    assert result.history[0]["val_bits_per_char"] > 0
 
 
 def test_a_run_from_before_the_log_resumes_with_its_history(tiny_config, tmp_path):
