@@ -5,7 +5,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # take the C++ ops unmeasured, so that no comparison between two runs hinges on a timing.
 # tests/test_kernel_choice.py unsets it to test the measurement itself.
 os.environ.setdefault("TEXTGEN_KERNEL", "native")
-
+# Likewise generation takes the XLA-compiled loop at every batch size unmeasured
+# (textgen.generation_choice; tests/test_generation_choice.py measures).
+os.environ.setdefault("TEXTGEN_GENERATION", "xla")
 
 import pytest  # noqa: E402
 

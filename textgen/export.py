@@ -47,7 +47,10 @@ of textgen. It has three signatures:
     word-level model maps them to `<unk>`. Bits per character: -log_prob / ln 2 / characters.
 
 Also on the loaded object: `vocabulary` (string variable, token i is id i), `config_json`
-(string variable: cell, sizes, state names) and `default_prime_id`.
+(string variable: cell, sizes, state names, the generation loop) and `default_prime_id`, and
+`xla_max_streams` (int32 variable): `generate` runs its XLA-compiled loop for fewer streams than
+this and the graph loop from this many on, as measured on the exporting machine
+(`textgen.generation_choice`; 0 with `--no-xla`). Assign it to change the crossover.
 
 Speed: the generation loop runs one lean step per character (`textgen.lean_model`). The embedding
 and the first layer's input projection are folded into one [vocab, G*H] table, so layer 0 costs
@@ -69,7 +72,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from textgen import cli  # noqa: E402
+from textgen import cli, generation_choice  # noqa: E402
 from textgen.errors import UsageError, cli_errors  # noqa: E402
 from textgen.io import check_out_directory, replace_directory  # noqa: E402
 from textgen.language_model import LanguageModel  # noqa: E402
@@ -131,6 +134,12 @@ class ExportedLanguageModel(tf.Module):
         super().__init__(name="textgen_language_model")
         self.cell, self.num_layers, self.units = model.cell, model.num_layers, model.hidden_size
         self.xla = xla
+        # From how many streams `generate` takes the graph loop instead of XLA's: measured on
+        # the exporting machine (textgen.generation_choice); a variable, so it can be changed.
+        limit = generation_choice.xla_max_streams(model) if xla else 0
+        self.xla_max_streams = tf.Variable(
+            generation_choice.as_tensor(limit), trainable=False, name="xla_max_streams"
+        )
         self.level = getattr(model, "level", "char")
         self.tokenizer = in_graph_tokenizer(model)
         tokens = list(model.vocabulary.tokens)
@@ -143,6 +152,7 @@ class ExportedLanguageModel(tf.Module):
         self.state_names = [f"state_{i}" for i in range(num_states)]
         config = {
             "format": "textgen-saved-model-1",
+            "generation_loop": generation_choice.describe(limit),
             "cell": model.cell,
             "num_layers": model.num_layers,
             "hidden_size": model.hidden_size,
@@ -204,10 +214,12 @@ class ExportedLanguageModel(tf.Module):
             self._score, input_signature=[tf.TensorSpec([None], tf.string, name="text")]
         )
 
-    def lean_model(self, xla=False):
+    def lean_model(self, xla=False, xla_max_streams=None):
         # Each weight is read once per call; the loop body then uses plain tensors.
         weights = {name: tf.convert_to_tensor(v) for name, v in self.lean_weights.items()}
-        return LeanLanguageModel(weights, self.cell, self.num_layers, self.units, xla)
+        return LeanLanguageModel(
+            weights, self.cell, self.num_layers, self.units, xla, xla_max_streams
+        )
 
     def _generate(self, prompt, length, temperature, top_k, seed):
         unit = "characters" if self.level == "char" else "tokens"
@@ -240,9 +252,9 @@ class ExportedLanguageModel(tf.Module):
         # decode_loop cannot stack zero steps or zero rows of unknown shape: skip it then.
         new_ids = tf.cond(
             (num_new > 0) & (batch > 0),
-            lambda: self.lean_model(self.xla).generate_ids(
-                prime_ids, num_new, temperature, top_k, seed, forbidden
-            ),
+            lambda: self.lean_model(
+                self.xla, tf.convert_to_tensor(self.xla_max_streams)
+            ).generate_ids(prime_ids, num_new, temperature, top_k, seed, forbidden),
             lambda: tf.zeros([batch, 0], tf.int32),
         )
         # As model.sample: the prompt as it was fed (an empty one stays empty), then the new tokens.

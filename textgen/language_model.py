@@ -298,22 +298,29 @@ class LanguageModel(keras.Model):
         return scoring.score_texts(self, texts, prime, unknown, batch_size)
 
     def _generate(self, prime_ids, num_new, temperature, top_k, seed, forbidden):
-        """Runs the generation-time model (`textgen.lean_model`, XLA-compiled loop) on weights
-        folded from the current ones, which is what the exported SavedModel runs too: the same
-        prime, seed and settings give the same text here and from the SavedModel. The weights
-        are arguments of one traced function, so sampling during training does not retrace."""
+        """Runs the generation-time model (`textgen.lean_model`) on weights folded from the
+        current ones, which is what the exported SavedModel runs too: the same prime, seed and
+        settings give the same text here and from a SavedModel exported on this machine (both
+        take the loop `textgen.generation_choice` measured for this machine and batch size).
+        The weights are arguments of one traced function, so sampling during training does not
+        retrace."""
+        from textgen import generation_choice
         from textgen.lean_model import LeanLanguageModel, lean_weights
 
         if self._generate_fn is None:
 
-            def generate(weights, prime_ids, num_new, temperature, top_k, seed, forbidden):
-                lean = LeanLanguageModel(weights, self.cell, self.num_layers, self.hidden_size)
+            def generate(weights, limit, prime_ids, num_new, temperature, top_k, seed, forbidden):
+                lean = LeanLanguageModel(
+                    weights, self.cell, self.num_layers, self.hidden_size, xla_max_streams=limit
+                )
                 return lean.generate_ids(prime_ids, num_new, temperature, top_k, seed, forbidden)
 
             self._generate_fn = tf.function(generate, reduce_retracing=True)
+            self._xla_max_streams = generation_choice.xla_max_streams(self)
         weights = {name: tf.constant(value) for name, value in lean_weights(self).items()}
         return self._generate_fn(
             weights,
+            generation_choice.as_tensor(self._xla_max_streams),
             tf.constant(prime_ids, tf.int32),
             tf.constant(num_new, tf.int32),
             tf.constant(float(temperature)),

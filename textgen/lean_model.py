@@ -128,11 +128,16 @@ class LeanLanguageModel:
             loop body captures plain tensors, not variable reads).
         cell, num_layers, units: the architecture.
         xla: compile the generation loop with XLA (see `generate_ids`).
+        xla_max_streams: with `xla`, batches of at least this many streams take the graph loop
+            instead (an int or an int32 scalar tensor; None: XLA at every batch size). XLA's CPU
+            matmuls are not oneDNN's, so where the step's matmuls dominate, at many streams,
+            the graph loop can be faster: `textgen.generation_choice` measures where.
     """
 
-    def __init__(self, weights, cell, num_layers, units, xla=True):
+    def __init__(self, weights, cell, num_layers, units, xla=True, xla_max_streams=None):
         self.weights = weights
         self.xla = xla
+        self.xla_max_streams = xla_max_streams
         self.cell = cell
         self.num_layers = num_layers
         self.units = units
@@ -230,14 +235,26 @@ class LeanLanguageModel:
         states = self.prime(prime_ids[:, :-1], self.initial_states(tf.shape(prime_ids)[0]))
         seed_pair = tf.stack([seed, 0])
 
-        def run(sampler):
-            if self.xla:
-                return compiled_decode_loop(
-                    self.step, prime_ids[:, -1], states, num_new, sampler, seed_pair, forbidden
-                )
+        def compiled(sampler):
+            return compiled_decode_loop(
+                self.step, prime_ids[:, -1], states, num_new, sampler, seed_pair, forbidden
+            )
+
+        def graph(sampler):
             return decode_loop(
                 self.step, prime_ids[:, -1], states, num_new, sampler, seed_pair, forbidden
             )[0]
+
+        def run(sampler):
+            if not self.xla:
+                return graph(sampler)
+            if self.xla_max_streams is None:
+                return compiled(sampler)
+            return tf.cond(
+                tf.shape(prime_ids)[0] < self.xla_max_streams,
+                lambda: compiled(sampler),
+                lambda: graph(sampler),
+            )
 
         return tf.case(
             [
