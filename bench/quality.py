@@ -26,15 +26,14 @@ def plot(run, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from textgen.run_directory import RunDirectory
+    from textgen.metrics_log import FILE, evaluations, read_rows, step_losses
 
-    _, progress = RunDirectory(run).load_checkpoint()
-    history = progress["history"]
-    losses = np.asarray(progress["step_losses"])
-    # Steps are timed only at epoch ends; in between, time is interpolated linearly.
-    final = progress.get("final")
-    points = history + ([final] if final else [])
-    ends = [0] + [h["global_step"] for h in points]
+    rows = read_rows(os.path.join(run, FILE))
+    losses = np.asarray(step_losses(rows))
+    # Every epoch's end and the final weights. Steps are timed only there; in between, time is
+    # interpolated linearly.
+    points = evaluations(rows)
+    ends = [0] + [h["step"] for h in points]
     times = [0.0] + [h["seconds"] for h in points]
     step_times = np.interp(np.arange(1, len(losses) + 1), ends, times) / 60
     window = 25
@@ -58,16 +57,17 @@ def plot(run, path):
     figure.tight_layout()
     figure.savefig(path)
     print(f"wrote {path}")
-    for h in history:
-        print(
-            f"epoch {h['epoch']:>2}  {h['seconds'] / 60:5.2f} min  train {h['train']:.4f}  "
-            f"val {h['val']:.4f} nats/char"
-        )
-    if final:
-        print(
-            f"final     {final['seconds'] / 60:5.2f} min  step {final['global_step']}  "
-            f"val {final['val']:.4f} nats/char"
-        )
+    for h in points:
+        if h["reason"] == "epoch":
+            print(
+                f"epoch {h['epoch']:>2}  {h['seconds'] / 60:5.2f} min  train {h['train']:.4f}  "
+                f"val {h['val']:.4f} nats/char"
+            )
+        else:
+            print(
+                f"{h['reason']:<8}  {h['seconds'] / 60:5.2f} min  step {h['step']}  "
+                f"val {h['val']:.4f} nats/char"
+            )
 
 
 def main():
