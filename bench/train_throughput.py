@@ -7,7 +7,10 @@ Run (after `pip install -e .[bench]`, which also brings the optional PyTorch ref
 
 In one process, on the embedded tiny-shakespeare corpus (vocabulary 65), it times:
 
-- ours: the project's real training step (`Trainer.train_step`: model(inputs, states,
+- ours, default: what `textgen.train` runs with `--fused auto`. It measures the kernels below
+  on this machine (or reads the answer it cached, `textgen.kernel_choice`) and trains on the
+  fastest; its "recurrent kernel:" line is printed first, and the row names the choice;
+- ours, C++ ops: the project's real training step (`Trainer.train_step`: model(inputs, states,
   training=True), sparse softmax cross-entropy, Adam with global-norm clipping) on the model from
   `LanguageModel.from_train_config` with the lean CPU kernels (`--fused on`: textgen's C++ LSTM ops,
   built on first use by `textgen.native_ops`, with layer 1's input projection looked up in
@@ -148,7 +151,7 @@ class KerasContender:
     directory), timed through `trainer.train_step` exactly as `Trainer.train` calls it, with the
     states each step returns fed to the next one."""
 
-    def __init__(self, name, fused, args, workdir, batch_parts=0, native=True):
+    def __init__(self, name, fused, args, workdir, batch_parts=0, native=True, log=None):
         # dropout 0, as the PyTorch reference: the benchmark compares the recurrent layers, and
         # Keras' dropout masks (one Philox draw per activation) cost about 4% of our step.
         config = config_lib.TrainConfig(
@@ -167,7 +170,7 @@ class KerasContender:
             sample_every=0,
             out=os.path.join(workdir, f"fused-{fused}"),
         )
-        trainer = Trainer(config, log=lambda message: None, progress_bar=False)
+        trainer = Trainer(config, log=log or (lambda message: None), progress_bar=False)
         trainer.prepare()
         if trainer.config.batch_parts > 1:
             name += f", {trainer.config.batch_parts} batch parts"
@@ -292,7 +295,17 @@ def main(argv=None):
 
     workdir = tempfile.mkdtemp(prefix="textgen-bench-")
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-    contenders = [KerasContender("ours (fused on)", "on", args, workdir)]
+    # The default path: --fused auto measures the kernels on this machine (or reads the
+    # choice it cached) and trains on the fastest; its line is printed as a run prints it.
+    os.environ.pop("TEXTGEN_KERNEL", None)
+    log = []
+    default = KerasContender(
+        "ours, default", "auto", args, os.path.join(workdir, "auto"), log=log.append
+    )
+    kernel = getattr(default.trainer, "kernel", None)
+    print("\n".join(line for line in log if line.startswith("recurrent kernel:")))
+    default.name += f" (auto: {kernel.candidate.name})" if kernel else " (auto)"
+    contenders = [default, KerasContender("ours, C++ ops (fused on)", "on", args, workdir)]
     if native_ops.lstm_ops() is not None and not args.no_tf_ops:
         contenders.append(
             KerasContender(
@@ -353,7 +366,7 @@ def main(argv=None):
     )
 
     print(f"training, {args.steps} steps x {args.repeats} repeats, best (median):")
-    print(f"  {'':<30}{'chars/s':>18}{'ms/step':>10}{'GFLOP/s':>10}{'% of sgemm':>12}{'loss':>8}")
+    print(f"  {'':<48}{'chars/s':>18}{'ms/step':>10}{'GFLOP/s':>10}{'% of sgemm':>12}{'loss':>8}")
     speed = {}
     for contender in contenders:
         seconds = times[contender.name]
@@ -361,15 +374,33 @@ def main(argv=None):
         median_rate = args.steps * chars_per_step / statistics.median(seconds)
         speed[contender.name] = best_rate
         print(
-            f"  {contender.name:<30}{f'{best_rate:,.0f} ({median_rate:,.0f})':>18}"
+            f"  {contender.name:<48}{f'{best_rate:,.0f} ({median_rate:,.0f})':>18}"
             f"{min(seconds) / args.steps * 1e3:>10.1f}{best_rate * per_char / 1e9:>10.1f}"
             f"{100 * best_rate * per_char / best:>11.1f}%{contender.losses[-1]:>8.3f}"
         )
     ours = speed[contenders[0].name]
     print()
     for contender in contenders[1:]:
-        print(f"ours / {contender.name}: {ours / speed[contender.name]:.2f}x")
-    print(f"ours achieved / best sgemm: {100 * ours * per_char / best:.1f}%")
+        print(f"ours, default / {contender.name}: {ours / speed[contender.name]:.2f}x")
+    print(f"ours, default achieved / best sgemm: {100 * ours * per_char / best:.1f}%")
+    # The rate the step's own matmuls could reach: the recurrent matmuls (forward h @ R and
+    # the two backward ones, one batch part's rows each) at the "recurrent step" row's rate,
+    # every other counted matmul (input projections, output layer, their gradients, all over
+    # the batch's B x T rows) at the "input projection" row's rate.
+    recurrent_flops = 3 * L * 2 * H * 4 * H
+    shapes_rate = {label: max(pair) for (label, *_), pair in rates.items()}
+    ideal_seconds_per_char = (
+        recurrent_flops / shapes_rate["recurrent step h@R"]
+        + (per_char - recurrent_flops) / shapes_rate["input projection"]
+    )
+    print(
+        "ours, default / sgemm at the step's own shapes: "
+        f"{100 * ours * ideal_seconds_per_char:.1f}% "
+        f"(recurrent matmuls, {recurrent_flops / 1e6:.3f} MFLOP/char, at the recurrent-step rate "
+        f"{shapes_rate['recurrent step h@R'] / 1e9:.1f} GFLOP/s; the other "
+        f"{(per_char - recurrent_flops) / 1e6:.3f} at the input-projection rate "
+        f"{shapes_rate['input projection'] / 1e9:.1f})"
+    )
     if native_ops.lstm_ops() is None:
         print("ours ran without textgen's C++ LSTM ops (see the note above): on TensorFlow ops")
     else:
