@@ -22,29 +22,31 @@ tokenisation flags (`corpus_for_training`); `--data DIR` takes a directory that
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 import time
 
 import numpy as np
-from tqdm import tqdm
 
-from textgen.corpus import CHUNK_BYTES, check_corpus_file, read_chunks, validation_length
+from textgen.corpus import CHUNK_BYTES, check_corpus_file
+from textgen.corpus_preparation import (
+    DTYPES,
+    FORMAT,
+    HEADER,
+    TRAIN,
+    VALIDATION,
+    VERSION,
+    VOCABULARY,
+    CorpusPreparation,
+    ids_dtype,
+    progress_bar,
+    resolve_segmenter,
+)
 from textgen.errors import UsageError
 from textgen.io import disk_full, is_disk_full, replace_directory, size_text
-from textgen.tokenizers import NEWLINE, looks_chinese, make_tokenizer
 from textgen.vocabulary import Vocabulary
 
-FORMAT = "textgen-prepared-corpus"
-VERSION = 1
-HEADER, VOCABULARY, TRAIN, VALIDATION = "header.json", "vocab.json", "train.bin", "val.bin"
-PROVISIONAL = "provisional_ids.tmp"
-UNKNOWN = "<unk>"
-# (dtype, how many distinct ids it holds), narrowest first.
-DTYPES = (("uint8", 2**8), ("uint16", 2**16), ("uint32", 2**32))
-CODE_POINTS = 0x110000
 # The flags that decide the prepared ids: a cache entry is keyed by them and the file's hash.
 TOKENISATION = (
     "encoding",
@@ -57,19 +59,6 @@ TOKENISATION = (
 )
 # Cache entries kept (the most recently used): tests and experiments leave many small ones.
 CACHE_ENTRIES = 16
-# Text per task handed to a jieba worker process.
-JIEBA_CHUNK_CHARS = 1 << 18
-
-
-def ids_dtype(vocabulary_size):
-    """The narrowest unsigned dtype that holds ids 0 .. vocabulary_size - 1."""
-    for name, limit in DTYPES:
-        if vocabulary_size <= limit:
-            return name
-    raise UsageError(
-        f"a vocabulary of {vocabulary_size:,} tokens overflows uint32, the widest id type; "
-        "lower --max-vocab or raise --min-count"
-    )
 
 
 def tokenisation(config):
@@ -90,284 +79,6 @@ def file_sha256(path, on_bytes=None):
             if on_bytes is not None:
                 on_bytes(block)
     return digest.hexdigest()
-
-
-def resolve_segmenter(source, options):
-    """`options` with --segmenter auto replaced by what it picks from the text's start (jieba
-    for Chinese, regex otherwise), so that the prepared corpus and the run name the same one."""
-    if options["level"] != "word" or options["segmenter"] != "auto":
-        return dict(options)
-    head = next(read_chunks(source, options["encoding"], options["keep_newlines"], 1 << 16), "")
-    return {**options, "segmenter": "jieba" if looks_chinese(head) else "regex"}
-
-
-def progress_bar(total, description, enabled):
-    return tqdm(
-        total=total,
-        unit="B",
-        unit_scale=True,
-        desc=description,
-        leave=False,
-        disable=None if enabled is None else not enabled,
-        dynamic_ncols=True,
-    )
-
-
-def code_points(text):
-    """The code points of a str as a uint32 array, at C speed."""
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-
-
-class SplitWriter:
-    """Writes a stream of id arrays to train.bin until `train_tokens` ids are written, the rest
-    to val.bin."""
-
-    def __init__(self, directory, train_tokens, dtype):
-        self.files = [open(os.path.join(directory, name), "wb") for name in (TRAIN, VALIDATION)]
-        self.left, self.dtype = train_tokens, dtype
-
-    def write(self, ids):
-        ids = ids.astype(self.dtype, copy=False)
-        if self.left > 0:
-            head = ids[: self.left]
-            self.files[0].write(head.tobytes())
-            self.left -= len(head)
-            ids = ids[len(head) :]
-        if len(ids):
-            self.files[1].write(ids.tobytes())
-
-    def close(self):
-        for f in self.files:
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-
-
-class ProvisionalIds(dict):
-    """token -> provisional id, a new token getting the next id; `map(ids.__getitem__, tokens)`
-    runs at C speed for the tokens already seen."""
-
-    def __missing__(self, token):
-        value = self[token] = len(self)
-        return value
-
-
-def _jieba_tokens(text):
-    from textgen.tokenizers import JiebaTokenizer
-
-    global _JIEBA
-    if "_JIEBA" not in globals():
-        _JIEBA = JiebaTokenizer()
-    return _JIEBA.tokenize(text)
-
-
-class CorpusPreparation:
-    """One preparation of `source` with `options` (the tokenisation flags, segmenter resolved)
-    into a directory: `write(directory)` does both passes there."""
-
-    def __init__(self, source, options, progress=None, workers=0):
-        self.source, self.options = os.fspath(source), options
-        self.progress, self.workers = progress, workers or os.cpu_count() or 1
-        self.size = os.path.getsize(self.source)
-        self.tokenizer = make_tokenizer(options["level"], options["segmenter"])
-
-    def chunks(self, description, on_bytes=None):
-        """The text in chunks, with a progress bar over the file's bytes."""
-        with progress_bar(self.size, description, self.progress) as bar:
-
-            def seen(raw):
-                bar.update(len(raw))
-                if on_bytes is not None:
-                    on_bytes(raw)
-
-            yield from read_chunks(
-                self.source, self.options["encoding"], self.options["keep_newlines"], on_bytes=seen
-            )
-
-    def write(self, directory):
-        started = time.monotonic()
-        digest = hashlib.sha256()
-        char_level = self.options["level"] == "char"
-        if char_level:
-            counts = self.count_characters(digest.update)
-        else:
-            counts = self.count_words(directory, digest.update)
-        self.num_tokens = int(counts.sum())
-        if self.num_characters == 0:
-            raise UsageError(
-                f"corpus file {self.source} holds no text; pass --data with a non-empty text file"
-            )
-        vocabulary, token_ids = self.vocabulary(counts)
-        self.vocabulary_size = len(vocabulary)
-        dtype = ids_dtype(len(vocabulary))
-        itemsize = np.dtype(dtype).itemsize
-        free = shutil.disk_usage(directory).free
-        if free < self.num_tokens * itemsize:
-            raise OSError(28, os.strerror(28))  # ENOSPC before writing, not midway
-        num_val = validation_length(self.num_tokens, self.options["val_fraction"])
-        writer = SplitWriter(directory, self.num_tokens - num_val, dtype)
-        kept = int(counts[token_ids >= 0].sum()) if vocabulary.unknown_token else self.num_tokens
-        unknown = vocabulary.id(vocabulary.unknown_token) if vocabulary.unknown_token else 0
-        lookup = np.where(token_ids >= 0, token_ids, unknown).astype(dtype)
-        try:
-            if char_level:
-                for text in self.chunks("prepare: encoding"):
-                    writer.write(lookup[code_points(text)])
-                val_characters_per_token = 1.0
-            else:
-                provisional = os.path.join(directory, PROVISIONAL)
-                ids = np.memmap(provisional, dtype=np.uint32, mode="r")
-                step = CHUNK_BYTES
-                for start in range(0, len(ids), step):
-                    writer.write(lookup[ids[start : start + step]])
-                val_characters_per_token = self.val_characters_per_token(ids, num_val)
-                del ids
-                os.unlink(provisional)
-        finally:
-            writer.close()
-        vocabulary.save(os.path.join(directory, VOCABULARY))
-        stat = os.stat(self.source)
-        header = {
-            "format": FORMAT,
-            "version": VERSION,
-            "dtype": dtype,
-            "vocabulary_size": len(vocabulary),
-            "tokens": self.num_tokens,
-            "train_tokens": self.num_tokens - num_val,
-            "val_tokens": num_val,
-            "characters": self.num_characters,
-            "characters_per_token": self.num_characters / self.num_tokens,
-            "val_characters_per_token": val_characters_per_token,
-            "coverage": kept / self.num_tokens,
-            "seconds": time.monotonic() - started,
-            "source": {
-                "path": os.path.abspath(self.source),
-                "size": stat.st_size,
-                "mtime_ns": stat.st_mtime_ns,
-                "sha256": digest.hexdigest(),
-            },
-            "tokenisation": self.options,
-        }
-        with open(os.path.join(directory, HEADER), "w", encoding="utf-8") as f:
-            f.write(json.dumps(header, indent=1, ensure_ascii=False))
-
-    # ---- pass 1: counting ----
-    def count_characters(self, on_bytes):
-        """Counts of every code point (an array indexed by code point)."""
-        counts = np.zeros(CODE_POINTS, dtype=np.int64)
-        self.num_characters = 0
-        for text in self.chunks("prepare: counting", on_bytes):
-            self.num_characters += len(text)
-            if text.isascii():  # the common case, 6x faster as bytes
-                ascii_bytes = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-                counts[:128] += np.bincount(ascii_bytes, minlength=128)
-            else:
-                counts += np.bincount(code_points(text), minlength=CODE_POINTS)
-        return counts
-
-    def word_chunks(self, on_bytes):
-        """The text in pieces that the tokeniser may tokenise one by one (`chunk_end`)."""
-        held = ""
-        self.num_characters = 0
-        for text in self.chunks("prepare: tokenising", on_bytes):
-            self.num_characters += len(text)
-            text = held + text
-            cut = self.tokenizer.chunk_end(text)
-            held = text[cut:]
-            if self.tokenizer.name == "jieba":
-                # Pieces of whole lines for the worker processes.
-                start = 0
-                while start < cut:
-                    end = cut if cut - start <= JIEBA_CHUNK_CHARS else None
-                    if end is None:
-                        end = text.rfind(NEWLINE, start, start + JIEBA_CHUNK_CHARS) + 1
-                        end = end if end > start else cut
-                    yield text[start:end]
-                    start = end
-            elif cut:
-                yield text[:cut]
-        if held:
-            yield held
-
-    def token_lists(self, on_bytes):
-        """The tokens of every piece; jieba's in worker processes, one per core (jieba
-        segments about 1 MB/s on one)."""
-        pieces = self.word_chunks(on_bytes)
-        if self.tokenizer.name != "jieba" or self.workers == 1:
-            yield from map(self.tokenizer.tokenize, pieces)
-            return
-        # fork where there is one: a spawned worker would import textgen, and so TensorFlow
-        # (seconds and hundreds of MB each). The forked workers run only jieba, never
-        # TensorFlow, so the parent's TensorFlow threads cannot deadlock them.
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with multiprocessing.get_context(method).Pool(self.workers) as pool:
-            yield from pool.imap(_jieba_tokens, pieces, chunksize=1)
-
-    def count_words(self, directory, on_bytes):
-        """Token counts indexed by provisional id; the provisional ids go to a temporary file."""
-        self.provisional = ProvisionalIds()
-        counts = np.zeros(0, dtype=np.int64)
-        with open(os.path.join(directory, PROVISIONAL), "wb") as f:
-            for tokens in self.token_lists(on_bytes):
-                ids = np.fromiter(
-                    map(self.provisional.__getitem__, tokens), dtype=np.uint32, count=len(tokens)
-                )
-                f.write(ids.tobytes())
-                chunk_counts = np.bincount(ids, minlength=len(self.provisional))
-                counts = np.pad(counts, (0, len(chunk_counts) - len(counts)))
-                counts += chunk_counts
-        return counts
-
-    # ---- the vocabulary ----
-    def vocabulary(self, counts):
-        """(Vocabulary, id of every counted entry or -1 for <unk>): characters sorted by code
-        point; words, and characters under --min-count or --max-vocab, by falling count, the
-        rare ones mapped to <unk>."""
-        options = self.options
-        if options["level"] == "char":
-            present = np.flatnonzero(counts)
-            tokens = [chr(c) for c in present]
-        else:
-            present = np.arange(len(counts))
-            tokens = list(self.provisional)
-        limited = options["min_count"] > 1 or options["max_vocab"] > 0
-        if options["level"] == "char" and not limited:
-            vocabulary = Vocabulary(tokens)
-        else:
-            vocabulary = Vocabulary.from_counts(
-                dict(zip(tokens, counts[present].tolist())),
-                specials=[UNKNOWN],
-                min_count=options["min_count"],
-                max_size=options["max_vocab"] or None,
-                unknown_token=UNKNOWN,
-            )
-            if len(vocabulary) < 2:
-                raise UsageError(
-                    f"--min-count {options['min_count']} leaves no token in the vocabulary (the "
-                    f"most frequent one occurs {int(counts.max())} times); lower --min-count"
-                )
-        token_ids = np.full(len(counts), -1, dtype=np.int64)
-        token_ids[present] = [vocabulary.index.get(t, -1) for t in tokens]
-        return vocabulary, token_ids
-
-    def val_characters_per_token(self, provisional_ids, num_val):
-        """Characters of the original text that the validation tokens stand for, per token (what
-        bits per character are measured against): detokenised piece by piece, each cut after a
-        newline token, which gives the length of the whole detokenised at once."""
-        if num_val == 0:
-            return self.num_characters / self.num_tokens
-        tokens = list(self.provisional)
-        newline = self.provisional.get(NEWLINE, -1)
-        start, end, characters = len(provisional_ids) - num_val, len(provisional_ids), 0
-        while start < end:
-            stop = min(end, start + CHUNK_BYTES)
-            if stop < end:
-                newlines = np.flatnonzero(provisional_ids[start:stop] == newline)
-                stop = start + int(newlines[-1]) + 1 if len(newlines) else stop
-            piece = [tokens[i] for i in provisional_ids[start:stop].tolist()]
-            characters += len(self.tokenizer.detokenize(piece))
-            start = stop
-        return characters / num_val
 
 
 def prepare_corpus(source, out, options, progress=None, workers=0):

@@ -2,7 +2,8 @@
 
 Every tokeniser has `tokenize(text) -> list[str]` and `detokenize(tokens) -> str`, and
 `chunk_end(text)`: where a chunk of a longer text may be cut so that tokenising the pieces one by
-one gives the tokens of the whole (what a corpus larger than memory is prepared with).
+one gives the tokens of the whole (what a corpus larger than memory is prepared with); 0 when it
+cannot be cut.
 
 The `regex` and `whitespace` word tokenisers are written as a few regular-expression rewrites
 that mean the same in Python's `re` and in RE2, so an exported SavedModel can tokenise its prompt
@@ -40,13 +41,13 @@ def _spaced(match):
 
 
 def _after_last(text, separators):
-    """The position after the last of `separators` in `text` (tried in order), or len(text)
-    when there is none: a chunk without one is cut anywhere (a token longer than a chunk)."""
+    """The position after the last of `separators` in `text` (tried in order), or 0 when there
+    is none."""
     for separator in separators:
         cut = text.rfind(separator)
         if cut >= 0:
             return cut + 1
-    return len(text)
+    return 0
 
 
 class CharTokenizer:
