@@ -10,16 +10,19 @@
    repeatable whatever else runs on the machine (the cosine then follows the steps, not the
    clock);
 2. copies what sampling and scoring need into data/models/shakespeare: config.json (the data
-   path made relative to the repository), vocab.json, a checkpoint.npz holding only the model's
-   weights (no optimizer state: a third of the size; the model cannot be resumed, only used) and
-   eval.json with the final validation loss.
+   path made relative to the repository), vocab.json and a checkpoint.npz holding only the
+   model's weights (no optimizer state: a third of the size; the model cannot be resumed, only
+   used);
+3. scores the packaged model on the held-out tail (the last --val-fraction of the corpus, which
+   training never saw) with `LanguageModel.score`, in 32 streams from zero state as training's
+   validation reads it, and on the tail's first CHECK_CHARACTERS characters in CHECK_STREAMS
+   streams (the figure tests/test_bundled_text_model.py recomputes), into eval.json.
 
 Run it from the repository root.
 """
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -27,10 +30,14 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
 MAX_STEPS = 4500  # bench/README.md: the 10-minute default run made 4,546 steps
 MODEL = os.path.join("data", "models", "shakespeare")
 CORPUS = os.path.join("data", "tinyshakespeare", "input.txt")
 DEFAULT_WORK = os.path.join("runs", "bundled_shakespeare")
+VAL_STREAMS = 32  # as training's validation: --batch-size streams
+CHECK_CHARACTERS, CHECK_STREAMS = 20_000, 16
 
 
 def run(*command):
@@ -38,20 +45,35 @@ def run(*command):
     subprocess.run(command, check=True)
 
 
-def final_evaluation(run_directory, progress):
-    """The last validation row of the run: from RUN/metrics.jsonl where the run wrote one, else
-    from the checkpoint's progress (runs from before the metrics log)."""
-    path = os.path.join(run_directory, "metrics.jsonl")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        evaluations = [r for r in rows if r.get("kind") == "eval"]
-        if evaluations:
-            last = evaluations[-1]
-            return last["val_loss"], last.get("step", progress["global_step"])
-    if progress.get("final_val_loss") is not None:
-        return progress["final_val_loss"], progress["global_step"]
-    return progress["history"][-1]["val_loss"], progress["global_step"]
+def held_out_tail(config):
+    """The validation text of the run: the corpus's last val_fraction, newlines normalised as
+    training reads them."""
+    from textgen.corpus import read_text, validation_length
+
+    text = read_text(CORPUS, config["encoding"], config["keep_newlines"])
+    return text[len(text) - validation_length(len(text), config["val_fraction"]) :]
+
+
+def evaluate(model_directory, config):
+    """eval.json's figures: the whole held-out tail, and the bounded check."""
+    from textgen.language_model import LanguageModel
+
+    model = LanguageModel.from_run_directory(model_directory)
+    tail = held_out_tail(config)
+    whole = model.score(tail, streams=VAL_STREAMS)
+    check = model.score(tail[:CHECK_CHARACTERS], streams=CHECK_STREAMS)
+    return {
+        "held_out": f"the last {config['val_fraction']:.0%} of {CORPUS}: {len(tail):,} characters",
+        "val_streams": VAL_STREAMS,
+        "val_nats_per_char": round(whole["nats_per_token"], 4),
+        "val_bits_per_char": round(whole["bits_per_char"], 4),
+        "val_perplexity": round(whole["perplexity"], 3),
+        "check": {
+            "characters": CHECK_CHARACTERS,
+            "streams": CHECK_STREAMS,
+            "nats_per_char": round(check["nats_per_token"], 5),
+        },
+    }
 
 
 def package(run_directory, out):
@@ -68,19 +90,10 @@ def package(run_directory, out):
     with np.load(os.path.join(run_directory, "checkpoint.npz"), allow_pickle=False) as data:
         progress = json.loads(data["progress"].tobytes().decode("utf-8"))
         weights = {k: data[k] for k in data.files if k.startswith("model/")}
-    val_loss, step = final_evaluation(run_directory, progress)
     kept = {"global_step": progress["global_step"], "epoch": progress.get("epoch", 0)}
     weights["progress"] = np.frombuffer(json.dumps(kept).encode("utf-8"), dtype=np.uint8)
     np.savez(os.path.join(out, "checkpoint.npz"), **weights)
-    evaluation = {
-        "corpus": CORPUS,
-        "held_out": f"the last {config['val_fraction']:.0%} of the corpus",
-        "steps": progress["global_step"],
-        "evaluated_at_step": step,
-        "val_nats_per_char": round(val_loss, 4),
-        "val_bits_per_char": round(val_loss / math.log(2), 4),
-        "val_perplexity": round(math.exp(val_loss), 3),
-    }
+    evaluation = {"steps": progress["global_step"], **evaluate(out, config)}
     with open(os.path.join(out, "eval.json"), "w", encoding="utf-8") as f:
         json.dump(evaluation, f, indent=1)
     return evaluation
@@ -96,8 +109,19 @@ def main(argv=None):
     parser.add_argument(
         "--max-steps", type=int, default=MAX_STEPS, help=f"training steps (default: {MAX_STEPS})"
     )
+    parser.add_argument(
+        "--package-only", action="store_true", help="package WORK/run again, without training"
+    )
     args = parser.parse_args(argv)
     run_directory = os.path.join(args.work, "run")
+    if not args.package_only:
+        train(run_directory, args.max_steps)
+    evaluation = package(run_directory, MODEL)
+    print(f"wrote {MODEL}: {json.dumps(evaluation)}")
+    return 0
+
+
+def train(run_directory, max_steps):
     run(
         sys.executable,
         "-m",
@@ -107,13 +131,10 @@ def main(argv=None):
         "--out",
         run_directory,
         "--max-steps",
-        str(args.max_steps),
+        str(max_steps),
         "--no-export",
         "--no-progress",
     )
-    evaluation = package(run_directory, MODEL)
-    print(f"wrote {MODEL}: {json.dumps(evaluation)}")
-    return 0
 
 
 if __name__ == "__main__":
