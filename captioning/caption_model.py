@@ -14,12 +14,11 @@ import os
 
 import numpy as np
 
+from textgen import resources
 from textgen.errors import UsageError
 
 # The model shipped with the project (data/models/), used when no --model is given.
-BUNDLED_MODEL = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "models", "shapes"
-)
+BUNDLED_MODEL = str(resources.bundled_model("shapes"))
 
 
 @dataclasses.dataclass

@@ -6,16 +6,11 @@ the planned run, was measured against char-rnn's per-epoch decay there too.
 """
 
 import dataclasses
-import os
 
+from textgen import resources
 from textgen.errors import UsageError
 
-DEFAULT_DATA = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "data",
-    "tinyshakespeare",
-    "input.txt",
-)
+DEFAULT_DATA = str(resources.default_corpus())
 
 
 # The smallest auto cap of one validation pass (--val-max-tokens 0): small corpora, such as
