@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from textgen.corpus import StreamBatches, minimum_corpus_length, read_text, split_train_validation
+from textgen.corpus import (
+    StreamBatches,
+    minimum_corpus_length,
+    read_chunks,
+    read_text,
+    split_train_validation,
+)
 from textgen.errors import UsageError
 
 
@@ -82,3 +88,25 @@ def test_unknown_encoding(tmp_path):
     path.write_text("abc")
     with pytest.raises(UsageError, match="unknown encoding"):
         read_text(path, "no-such-codec")
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 1 << 20])
+def test_chunked_reading_is_the_whole_text(tmp_path, chunk_bytes):
+    """Chunk boundaries inside a multi-byte character, between \\r and \\n, after the BOM."""
+    text = "\ufeffé中\r\n🙂\r\nab\r" * 5 + "\r\n"
+    for encoding in ("utf-8", "utf-16", "gb18030"):
+        path = tmp_path / f"t.{encoding}"
+        path.write_bytes(text.encode(encoding))
+        chunks = list(read_chunks(path, encoding, chunk_bytes=chunk_bytes))
+        assert "".join(chunks) == text[1:].replace("\r\n", "\n"), encoding
+        kept = "".join(read_chunks(path, encoding, keep_newlines=True, chunk_bytes=chunk_bytes))
+        assert kept == text[1:]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 4, 7, 1 << 20])
+def test_a_bad_byte_in_any_chunk_keeps_line_column_and_offset(tmp_path, chunk_bytes):
+    path = tmp_path / "bad.txt"
+    path.write_bytes("ab\nçé\nxyz".encode() + b"\xe4\xb8" + b"\n")  # a cut 3-byte character
+    with pytest.raises(UsageError) as error:
+        "".join(read_chunks(path, chunk_bytes=chunk_bytes))
+    assert "line 3, column 4, byte offset 11: bytes e4 b8 are not valid utf-8" in str(error.value)
