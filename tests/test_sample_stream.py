@@ -175,6 +175,8 @@ def test_interactive_through_a_pipe(run_directory, model):
     assert "temperature=0.0" in result.stderr and "length=30" in result.stderr
 
 
+# Slow: a second Python start-up with TensorFlow; the pipe test above is its quick form.
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_interactive_in_tmux_as_a_person_types(run_directory, model, tmp_path):
     socket = f"textgen-test-{uuid.uuid4().hex[:8]}"  # a tmux server of this test's own
