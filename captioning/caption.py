@@ -71,6 +71,15 @@ class CaptionConfig:
             "penalised; run directories only",
         },
     )
+    n_best: int = dataclasses.field(
+        default=1,
+        metadata={
+            "metavar": "K",
+            "default_help": "1, the best caption only",
+            "help": "the K best distinct beams of each image with their log-probabilities, best "
+            "first (K <= --beam-size); text lines become PATH<TAB>RANK<TAB>LOG_PROB<TAB>CAPTION",
+        },
+    )
     batch_size: int = dataclasses.field(default=32, metadata={"help": "images captioned together"})
     json: bool = dataclasses.field(
         default=False,
@@ -112,6 +121,7 @@ def caption_images(config, out=None, err=None):
         config.seed,
         config.allow_unk,
         config.length_normalization,
+        config.n_best,
     )
     options.check()
     model = load_caption_model(config.model)
@@ -123,11 +133,16 @@ def caption_images(config, out=None, err=None):
 
     results = caption_files(config.images, model, options, config.batch_size, on_error)
     if config.json:
-        json.dump([dataclasses.asdict(r) for r in results], out, indent=1, ensure_ascii=False)
+        rows = [{k: v for k, v in dataclasses.asdict(r).items() if v is not None} for r in results]
+        json.dump(rows, out, indent=1, ensure_ascii=False)
         out.write("\n")
     else:
         for result in results:
-            print(f"{result.file}\t{result.caption}", file=out)
+            if result.n_best is None:
+                print(f"{result.file}\t{result.caption}", file=out)
+                continue
+            for rank, beam in enumerate(result.n_best, 1):
+                print(f"{result.file}\t{rank}\t{beam['log_prob']:.4f}\t{beam['caption']}", file=out)
     if config.html:
         write_gallery(config.html, results)
         print(f"wrote {config.html}", file=err)

@@ -32,6 +32,7 @@ class DecodeOptions:
     length_normalization: float = (
         0.0  # beam search ranks by log_prob / length**alpha (0: plain log_prob)
     )
+    n_best: int = 1  # > 1: the n best distinct beams of each image, best first
 
     def check(self):
         if self.beam_size < 1:
@@ -47,6 +48,17 @@ class DecodeOptions:
         if self.length_normalization < 0:
             raise UsageError(
                 f"--length-normalization must be >= 0, got {self.length_normalization}"
+            )
+        if self.n_best < 1:
+            raise UsageError(f"--n-best must be >= 1, got {self.n_best}")
+        if self.n_best > self.beam_size:
+            raise UsageError(
+                f"--n-best {self.n_best} is above --beam-size {self.beam_size}: beam search keeps "
+                f"only that many captions; pass --beam-size {self.n_best} or more"
+            )
+        if self.n_best > 1 and self.temperature > 0:
+            raise UsageError(
+                f"--n-best {self.n_best} ranks beams, so it needs beam search: drop --temperature"
             )
 
 
@@ -78,6 +90,22 @@ class RunDirectoryModel:
             options.length_normalization,
         )
 
+    def n_best_pixels(self, pixels, options):
+        """(captions [B][n_best], log_probs [B][n_best]), best first."""
+        from captioning.decoding import decode_n_best
+
+        features = self.model.encode(np.asarray(pixels), training=False)
+        return decode_n_best(
+            self.model,
+            features,
+            self.model.vocabulary,
+            options.max_length,
+            options.beam_size,
+            options.n_best,
+            options.allow_unknown,
+            options.length_normalization,
+        )
+
 
 class SavedModelCaptioner:
     """A SavedModel written by captioning.export (or by training), used through its signature."""
@@ -90,10 +118,7 @@ class SavedModelCaptioner:
         self.image_size = int(config["image_size"])
         self.signature = self.loaded.signatures["caption"]
 
-    def caption_pixels(self, pixels, options):
-        import tensorflow as tf
-        from PIL import Image
-
+    def _check_options(self, options):
         unsupported = [
             flag
             for flag, used in (
@@ -108,11 +133,23 @@ class SavedModelCaptioner:
                 f"{' and '.join(unsupported)} need a run directory as --model; a "
                 "SavedModel's signature takes only beam size and length"
             )
+
+    @staticmethod
+    def _encoded(pixels):
+        from PIL import Image
+
         encoded = []
         for image in np.asarray(pixels):
             buffer = io.BytesIO()
             Image.fromarray(image).save(buffer, "PNG")  # lossless: the model sees these pixels
             encoded.append(buffer.getvalue())
+        return encoded
+
+    def caption_pixels(self, pixels, options):
+        import tensorflow as tf
+
+        self._check_options(options)
+        encoded = self._encoded(pixels)
         out = self.signature(
             image_bytes=tf.constant(encoded),
             beam_size=tf.constant(options.beam_size, tf.int32),
@@ -121,6 +158,27 @@ class SavedModelCaptioner:
         return (
             [c.decode("utf-8") for c in out["caption"].numpy()],
             [float(x) for x in out["log_prob"].numpy()],
+        )
+
+    def n_best_pixels(self, pixels, options):
+        import tensorflow as tf
+
+        self._check_options(options)
+        if "caption_n_best" not in self.loaded.signatures:
+            raise UsageError(
+                f"{self.path} was exported before the caption_n_best signature existed; export "
+                "it again with `python -m captioning.export RUN_DIR OUT_DIR` or pass the run "
+                "directory as --model"
+            )
+        out = self.loaded.signatures["caption_n_best"](
+            image_bytes=tf.constant(self._encoded(pixels)),
+            beam_size=tf.constant(options.beam_size, tf.int32),
+            max_length=tf.constant(options.max_length, tf.int32),
+            n_best=tf.constant(options.n_best, tf.int32),
+        )
+        return (
+            [[c.decode("utf-8") for c in row] for row in out["captions"].numpy()],
+            [[float(x) for x in row] for row in out["log_probs"].numpy()],
         )
 
 
@@ -148,6 +206,8 @@ class CaptionResult:
     file: str
     caption: str
     log_prob: float
+    # --n-best > 1: every beam kept, best first, as {"caption": ..., "log_prob": ...}
+    n_best: list | None = None
 
 
 def caption_files(paths, model, options, batch_size=32, on_error=None):
@@ -163,12 +223,24 @@ def caption_files(paths, model, options, batch_size=32, on_error=None):
     pending_paths, pending_pixels = [], []
 
     def flush():
-        if pending_paths:
+        if pending_paths and options.n_best > 1:
+            captions, log_probs = model.n_best_pixels(np.stack(pending_pixels), options)
+            results.extend(
+                CaptionResult(
+                    os.fspath(p),
+                    c[0],
+                    s[0],
+                    [{"caption": ci, "log_prob": si} for ci, si in zip(c, s)],
+                )
+                for p, c, s in zip(pending_paths, captions, log_probs)
+            )
+        elif pending_paths:
             captions, log_probs = model.caption_pixels(np.stack(pending_pixels), options)
             results.extend(
                 CaptionResult(os.fspath(p), c, s)
                 for p, c, s in zip(pending_paths, captions, log_probs)
             )
+        if pending_paths:
             pending_paths.clear()
             pending_pixels.clear()
 

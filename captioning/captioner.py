@@ -239,13 +239,21 @@ class Captioner(keras.Model):
         return tf.constant(mask)
 
     def caption_ids(
-        self, features, max_length, beam_size=1, length_normalization=0.0, allow_unknown=False
+        self,
+        features,
+        max_length,
+        beam_size=1,
+        length_normalization=0.0,
+        allow_unknown=False,
+        n_best=None,
     ):
         """Beam search (beam_size 1: greedy) from <start> to <end>, all TensorFlow ops, so the
         exported SavedModel runs exactly this. `max_length` and `beam_size` may be tensors.
 
         Returns (token ids [B, max_length + 1] int32, padded with <end>; log-probabilities [B]
         of the captions, <end> included; lengths [B]: words before <end>, at most max_length).
+        With `n_best` k (<= beam_size): the k best distinct beams of every image, best first, as
+        [B, k, max_length + 1], [B, k] and [B, k] (textgen's beam_search `num_results`).
         """
         max_length = tf.convert_to_tensor(max_length, tf.int32)
 
@@ -262,6 +270,7 @@ class Captioner(keras.Model):
             self.end_id,
             self.forbidden_tokens(allow_unknown),
             length_normalization,
+            n_best,
         )
 
     def sample_ids(
@@ -338,6 +347,32 @@ class Captioner(keras.Model):
             tf.constant(int(max_length), tf.int32),
             tf.constant(int(beam_size), tf.int32),
             tf.constant(int(seed), tf.int32),
+        )
+        return tokens.numpy(), log_probs.numpy(), lengths.numpy()
+
+    def n_best(
+        self,
+        features,
+        max_length=20,
+        beam_size=3,
+        n_best=3,
+        allow_unknown=False,
+        length_normalization=0.0,
+    ):
+        """The `n_best` best beams of each image: numpy (token ids [B, n_best, max_length + 1],
+        log-probabilities [B, n_best], lengths [B, n_best]), best first."""
+        key = ("n_best", bool(allow_unknown), float(length_normalization))
+        if key not in self._generate_fns:
+
+            def run(f, n, beam, k):
+                return self.caption_ids(f, n, beam, length_normalization, allow_unknown, k)
+
+            self._generate_fns[key] = tf.function(run, reduce_retracing=True, autograph=False)
+        tokens, log_probs, lengths = self._generate_fns[key](
+            tf.convert_to_tensor(features, tf.float32),
+            tf.constant(int(max_length), tf.int32),
+            tf.constant(int(beam_size), tf.int32),
+            tf.constant(int(n_best), tf.int32),
         )
         return tokens.numpy(), log_probs.numpy(), lengths.numpy()
 

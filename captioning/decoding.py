@@ -50,6 +50,37 @@ def decode_features(
     return captions, log_probs
 
 
+def decode_n_best(
+    model,
+    features,
+    vocabulary,
+    max_length,
+    beam_size,
+    n_best,
+    allow_unknown=False,
+    length_normalization=0.0,
+    batch_size=256,
+):
+    """(captions [N][n_best], log-probabilities [N][n_best]) for encoder features [N, F]: the
+    `n_best` best distinct beams of each image, best first (the first is `decode_features`'
+    caption at the same beam size)."""
+    features = np.asarray(features, np.float32)
+    captions, log_probs = [], []
+    for start in range(0, len(features), batch_size):
+        tokens, scores, lengths = model.n_best(
+            features[start : start + batch_size],
+            max_length,
+            beam_size,
+            n_best,
+            allow_unknown,
+            length_normalization,
+        )
+        for row_tokens, row_scores, row_lengths in zip(tokens, scores, lengths):
+            captions.append(ids_to_captions(row_tokens, row_lengths, vocabulary))
+            log_probs.append([float(s) for s in row_scores])
+    return captions, log_probs
+
+
 def caption_features(
     model,
     features,

@@ -11,6 +11,11 @@ Signatures (`saved_model_cli show --dir OUT_DIR --all` lists them):
         outputs: caption     string[B]  words joined by spaces, no <start>/<end>
                  log_prob    float32[B] the caption's log-probability under the model
                                         (<end> included)
+    caption_n_best
+        inputs:  image_bytes, beam_size, max_length as above
+                 n_best      int32 scalar  beams kept per image, 1 <= n_best <= beam_size
+        outputs: captions    string[B, n_best]  each image's best distinct beams, best first
+                 log_probs   float32[B, n_best] their log-probabilities
     config
         no inputs; outputs config_json (string: the model's settings and the default beam size and
         max length) and vocabulary (string[V]).
@@ -101,11 +106,27 @@ def build_module(model, beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENG
         pixels = decode_image_bytes(image_bytes, model.image_size)
         features = model.encode(pixels, training=False)
         ids, log_probs, lengths = model.caption_ids(features, max_length, beam_size)
+        return {"caption": ids_to_text(ids, lengths), "log_prob": log_probs}
+
+    def ids_to_text(ids, lengths):
         ids = tf.RaggedTensor.from_tensor(ids, lengths=lengths)
         text = tf.strings.reduce_join(tf.gather(words, ids), axis=1, separator=" ")
         # As captioning.captions.caption_text: no space before , . ; : ! ? )
-        text = tf.strings.regex_replace(text, r" ([,.;:!?)])", r"\1")
-        return {"caption": text, "log_prob": log_probs}
+        return tf.strings.regex_replace(text, r" ([,.;:!?)])", r"\1")
+
+    def caption_n_best(image_bytes, beam_size, max_length, n_best):
+        tf.debugging.assert_positive(beam_size, "beam_size must be >= 1")
+        tf.debugging.assert_positive(max_length, "max_length must be >= 1")
+        tf.debugging.assert_positive(n_best, "n_best must be >= 1")
+        tf.debugging.assert_less_equal(n_best, beam_size, "n_best must be <= beam_size")
+        pixels = decode_image_bytes(image_bytes, model.image_size)
+        features = model.encode(pixels, training=False)
+        ids, log_probs, lengths = model.caption_ids(features, max_length, beam_size, n_best=n_best)
+        shape = tf.shape(ids)
+        text = ids_to_text(
+            tf.reshape(ids, [shape[0] * shape[1], shape[2]]), tf.reshape(lengths, [-1])
+        )
+        return {"captions": tf.reshape(text, shape[:2]), "log_probs": log_probs}
 
     def model_config():
         return {"config_json": tf.constant(config_json), "vocabulary": words}
@@ -116,6 +137,17 @@ def build_module(model, beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENG
     module.model_variables = [v.value for v in model.variables]
     module.caption = tf.function(caption, autograph=False)
     module.config = tf.function(model_config, input_signature=[], autograph=False)
+    scalar = tf.TensorSpec([], tf.int32)
+    module.caption_n_best = tf.function(
+        caption_n_best,
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="image_bytes"),
+            tf.TensorSpec.from_spec(scalar, name="beam_size"),
+            tf.TensorSpec.from_spec(scalar, name="max_length"),
+            tf.TensorSpec.from_spec(scalar, name="n_best"),
+        ],
+        autograph=False,
+    )
     bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
     full = module.caption.get_concrete_function(
         bytes_spec,
@@ -127,6 +159,7 @@ def build_module(model, beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENG
         "caption": full,
         "serving_default": full,
         "config": module.config.get_concrete_function(),
+        "caption_n_best": module.caption_n_best.get_concrete_function(),
     }
     return module, signatures
 
@@ -297,8 +330,8 @@ def build_parser():
         CaptionExportConfig,
         "python -m captioning.export",
         "Export a trained captioning run as a self-contained TensorFlow SavedModel with the "
-        "signature `caption` (image bytes -> caption, log_prob; also serving_default) and "
-        "`config`.",
+        "signature `caption` (image bytes -> caption, log_prob; also serving_default), "
+        "`caption_n_best` (-> captions[B, K], log_probs[B, K]) and `config`.",
         positionals=("run_directory", "out_directory"),
     )
 
@@ -315,7 +348,7 @@ def main(argv=None):
     )
     print(
         f"exported {config.run_directory} to {config.out_directory} "
-        "(signatures: caption = serving_default, config)"
+        "(signatures: caption = serving_default, caption_n_best, config)"
     )
     return 0
 

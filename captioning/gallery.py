@@ -28,6 +28,8 @@ h1 {{ font-size: 1.3em; }}
              border: 1px solid #ccc; }}
 .caption {{ font-size: 1.4em; }}
 .meta {{ color: #777; font-size: 0.85em; margin-top: 0.4em; }}
+.beams {{ margin: 0.4em 0 0 0; padding-left: 1.4em; }}
+.beams li {{ margin: 0.15em 0; }}
 </style>
 </head>
 <body>
@@ -40,8 +42,21 @@ h1 {{ font-size: 1.3em; }}
 ITEM = """<div class="item">
 <img src="data:image/png;base64,{data}" alt="{caption}">
 <div><div class="caption">{caption}</div>
-<div class="meta">{file} &middot; log p = {log_prob:.3f}</div></div>
+<div class="meta">{file} &middot; log p = {log_prob:.3f}</div>{beams}</div>
 </div>"""
+
+# --n-best: every beam kept, best first, under the caption.
+BEAM = """<li>{caption} <span class="meta">log p = {log_prob:.3f}</span></li>"""
+
+
+def beam_list(result):
+    if not result.n_best:
+        return ""
+    beams = "".join(
+        BEAM.format(caption=html.escape(b["caption"]), log_prob=b["log_prob"])
+        for b in result.n_best
+    )
+    return f'\n<ol class="beams">{beams}</ol>'
 
 
 def thumbnail_png(path, size=THUMBNAIL):
@@ -62,6 +77,7 @@ def write_gallery(path, results, title="Captions", size=THUMBNAIL):
             caption=html.escape(r.caption),
             file=html.escape(r.file),
             log_prob=r.log_prob,
+            beams=beam_list(r),
         )
         for r in results
     )

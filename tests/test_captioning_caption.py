@@ -148,9 +148,64 @@ def test_bad_options_are_one_line(run_directory, images, capsys, tmp_path):
         (["--max-length", 0], "--max-length must be >= 1"),
         (["--temperature", -1], "--temperature must be >= 0"),
         (["--model", tmp_path / "nowhere"], "no such directory"),
+        (["--n-best", 4, "--beam-size", 3], "--n-best 4 is above --beam-size 3"),
+        (["--n-best", 0], "--n-best must be >= 1"),
+        (["--n-best", 2, "--temperature", 1], "needs beam search"),
     ):
         status, out, err = run_cli(capsys, images[0], "--model", run_directory, *argv)
         assert status == 2 and err.count("\n") == 1 and message in err, err
+
+
+# ---- n-best ----
+
+
+def check_n_best(results, single, k):
+    for result, best in zip(results, single, strict=True):
+        beams = result["n_best"]
+        log_probs = [b["log_prob"] for b in beams]
+        assert len(beams) == k
+        assert log_probs == sorted(log_probs, reverse=True)  # best first
+        assert len({b["caption"] for b in beams}) == k  # distinct
+        assert (result["caption"], result["log_prob"]) == (beams[0]["caption"], log_probs[0])
+        assert beams[0]["caption"] == best["caption"]  # the single-caption output
+        assert log_probs[0] == pytest.approx(best["log_prob"], abs=1e-5)
+
+
+def test_n_best_beams_are_sorted_distinct_and_the_first_is_the_caption(
+    run_directory, images, capsys
+):
+    flags = ("--model", run_directory, "--beam-size", 4)
+    single = cli_captions(capsys, *images, *flags)
+    check_n_best(cli_captions(capsys, *images, *flags, "--n-best", 3), single, 3)
+    status, out, err = run_cli(capsys, images[0], *flags, "--n-best", 3)
+    assert status == 0, err
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert [(f, rank) for f, rank, _, _ in lines] == [(images[0], str(r)) for r in (1, 2, 3)]
+    assert lines[0][3] == single[0]["caption"]
+    assert float(lines[0][2]) == pytest.approx(single[0]["log_prob"], abs=1e-4)
+
+
+def test_saved_model_n_best_equals_the_run_directory(saved_model, run_directory, images, capsys):
+    flags = ("--beam-size", 3, "--n-best", 3)
+    from_export = cli_captions(capsys, *images, "--model", saved_model, *flags)
+    from_run = cli_captions(capsys, *images, "--model", run_directory, *flags)
+    check_n_best(from_export, cli_captions(capsys, *images, "--model", saved_model), 3)
+    for a, b in zip(from_export, from_run, strict=True):
+        assert [x["caption"] for x in a["n_best"]] == [x["caption"] for x in b["n_best"]]
+        np.testing.assert_allclose(
+            [x["log_prob"] for x in a["n_best"]], [x["log_prob"] for x in b["n_best"]], atol=1e-4
+        )
+
+
+def test_gallery_lists_the_n_best_beams(run_directory, images, tmp_path, capsys):
+    page = tmp_path / "gallery.html"
+    results = cli_captions(
+        capsys, images[0], "--model", run_directory, "--n-best", 2, "--html", page
+    )
+    text = page.read_text(encoding="utf-8")
+    assert text.count("<li>") == 2
+    for beam in results[0]["n_best"]:
+        assert f"<li>{beam['caption']} " in text
 
 
 # ---- the SavedModel ----
@@ -231,6 +286,8 @@ def test_saved_model_cli_lists_the_signatures(saved_model):
         "beam_size",
         "max_length",
         "log_prob",
+        "signature_def['caption_n_best']",
+        "n_best",
     ):
         assert name in result.stdout
 

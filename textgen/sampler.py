@@ -254,6 +254,7 @@ def beam_search(
     end_token,
     forbidden=None,
     length_normalization=0.0,
+    num_results=None,
 ):
     """Beam search over the same `step_fn` as `decode_loop`, all TensorFlow ops.
 
@@ -268,6 +269,9 @@ def beam_search(
     Returns:
         (tokens [batch, num_steps] int32 padded with end_token, log_probs [batch] float32 of
         the chosen sequences (end token included), lengths [batch] int32 without the end token).
+        With `num_results` k (<= beam_size, may be a tensor): the k best beams of every row,
+        best first, as tokens [batch, k, num_steps], log_probs [batch, k], lengths [batch, k];
+        the first is the one returned without it (ties go to the lower beam either way).
     """
     first_tokens = tf.convert_to_tensor(first_tokens, tf.int32)
     num_steps = tf.convert_to_tensor(num_steps, tf.int32)
@@ -332,6 +336,13 @@ def beam_search(
     # Rank by length-normalised score; the end token counts as one more step of length.
     steps = tf.cast(lengths + tf.cast(finished, tf.int32), tf.float32)
     ranking = scores / tf.pow(tf.maximum(steps, 1.0), tf.cast(length_normalization, tf.float32))
+    if num_results is not None:
+        _, best = tf.math.top_k(ranking, k=tf.convert_to_tensor(num_results, tf.int32))
+        return (
+            tf.gather(history, best, batch_dims=1),
+            tf.gather(scores, best, batch_dims=1),
+            tf.gather(lengths, best, batch_dims=1),
+        )
     best = tf.argmax(ranking, axis=1, output_type=tf.int32)
     return (
         tf.gather(history, best, batch_dims=1),
