@@ -11,7 +11,7 @@ superset of it:
 * 2 objects: "X <relation> Y" with a relation between the two objects (left of, to the left of,
   right of, above, over, on top of, below, under, beneath, ...), or "X on the left and Y on the
   right" / "X at the top and Y at the bottom" (either order). Words after Y, if any, must agree.
-* 3 objects: the three objects in order plus exactly one "left to right" or "right to left"
+* 3 or 4 objects: the objects in order plus exactly one "left to right" or "right to left"
   (before or after them, "from" optional); no other direction word. Two objects side by side
   may be described this way too ("X and Y from left to right").
 
@@ -24,6 +24,8 @@ SIZE_WORDS = {
     "small": "small",
     "little": "small",
     "tiny": "small",
+    "medium": "medium",
+    "midsize": "medium",
     "large": "large",
     "big": "large",
     "huge": "large",
@@ -35,6 +37,7 @@ COLOR_WORDS = {
     "yellow": "yellow",
     "purple": "purple",
     "violet": "purple",
+    "orange": "orange",
 }
 SHAPE_WORDS = {
     "circle": "circle",
@@ -130,7 +133,7 @@ def caption_is_correct(caption, scene):
     orders = []
     if len(truth) >= 2:
         tokens, orders = remove_order_phrases(tokens)
-        if len(truth) == 3 and len(orders) != 1:
+        if len(truth) >= 3 and len(orders) != 1:
             return False
     parsed = parse_objects(tokens)
     if parsed is None:
@@ -142,7 +145,7 @@ def caption_is_correct(caption, scene):
     if len(truth) == 1:
         return not directions(tokens) and same_kind(objects[0], truth[0])
 
-    if len(truth) == 3:
+    if len(truth) >= 3:
         if directions(tokens) or relation != "left to right":
             return False
         if orders[0] == "right":

@@ -1,7 +1,10 @@
 """`python -m captioning.shapes`: a synthetic captioning data set with checkable captions.
 
 Each scene holds one to three non-overlapping shapes (circle, square, triangle) in one of five
-well-separated colours and two sizes, on a noisy or textured background. Every image gets five
+well-separated colours and two sizes, on a noisy or textured background. With --max-objects 4
+(the harder benchmark set) a scene holds one to four shapes in six colours (orange added) and
+three sizes (medium added, the three closer together), captioned with the same five wording
+families. Every image gets five
 differently worded reference captions naming each shape's size, colour and kind and their spatial
 relation; the first one is canonical (always the same words in the same order) so that a small
 model can learn it. The scene itself is stored with each image entry, so that
@@ -16,7 +19,7 @@ Scene format (the "scene" key of each COCO image entry):
     with x, y the shape's centre and diameter the side of its bounding box, in pixels, and R:
       1 object:  null
       2 objects: "left of" or "above", read as objects[0] R objects[1]
-      3 objects: "left to right": objects are listed in that order
+      3 or 4 objects: "left to right": objects are listed in that order
 
 Generation is deterministic: image i of a split depends only on (seed, split, i), so the same
 flags give byte-identical files, and the validation images do not change with --train-size.
@@ -49,18 +52,28 @@ COLORS = {
 }
 SHAPES = ("circle", "square", "triangle")
 SIZES = ("small", "large")
+# --max-objects 4: a sixth colour and a third size (the defaults stay byte-identical).
+COLORS_4 = {**COLORS, "orange": (245, 135, 25)}
+SIZES_4 = ("small", "medium", "large")
 
 # Bounding-box side as a fraction of the image side; large is ~1.8x small so size is never
 # ambiguous.
 DIAMETER_FRACTION = {"small": 0.17, "large": 0.31}
+# Four shapes must fit in the same square: smaller, and ~1.35x apart from size to size.
+DIAMETER_FRACTION_4 = {"small": 0.13, "medium": 0.18, "large": 0.245}
 SIZE_JITTER = 0.05  # +- relative jitter of the diameter
 COLOR_JITTER = 18  # +- per-channel jitter of a shape's colour
 MIN_GAP_FRACTION = 0.04  # empty space between any two bounding boxes, as a fraction of the side
 ORDER_GAP_FRACTION = 0.15  # 3 objects: centres this far apart in x, so left-to-right order is plain
+ORDER_GAP_FRACTION_4 = 0.12  # 4 objects: the same, in less room
 SUPERSAMPLE = 4  # shapes are drawn at 4x and box-filtered down: antialiased edges
 
 # Words used in the captions. The canonical (first) caption uses only the first synonym.
-SIZE_SYNONYMS = {"small": ("small", "little"), "large": ("large", "big")}
+SIZE_SYNONYMS = {
+    "small": ("small", "little"),
+    "medium": ("medium", "midsize"),
+    "large": ("large", "big"),
+}
 
 SPLIT_CODES = {"train": 0, "val": 1}  # part of each image's random seed
 
@@ -90,7 +103,11 @@ class ShapesConfig:
         default=64, metadata={"help": "width and height of the images in pixels, 32 to 1024"}
     )
     max_objects: int = dataclasses.field(
-        default=3, metadata={"help": "scenes hold between 1 and this many shapes: 1, 2 or 3"}
+        default=3,
+        metadata={
+            "help": "scenes hold between 1 and this many shapes: 1, 2, 3 or 4; 4 also adds a "
+            "sixth colour and a third size (the harder benchmark set)"
+        },
     )
 
 
@@ -109,8 +126,13 @@ def validate(config):
         )
     if config.image_size > 1024:
         raise UsageError(f"--image-size must be at most 1024, got {config.image_size}")
-    if config.max_objects not in (1, 2, 3):
-        raise UsageError(f"--max-objects must be 1, 2 or 3, got {config.max_objects}")
+    if config.max_objects not in (1, 2, 3, 4):
+        raise UsageError(f"--max-objects must be 1, 2, 3 or 4, got {config.max_objects}")
+    if config.max_objects == 4 and config.image_size < 48:
+        raise UsageError(
+            f"--max-objects 4 needs --image-size 48 or more so that four shapes fit, got "
+            f"{config.image_size}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,9 +163,17 @@ def two_object_relation(a, b, gap):
     return None
 
 
+def palette(max_objects):
+    """(colours, sizes, diameter fractions, order gap) of scenes with up to `max_objects`."""
+    if max_objects == 4:
+        return COLORS_4, SIZES_4, DIAMETER_FRACTION_4, ORDER_GAP_FRACTION_4
+    return COLORS, SIZES, DIAMETER_FRACTION, ORDER_GAP_FRACTION
+
+
 def sample_scene(rng, image_size, max_objects=3):
     """A random scene: {"objects": [...], "relation": ...} in the canonical order
     (see module doc)."""
+    colors, sizes, diameter_fraction, order_gap = palette(max_objects)
     num_objects = int(rng.integers(1, max_objects + 1))
     gap = MIN_GAP_FRACTION * image_size
     while True:
@@ -153,8 +183,8 @@ def sample_scene(rng, image_size, max_objects=3):
             kinds.add(
                 (
                     SHAPES[rng.integers(len(SHAPES))],
-                    list(COLORS)[rng.integers(len(COLORS))],
-                    SIZES[rng.integers(len(SIZES))],
+                    list(colors)[rng.integers(len(colors))],
+                    sizes[rng.integers(len(sizes))],
                 )
             )
         kinds = sorted(kinds)  # set order is not deterministic across processes; sort it
@@ -163,7 +193,7 @@ def sample_scene(rng, image_size, max_objects=3):
         for i in order:
             shape, color, size = kinds[i]
             diameter = (
-                DIAMETER_FRACTION[size] * image_size * (1 + rng.uniform(-SIZE_JITTER, SIZE_JITTER))
+                diameter_fraction[size] * image_size * (1 + rng.uniform(-SIZE_JITTER, SIZE_JITTER))
             )
             objects.append(
                 {"shape": shape, "color": color, "size": size, "diameter": round(diameter, 1)}
@@ -186,9 +216,7 @@ def sample_scene(rng, image_size, max_objects=3):
                     return {"objects": [first, second], "relation": relation}
                 continue
             by_x = sorted(objects, key=lambda o: o["x"])
-            if all(
-                b["x"] - a["x"] >= ORDER_GAP_FRACTION * image_size for a, b in zip(by_x, by_x[1:])
-            ):
+            if all(b["x"] - a["x"] >= order_gap * image_size for a, b in zip(by_x, by_x[1:])):
                 return {"objects": by_x, "relation": "left to right"}
 
 
@@ -237,19 +265,31 @@ TEMPLATES = {
         "three shapes from left to right: {a}, {b} and {c}",
         "from right to left: {c}, {b} and {a}",
     ],
+    # Four objects: the same six wordings with one more phrase.
+    "left to right 4": [
+        "from left to right: {a}, {b}, {c} and {d}",
+        "{d}, {c}, {b} and {a} from right to left",
+        "there is {a}, then {b}, then {c}, then {d} from left to right",
+        "left to right there are {a}, {b}, {c} and {d}",
+        "four shapes from left to right: {a}, {b}, {c} and {d}",
+        "from right to left: {d}, {c}, {b} and {a}",
+    ],
 }
 CANONICAL = {
     None: "{a}",
     "left of": "{a} left of {b}",
     "above": "{a} above {b}",
     "left to right": "{a}, {b} and {c} from left to right",
+    "left to right 4": "{a}, {b}, {c} and {d} from left to right",
 }
 
 
 def scene_captions(scene, rng, num_captions=5):
     """The canonical caption, then num_captions - 1 paraphrases with different templates."""
     relation = scene["relation"]
-    names = "abc"
+    if len(scene["objects"]) == 4:
+        relation = "left to right 4"
+    names = "abcd"
     canonical = {names[i]: object_phrase(o) for i, o in enumerate(scene["objects"])}
     captions = [CANONICAL[relation].format(**canonical)]
     templates = TEMPLATES[relation]
@@ -316,7 +356,7 @@ def render(scene, rng, image_size):
     """The scene as a uint8 [image_size, image_size, 3] array."""
     pixels = background(rng, image_size)
     for obj in scene["objects"]:
-        color = np.array(COLORS[obj["color"]], np.float32) + rng.integers(
+        color = np.array(COLORS_4[obj["color"]], np.float32) + rng.integers(
             -COLOR_JITTER, COLOR_JITTER + 1, size=3
         )
         alpha = shape_mask(obj, image_size)[:, :, None]
@@ -419,7 +459,8 @@ def build_parser():
     return cli.build_parser(
         ShapesConfig,
         "python -m captioning.shapes",
-        "Generate the synthetic shapes captioning data set: PNG scenes of 1-3 coloured shapes "
+        "Generate the synthetic shapes captioning data set: PNG scenes of 1-3 (--max-objects 4: "
+        "1-4) coloured shapes "
         "and COCO-format caption files with 5 references and the scene per image.",
     )
 

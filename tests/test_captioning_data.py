@@ -748,3 +748,43 @@ def test_data_cli(shapes_dir, tmp_path, capsys):
     assert coco_data.main(["--annotations", str(bad), "--images-dir", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "line 1, column 2" in error and error.count("\n") == 1
+
+
+# ---- --max-objects 4: the harder benchmark set ----
+
+
+def test_four_object_scenes_have_six_colours_three_sizes_and_correct_captions():
+    examples = [shapes.generate_example(3, "train", i, 64, 4)[1:] for i in range(300)]
+    objects = [o for scene, _ in examples for o in scene["objects"]]
+    assert {len(scene["objects"]) for scene, _ in examples} == {1, 2, 3, 4}
+    assert {o["color"] for o in objects} == set(shapes.COLORS_4) and len(shapes.COLORS_4) == 6
+    assert {o["size"] for o in objects} == {"small", "medium", "large"}
+    for scene, captions in examples:
+        assert len(captions) == 5 and len(set(captions)) == 5
+        for caption in captions:
+            assert caption_is_correct(caption, scene), (caption, scene)
+        if len(scene["objects"]) == 4:
+            assert [o["x"] for o in scene["objects"]] == sorted(o["x"] for o in scene["objects"])
+            phrases = [shapes.object_phrase(o) for o in scene["objects"]]
+            swapped = captions[0].replace(phrases[1], "@").replace(phrases[2], phrases[1])
+            assert not caption_is_correct(swapped.replace("@", phrases[2]), scene)
+            assert not caption_is_correct(captions[0].replace(" and " + phrases[3], ""), scene)
+            medium = next((o for o in scene["objects"] if o["size"] == "medium"), None)
+            if medium is not None:  # a medium shape called small or large is wrong
+                wrong = captions[0].replace(shapes.object_phrase(medium), "a small blue disc")
+                assert not caption_is_correct(wrong, scene)
+
+
+def test_the_default_set_keeps_five_colours_and_two_sizes():
+    objects = [o for scene, _ in sample_examples(200) for o in scene["objects"]]
+    assert {o["color"] for o in objects} == set(shapes.COLORS)
+    assert {o["size"] for o in objects} == set(shapes.SIZES) == {"small", "large"}
+
+
+def test_max_objects_beyond_four_is_one_line(tmp_path, capsys):
+    assert shapes.main(["--out", str(tmp_path / "x"), "--max-objects", "5"]) == 2
+    error = capsys.readouterr().err
+    assert "--max-objects must be 1, 2, 3 or 4, got 5" in error and error.count("\n") == 1
+    argv = ["--out", str(tmp_path / "y"), "--max-objects", "4", "--image-size", "40"]
+    assert shapes.main(argv) == 2
+    assert "--image-size 48 or more" in capsys.readouterr().err
