@@ -202,10 +202,10 @@ def test_val_max_tokens_takes_the_same_first_batches_of_every_stream(tiny_config
 
 def test_the_auto_cap_keeps_small_corpora_whole_and_bounds_short_runs():
     config = TrainConfig()
-    # An epoch-end evaluation of a large corpus: 0.15 of the epoch's tokens.
-    assert auto_val_max_tokens(config, 100_000, 3_200) == 48_000_000
+    # An epoch-end evaluation of a large corpus: 0.1 of the epoch's tokens.
+    assert auto_val_max_tokens(config, 100_000, 3_200) == 32_000_000
     assert auto_val_max_tokens(dataclasses.replace(config, eval_every=1000), 100_000, 3_200) == (
-        480_000
+        320_000
     )
     # A 3-step run, or one bounded by minutes only, evaluates at most the floor.
     assert auto_val_max_tokens(dataclasses.replace(config, max_steps=3), 100_000, 3_200) == (

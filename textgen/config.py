@@ -189,7 +189,7 @@ class TrainConfig:
         metadata={
             "help": "tokens of one validation pass at most: the first tokens of every validation "
             "stream, the same ones at every evaluation; 0: auto, the whole validation text up to "
-            f"the larger of {VAL_MAX_TOKENS_FLOOR:,} tokens and 0.15 times the tokens trained "
+            f"the larger of {VAL_MAX_TOKENS_FLOOR:,} tokens and 0.1 times the tokens trained "
             "between two evaluations (so that validation takes about 5 percent of the training "
             "time); resolved when the run starts and saved with it"
         },
