@@ -19,7 +19,14 @@ SPAN = re.compile(r"`([^`\n]+)`")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*(?![\w-])")  # not --xla_cpu_compilation_enabled
 INVOCATION = re.compile(r"-m\s+((?:textgen|captioning)\.\w+)")
 # Commands of other programs, whose flags are theirs: `saved_model_cli show --dir D --all`.
-OTHER_PROGRAMS = ("saved_model_cli", "pip", "pytest", "tensorflow_model_server", "git")
+OTHER_PROGRAMS = (
+    "saved_model_cli",
+    "pip",
+    "pytest",
+    "tensorflow_model_server",
+    "git",
+    "tensorboard",
+)
 SCRIPT = re.compile(r"^\S*python[\d.]*\s+\S+\.py\b")  # python bench/quality.py --minutes 10
 
 

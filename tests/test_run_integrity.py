@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from test_train_cli import snapshot
 from test_trainer import QUIET, assert_same_checkpoint
 from textgen import train as train_cli
 from textgen.errors import DiskFull, UsageError
@@ -100,13 +101,13 @@ def test_the_previous_checkpoint_is_kept_and_resumed_from_only_when_asked(
     with open(run.checkpoint_path, "r+b") as f:  # a disk error: a stretch of bytes gone
         f.seek(200)
         f.write(b"\0" * 64)
-    before = {name: open(run.file(name), "rb").read() for name in os.listdir(config.out)}
+    before = snapshot(config.out)
     err = one_line_error(capsys, ["--out", config.out, "--resume"])
     assert "checkpoint.npz" in err
     assert "previous checkpoint (global step 8) is intact" in err
     assert "--resume --resume-from previous" in err
     # Nothing fell back silently, and nothing was written.
-    assert before == {name: open(run.file(name), "rb").read() for name in os.listdir(config.out)}
+    assert before == snapshot(config.out)
 
     resumed = train(
         dataclasses.replace(config, resume=True, resume_from="previous"),

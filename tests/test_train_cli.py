@@ -39,10 +39,13 @@ def assert_one_line_error(status, err, *fragments):
 
 
 def snapshot(directory):
-    return {
-        name: open(os.path.join(directory, name), "rb").read()
-        for name in sorted(os.listdir(directory))
-    }
+    """Every file under `directory` (a run's logs/ included) by relative path, with its bytes."""
+    files = {}
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(folder, name)
+            files[os.path.relpath(path, directory)] = open(path, "rb").read()
+    return files
 
 
 @pytest.fixture

@@ -11,8 +11,10 @@ evaluates (e.g. every N steps) names itself. `epoch` counts from 1 in eval rows 
 "epoch" (the epoch just finished) and from 0 in step rows (the epoch the step belongs to).
 
 The log, not the checkpoint, holds the history: a checkpoint's size stays proportional to the
-model however long the run. Rows are flushed as they are written and fsync'ed before every
-checkpoint (`flush`), so the log always reaches at least the checkpoint's step. A resume
+model however long the run. Rows are flushed to the operating system as they are written, so
+before every checkpoint, and the log always reaches at least the checkpoint's step however the
+process is killed afterwards. (They are not fsync'ed: the checkpoint's own fsync is where a full
+disk surfaces, as one line; a row that does not fit is one line too, `DiskFull`.) A resume
 truncates it to the checkpoint's step (`open` with `resume_step`), dropping the rows of steps
 the killed run made after its last checkpoint, and the resumed run writes them again: the log
 is the trajectory of the weights in the checkpoint, each step once.
@@ -21,6 +23,8 @@ is the trajectory of the weights in the checkpoint, each step once.
 import json
 import os
 import time
+
+from textgen.io import disk_full, is_disk_full
 
 FILE = "metrics.jsonl"
 
@@ -141,10 +145,15 @@ class MetricsLog:
     def _append(self, row):
         row["time"] = round(time.time(), 3)
         if self._file is not None:
-            self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
-            self._file.flush()
+            try:
+                self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+                self._file.flush()
+            except OSError as error:
+                if not is_disk_full(error):
+                    raise
+                raise disk_full(self.path, None, "the last checkpoint is intact") from None
 
-    def step(self, step, epoch, loss, learning_rate):
+    def step(self, step, epoch, loss, learning_rate, **fields):
         self.losses.append(loss)
         self._append(
             {
@@ -153,6 +162,7 @@ class MetricsLog:
                 "epoch": epoch,
                 "loss": loss,
                 "learning_rate": learning_rate,
+                **fields,
             }
         )
 
@@ -168,10 +178,10 @@ class MetricsLog:
         return row
 
     def flush(self):
-        """Makes every row written so far durable: called before each checkpoint is written."""
+        """Hands every row written so far to the operating system; called before each
+        checkpoint is written (rows are flushed as they are written: this says so)."""
         if self._file is not None:
             self._file.flush()
-            os.fsync(self._file.fileno())
 
     def close(self):
         if self._file is not None:
