@@ -96,6 +96,12 @@ def test_a_resume_drops_what_a_killed_run_logged_after_its_checkpoint(tiny_confi
     assert steps(values, "train/loss") == list(range(1, 17))  # each step once, in order
     np.testing.assert_allclose([v for _, v in values["train/loss"]], resumed.step_losses)
     assert len(event_files(logs)) == 2  # the compacted file, then the resumed run's
+    # Resuming the finished run writes nothing, in either log.
+    before = {p: open(p, "rb").read() for p in event_files(logs) + [os.path.join(killed.out, FILE)]}
+    done = train(dataclasses.replace(killed, max_steps=16, resume=True), **QUIET)
+    assert done.stopped_by == "done" and done.step_losses == resumed.step_losses
+    after = {p: open(p, "rb").read() for p in event_files(logs) + [os.path.join(killed.out, FILE)]}
+    assert after == before
 
 
 def test_compact_keeps_wall_times_and_changes_nothing_with_nothing_to_drop(tmp_path):

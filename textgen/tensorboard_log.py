@@ -18,7 +18,8 @@ event a directory holds, so events a killed run wrote after its last checkpoint 
 twice once the resumed run writes those steps again. So a resume first rewrites the directory's
 event files into one that holds only the events up to the checkpoint's step (`compact`; the
 events, their wall times included, are copied record by record, as TFRecords, which is what an
-event file is) and then opens a fresh writer, whose file sorts after it. Events are flushed
+event file is) and then opens a fresh writer, whose file sorts after it, with the first summary
+it writes (so resuming a finished run writes nothing). Events are flushed
 before every checkpoint (`flush`), so the files always reach at least the checkpoint's step.
 """
 
@@ -60,9 +61,10 @@ def read_events(path):
 def compact(directory, last_step):
     """Rewrites the event files of `directory` as one file, its first one's name, without the
     events of steps after `last_step` and without a torn last record. Nothing changes when
-    there is nothing to drop."""
+    there is nothing to drop (several files then stay several: TensorBoard reads them in
+    order)."""
     files = event_files(directory)
-    kept, dropped = [], len(files) > 1
+    kept, dropped = [], False
     for index, path in enumerate(files):
         read, torn = read_events(path)
         dropped = dropped or torn
@@ -90,46 +92,59 @@ class TensorBoardLog:
     def __init__(self, run_directory, write=True):
         self.directory = os.path.join(os.fspath(run_directory), DIRECTORY)
         self.write = write
+        self._opened = False
         self._writer = None
 
     def open(self, resume_step=None):
-        """Opens a fresh writer; after `compact` when resuming from `resume_step`. Call it once
-        TensorFlow may run ops (textgen's trainer sets its threads before the first one)."""
-        if not self.write:
-            return self
-        os.makedirs(self.directory, exist_ok=True)
-        if resume_step is not None:
-            compact(self.directory, resume_step)
-        self._writer = tf.summary.create_file_writer(self.directory)
+        """Readies the log, after `compact` when resuming from `resume_step`. The writer, and
+        so its new event file, comes with the first summary: resuming a finished run writes
+        nothing. Call it once TensorFlow may run ops (textgen's trainer sets its threads before
+        the first one)."""
+        if self.write:
+            if resume_step is not None and os.path.isdir(self.directory):
+                compact(self.directory, resume_step)
+            self._opened = True
         return self
+
+    def _default(self, step):
+        """The writer as the default one at `step`, or None when this log writes nothing."""
+        if not self._opened:
+            return None
+        if self._writer is None:
+            os.makedirs(self.directory, exist_ok=True)
+            self._writer = tf.summary.create_file_writer(self.directory)
+        return self._writer.as_default(step=step)
 
     def scalars(self, step, values):
         """{tag: number} at `step`; None values are left out."""
-        if self._writer is None:
+        default = self._default(step)
+        if default is None:
             return
-        with self._writer.as_default(step=step):
+        with default:
             for tag, value in values.items():
                 if value is not None:
                     tensor = tf.constant(float(value), tf.float32)
                     tf.summary.write(tag, tensor, metadata=plugin_metadata("scalars"))
 
     def text(self, step, tag, text):
-        if self._writer is None:
+        default = self._default(step)
+        if default is None:
             return
-        with self._writer.as_default(step=step):
+        with default:
             # TensorBoard renders text as Markdown; a code block keeps a sample's line breaks.
             self._text(tag, "```\n" + text.replace("```", "` ` `") + "\n```")
 
     def images(self, step, tag, images, captions):
         """uint8 images [N, H, W, 3] as one image summary of N, and their captions as text:
         a Markdown list in the images' order."""
-        if self._writer is None:
+        default = self._default(step)
+        if default is None:
             return
         images = np.asarray(images, np.uint8)
         height, width = images.shape[1:3]
         encoded = [tf.io.encode_png(image) for image in images]
         tensor = tf.stack([tf.constant(str(width)), tf.constant(str(height))] + encoded)
-        with self._writer.as_default(step=step):
+        with default:
             tf.summary.write(tag, tensor, metadata=plugin_metadata("images"))
             listed = "\n".join(f"{i + 1}. {caption}" for i, caption in enumerate(captions))
             self._text(tag + "_captions", listed)
@@ -145,3 +160,4 @@ class TensorBoardLog:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        self._opened = False
