@@ -278,32 +278,44 @@ class Captioner(keras.Model):
     ):
         """Captions drawn with textgen's samplers through textgen's decode_loop; returns the same
         triple as `caption_ids`, the log-probabilities being the model's (temperature 1)."""
+        tokens, lengths = self.draw_ids(
+            features, max_length, temperature, top_k, seed, allow_unknown
+        )
+        return tokens, self.sequence_log_probs(features, tokens, lengths, allow_unknown), lengths
+
+    def draw_ids(self, features, max_length, temperature=1.0, top_k=0, seed=0, allow_unknown=False):
+        """(token ids [B, max_length + 1] padded with <end>, lengths [B]) drawn by textgen's
+        decode_loop with its sampler; `seed` (an int32 scalar, may be a tensor) fixes the draws."""
         max_length = tf.convert_to_tensor(max_length, tf.int32)
 
         def step(tokens, states):
             return self.step(tokens, states, max_length)
 
-        batch = tf.shape(features)[0]
-        start = tf.fill([batch], self.start_id)
-        forbidden = self.forbidden_tokens(allow_unknown)
-        tokens, lengths = decode_loop(
+        start = tf.fill([tf.shape(features)[0]], self.start_id)
+        return decode_loop(
             step,
             start,
             self.start_states(features),
             max_length + 1,
             make_sampler(temperature, top_k),
-            tf.stack([seed, 0]),
-            forbidden,
+            tf.stack([tf.cast(seed, tf.int32), 0]),
+            self.forbidden_tokens(allow_unknown),
             self.end_id,
         )
-        # Score what was drawn: one teacher-forced pass over <start> + tokens.
-        inputs = tf.concat([start[:, None], tokens[:, :-1]], axis=1)
-        outputs, _ = self.decode(features, inputs)
-        logits = tf.where(forbidden, -1e9, tf.cast(self.output_layer(outputs), tf.float32))
+
+    def sequence_log_probs(self, features, tokens, lengths, allow_unknown=False, training=False):
+        """log p(caption | image) [B] of generated tokens [B, T] (padded with <end>; lengths [B]
+        words each, <end> counted once), by one teacher-forced pass over <start> + tokens, with
+        the decoding's forbidden tokens excluded. Differentiable: self-critical training's
+        log p(sample)."""
+        start = tf.fill([tf.shape(tokens)[0], 1], self.start_id)
+        inputs = tf.concat([start, tokens[:, :-1]], axis=1)
+        outputs, _ = self.decode(features, inputs, training=training)
+        logits = tf.cast(self.output_layer(outputs), tf.float32)
+        logits = tf.where(self.forbidden_tokens(allow_unknown), -1e9, logits)
         token_log_probs = tf.gather(tf.nn.log_softmax(logits), tokens, batch_dims=2)
         counted = tf.sequence_mask(lengths + 1, tf.shape(tokens)[1])  # the words and one <end>
-        log_probs = tf.reduce_sum(tf.where(counted, token_log_probs, 0.0), axis=1)
-        return tokens, log_probs, lengths
+        return tf.reduce_sum(tf.where(counted, token_log_probs, 0.0), axis=1)
 
     def caption(
         self,

@@ -118,6 +118,33 @@ class CaptionTrainConfig:
             "runs on the same data set",
         },
     )
+    scst_after: int = dataclasses.field(
+        default=-1,
+        metadata={
+            "metavar": "EPOCH",
+            "help": "self-critical sequence training from this epoch on (0-based, below --epochs): "
+            "each step samples --scst-samples captions per image and minimises "
+            "-(CIDEr-D(sample) - baseline) * log p(sample) (-1: cross-entropy only)",
+        },
+    )
+    scst_samples: int = dataclasses.field(
+        default=5,
+        metadata={"help": "self-critical training: captions sampled per image in each step, >= 1"},
+    )
+    scst_baseline: str = dataclasses.field(
+        default="greedy",
+        metadata={
+            "help": "self-critical training: the reward subtracted from a sample's, greedy (the "
+            "greedy caption's, Rennie et al.) or mean (the mean of the image's other samples, "
+            "'new self-critical'; needs --scst-samples 2 or more)"
+        },
+    )
+    scst_learning_rate: float = dataclasses.field(
+        default=2e-4,
+        metadata={
+            "help": "self-critical training: the (constant) Adam learning rate of its epochs, > 0"
+        },
+    )
     cell: str = loop_field("cell")
     num_layers: int = dataclasses.field(
         default=1, metadata={"help": "number of stacked recurrent layers"}
@@ -318,7 +345,8 @@ def validate(config):
             f"{config.first_captions}: every image would repeat a caption in its batch; pass "
             f"--captions-per-image {config.first_captions} or fewer"
         )
-    for name in ("learning_rate", "encoder_learning_rate"):
+    validate_self_critical(config)
+    for name in ("learning_rate", "encoder_learning_rate", "scst_learning_rate"):
         if not getattr(config, name) > 0:
             raise UsageError(
                 f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}"
@@ -345,6 +373,30 @@ def validate(config):
         raise UsageError(
             "--encoder small has no ImageNet weights; pass --encoder-weights none or "
             f"a weights file, or a pretrained --encoder ({', '.join(BACKBONES[1:])})"
+        )
+
+
+def validate_self_critical(config):
+    if config.scst_after < -1:
+        raise UsageError(
+            f"--scst-after must be -1 (never) or an epoch from 0, got {config.scst_after}"
+        )
+    if config.scst_after >= config.epochs:
+        raise UsageError(
+            f"--scst-after {config.scst_after} is not below --epochs {config.epochs}: no epoch "
+            f"would train self-critically (epochs count from 0); pass --scst-after 0 to "
+            f"{config.epochs - 1} or a larger --epochs"
+        )
+    if config.scst_samples < 1:
+        raise UsageError(
+            f"--scst-samples must be >= 1 (captions sampled per image), got {config.scst_samples}"
+        )
+    if config.scst_baseline not in ("greedy", "mean"):
+        raise UsageError(f"--scst-baseline must be greedy or mean, got {config.scst_baseline!r}")
+    if config.scst_baseline == "mean" and config.scst_samples < 2:
+        raise UsageError(
+            "--scst-baseline mean averages the other samples of an image: pass --scst-samples 2 "
+            f"or more (got {config.scst_samples})"
         )
 
 

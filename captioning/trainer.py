@@ -29,6 +29,7 @@ chief writes the run directory; every worker restores from it.
 
 import json
 import os
+import time
 
 import keras
 import numpy as np
@@ -51,6 +52,8 @@ from captioning.decoding import caption_features
 from captioning.feature_cache import FeatureCache
 from captioning.images import load_image
 from captioning.losses import masked_cross_entropy, teacher_forcing
+from captioning.self_critical import STATISTICS, SelfCritical, step_seed
+from captioning.self_critical import summary as self_critical_summary
 from textgen.distribution import StreamPlacement, make_strategy
 from textgen.io import atomic_write_text, export_disk_full, is_disk_full
 from textgen.metrics import format_loss, metrics
@@ -136,6 +139,10 @@ class CaptionTrainer(TrainingLoop):
         self.encoder_optimizer = None
         self.fine_tuning = False
         self.progress["fine_tuning"] = False
+        # Self-critical training (--scst-after): set up when its first epoch starts.
+        self.self_critical = None
+        self.scst_active = False
+        self.scst_last = None  # the last step's statistics, for its metrics-log row
 
     def restore(self, groups):
         self.restore_variables(groups, "model", self.model.variables, "model")
@@ -256,6 +263,43 @@ class CaptionTrainer(TrainingLoop):
             input_signature=signature,
             autograph=False,
         )
+        if self.scst_active:
+            if self.self_critical is None or self.self_critical.caption_set is not self.train_set:
+                self.self_critical = SelfCritical(model, self.train_set, self.config, self.log)
+            order = np.arange(len(self.train_set))
+            spec = self._scst_batches(order).element_spec
+            self.scst_step = self.self_critical.compile(strategy, uses_pixels, groups, clip, spec)
+
+    # ---- self-critical sequence training (captioning/self_critical.py) ----
+    def scst_epoch(self, epoch):
+        return 0 <= self.config.scst_after <= epoch
+
+    def _scst_batches(self, order):
+        """Batches of (inputs, image indices [b, 1, 1]): the reward needs every reference of an
+        image, so the batch names the image instead of carrying captions."""
+        indices = np.arange(len(self.train_set), dtype=np.int32)[:, None]
+        return self.train_source.batches(order, order[:, None], indices, self.config.batch_size)
+
+    def learning_rate(self, epoch, fraction=0.0):
+        if self.scst_epoch(epoch):
+            return self.config.scst_learning_rate
+        return super().learning_rate(epoch, fraction)
+
+    def step_metrics(self):
+        if self.scst_last is None:
+            return {}
+        return self_critical_summary(self.scst_last, 1)
+
+    def scst_epoch_summary(self):
+        """The self-critical statistics of the epoch so far (kept in the progress, so that a
+        resumed epoch reports what an uninterrupted one would)."""
+        p = self.progress
+        sums = p.get("scst_sums", [0.0] * len(STATISTICS))
+        summary = self_critical_summary(sums, p.get("scst_steps", 0))
+        summary["scst_step_ms"] = (
+            1000.0 * p.get("scst_seconds", 0.0) / max(1, p.get("scst_steps", 0))
+        )
+        return summary
 
     # ---- the loop's hooks ----
     def describe(self):
@@ -316,6 +360,17 @@ class CaptionTrainer(TrainingLoop):
 
     def start_epoch(self, epoch, step_in_epoch):
         c = self.config
+        if step_in_epoch == 0:
+            for key in ("scst_sums", "scst_steps", "scst_seconds"):
+                self.progress.pop(key, None)
+        if self.scst_epoch(epoch) and not self.scst_active:
+            self.log(
+                f"epoch {epoch + 1}: self-critical training on CIDEr-D from now on "
+                f"({c.scst_samples} samples per image, {c.scst_baseline} baseline, learning "
+                f"rate {c.scst_learning_rate})"
+            )
+            self.scst_active = True
+            self.compile_steps()
         if self.pretrained and not self.fine_tuning and 0 <= c.fine_tune_after <= epoch:
             self.log(
                 f"epoch {epoch + 1}: fine-tuning the {c.encoder} backbone from now on "
@@ -333,16 +388,38 @@ class CaptionTrainer(TrainingLoop):
         order, rows = self.train_set.epoch_plan(c.seed, epoch, c.captions_per_image)
         images = self.images_per_epoch()
         first = first_step * c.batch_size
-        for batch in self._batches(
-            self.train_source, self.train_set, order[first:images], rows[first:images]
-        ):
+        if self.scst_epoch(epoch):
+            batches = self._scst_batches(order[first:images])
+        else:
+            batches = self._batches(
+                self.train_source, self.train_set, order[first:images], rows[first:images]
+            )
+        for batch in batches:
             yield batch, int(batch[0].shape[0])
 
     def training_step(self, batch):
         inputs, captions = batch
+        if self.scst_active:
+            return self.self_critical_step(inputs, captions)
         total, count = self.train_step(
             self.placement.distribute(inputs), self.placement.distribute(captions)
         )
+        return float(total), float(count)
+
+    def self_critical_step(self, inputs, images):
+        p = self.progress
+        seed = tf.constant(step_seed(self.config.seed, p["global_step"]), tf.int32)
+        started = time.perf_counter()
+        total, count, statistics = self.scst_step(
+            self.placement.distribute(inputs), self.placement.distribute(images), seed
+        )
+        statistics = [float(x) for x in statistics.numpy()]
+        seconds = time.perf_counter() - started
+        self.scst_last = statistics
+        sums = p.get("scst_sums", [0.0] * len(STATISTICS))
+        p["scst_sums"] = [a + b for a, b in zip(sums, statistics)]
+        p["scst_steps"] = p.get("scst_steps", 0) + 1
+        p["scst_seconds"] = p.get("scst_seconds", 0.0) + seconds
         return float(total), float(count)
 
     def evaluate(self):
@@ -356,11 +433,22 @@ class CaptionTrainer(TrainingLoop):
         return total / max(count, 1.0)
 
     def validation_metrics(self, val):
-        return {"val_perplexity": metrics(val)["perplexity"]}
+        extra = {"val_perplexity": metrics(val)["perplexity"]}
+        if self.scst_active and self.progress.get("scst_steps"):
+            extra.update(self.scst_epoch_summary())  # the epoch's self-critical steps so far
+        return extra
 
     def after_evaluation(self, reason):
-        """The first TENSORBOARD_IMAGES validation images with their greedy captions, in
-        TensorBoard (the chief only: it alone writes)."""
+        """An epoch's self-critical summary line; the first TENSORBOARD_IMAGES validation images
+        with their greedy captions, in TensorBoard (the chief only: it alone writes)."""
+        if reason == "epoch" and self.scst_active and self.progress.get("scst_steps"):
+            s = self.scst_epoch_summary()
+            self.log(
+                f"epoch {self.progress['epoch'] + 1} self-critical: samples' CIDEr-D "
+                f"{s['scst_sample_reward']:.3f}, greedy {s['scst_greedy_reward']:.3f}, "
+                f"{s['scst_beat_baseline']:.0%} of samples beat the baseline; the reward took "
+                f"{s['scst_reward_ms']:.1f} ms of {s['scst_step_ms']:.0f} ms per step"
+            )
         if not self.tensorboard.write:
             return
         count = min(TENSORBOARD_IMAGES, len(self.val_set))

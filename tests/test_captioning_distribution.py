@@ -115,6 +115,24 @@ print("max relative loss difference", difference)
     assert "max relative loss difference" in out
 
 
+def test_mirrored_self_critical_training_scores_each_replicas_own_images():
+    out = run_python("""
+from captioning.trainer import CaptionTrainer
+# Epoch 3 self-critical, 2 samples per image: 15 images in batches of 4 (shares 2+2, ..., 2+1).
+scst = dataclasses.replace(config, out=directory + "/scst", strategy="mirrored", epochs=3,
+                           scst_after=2, scst_samples=2)
+trainer = CaptionTrainer(scst, **quiet)
+trainer.prepare()
+result = trainer.train()
+assert result.global_step == 12 and np.isfinite(result.step_losses).all(), result.step_losses
+sample, greedy, beat, samples, images, seconds = trainer.progress["scst_sums"]
+assert (samples, images) == (30, 15), trainer.progress["scst_sums"]  # every image once, K each
+assert 0 <= beat <= 30 and seconds > 0 and sample >= 0 and greedy >= 0
+print("self-critical under two replicas", sample / samples, greedy / images)
+""")
+    assert "self-critical under two replicas" in out
+
+
 def test_bad_strategy_flags_are_one_line_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     flags = [

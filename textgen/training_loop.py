@@ -259,9 +259,11 @@ class TrainingLoop:
     def record_step(self, loss, rate, units, seconds):
         """A training step's loss, learning rate and throughput (`units` in `seconds`)."""
         p = self.progress
-        self.metrics_log.step(p["global_step"], p["epoch"], loss, rate)
+        extra = self.step_metrics()
+        self.metrics_log.step(p["global_step"], p["epoch"], loss, rate, **extra)
         throughput = f"train/{UNIT_NAMES.get(self.unit, self.unit)}_per_second"
         scalars = {"train/loss": loss, "train/learning_rate": rate}
+        scalars.update({f"train/{name}": value for name, value in extra.items()})
         self.tensorboard.scalars(p["global_step"], {**scalars, throughput: units / seconds})
 
     def record_evaluation(self, reason, val, epoch=None, **fields):
@@ -518,6 +520,11 @@ class TrainingLoop:
 
     def validation_metrics(self, val):
         """Extra fields of a validation loss's row in the metrics log."""
+        return {}
+
+    def step_metrics(self):
+        """Extra fields of the step just trained, in its metrics-log row and in TensorBoard as
+        train/<name> (captioning's self-critical rewards)."""
         return {}
 
     def after_evaluation(self, reason):
