@@ -94,6 +94,7 @@ class TensorBoardLog:
         self.write = write
         self._opened = False
         self._writer = None
+        self._write_scalars = None
 
     def open(self, resume_step=None):
         """Readies the log, after `compact` when resuming from `resume_step`. The writer, and
@@ -116,15 +117,26 @@ class TensorBoardLog:
         return self._writer.as_default(step=step)
 
     def scalars(self, step, values):
-        """{tag: number} at `step`; None values are left out."""
-        default = self._default(step)
-        if default is None:
+        """{tag: number} at `step`; None values are left out. One traced call writes them all
+        (per set of tags): eager summary ops cost about 1 ms each, five times the traced ones,
+        and a training step writes three."""
+        present = {tag: float(value) for tag, value in values.items() if value is not None}
+        if not present or self._default(step) is None:
             return
-        with default:
-            for tag, value in values.items():
-                if value is not None:
-                    tensor = tf.constant(float(value), tf.float32)
-                    tf.summary.write(tag, tensor, metadata=plugin_metadata("scalars"))
+        if self._write_scalars is None:
+            writer, metadata = self._writer, plugin_metadata("scalars")
+
+            def write_scalars(step, values, tags):
+                with writer.as_default(step=step):
+                    for index, tag in enumerate(tags):
+                        tf.summary.write(tag, values[index], metadata=metadata)
+
+            self._write_scalars = tf.function(write_scalars, autograph=False)
+        self._write_scalars(
+            tf.constant(step, tf.int64),
+            tf.constant(list(present.values()), tf.float32),
+            tuple(present),
+        )
 
     def text(self, step, tag, text):
         default = self._default(step)
@@ -160,4 +172,4 @@ class TensorBoardLog:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        self._opened = False
+        self._opened, self._write_scalars = False, None
