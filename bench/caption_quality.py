@@ -23,8 +23,9 @@ wording).
 runs on the same data: "xe" trains --max-minutes with cross-entropy; "scst" trains
 --max-minutes minus --scst-minutes with cross-entropy (its own full schedule), then is resumed
 with `--scst-after <the epoch it stopped in>` for --scst-minutes of self-critical training on
-CIDEr-D (the resumed run reads and decodes the data again: its clock counts that too). Both are
-scored the same way; the report goes to DIR/quality_scst.json. --max-objects 4 generates the
+CIDEr-D (the resumed run reads and decodes the data again: its clock counts that too). The two
+run side by side, so that other work on the machine slows both alike. Both are scored the same
+way; the report goes to DIR/quality_scst.json. --max-objects 4 generates the
 harder set (up to four shapes, six colours, three sizes); give each set its own --out.
 
     python bench/caption_quality.py --scst --max-minutes 6 --scst-minutes 2 --out runs/q3
@@ -256,23 +257,31 @@ def compare_scst(args, data, extra):
     """The two runs of --scst and their report."""
     import shutil
 
-    runs = {}
-    for name in ("xe", "scst"):
-        run_dir = os.path.join(args.out, name)
+    # The two runs train at the same time, so that a machine shared with other work slows both
+    # alike; each gets about half of the cores.
+    xe_dir, scst_dir = (os.path.join(args.out, name) for name in ("xe", "scst"))
+    for run_dir in (xe_dir, scst_dir):
         if os.path.exists(run_dir):
             shutil.rmtree(run_dir)
-        started = time.monotonic()
-        if name == "xe":
-            run(train_command(args, data, run_dir, args.max_minutes, extra))
-        else:
-            first = args.max_minutes - args.scst_minutes
-            run(train_command(args, data, run_dir, first, [*extra, "--eval-images", "0"]))
-            with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
-                rows = [json.loads(line) for line in f]
-            epoch = [r for r in rows if r["kind"] == "step"][-1]["epoch"]
-            resumed = train_command(args, data, run_dir, args.scst_minutes, extra)
-            run([*resumed, "--resume", "--scst-after", str(epoch)])
-        runs[name] = run_scores(run_dir, time.monotonic() - started)
+    started = time.monotonic()
+    xe_command = train_command(args, data, xe_dir, args.max_minutes, extra)
+    print("$ " + " ".join(xe_command) + " &", flush=True)
+    with open(os.path.join(args.out, "xe.log"), "w", encoding="utf-8") as xe_log:
+        xe = subprocess.Popen(xe_command, stdout=xe_log, stderr=subprocess.STDOUT)
+        first = args.max_minutes - args.scst_minutes
+        run(train_command(args, data, scst_dir, first, [*extra, "--eval-images", "0"]))
+        with open(os.path.join(scst_dir, "metrics.jsonl"), encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
+        epoch = [r for r in rows if r["kind"] == "step"][-1]["epoch"]
+        resumed = train_command(args, data, scst_dir, args.scst_minutes, extra)
+        run([*resumed, "--resume", "--scst-after", str(epoch)])
+        scst_seconds = time.monotonic() - started
+        if xe.wait() != 0:
+            raise SystemExit(f"the cross-entropy run failed; see {xe_log.name}")
+    runs = {
+        "xe": run_scores(xe_dir, time.monotonic() - started),
+        "scst": run_scores(scst_dir, scst_seconds),
+    }
     report = {
         "max_objects": args.max_objects,
         "max_minutes": args.max_minutes,
