@@ -84,7 +84,7 @@ class SplitWriter:
 
     def __init__(self, directory, train_tokens, dtype):
         self.files = [open(os.path.join(directory, name), "wb") for name in (TRAIN, VALIDATION)]
-        self.left, self.dtype = train_tokens, dtype
+        self.left, self.dtype = train_tokens, np.dtype(dtype).newbyteorder("<")
 
     def write(self, ids):
         ids = ids.astype(self.dtype, copy=False)
@@ -237,14 +237,23 @@ class CorpusPreparation:
                     writer.write(lookup[code_points(text)])
                 val_characters_per_token = 1.0
             else:
+                # Read, not memory-mapped: mapped pages would count in the process's RSS.
                 provisional = os.path.join(directory, PROVISIONAL)
-                ids = np.memmap(provisional, dtype=np.uint32, mode="r")
-                step = corpus.CHUNK_BYTES
-                for start in range(0, len(ids), step):
-                    writer.write(lookup[ids[start : start + step]])
-                val_characters_per_token = self.val_characters_per_token(ids, num_val)
-                del ids
+                val_start, position = self.num_tokens - num_val, 0
+                self.val_characters, self.val_held = 0, np.zeros(0, dtype=np.uint32)
+                with open(provisional, "rb") as f:
+                    step = corpus.CHUNK_BYTES
+                    while len(ids := np.fromfile(f, dtype=np.uint32, count=step)):
+                        writer.write(lookup[ids])
+                        self.add_val_characters(ids[max(0, val_start - position) :])
+                        position += len(ids)
+                self.add_val_characters(np.zeros(0, dtype=np.uint32), final=True)
                 os.unlink(provisional)
+                val_characters_per_token = (
+                    self.val_characters / num_val
+                    if num_val
+                    else self.num_characters / self.num_tokens
+                )
         finally:
             writer.close()
         vocabulary.save(os.path.join(directory, VOCABULARY))
@@ -385,28 +394,22 @@ class CorpusPreparation:
         token_ids[present] = [vocabulary.index.get(t, -1) for t in tokens]
         return vocabulary, token_ids
 
-    def val_characters_per_token(self, provisional_ids, num_val):
-        """Characters of the original text that the validation tokens stand for, per token (what
-        bits per character are measured against): detokenised piece by piece, each cut after a
-        newline token, which gives the length of the whole detokenised at once."""
-        if num_val == 0:
-            return self.num_characters / self.num_tokens
-        tokens = self.provisional.new
-        newline = self.provisional.get(NEWLINE, -1)
-        start, end, characters = len(provisional_ids) - num_val, len(provisional_ids), 0
-        step = corpus.CHUNK_BYTES
-        while start < end:
-            stop = min(end, start + step)
-            while stop < end:  # back to the window's last newline, or on to the next one
-                window = provisional_ids[start:stop] if stop - start <= step else None
-                if window is None:
-                    window = provisional_ids[stop - step : stop]
-                newlines = np.flatnonzero(window == newline)
-                if len(newlines):
-                    stop = stop - len(window) + int(newlines[-1]) + 1
-                    break
-                stop = min(end, stop + step)
-            piece = [tokens[i] for i in provisional_ids[start:stop].tolist()]
-            characters += len(self.tokenizer.detokenize(piece))
-            start = stop
-        return characters / num_val
+    def add_val_characters(self, ids, final=False):
+        """Adds to `val_characters` the length of the text that validation ids stand for (what
+        bits per character are measured against). The ids are detokenised piece by piece, each
+        cut after a newline token, which gives the length of the whole detokenised at once; the
+        ids after the last newline wait for the next call."""
+        if len(self.val_held):
+            ids = np.concatenate([self.val_held, ids])
+        cut = len(ids)
+        if not final:
+            newlines = np.flatnonzero(ids == self.provisional.get(NEWLINE, -1))
+            if len(newlines):
+                cut = int(newlines[-1]) + 1
+            elif len(ids) < MAX_HELD_CHARS:
+                cut = 0
+        self.val_held = ids[cut:]
+        if cut:
+            tokens = self.provisional.new
+            piece = [tokens[i] for i in ids[:cut].tolist()]
+            self.val_characters += len(self.tokenizer.detokenize(piece))

@@ -9,11 +9,9 @@ training memory-maps, so that a corpus of any size trains in bounded memory (nan
     DIR/val.bin       the validation token ids: its contiguous tail
 
 The dtype is the narrowest that holds every id: uint8 up to 256 tokens, uint16 up to 65,536,
-uint32 beyond. Preparing reads the text in chunks, twice at most: a first pass counts the
-vocabulary (at word level it also writes provisional ids, in order of first appearance, to a
-temporary file, so the text is tokenised once), a second writes the final ids. Everything is
-written into a temporary directory that is renamed into place at the end, so a crash or a full
-disk leaves the previous directory, or none, never half of one.
+uint32 beyond. `textgen.corpus_preparation` writes it, into a temporary directory that is
+renamed into place at the end, so a crash or a full disk leaves the previous directory, or
+none, never half of one.
 
 `textgen.train --data FILE` prepares into a cache directory keyed by the file's SHA-256 and the
 tokenisation flags (`corpus_for_training`); `--data DIR` takes a directory that
@@ -209,7 +207,7 @@ def map_ids(path, dtype, count, again):
         raise UsageError(f"{path} {found}, the header says {expected:,}; {again}")
     if count == 0:
         return np.zeros(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r")
+    return np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r")
 
 
 def check_unchanged_source(path, source, again):
