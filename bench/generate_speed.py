@@ -38,6 +38,7 @@ from host import describe_host  # noqa: E402  (bench/host.py, beside this script
 from textgen import generation_choice  # noqa: E402
 from textgen.config import DEFAULT_DATA  # noqa: E402
 from textgen.export import export_saved_model  # noqa: E402
+from textgen.generation_choice import best_seconds  # noqa: E402
 from textgen.language_model import LanguageModel  # noqa: E402
 from textgen.vocabulary import Vocabulary  # noqa: E402
 
@@ -79,16 +80,6 @@ def tutorial_generate(one_step, model, streams, length):
         next_char, states = one_step.generate_one_step(next_char, states)
         result.append(next_char)
     return tf.strings.join(result).numpy()
-
-
-def best_seconds(run, repeats):
-    run()  # warm-up: tracing, XLA compilation, caches
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def random_shakespeare_model(data):

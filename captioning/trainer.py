@@ -326,17 +326,11 @@ class CaptionTrainer(TrainingLoop):
     def kernel_shape(self):
         c = self.config
         return {
-            "cell": c.cell,
-            "num_layers": c.num_layers,
-            "hidden_size": c.hidden_size,
-            "embedding_size": c.embedding_size,
+            **super().kernel_shape(),
             "feature_size": c.feature_size,
             "encoder": c.encoder,
             "inputs": self.train_source.kind,
-            "vocabulary": len(self.vocabulary),
-            "batch_size": c.batch_size,
             "max_length": c.max_length,
-            "dropout": c.dropout > 0,
         }
 
     def measurement_batch(self):

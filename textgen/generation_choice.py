@@ -48,8 +48,10 @@ def preset():
     )
 
 
-def _best_seconds(run, repeats=2):
-    run()  # tracing and XLA compilation for this batch size
+def best_seconds(run, repeats=2):
+    """The fastest of `repeats` timed calls of `run`, after one untimed call (tracing, XLA
+    compilation for the batch size, caches)."""
+    run()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -81,7 +83,7 @@ def measure(model):
     for size in SIZES:
         prime = tf.zeros([size, 1], tf.int32)
         rates[size] = tuple(
-            size * STEPS / _best_seconds(lambda fn=fn, p=prime: fn(p, tf.constant(0)).numpy())
+            size * STEPS / best_seconds(lambda fn=fn, p=prime: fn(p, tf.constant(0)).numpy())
             for fn in (loops[True], loops[False])
         )
         if rates[size][1] > MARGIN * rates[size][0]:

@@ -203,17 +203,7 @@ class Trainer(TrainingLoop):
 
     def kernel_shape(self):
         c = self.config
-        return {
-            "cell": c.cell,
-            "num_layers": c.num_layers,
-            "hidden_size": c.hidden_size,
-            "embedding_size": c.embedding_size,
-            "vocabulary": len(self.vocabulary),
-            "batch_size": c.batch_size,
-            "seq_length": c.seq_length,
-            "batch_parts": c.batch_parts,
-            "dropout": c.dropout > 0,
-        }
+        return {**super().kernel_shape(), "seq_length": c.seq_length, "batch_parts": c.batch_parts}
 
     def measurement_batch(self):
         return self.train_batches[0]

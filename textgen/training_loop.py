@@ -224,8 +224,18 @@ class TrainingLoop:
         return list(self.model.variables) + list(self.optimizer.variables)
 
     def kernel_shape(self):
-        """The sizes that decide which kernel is fastest: part of the kernel cache's key."""
-        raise NotImplementedError
+        """The sizes that decide which kernel is fastest: part of the kernel cache's key (a
+        trainer adds its own, such as the sequence length)."""
+        c = self.config
+        return {
+            "cell": c.cell,
+            "num_layers": c.num_layers,
+            "hidden_size": c.hidden_size,
+            "embedding_size": c.embedding_size,
+            "vocabulary": len(self.vocabulary),
+            "batch_size": c.batch_size,
+            "dropout": c.dropout > 0,
+        }
 
     def measurement_batch(self):
         """One batch for `training_step`, to time the kernels on."""
