@@ -31,6 +31,11 @@ harder set (up to four shapes, six colours, three sizes); give each set its own 
     python bench/caption_quality.py --scst --max-minutes 6 --scst-minutes 2 --out runs/q3
     python bench/caption_quality.py --scst --max-minutes 6 --scst-minutes 2 --max-objects 4 \
         --out runs/q4
+
+--scst --continue-from RUN_DIR: the effect of self-critical training alone, from one trained
+model. Two copies of RUN_DIR (e.g. runs/q3/xe) are resumed side by side for --scst-minutes, one
+with self-critical training, one with cross-entropy at the same constant learning rate
+(--scst-learning-rate's default, 2e-4), and both are scored (DIR/quality_continue.json).
 """
 
 import argparse
@@ -107,7 +112,15 @@ def main(argv=None):
         default=5.0,
         help="--scst: the minutes of the budget spent on self-critical training (default: 5)",
     )
+    parser.add_argument(
+        "--continue-from",
+        default="",
+        metavar="RUN_DIR",
+        help="--scst: continue this trained run both ways instead of training from scratch",
+    )
     args = parser.parse_args(argv)
+    if args.continue_from:
+        return continue_both_ways(args, extra)
     if args.scst and not 0 < args.scst_minutes < args.max_minutes:
         parser.error("--scst-minutes must be above 0 and below --max-minutes")
 
@@ -300,6 +313,72 @@ def compare_scst(args, data, extra):
             f"BLEU-4 {s['bleu4']:.3f}  CIDEr {s['cider']:.3f}"
         )
     print(f"report: {os.path.join(args.out, 'quality_scst.json')}")
+    return 0
+
+
+def continue_both_ways(args, extra):
+    """--continue-from: the same trained run resumed with SCST and with cross-entropy."""
+    import shutil
+
+    with open(os.path.join(args.continue_from, "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    with open(os.path.join(args.continue_from, "metrics.jsonl"), encoding="utf-8") as f:
+        epoch = [json.loads(line) for line in f if '"kind": "step"' in line][-1]["epoch"]
+    base = [
+        sys.executable,
+        "-m",
+        "captioning.train",
+        "--annotations",
+        config["annotations"],
+        "--images",
+        config["images"],
+        "--resume",
+        "--max-minutes",
+        str(args.scst_minutes),
+        "--no-progress",
+        *extra,
+    ]
+    flags = {
+        "scst": ["--scst-after", str(epoch)],
+        "xe": ["--learning-rate", "2e-4", "--lr-schedule", "constant"],
+    }
+    processes, started = {}, time.monotonic()
+    os.makedirs(args.out, exist_ok=True)
+    for name in ("xe", "scst"):
+        run_dir = os.path.join(args.out, f"continue_{name}")
+        if os.path.exists(run_dir):
+            shutil.rmtree(run_dir)
+        shutil.copytree(args.continue_from, run_dir)
+        command = [*base, "--out", run_dir, *flags[name]]
+        print("$ " + " ".join(command) + " &", flush=True)
+        log = open(os.path.join(args.out, f"continue_{name}.log"), "w", encoding="utf-8")
+        processes[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log)
+    runs = {}
+    for name, (process, log) in processes.items():
+        if process.wait() != 0:
+            raise SystemExit(f"the {name} run failed; see {log.name}")
+        log.close()
+        runs[name] = run_scores(
+            os.path.join(args.out, f"continue_{name}"), time.monotonic() - started
+        )
+    with open(os.path.join(args.continue_from, "eval.json"), encoding="utf-8") as f:
+        before = json.load(f)
+    report = {"from": args.continue_from, "before": before["scores"], "minutes": args.scst_minutes}
+    report["runs"] = runs
+    with open(os.path.join(args.out, "quality_continue.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    b = before["scores"]
+    print(
+        f"\nfrom {args.continue_from} (step {before['global_step']}): correct "
+        f"{b['correct']:.1%}  BLEU-4 {b['bleu4']:.3f}  CIDEr {b['cider']:.3f}; then "
+        f"{args.scst_minutes} min:"
+    )
+    for name, result in runs.items():
+        s = result["scores"]
+        print(
+            f"  {name:4s} {result['global_step']:6d} steps: correct {s['correct']:.1%}  "
+            f"BLEU-4 {s['bleu4']:.3f}  CIDEr {s['cider']:.3f}"
+        )
     return 0
 
 

@@ -139,6 +139,15 @@ class CaptionTrainConfig:
             "'new self-critical'; needs --scst-samples 2 or more)"
         },
     )
+    # freeze: on the shapes benchmark, 3 minutes of SCST with the small CNN learning from the
+    # reward fell from 77.6% to 73.0% correct; with it frozen, 77.0%.
+    scst_encoder: str = dataclasses.field(
+        default="freeze",
+        metadata={
+            "help": "self-critical training: freeze (only the decoder learns from the reward; the "
+            "encoder runs in inference mode) or train (the encoder learns from it too)"
+        },
+    )
     scst_learning_rate: float = dataclasses.field(
         default=2e-4,
         metadata={
@@ -393,6 +402,8 @@ def validate_self_critical(config):
         )
     if config.scst_baseline not in ("greedy", "mean"):
         raise UsageError(f"--scst-baseline must be greedy or mean, got {config.scst_baseline!r}")
+    if config.scst_encoder not in ("train", "freeze"):
+        raise UsageError(f"--scst-encoder must be train or freeze, got {config.scst_encoder!r}")
     if config.scst_baseline == "mean" and config.scst_samples < 2:
         raise UsageError(
             "--scst-baseline mean averages the other samples of an image: pass --scst-samples 2 "

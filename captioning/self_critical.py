@@ -1,7 +1,9 @@
 """Self-critical sequence training (Rennie et al. 2017): REINFORCE on CIDEr-D with a baseline.
 
 From epoch --scst-after on, every training step of `CaptionTrainer` is this one, in the graph:
-1. the images are encoded (the small CNN in training mode, as in the cross-entropy phase);
+1. the images are encoded: by default (--scst-encoder freeze) in inference mode, and only the
+   decoder learns (noisy REINFORCE gradients into the small CNN cost visual accuracy in the
+   benchmark); with --scst-encoder train as in the cross-entropy phase;
 2. with the tape stopped, textgen's decode loop draws --scst-samples captions per image with a
    random sampler (temperature 1, no top-k), and beam search of width 1 decodes the greedy one;
 3. `tf.numpy_function` scores all of them at once with `CiderD` against each image's
@@ -60,6 +62,7 @@ class SelfCritical:
         self.caption_set = caption_set
         self.samples = config.scst_samples
         self.baseline = config.scst_baseline
+        self.encoder = config.scst_encoder
         self.max_length = config.max_length
         started = time.perf_counter()
         references = reference_ids(caption_set, model.end_id)
@@ -95,7 +98,8 @@ class SelfCritical:
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
         seed = seed + tf.cast(replica, tf.int32) * 7919  # each replica draws its own samples
         with tf.GradientTape() as tape:
-            features = model.encode(inputs, training=True) if uses_pixels else inputs
+            train_encoder = self.encoder == "train"
+            features = model.encode(inputs, training=train_encoder) if uses_pixels else inputs
             with tape.stop_recording():
                 frozen = tf.stop_gradient(features)
                 greedy, _, greedy_lengths = model.caption_ids(frozen, self.max_length, 1)

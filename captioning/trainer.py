@@ -268,6 +268,8 @@ class CaptionTrainer(TrainingLoop):
                 self.self_critical = SelfCritical(model, self.train_set, self.config, self.log)
             order = np.arange(len(self.train_set))
             spec = self._scst_batches(order).element_spec
+            if self.config.scst_encoder == "freeze":
+                groups = [(self.optimizer, model.decoder_variables())]
             self.scst_step = self.self_critical.compile(strategy, uses_pixels, groups, clip, spec)
 
     # ---- self-critical sequence training (captioning/self_critical.py) ----

@@ -49,6 +49,8 @@ def test_scst_phase_logs_rewards_and_uses_its_learning_rate(shapes_data, tmp_pat
 def test_resume_is_exact_across_the_switch_and_inside_scst(shapes_data, tmp_path):  # noqa: F811
     # 3 steps per epoch: steps 1-3 cross-entropy, 4-8 self-critical. Straight to step 8, or
     # stopped at 2 (cross-entropy), resumed to 5 (across the switch, inside SCST), then to 8.
+    # The encoder learns from the reward too: its batch-normalisation statistics move as well.
+    SCST = dict(globals()["SCST"], scst_encoder="train")
     straight = train(
         tiny_config(shapes_data, tmp_path / "straight", max_steps=8, **SCST),
         log=Log(),
@@ -79,6 +81,26 @@ def test_resume_is_exact_across_the_switch_and_inside_scst(shapes_data, tmp_path
                 assert one[field] == pytest.approx(two[field], rel=1e-5), (one, two)
 
 
+def test_scst_encoder_freeze_trains_the_decoder_only(shapes_data, tmp_path):  # noqa: F811
+    common = dict(SCST, epochs=2)  # --scst-encoder freeze is the default
+    for stop, resume in ((3, False), (6, True)):  # epoch 1 cross-entropy, epoch 2 SCST
+        train(
+            tiny_config(shapes_data, tmp_path / "run", max_steps=stop, resume=resume, **common),
+            explicit=["max_steps", "resume"] if resume else (),
+            log=Log(),
+            progress_bar=False,
+        )
+        arrays = checkpoint_arrays(tmp_path / "run")
+        if stop == 3:
+            before = arrays
+    encoder = [k for k in arrays if k.startswith("model/small_cnn/")]
+    decoder = [k for k in arrays if k.startswith("model/") and "recurrent" in k]
+    assert encoder and decoder
+    for key in encoder:  # weights and batch-normalisation statistics alike
+        np.testing.assert_array_equal(arrays[key], before[key], err_msg=key)
+    assert any(not np.array_equal(arrays[k], before[k]) for k in decoder)
+
+
 @pytest.fixture(scope="module")
 def caption_set(shapes_data):  # noqa: F811
     records = read_captions(
@@ -94,7 +116,9 @@ class FakeModel:
 
 
 def test_rewards_score_each_sample_against_its_own_image(caption_set):
-    config = types.SimpleNamespace(scst_samples=2, scst_baseline="greedy", max_length=24)
+    config = types.SimpleNamespace(
+        scst_samples=2, scst_baseline="greedy", max_length=24, scst_encoder="freeze"
+    )
     end = caption_set.vocabulary.id("<end>")
     scst = SelfCritical(FakeModel(end), caption_set, config, log=lambda message: None)
     references = reference_ids(caption_set, end)
@@ -141,6 +165,7 @@ def test_bad_scst_flags_are_one_line(shapes_data, tmp_path, capsys):  # noqa: F8
         (["--scst-baseline", "mean", "--scst-samples", "1"], "pass --scst-samples 2 or more"),
         (["--scst-baseline", "best"], "--scst-baseline must be greedy or mean"),
         (["--scst-learning-rate", "0"], "--scst-learning-rate must be positive"),
+        (["--scst-encoder", "both"], "--scst-encoder must be train or freeze"),
     ):
         assert main(base + argv) == 2
         err = capsys.readouterr().err
