@@ -104,3 +104,20 @@ def test_length_normalisation_ranks_by_log_prob_per_step():
         assert tokens.shape == (1, 4)
         best = best_normalised(alpha)
         assert list(tokens.numpy()[0]) == best + [END] * (4 - len(best)), alpha
+
+
+def test_num_results_gives_the_best_beams_in_order():
+    first = tf.constant([3], tf.int32)
+    states = [tf.zeros([1, 1])]
+    tokens, log_probs, lengths = beam_search(
+        step_fn, first, states, 4, beam_size=3, end_token=END, num_results=3
+    )
+    single, single_log_prob, _ = beam_search(step_fn, first, states, 4, 3, END)
+    rows = [tuple(row) for row in tokens.numpy()[0]]  # padded with <end>
+    scores = list(log_probs.numpy()[0])
+    assert tokens.shape == (1, 3, 4) and len(set(rows)) == 3  # distinct sequences
+    assert scores == sorted(scores, reverse=True)
+    np.testing.assert_array_equal(tokens.numpy()[0, 0], single.numpy()[0])
+    np.testing.assert_allclose(scores[0], float(single_log_prob[0]))
+    for row, score in zip(rows, scores):
+        np.testing.assert_allclose(score, sequence_log_prob(row), rtol=1e-5)
