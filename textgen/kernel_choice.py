@@ -196,7 +196,7 @@ def _first_cause(error):
     return f"{type(error).__name__}: {message}"
 
 
-def time_training(loop, stacks, options, batch, rounds=3, warmup=2):
+def time_training(loop, stacks, options, batch, rounds=3, warmup=1):
     """({name: units/s}, {name: failure}) of `loop`'s real train step on `batch` with each of
     `options` traced in turn. After `warmup` untimed steps each (the trace and graph set-up),
     the candidates take turns for `rounds` timed steps, so a machine that gets busier hurts
