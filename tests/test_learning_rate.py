@@ -16,8 +16,19 @@ CONFIGS = [TrainConfig, CaptionTrainConfig]
 
 def test_both_trainers_use_the_one_schedule():
     assert Trainer.learning_rate is TrainingLoop.learning_rate
-    assert CaptionTrainer.learning_rate is TrainingLoop.learning_rate
     assert Trainer.run_fraction is CaptionTrainer.run_fraction is TrainingLoop.run_fraction
+    # The captioner departs from it only in self-critical epochs, which run at their own
+    # constant --scst-learning-rate; every cross-entropy epoch follows the one schedule.
+    config = CaptionTrainConfig(learning_rate=4e-3, lr_decay=0.5, lr_decay_after=1)
+
+    for scst_after in (-1, 0):  # -1: never self-critical; 0: from the first epoch
+        config.scst_after = scst_after
+        trainer = CaptionTrainer.__new__(CaptionTrainer)  # the schedule needs only the config
+        trainer.config = config
+        for epoch, fraction in [(0, 0.0), (2, 0.3), (5, 0.9)]:
+            expected = config.scst_learning_rate if scst_after == 0 else None
+            expected = expected or learning_rate(config, epoch, fraction)
+            assert trainer.learning_rate(epoch, fraction) == expected
 
 
 @pytest.mark.parametrize("config_class", CONFIGS)
