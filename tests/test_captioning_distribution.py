@@ -14,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from captioning.train import main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -115,6 +117,9 @@ print("max relative loss difference", difference)
     assert "max relative loss difference" in out
 
 
+# About 30 s: self-critical training under MirroredStrategy (tests/test_captioning_scst.py is
+# its one-device quick form).
+@pytest.mark.slow
 def test_mirrored_self_critical_training_scores_each_replicas_own_images():
     out = run_python("""
 from captioning.trainer import CaptionTrainer

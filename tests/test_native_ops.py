@@ -190,6 +190,9 @@ def test_embedding_folded_into_first_layer(ops, vocabulary_size, monkeypatch):
     assert_all_close(results, expected, names)
 
 
+# About 40 s: a full compile of the ops. Every suite run on a machine without a build in its
+# cache builds them anyway, through the same path, on the first LSTM training.
+@pytest.mark.slow
 @needs_compiler
 def test_first_use_builds_into_the_cache_once(fresh_loader, tmp_path, capsys):
     assert fresh_loader() is not None
