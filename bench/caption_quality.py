@@ -155,31 +155,7 @@ def main(argv=None):
 
         shutil.rmtree(run_dir)
     started = time.monotonic()
-    run(
-        [
-            python,
-            "-m",
-            "captioning.train",
-            "--annotations",
-            os.path.join(data, "annotations", "captions_train.json"),
-            "--val-annotations",
-            os.path.join(data, "annotations", "captions_val.json"),
-            "--images",
-            os.path.join(data, "images"),
-            "--out",
-            run_dir,
-            "--max-minutes",
-            str(args.max_minutes),
-            "--epochs",
-            "1000",
-            "--seed",
-            str(args.seed),
-            "--eval-images",
-            str(args.val_size),
-            *TRAIN_FLAGS,
-            *extra,
-        ]
-    )
+    run(train_command(args, data, run_dir, args.max_minutes, extra, quiet=False))
     seconds = time.monotonic() - started
 
     with open(os.path.join(run_dir, "eval.json"), encoding="utf-8") as f:
@@ -216,7 +192,9 @@ def main(argv=None):
     return 0
 
 
-def train_command(args, data, run_dir, minutes, extra):
+def train_command(args, data, run_dir, minutes, extra, quiet=True):
+    """The captioning.train command of one benchmark run; `quiet` drops the progress bar and the
+    export (the --scst arms)."""
     return [
         sys.executable,
         "-m",
@@ -237,8 +215,7 @@ def train_command(args, data, run_dir, minutes, extra):
         str(args.seed),
         "--eval-images",
         str(args.val_size),
-        "--no-progress",
-        "--no-export",
+        *(["--no-progress", "--no-export"] if quiet else []),
         *TRAIN_FLAGS,
         *extra,
     ]

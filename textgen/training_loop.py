@@ -210,10 +210,15 @@ class TrainingLoop:
         kernel_choice.apply(stacks, choice.candidate)
         self.kernel = choice
         self.log(choice.line(self.unit))
-        self.compile_steps()  # the chosen kernel's steps; its measured train step is already traced
-        if choice.candidate.name in self.measured_steps:
-            self.train_step = self.measured_steps[choice.candidate.name]
-        self.measured_steps = {}
+        if self.measured_steps:
+            # The steps the measurement left are the last candidate's: the chosen kernel's,
+            # keeping its train step, which the measurement already traced.
+            self.compile_steps()
+            if choice.candidate.name in self.measured_steps:
+                self.train_step = self.measured_steps[choice.candidate.name]
+            self.measured_steps = {}
+        # Otherwise (cached or preset) the steps of `prepare_steps` are not traced yet, and
+        # trace the kernel just applied.
 
     def recurrent_stacks(self):
         """The model's RecurrentStacks, whose kernel `choose_kernels` picks."""
