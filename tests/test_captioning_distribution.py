@@ -117,8 +117,8 @@ print("max relative loss difference", difference)
     assert "max relative loss difference" in out
 
 
-# About 30 s: self-critical training under MirroredStrategy (tests/test_captioning_scst.py is
-# its one-device quick form).
+# About 45 s: self-critical training under MirroredStrategy, and its resume from inside the SCST
+# phase (tests/test_captioning_scst.py is their one-device quick form).
 @pytest.mark.slow
 def test_mirrored_self_critical_training_scores_each_replicas_own_images():
     out = run_python("""
@@ -134,8 +134,26 @@ sample, greedy, beat, samples, images, seconds = trainer.progress["scst_sums"]
 assert (samples, images) == (30, 15), trainer.progress["scst_sums"]  # every image once, K each
 assert 0 <= beat <= 30 and seconds > 0 and sample >= 0 and greedy >= 0
 print("self-critical under two replicas", sample / samples, greedy / images)
+
+# Stopped inside the self-critical epoch (step 10 of 12) and resumed under the strategy: the same
+# samples are drawn (the seed of a step is (--seed, step, replica)), so every loss and the final
+# weights are the straight run's.
+split = dataclasses.replace(scst, out=directory + "/scst_split", max_steps=10)
+assert train(split, **quiet).global_step == 10
+resumed = train(dataclasses.replace(split, max_steps=0, resume=True),
+                explicit=["max_steps", "resume"], **quiet)
+assert resumed.global_step == 12
+np.testing.assert_allclose(resumed.step_losses, result.step_losses, rtol=1e-5, atol=1e-7)
+straight = np.load(directory + "/scst/checkpoint.npz", allow_pickle=False)
+again = np.load(directory + "/scst_split/checkpoint.npz", allow_pickle=False)
+weights = [k for k in straight.files if "/" in k]  # weights, optimizer slots, statistics
+assert weights and set(weights) == {k for k in again.files if "/" in k}
+for key in weights:
+    np.testing.assert_allclose(again[key], straight[key], rtol=1e-5, atol=1e-6, err_msg=key)
+print("mirrored self-critical resume is exact")
 """)
     assert "self-critical under two replicas" in out
+    assert "mirrored self-critical resume is exact" in out
 
 
 def test_bad_strategy_flags_are_one_line_errors(tmp_path, capsys, monkeypatch):

@@ -59,6 +59,17 @@ for k in range(len(batches)):
             np.testing.assert_array_equal(rows[:, 0], previous[r][:, -1] + 1)
     previous = per_replica
 np.testing.assert_array_equal(placement.gather(placement.distribute(inputs)), inputs)
+
+# A process reuses its strategy for every later run. A second MirroredStrategy over the same
+# devices would reuse the first one's collective keys, and its first all-reduce of another shape
+# would abort with "Shape mismatch in the collective instance 100" (tensorflow#62790).
+def all_reduce(strategy, size):
+    run = tf.function(lambda: strategy.run(
+        lambda: tf.distribute.get_replica_context().all_reduce("sum", tf.ones([size]))))
+    return strategy.experimental_local_results(run())[0].numpy()
+assert (all_reduce(strategy, 3) == 2).all()
+assert make_strategy("mirrored") is strategy
+assert (all_reduce(make_strategy("mirrored"), 5) == 2).all()
 """
     )
 

@@ -19,24 +19,46 @@ STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 
 
 def make_strategy(name):
-    """auto: MirroredStrategy over every visible GPU if there is more than one, else none."""
+    """auto: MirroredStrategy over every visible GPU if there is more than one, else none.
+
+    A process makes one strategy of each kind and reuses it for every later run (a notebook, a
+    test session, a benchmark training run after run). A second MirroredStrategy over the same
+    devices starts its collectives' instance keys where the first one's began, and TensorFlow
+    remembers the shapes of the first strategy's collectives under those keys: the new run's
+    first all-reduce of another shape then aborts with "Shape mismatch in the collective
+    instance 100" (tensorflow/tensorflow#62790).
+    """
     if name == "none":
         return tf.distribute.get_strategy()
     if name == "auto":
         gpus = tf.config.list_logical_devices("GPU")
-        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+        if len(gpus) > 1:
+            return _shared(tf.distribute.MirroredStrategy, tuple(d.name for d in gpus))
+        return tf.distribute.get_strategy()
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        return tf.distribute.MirroredStrategy(devices)
+        devices = tuple(d.name for d in (gpus or tf.config.list_logical_devices("CPU")))
+        return _shared(tf.distribute.MirroredStrategy, devices)
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise UsageError(
                 "--strategy multiworker needs the TF_CONFIG environment variable "
                 "(cluster and task); see docs/distributed.md"
             )
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _shared(tf.distribute.MultiWorkerMirroredStrategy, os.environ["TF_CONFIG"])
     raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+
+
+_STRATEGIES = {}  # (kind, devices or TF_CONFIG) -> the process's strategy of that kind
+
+
+def _shared(kind, key):
+    if (kind, key) not in _STRATEGIES:
+        if kind is tf.distribute.MultiWorkerMirroredStrategy:
+            _STRATEGIES[(kind, key)] = kind()
+        else:
+            _STRATEGIES[(kind, key)] = kind(list(key))
+    return _STRATEGIES[(kind, key)]
 
 
 def cpu_cores():
