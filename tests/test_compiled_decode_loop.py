@@ -12,6 +12,7 @@ from textgen.sampler import (
     TopKSampler,
     compiled_decode_loop,
     decode_loop,
+    draw,
 )
 
 VOCAB = 7
@@ -85,3 +86,22 @@ def draw_ranks(drawn, forbidden, rows=3):
         ranks[:, t] = above.sum(axis=1)
         tokens = tf.constant(drawn[:, t], tf.int32)
     return ranks
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_draws_follow_the_probabilities_and_never_take_a_zero_one(compiled):
+    # Zero probabilities first, inside and last; the rows sum to 3, not 1.
+    probabilities = np.array([0.0, 0.5, 0.0, 0.2, 0.3, 0.0], np.float32) * 3
+    rows = 40_000
+    function = tf.function(draw, jit_compile=True) if compiled else draw
+    tokens = function(tf.constant(np.tile(probabilities, (rows, 1))), tf.constant([3, 9])).numpy()
+    counts = np.bincount(tokens, minlength=6)
+    assert counts[[0, 2, 5]].sum() == 0, counts
+    expected = probabilities / probabilities.sum()
+    # Four standard deviations of a binomial share over 40,000 draws: at most 0.01.
+    np.testing.assert_allclose(counts / rows, expected, atol=0.01)
+    # One certain token; and the same seed, the same draws.
+    certain = function(tf.constant([[0.0, 0.0, 1.0]] * 50), tf.constant([1, 2])).numpy()
+    assert (certain == 2).all()
+    again = function(tf.constant(np.tile(probabilities, (rows, 1))), tf.constant([3, 9])).numpy()
+    np.testing.assert_array_equal(again, tokens)
