@@ -111,3 +111,43 @@ def test_the_saved_model_carries_the_exporting_machines_choice(model, monkeypatc
         )["text"].numpy()
         here = model.sample(prime="ab", length=30, temperature=1.0, seed=5, num_samples=batch)
         assert [text.decode() for text in out] == list(here)
+
+
+class FakeClock:
+    """A clock that each timed call advances by the next of its durations."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def caller(self, durations):
+        durations = iter(durations)
+
+        def run():
+            self.now += next(durations)
+
+        return run
+
+
+def test_timing_goes_on_until_the_gap_exceeds_the_noise():
+    clock = FakeClock()
+    # A clear 2x gap with steady times: decided after the minimum of three rounds.
+    fast, slow = clock.caller([9.0] + [1.0] * 20), clock.caller([9.0] + [2.0] * 20)
+    assert generation_choice.compare(fast, slow, clock=clock) == (1.0, 2.0, 3)
+    # A 4% gap among 20% swings: every round is used, and the best times are compared.
+    swings = [1.0, 1.2, 1.25, 1.0, 1.3, 1.2] * 4
+    first = clock.caller([9.0] + swings)
+    second = clock.caller([9.0] + [1.04 * t for t in swings])
+    best_first, best_second, rounds = generation_choice.compare(
+        first, second, max_rounds=12, budget=1e9, clock=clock
+    )
+    assert rounds == 12 and best_first == 1.0 and best_second == pytest.approx(1.04)
+    # The noise settles: the rounds stop once the gap stands out, before the maximum.
+    settling = clock.caller([9.0, 1.0, 1.5, 1.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    steady = clock.caller([9.0] + [1.2] * 9)
+    assert generation_choice.compare(settling, steady, budget=1e9, clock=clock)[2] == 5
+    # The time budget ends an undecided comparison.
+    first, second = clock.caller([0.0] + swings), clock.caller([0.0] + swings)
+    assert generation_choice.compare(first, second, budget=5.0, clock=clock)[2] == 3

@@ -60,6 +60,35 @@ def best_seconds(run, repeats=2):
     return best
 
 
+def compare(first, second, min_rounds=3, max_rounds=12, budget=10.0, clock=time.perf_counter):
+    """(best seconds of `first`, best seconds of `second`, rounds): the two calls take turns,
+    after one untimed call each, until the gap between their best times exceeds the noise.
+
+    The noise of a call is how far its median time lies above its best; on a machine shared with
+    other work it grows, and one round's luck could otherwise decide for a whole cache's life.
+    The rounds stop once the gap is more than twice the larger noise (at least `min_rounds`),
+    after `max_rounds`, or once `budget` seconds have been spent timing; an undecided gap then
+    stays within MARGIN, which keeps XLA.
+    """
+    first()
+    second()
+    times = ([], [])
+    started = clock()
+    for rounds in range(1, max_rounds + 1):
+        for run, record in zip((first, second), times):
+            start = clock()
+            run()
+            record.append(clock() - start)
+        if rounds < min_rounds:
+            continue
+        best = [min(t) for t in times]
+        noise = max(float(np.median(t)) / b - 1.0 for t, b in zip(times, best))
+        gap = max(best) / min(best) - 1.0
+        if gap > 2.0 * noise or clock() - started > budget:
+            break
+    return min(times[0]), min(times[1]), rounds
+
+
 def measure(model):
     """({size: (xla chars/s, graph chars/s)}, xla_max_streams) for `model` (a LanguageModel):
     sizes are timed from the smallest until the graph loop wins."""
@@ -78,14 +107,13 @@ def measure(model):
 
         return tf.function(generate, input_signature=signature)
 
-    loops = {True: loop(True), False: loop(False)}
+    loops = {1: loop(True), 0: loop(False)}
     rates, limit = {}, ALWAYS_XLA
     for size in SIZES:
         prime = tf.zeros([size, 1], tf.int32)
-        rates[size] = tuple(
-            size * STEPS / best_seconds(lambda fn=fn, p=prime: fn(p, tf.constant(0)).numpy())
-            for fn in (loops[True], loops[False])
-        )
+        calls = [lambda fn=loops[c], p=prime: fn(p, tf.constant(0)).numpy() for c in (1, 0)]
+        xla, graph, _ = compare(*calls)
+        rates[size] = (size * STEPS / xla, size * STEPS / graph)
         if rates[size][1] > MARGIN * rates[size][0]:
             limit = size
             break
