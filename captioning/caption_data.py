@@ -21,6 +21,8 @@ depend only on the seed and the epoch: a run resumed in the middle of an epoch s
 order at the step it stopped at and sees exactly the batches the uninterrupted run saw.
 """
 
+import weakref
+
 import numpy as np
 import tensorflow as tf
 
@@ -299,7 +301,22 @@ def source_features(model, source, count):
         pixels = np.zeros((count, model.image_size, model.image_size, 3), np.uint8)
         for indices, batch, _ in decode_images(source.paths[:count], model.image_size):
             pixels[indices] = batch
-    encode = tf.function(
-        lambda x: model.encode(x, training=False), reduce_retracing=True, autograph=False
-    )
+    encode = inference_encoder(model)
     return np.concatenate([encode(pixels[i : i + 256]).numpy() for i in range(0, count, 256)])
+
+
+# One traced inference encoder per model: a new tf.function at every evaluation would trace
+# again each time (and TensorFlow warns about it from the fifth).
+_ENCODERS = weakref.WeakKeyDictionary()
+
+
+def inference_encoder(model):
+    """model.encode(x, training=False) as a tf.function, traced once per model and shape."""
+    if model not in _ENCODERS:
+        owner = weakref.ref(model)  # the cache must not keep its own key alive
+        _ENCODERS[model] = tf.function(
+            lambda x: owner().encode(x, training=False),
+            reduce_retracing=True,
+            autograph=False,
+        )
+    return _ENCODERS[model]

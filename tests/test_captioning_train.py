@@ -12,7 +12,7 @@ from PIL import Image
 
 from captioning import images as image_files
 from captioning import shapes
-from captioning.caption_data import CaptionSet
+from captioning.caption_data import CaptionSet, inference_encoder
 from captioning.caption_metrics import score_captions
 from captioning.captioner import Captioner
 from captioning.captions import build_vocabulary, tokenize
@@ -114,6 +114,11 @@ def test_training_writes_a_run_directory_and_scores(shapes_data, tmp_path):
         model, trainer.validation_features(VAL_IMAGES), model.vocabulary, 24
     )
     assert captions == [c["caption"] for c in scores["captions"]]
+    # Every evaluation reuses one traced encoder (a new tf.function each time traced again, and
+    # TensorFlow warned about the retracing from the fifth evaluation on).
+    for _ in range(6):
+        trainer.validation_features(VAL_IMAGES)
+    assert inference_encoder(trainer.model).experimental_get_tracing_count() == 1
 
 
 def test_first_captions_trains_and_validates_on_each_images_first_captions(shapes_data, tmp_path):
