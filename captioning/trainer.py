@@ -457,6 +457,11 @@ class CaptionTrainer(TrainingLoop):
         self.tensorboard.images(step, "validation/captions", images, captions)
 
     def format_loss(self, name, nats):
+        if name == "train" and self.scst_active:
+            # -(r - b) log p per token: a surrogate whose gradient is REINFORCE's, not a
+            # likelihood, so it has no perplexity (and is negative when samples beat the
+            # baseline).
+            return f"train {nats:.4f} (self-critical surrogate loss)"
         return format_loss(name, nats, level="token")
 
     def checkpoint_groups(self):

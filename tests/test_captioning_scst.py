@@ -43,6 +43,13 @@ def test_scst_phase_logs_rewards_and_uses_its_learning_rate(shapes_data, tmp_pat
     assert "scst_sample_reward" not in epochs[0] and "scst_step_ms" in epochs[2]
     assert "epoch 2: self-critical training on CIDEr-D from now on" in log.text
     assert log.text.count("self-critical: samples' CIDEr-D") == 2
+    # The SCST epochs' training column is the surrogate loss, not a likelihood in nats.
+    epoch_lines = [line for line in log if line.startswith("epoch ") and "/3 " in line]
+    assert len(epoch_lines) == 3 and "train" in epoch_lines[0], epoch_lines
+    assert "nats/token" in epoch_lines[0].split("|")[0]
+    for line in epoch_lines[1:]:
+        train_part = line.split("|")[0]
+        assert "self-critical surrogate loss" in train_part and "perplexity" not in train_part
     assert result.scores is not None  # greedy captions scored after training
 
 
