@@ -47,3 +47,33 @@ def tiny_config(small_corpus, tmp_path):
         # on the run's planned length.
         lr_schedule="constant",
     )
+
+
+@pytest.fixture(scope="session")
+def train_tiny_run(tmp_path_factory):
+    """A function (name, corpus text, **TrainConfig overrides) -> the directory of a real textgen
+    run trained for a few steps on that text: a 16-unit model, batches of 4 x 10, no samples, one
+    checkpoint at the end. Modules build their module-scoped run directories with it."""
+    from textgen.trainer import train
+
+    def train_tiny_run(name, corpus, **overrides):
+        base = tmp_path_factory.mktemp(name)
+        path = base / "corpus.txt"
+        path.write_text(corpus, encoding="utf-8")
+        settings = dict(
+            data=str(path),
+            hidden_size=16,
+            embedding_size=8,
+            num_layers=1,
+            batch_size=4,
+            seq_length=10,
+            max_steps=2,
+            sample_every=0,
+            checkpoint_every=100,
+            out=str(base / "run"),
+        )
+        config = TrainConfig(**{**settings, **overrides})
+        train(config, log=lambda message: None, progress_bar=False)
+        return config.out
+
+    return train_tiny_run

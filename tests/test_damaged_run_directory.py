@@ -25,8 +25,6 @@ import textgen.sample
 import textgen.train
 from captioning.trainer import train as train_captioner
 from test_captioning_train import shapes_data, tiny_config  # noqa: F401 (a fixture)
-from textgen.config import TrainConfig
-from textgen.trainer import train as train_language_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = {"log": lambda message: None, "progress_bar": False}
@@ -36,25 +34,8 @@ CORPUS = (
 
 
 @pytest.fixture(scope="module")
-def text_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("text_run")
-    corpus = base / "corpus.txt"
-    corpus.write_text(CORPUS, encoding="utf-8")
-    config = TrainConfig(
-        data=str(corpus),
-        hidden_size=16,
-        embedding_size=8,
-        num_layers=1,
-        batch_size=4,
-        seq_length=10,
-        max_steps=2,
-        sample_every=0,
-        checkpoint_every=100,
-        export=False,
-        out=str(base / "run"),
-    )
-    train_language_model(config, **QUIET)
-    return config.out
+def text_run(train_tiny_run):
+    return train_tiny_run("text_run", CORPUS, export=False)
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,8 @@ import tensorflow as tf
 import textgen.sample
 from isolated_process import run_isolated
 from textgen import export
-from textgen.config import TrainConfig
 from textgen.errors import UsageError
 from textgen.language_model import LanguageModel
-from textgen.trainer import train
 
 CORPUS = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
@@ -72,25 +70,9 @@ print(json.dumps({
 
 
 @pytest.fixture(scope="module")
-def run_directory(tmp_path_factory):
+def run_directory(train_tiny_run):
     """A 2-layer LSTM run trained for 3 steps: the real run-directory format, in seconds."""
-    base = tmp_path_factory.mktemp("export_run")
-    corpus = base / "corpus.txt"
-    corpus.write_text(CORPUS, encoding="utf-8")
-    config = TrainConfig(
-        data=str(corpus),
-        hidden_size=16,
-        embedding_size=8,
-        num_layers=2,
-        batch_size=4,
-        seq_length=10,
-        max_steps=3,
-        sample_every=0,
-        checkpoint_every=100,
-        out=str(base / "run"),
-    )
-    train(config, **QUIET)
-    return config.out
+    return train_tiny_run("export_run", CORPUS, num_layers=2, max_steps=3)
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@
 import pytest
 
 import textgen.sample
-from textgen.config import TrainConfig
-from textgen.trainer import train
 
 CORPUS = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 30
@@ -12,24 +10,8 @@ CORPUS = (
 
 
 @pytest.fixture(scope="module")
-def run_directory(tmp_path_factory):
-    base = tmp_path_factory.mktemp("sample_run")
-    corpus = base / "corpus.txt"
-    corpus.write_text(CORPUS, encoding="utf-8")
-    config = TrainConfig(
-        data=str(corpus),
-        hidden_size=16,
-        embedding_size=8,
-        num_layers=1,
-        batch_size=4,
-        seq_length=10,
-        max_steps=2,
-        sample_every=0,
-        checkpoint_every=100,
-        out=str(base / "run"),
-    )
-    train(config, log=lambda message: None, progress_bar=False)
-    return config.out
+def run_directory(train_tiny_run):
+    return train_tiny_run("sample_run", CORPUS)
 
 
 def sample(capsys, *argv):

@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 
 import textgen.sample
-from textgen.config import TrainConfig
 from textgen.language_model import LanguageModel
-from textgen.trainer import train
 from textgen.vocabulary import Vocabulary
 
 CORPUS = (
@@ -24,25 +22,8 @@ CORPUS = (
 
 
 @pytest.fixture(scope="module")
-def run_directory(tmp_path_factory):
-    base = tmp_path_factory.mktemp("stream_run")
-    corpus = base / "corpus.txt"
-    corpus.write_text(CORPUS, encoding="utf-8")
-    config = TrainConfig(
-        data=str(corpus),
-        hidden_size=16,
-        embedding_size=8,
-        num_layers=2,
-        batch_size=4,
-        seq_length=10,
-        max_steps=2,
-        sample_every=0,
-        checkpoint_every=100,
-        export=False,
-        out=str(base / "run"),
-    )
-    train(config, log=lambda message: None, progress_bar=False)
-    return config.out
+def run_directory(train_tiny_run):
+    return train_tiny_run("stream_run", CORPUS, num_layers=2, export=False)
 
 
 @pytest.fixture(scope="module")
