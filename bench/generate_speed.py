@@ -1,6 +1,6 @@
 """Generation speed of the exported SavedModel against the TensorFlow tutorial's per-character loop.
 
-    python bench/generate_speed.py [--length 1000] [--streams 1 64] [--repeats 3]
+    python bench/generate_speed.py [--length 1000] [--streams 1 64] [--repeats 3] [--paired 9]
 
 The model is the default textgen architecture: a 2 x 256 LSTM with a 64-wide embedding over the
 tiny-shakespeare character vocabulary (65 characters). Its weights are Keras' random
@@ -116,6 +116,12 @@ def main(argv=None):
         help="sampling temperature for both (default: 1.0; 0 is argmax for the "
         "SavedModel, near-argmax for the tutorial loop)",
     )
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=9,
+        help="generation calls each paired with a numpy sgemm timing (default: 9)",
+    )
     args = parser.parse_args(argv)
 
     print(describe_host())
@@ -141,7 +147,7 @@ def main(argv=None):
         # side at every batch size (the variable is read at each call).
         loops = {"auto": limit, "XLA loop": generation_choice.ALWAYS_XLA, "graph loop": 0}
 
-        rows = []
+        rows, paired = [], {}
         sgemm = {size: numpy_sgemm(size, model.hidden_size) for size in args.streams}
         for streams in args.streams:
             inputs = dict(
@@ -163,6 +169,17 @@ def main(argv=None):
                 if name == "auto":
                     auto_first_call = first_call
             loaded.xla_max_streams.assign(generation_choice.as_tensor(limit))
+            # Paired: each generation call of auto's path is followed by numpy's rate, taken over
+            # about as long, and the ratio of the two is kept; the median ratio is then immune to
+            # the host's busy and quiet moments, which a best-of on each side is not.
+            ratios = []
+            for _ in range(args.paired):
+                start = time.perf_counter()
+                generate(**inputs)["text"].numpy()
+                elapsed = time.perf_counter() - start
+                rate = streams * args.length * flops_per_character(model) / elapsed
+                ratios.append(rate / numpy_sgemm_over(streams, model.hidden_size, elapsed))
+            paired[streams] = sorted(ratios)
             seconds["tutorial"] = best_seconds(
                 lambda streams=streams: tutorial_generate(one_step, model, streams, args.length),
                 args.repeats,
@@ -201,6 +218,16 @@ def main(argv=None):
             f"{streams} streams {rate / 1e9:.1f} GFLOP/s" for streams, rate in sgemm.items()
         )
     )
+    print(
+        "Paired (each generation call of auto's path against numpy's rate right after it, for "
+        f"as long): {args.paired} pairs per row; % of sgemm, median and range:"
+    )
+    for streams, ratios in paired.items():
+        median = 100 * ratios[len(ratios) // 2]
+        print(
+            f"  {streams} streams: median {median:.0f}% (min {100 * ratios[0]:.0f}%, "
+            f"max {100 * ratios[-1]:.0f}%)"
+        )
     return 0
 
 
@@ -220,6 +247,19 @@ def numpy_sgemm(rows, units, seconds=0.5):
             a @ b
         best = max(best, chain * flops / (time.perf_counter() - start))
     return best
+
+
+def numpy_sgemm_over(rows, units, seconds):
+    """numpy's mean float32 matmul rate (FLOP/s) at rows x units x 4*units over calls that last
+    `seconds` in all: a generation call's own mean rate is compared with it."""
+    rng = np.random.default_rng(0)
+    a = rng.random((rows, units), dtype=np.float32)
+    b = rng.random((units, 4 * units), dtype=np.float32)
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        calls += 1
+    return calls * 2.0 * rows * units * 4 * units / (time.perf_counter() - start)
 
 
 def flops_per_character(model):
