@@ -231,12 +231,15 @@ def main(argv=None):
     return 0
 
 
+def sgemm_operands(rows, units):
+    rng = np.random.default_rng(0)
+    return rng.random((rows, units), dtype=np.float32), rng.random((units, 4 * units), np.float32)
+
+
 def numpy_sgemm(rows, units, seconds=0.5):
     """numpy's best float32 matmul rate (FLOP/s) at rows x units x 4*units, timed as a chain of
     calls lasting about `seconds`."""
-    rng = np.random.default_rng(0)
-    a = rng.random((rows, units), dtype=np.float32)
-    b = rng.random((units, 4 * units), dtype=np.float32)
+    a, b = sgemm_operands(rows, units)
     flops = 2.0 * rows * units * 4 * units
     chain = max(1, int(2e8 // flops))
     best = 0.0
@@ -252,9 +255,7 @@ def numpy_sgemm(rows, units, seconds=0.5):
 def numpy_sgemm_over(rows, units, seconds):
     """numpy's mean float32 matmul rate (FLOP/s) at rows x units x 4*units over calls that last
     `seconds` in all: a generation call's own mean rate is compared with it."""
-    rng = np.random.default_rng(0)
-    a = rng.random((rows, units), dtype=np.float32)
-    b = rng.random((units, 4 * units), dtype=np.float32)
+    a, b = sgemm_operands(rows, units)
     calls, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ b

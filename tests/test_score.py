@@ -14,9 +14,7 @@ import tensorflow as tf
 import textgen.score
 from isolated_process import run_isolated
 from textgen import export, resources
-from textgen.config import TrainConfig
 from textgen.language_model import LanguageModel
-from textgen.trainer import train
 from textgen.vocabulary import Vocabulary
 
 CORPUS = (
@@ -28,13 +26,11 @@ TEXTS = ["First Citizen:", "Speak, speak.", "", "hear me€ speak"]
 
 
 @pytest.fixture(scope="module")
-def run_directory(tmp_path_factory):
+def run_directory(train_tiny_run):
     """A 2-layer LSTM trained for 80 steps on a repetitive text: enough to know its order."""
-    base = tmp_path_factory.mktemp("score_run")
-    corpus = base / "corpus.txt"
-    corpus.write_text(CORPUS, encoding="utf-8")
-    config = TrainConfig(
-        data=str(corpus),
+    return train_tiny_run(
+        "score_run",
+        CORPUS,
         hidden_size=64,
         embedding_size=16,
         num_layers=2,
@@ -43,13 +39,9 @@ def run_directory(tmp_path_factory):
         max_steps=80,
         learning_rate=1e-2,
         dropout=0.0,
-        sample_every=0,
         checkpoint_every=1000,
         export=False,
-        out=str(base / "run"),
     )
-    train(config, log=lambda message: None, progress_bar=False)
-    return config.out
 
 
 @pytest.fixture(scope="module")

@@ -33,32 +33,32 @@ def make_strategy(name):
     if name == "auto":
         gpus = tf.config.list_logical_devices("GPU")
         if len(gpus) > 1:
-            return _shared(tf.distribute.MirroredStrategy, tuple(d.name for d in gpus))
+            devices = [d.name for d in gpus]
+            return _shared(("mirrored", *devices), lambda: tf.distribute.MirroredStrategy(devices))
         return tf.distribute.get_strategy()
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
-        devices = tuple(d.name for d in (gpus or tf.config.list_logical_devices("CPU")))
-        return _shared(tf.distribute.MirroredStrategy, devices)
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return _shared(("mirrored", *devices), lambda: tf.distribute.MirroredStrategy(devices))
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise UsageError(
                 "--strategy multiworker needs the TF_CONFIG environment variable "
                 "(cluster and task); see docs/distributed.md"
             )
-        return _shared(tf.distribute.MultiWorkerMirroredStrategy, os.environ["TF_CONFIG"])
+        return _shared(
+            ("multiworker", os.environ["TF_CONFIG"]), tf.distribute.MultiWorkerMirroredStrategy
+        )
     raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
 
 
-_STRATEGIES = {}  # (kind, devices or TF_CONFIG) -> the process's strategy of that kind
+_STRATEGIES = {}  # (kind, devices... or TF_CONFIG) -> the process's strategy of that kind
 
 
-def _shared(kind, key):
-    if (kind, key) not in _STRATEGIES:
-        if kind is tf.distribute.MultiWorkerMirroredStrategy:
-            _STRATEGIES[(kind, key)] = kind()
-        else:
-            _STRATEGIES[(kind, key)] = kind(list(key))
-    return _STRATEGIES[(kind, key)]
+def _shared(key, make):
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = make()
+    return _STRATEGIES[key]
 
 
 def cpu_cores():

@@ -67,8 +67,8 @@ def compare(first, second, min_rounds=3, max_rounds=12, budget=10.0, clock=time.
     The noise of a call is how far its median time lies above its best; on a machine shared with
     other work it grows, and one round's luck could otherwise decide for a whole cache's life.
     The rounds stop once the gap is more than twice the larger noise (at least `min_rounds`),
-    after `max_rounds`, or once `budget` seconds have been spent timing; an undecided gap then
-    stays within MARGIN, which keeps XLA.
+    after `max_rounds`, or once `budget` seconds have been spent timing; the best times are
+    returned either way, and a gap within MARGIN keeps XLA.
     """
     first()
     second()
@@ -107,12 +107,11 @@ def measure(model):
 
         return tf.function(generate, input_signature=signature)
 
-    loops = {1: loop(True), 0: loop(False)}
+    loops = (loop(True), loop(False))
     rates, limit = {}, ALWAYS_XLA
     for size in SIZES:
         prime = tf.zeros([size, 1], tf.int32)
-        calls = [lambda fn=loops[c], p=prime: fn(p, tf.constant(0)).numpy() for c in (1, 0)]
-        xla, graph, _ = compare(*calls)
+        xla, graph, _ = compare(*(lambda f=f, p=prime: f(p, tf.constant(0)).numpy() for f in loops))
         rates[size] = (size * STEPS / xla, size * STEPS / graph)
         if rates[size][1] > MARGIN * rates[size][0]:
             limit = size
