@@ -11,7 +11,8 @@
    that must also learn the four paraphrases, some in the reverse order, scored 80-84% instead
    of 96-97%); the clock includes reading the captions and decoding the images;
 3. reports, on the validation images, the share whose greedy caption names every object's colour,
-   size and shape and the relation correctly (`captioning.scene_parser.caption_is_correct`; target
+   size and shape and the relation correctly (`captioning.metrics.scene_parser.caption_is_correct`;
+   target
    >= 95%), BLEU-4 and CIDEr (pycocoevalcap) against all five references, read from the run's
    eval.json; also written to DIR/quality.json.
 

@@ -67,7 +67,7 @@ def images_per_second(signature, images, batch, beam, repeats):
 def random_mobilenet_captioner(vocabulary):
     import keras
 
-    from captioning.captioner import Captioner
+    from captioning.models.captioner import Captioner
 
     keras.utils.set_random_seed(0)
     model = Captioner(
@@ -100,8 +100,8 @@ def main(argv=None):
 
     import tensorflow as tf
 
-    from captioning.captioner import Captioner
-    from captioning.export import export_saved_model
+    from captioning.inference.saved_model import export_saved_model
+    from captioning.models.captioner import Captioner
 
     bundled = Captioner.from_run_directory(args.model)
     results = {"cpu_count": os.cpu_count(), "images_per_run": args.images}

@@ -15,7 +15,7 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from textgen.config import TrainConfig  # noqa: E402
-from textgen.trainer import Trainer  # noqa: E402
+from textgen.training.text_trainer import Trainer  # noqa: E402
 
 
 def run(minutes, out, **overrides):

@@ -88,7 +88,7 @@ def train_child(directory, out, steps, started):
     """In the child: prepare a Trainer on `directory`, time its first step from `started` (the
     parent's clock when it launched us), a few more, and one validation pass; print JSON."""
     from textgen.config import TrainConfig
-    from textgen.trainer import Trainer
+    from textgen.training.text_trainer import Trainer
 
     config = TrainConfig(
         data=directory,

@@ -35,7 +35,7 @@ def main():
         )
 
     from textgen.config import TrainConfig
-    from textgen.trainer import Trainer
+    from textgen.training.text_trainer import Trainer
 
     rates = {}
     for strategy in ("none", "mirrored"):

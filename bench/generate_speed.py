@@ -35,12 +35,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from host import describe_host  # noqa: E402  (bench/host.py, beside this script)
 
-from textgen import generation_choice  # noqa: E402
 from textgen.config import DEFAULT_DATA  # noqa: E402
-from textgen.export import export_saved_model  # noqa: E402
-from textgen.generation_choice import best_seconds  # noqa: E402
-from textgen.language_model import LanguageModel  # noqa: E402
-from textgen.vocabulary import Vocabulary  # noqa: E402
+from textgen.corpus.vocabulary import Vocabulary  # noqa: E402
+from textgen.generation import loop_choice  # noqa: E402
+from textgen.generation.loop_choice import best_seconds  # noqa: E402
+from textgen.generation.saved_model import export_saved_model  # noqa: E402
+from textgen.network.language_model import LanguageModel  # noqa: E402
 
 PROMPT = "ROMEO:"
 TARGETS = {1: 10_000}  # chars/s the issues ask for; 64 streams: 80% of sgemm at its shape
@@ -129,8 +129,8 @@ def main(argv=None):
     # What a default export does: measure (or read from the cache) from how many streams the
     # graph loop beats the XLA one on this machine; the SavedModel carries the answer.
     os.environ.pop("TEXTGEN_GENERATION", None)
-    limit = generation_choice.xla_max_streams(model)
-    print(f"auto: generation takes {generation_choice.describe(limit)}")
+    limit = loop_choice.xla_max_streams(model)
+    print(f"auto: generation takes {loop_choice.describe(limit)}")
     with tempfile.TemporaryDirectory() as directory:
         out = os.path.join(directory, "saved_model")
         start = time.perf_counter()
@@ -145,7 +145,7 @@ def main(argv=None):
         one_step = OneStep(model, temperature=max(args.temperature, 1e-6))
         # The same SavedModel with its crossover forced, so that both loops are timed side by
         # side at every batch size (the variable is read at each call).
-        loops = {"auto": limit, "XLA loop": generation_choice.ALWAYS_XLA, "graph loop": 0}
+        loops = {"auto": limit, "XLA loop": loop_choice.ALWAYS_XLA, "graph loop": 0}
 
         rows, paired = [], {}
         sgemm = {size: numpy_sgemm(size, model.hidden_size) for size in args.streams}
@@ -159,7 +159,7 @@ def main(argv=None):
             )
             seconds = {}
             for name, crossover in loops.items():
-                loaded.xla_max_streams.assign(generation_choice.as_tensor(crossover))
+                loaded.xla_max_streams.assign(loop_choice.as_tensor(crossover))
                 start = time.perf_counter()
                 generate(**inputs)
                 first_call = time.perf_counter() - start
@@ -168,7 +168,7 @@ def main(argv=None):
                 )
                 if name == "auto":
                     auto_first_call = first_call
-            loaded.xla_max_streams.assign(generation_choice.as_tensor(limit))
+            loaded.xla_max_streams.assign(loop_choice.as_tensor(limit))
             # Paired: each generation call of auto's path is followed by numpy's rate, taken over
             # about as long, and the ratio of the two is kept; the median ratio is then immune to
             # the host's busy and quiet moments, which a best-of on each side is not.

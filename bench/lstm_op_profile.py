@@ -4,12 +4,13 @@
 
 Times, for one batch part of the default training step (T steps x B streams x H units):
 
-- `TextgenLstmForward` and `TextgenLstmBackward` (textgen/lstm_recurrence.cc), whose per-step
+- `TextgenLstmForward` and `TextgenLstmBackward` (textgen/network/lstm_recurrence.cc), whose
+per-step
   products run on Eigen inside the op: T products [B, H] x [H, 4H] forward, T products
   [B, 4H] x [4H, H] backward;
 - the same T products alone, as a chain of dependent `tf.matmul`s in a tf.while_loop (oneDNN's
   kernels where TensorFlow uses them) and as numpy `a @ b` (OpenBLAS);
-- the same recurrence on TensorFlow ops (`fused_rnn.lstm_sequence`, a tf.while_loop).
+- the same recurrence on TensorFlow ops (`fused_kernels.lstm_sequence`, a tf.while_loop).
 
 The gap between an op and its products alone is what the op's gate math and launches cost; the
 gap between Eigen's products (inside the op) and tf.matmul's is what routing the products
@@ -55,7 +56,7 @@ def main(argv=None):
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     from host import describe_host
 
-    from textgen import fused_rnn, native_ops
+    from textgen.network import fused_kernels, native_ops
 
     print(describe_host())
     print(f"TensorFlow {tf.__version__}; intra-op threads {args.threads or 'default'}")
@@ -111,11 +112,11 @@ def main(argv=None):
         return chain
 
     x_proj = tf.reshape(inputs, [T, B, 4 * H])
-    permuted = tf.gather(kernel, fused_rnn.lstm_gate_permutation(H), axis=1)
+    permuted = tf.gather(kernel, fused_kernels.lstm_gate_permutation(H), axis=1)
 
     @tf.function
     def tf_ops_forward():
-        return fused_rnn.lstm_sequence(x_proj, h0, c0, permuted)
+        return fused_kernels.lstm_sequence(x_proj, h0, c0, permuted)
 
     flops_forward = 2.0 * T * B * H * 4 * H
     rows_out = [

@@ -26,7 +26,7 @@ def plot(run, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from textgen.metrics_log import FILE, evaluations, read_rows, step_losses
+    from textgen.training.metrics_log import FILE, evaluations, read_rows, step_losses
 
     rows = read_rows(os.path.join(run, FILE))
     losses = np.asarray(step_losses(rows))

@@ -8,12 +8,12 @@ Run (after `pip install -e .[bench]`, which also brings the optional PyTorch ref
 In one process, on the embedded tiny-shakespeare corpus (vocabulary 65), it times:
 
 - ours, default: what `textgen.train` runs with `--fused auto`. It measures the kernels below
-  on this machine (or reads the answer it cached, `textgen.kernel_choice`) and trains on the
+  on this machine (or reads the answer it cached, `textgen.network.kernel_choice`) and trains on the
   fastest; its "recurrent kernel:" line is printed first, and the row names the choice;
 - ours, C++ ops: the project's real training step (`Trainer.train_step`: model(inputs, states,
   training=True), sparse softmax cross-entropy, Adam with global-norm clipping) on the model from
   `LanguageModel.from_train_config` with the lean CPU kernels (`--fused on`: textgen's C++ LSTM ops,
-  built on first use by `textgen.native_ops`, with layer 1's input projection looked up in
+  built on first use by `textgen.network.native_ops`, with layer 1's input projection looked up in
   embeddings @ kernel) and the default `--batch-parts` (one group of streams per core, run as
   parallel branches with one TensorFlow thread each), states carried from batch to batch as in
   stateful training, dropout 0 as in the PyTorch loop. The thread setting is process-wide, so
@@ -58,10 +58,11 @@ from host import describe_host  # noqa: E402  (bench/host.py, beside this script
 tf.get_logger().setLevel("ERROR")  # one tf.function per matmul shape is intended
 
 from textgen import config as config_lib  # noqa: E402
-from textgen import native_ops
-from textgen.corpus import StreamBatches, read_text  # noqa: E402
-from textgen.trainer import Trainer  # noqa: E402
-from textgen.vocabulary import Vocabulary  # noqa: E402
+from textgen.corpus.reading import read_text  # noqa: E402
+from textgen.corpus.stream_batches import StreamBatches  # noqa: E402
+from textgen.corpus.vocabulary import Vocabulary  # noqa: E402
+from textgen.network import native_ops
+from textgen.training.text_trainer import Trainer  # noqa: E402
 
 FLOP_FORMULA = (
     "FLOPs per character = 3 x forward matmul FLOPs (forward + backward, the backward being two "

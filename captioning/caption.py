@@ -110,8 +110,8 @@ def caption_images(config, out=None, err=None):
     """Captions `config.images`; prints them; returns the exit status (1 if any image failed)."""
     out = out or sys.stdout
     err = err or sys.stderr
-    from captioning.caption_model import DecodeOptions, caption_files, load_caption_model
-    from captioning.gallery import write_gallery
+    from captioning.inference.gallery import write_gallery
+    from captioning.inference.loading import DecodeOptions, caption_files, load_caption_model
 
     options = DecodeOptions(
         config.beam_size,

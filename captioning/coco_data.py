@@ -35,8 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # importing textgen loads Te
 import numpy as np  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 
-from captioning.captions import build_vocabulary, encode_captions, tokenize  # noqa: E402
-from captioning.images import ImageError, check_image, load_image, load_images  # noqa: E402
+from captioning.datasets.images import ImageError, check_image, load_image, load_images  # noqa: E402
+from captioning.datasets.tokens import build_vocabulary, encode_captions, tokenize  # noqa: E402
 from textgen import cli  # noqa: E402
 from textgen.errors import UsageError, cli_errors  # noqa: E402
 

@@ -6,8 +6,8 @@ The model defaults are tuned for the synthetic shapes data (64x64 images, `small
 
 import dataclasses
 
-from captioning.image_encoder import BACKBONES, check_backbone, default_image_size
-from captioning.small_cnn import SPATIAL
+from captioning.models.image_encoder import BACKBONES, check_backbone, default_image_size
+from captioning.models.small_cnn import SPATIAL
 from textgen.config import loop_field, validate_shared
 from textgen.errors import UsageError
 

@@ -3,7 +3,7 @@
 `python -m captioning.evaluate --model M --annotations captions_val.json --images DIR` captions
 every image through `caption_model.caption_files` (beam search), optionally writes the COCO
 results file `[{"image_id", "caption"}]`, and prints the seven COCO metrics
-(`captioning.caption_metrics.coco_metrics`) and, for shapes scenes, the share of captions that
+(`captioning.metrics.coco_metrics.coco_metrics`) and, for shapes scenes, the share of captions that
 parse to the right scene.
 """
 
@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from captioning.caption_metrics import (
+from captioning.metrics.coco_metrics import (
     coco_metrics,
     correct_share,
     format_coco_metrics,
@@ -100,8 +100,8 @@ def check_results_path(path):
 def evaluate(config, out=None, err=None):
     """Captions and scores the images of `config.annotations`; prints the scores and returns
     {"images", "skipped", "metrics": {pycocoevalcap key: score}, "correct": share or None}."""
-    from captioning.caption_model import DecodeOptions, caption_files, load_caption_model
     from captioning.coco_data import read_captions
+    from captioning.inference.loading import DecodeOptions, caption_files, load_caption_model
     from textgen.io import atomic_write_text
 
     out = sys.stdout if out is None else out

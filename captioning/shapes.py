@@ -8,7 +8,7 @@ families. Every image gets five
 differently worded reference captions naming each shape's size, colour and kind and their spatial
 relation; the first one is canonical (always the same words in the same order) so that a small
 model can learn it. The scene itself is stored with each image entry, so that
-`captioning.scene_parser.caption_is_correct` can grade any generated caption exactly.
+`captioning.metrics.scene_parser.caption_is_correct` can grade any generated caption exactly.
 
 Layout written under --out:
     images/train_000000.png, ..., images/val_000000.png, ...

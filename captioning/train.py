@@ -36,7 +36,9 @@ def build_parser():
 @cli_errors
 def main(argv=None):
     args = vars(build_parser().parse_args(argv))
-    from captioning.trainer import train  # after parsing: --help and flag errors answer at once
+    from captioning.training.caption_trainer import (
+        train,  # after parsing: --help and flag errors answer at once
+    )
 
     progress_bar = False if args.pop("no_progress", False) else None
     config = CaptionTrainConfig(**args)

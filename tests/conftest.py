@@ -1,12 +1,13 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# `--fused auto` measures which recurrent kernel is fastest (textgen.kernel_choice); the tests
+# `--fused auto` measures which recurrent kernel is fastest (textgen.network.kernel_choice); the
+# tests
 # take the C++ ops unmeasured, so that no comparison between two runs hinges on a timing.
 # tests/test_kernel_choice.py unsets it to test the measurement itself.
 os.environ.setdefault("TEXTGEN_KERNEL", "native")
 # Likewise generation takes the XLA-compiled loop at every batch size unmeasured
-# (textgen.generation_choice; tests/test_generation_choice.py measures).
+# (textgen.generation.loop_choice; tests/test_generation_choice.py measures).
 os.environ.setdefault("TEXTGEN_GENERATION", "xla")
 
 import pytest  # noqa: E402
@@ -54,7 +55,7 @@ def train_tiny_run(tmp_path_factory):
     """A function (name, corpus text, **TrainConfig overrides) -> the directory of a real textgen
     run trained for a few steps on that text: a 16-unit model, batches of 4 x 10, no samples, one
     checkpoint at the end. Modules build their module-scoped run directories with it."""
-    from textgen.trainer import train
+    from textgen.training.text_trainer import train
 
     def train_tiny_run(name, corpus, **overrides):
         base = tmp_path_factory.mktemp(name)

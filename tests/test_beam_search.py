@@ -6,7 +6,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from textgen.sampler import GreedySampler, beam_search, decode_loop
+from textgen.generation.beam_search import beam_search
+from textgen.generation.decode_loop import decode_loop
+from textgen.generation.samplers import GreedySampler
 
 END = 0
 # A hand-made model over tokens {0: <end>, 1: a, 2: b}. The state is the previous token.

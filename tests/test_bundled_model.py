@@ -8,9 +8,14 @@ import os
 import pytest
 
 from captioning import caption, shapes
-from captioning.caption_metrics import score_captions
-from captioning.caption_model import BUNDLED_MODEL, DecodeOptions, caption_files, load_caption_model
 from captioning.coco_data import read_coco_captions
+from captioning.inference.loading import (
+    BUNDLED_MODEL,
+    DecodeOptions,
+    caption_files,
+    load_caption_model,
+)
+from captioning.metrics.coco_metrics import score_captions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "data", "samples")

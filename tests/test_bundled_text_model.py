@@ -7,9 +7,10 @@ import os
 import pytest
 
 from textgen import resources
-from textgen.corpus import read_text, validation_length
-from textgen.language_model import LanguageModel
-from textgen.run_directory import RunDirectory
+from textgen.corpus.reading import read_text
+from textgen.corpus.stream_batches import validation_length
+from textgen.network.language_model import LanguageModel
+from textgen.training.run_directory import RunDirectory
 
 MODEL = resources.bundled_model("shakespeare")
 pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason="no bundled text model here")

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from captioning import caption, export
-from captioning.captions import SPECIALS
-from captioning.trainer import train
+from captioning.datasets.tokens import SPECIALS
+from captioning.training.caption_trainer import train
 from isolated_process import run_isolated
 from test_captioning_train import shapes_data, tiny_config  # noqa: F401 (a fixture)
 

@@ -1,4 +1,4 @@
-"""captioning.cider_d.CiderD against pycocoevalcap's CiderScorer (CIDEr-D: clipping and the
+"""captioning.metrics.cider_d.CiderD against pycocoevalcap's CiderScorer (CIDEr-D: clipping and the
 Gaussian length penalty), with the same whitespace tokens and the same document frequencies."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from pycocoevalcap.cider.cider_scorer import CiderScorer
 
 from captioning import shapes
-from captioning.cider_d import CiderD, pad
+from captioning.metrics.cider_d import CiderD, pad
 
 
 def shapes_references(count, seed=1, max_objects=3):

@@ -10,14 +10,6 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from captioning import coco_data, shapes
-from captioning.captions import (
-    SPECIALS,
-    build_vocabulary,
-    caption_text,
-    decode_caption,
-    encode_captions,
-    tokenize,
-)
 from captioning.coco_data import (
     caption_rows,
     load_record_images,
@@ -25,10 +17,18 @@ from captioning.coco_data import (
     read_coco_captions,
     read_karpathy_captions,
 )
-from captioning.images import ImageError, check_image, load_image
-from captioning.scene_parser import caption_is_correct
+from captioning.datasets.images import ImageError, check_image, load_image
+from captioning.datasets.tokens import (
+    SPECIALS,
+    build_vocabulary,
+    caption_text,
+    decode_caption,
+    encode_captions,
+    tokenize,
+)
+from captioning.metrics.scene_parser import caption_is_correct
+from textgen.corpus.vocabulary import Vocabulary
 from textgen.errors import UsageError
-from textgen.vocabulary import Vocabulary
 
 
 def make_shapes(out, train_size=12, val_size=4, seed=0):

@@ -27,7 +27,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import dataclasses, os, tempfile, numpy as np
 from captioning import shapes
 from captioning.config import CaptionTrainConfig
-from captioning.trainer import train
+from captioning.training.caption_trainer import train
 directory = tempfile.mkdtemp()
 shapes.generate(shapes.ShapesConfig(out=directory + "/data", train_size=15, val_size=4, seed=5))
 annotations = directory + "/data/annotations/"
@@ -122,7 +122,7 @@ print("max relative loss difference", difference)
 @pytest.mark.slow
 def test_mirrored_self_critical_training_scores_each_replicas_own_images():
     out = run_python("""
-from captioning.trainer import CaptionTrainer
+from captioning.training.caption_trainer import CaptionTrainer
 # Epoch 3 self-critical, 2 samples per image: 15 images in batches of 4 (shares 2+2, ..., 2+1).
 scst = dataclasses.replace(config, out=directory + "/scst", strategy="mirrored", epochs=3,
                            scst_after=2, scst_samples=2)

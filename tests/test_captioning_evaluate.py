@@ -13,15 +13,16 @@ import sys
 import pytest
 from PIL import Image
 
-from captioning import caption_metrics, evaluate
-from captioning.trainer import train
+from captioning import evaluate
+from captioning.metrics import coco_metrics
+from captioning.training.caption_trainer import train
 from test_captioning_train import shapes_data, tiny_config  # noqa: F401 (a fixture)
 
 pytest.importorskip("pycocoevalcap")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 needs_java = pytest.mark.skipif(
-    caption_metrics.find_java() is None, reason="needs Java (PTB tokenizer, METEOR)"
+    coco_metrics.find_java() is None, reason="needs Java (PTB tokenizer, METEOR)"
 )
 
 REFERENCES = {
@@ -104,7 +105,7 @@ def test_cli_writes_coco_results_and_prints_seven_metrics(
 @needs_java
 def test_coco_metrics_of_captions_identical_to_a_reference():
     log = []
-    scores = caption_metrics.coco_metrics(REFERENCES, IDENTICAL, log=log.append)
+    scores = coco_metrics.coco_metrics(REFERENCES, IDENTICAL, log=log.append)
     assert log == []
     assert list(scores) == ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
     for key in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L"):
@@ -114,14 +115,14 @@ def test_coco_metrics_of_captions_identical_to_a_reference():
 
 def test_known_values_and_a_wrong_caption_scores_lower(monkeypatch):
     # The same pycocoevalcap scorers on the Python tokenisation (no JVM start: fast).
-    monkeypatch.setattr(caption_metrics, "find_java", lambda: None)
-    quiet = caption_metrics.coco_metrics(
+    monkeypatch.setattr(coco_metrics, "find_java", lambda: None)
+    quiet = coco_metrics.coco_metrics(
         {1: ["a red square"]}, {1: "a red circle"}, log=lambda m: None
     )
     assert quiet["Bleu_1"] == pytest.approx(2 / 3)  # 2 of 3 words, no brevity penalty
     assert quiet["ROUGE_L"] == pytest.approx(2 / 3)  # longest common subsequence 2 of 3
-    right = caption_metrics.coco_metrics(REFERENCES, IDENTICAL, log=lambda m: None)
-    wrong = caption_metrics.coco_metrics(REFERENCES, WRONG, log=lambda m: None)
+    right = coco_metrics.coco_metrics(REFERENCES, IDENTICAL, log=lambda m: None)
+    wrong = coco_metrics.coco_metrics(REFERENCES, WRONG, log=lambda m: None)
     assert (
         right["Bleu_4"] == pytest.approx(1.0)
         and right["ROUGE_L"] == pytest.approx(1.0)
@@ -134,7 +135,7 @@ def test_known_values_and_a_wrong_caption_scores_lower(monkeypatch):
 def test_without_java_the_cli_warns_and_prints_bleu_rouge_cider(
     run_directory, shapes_data, monkeypatch, capsys
 ):  # noqa: F811
-    monkeypatch.setattr(caption_metrics, "find_java", lambda: None)
+    monkeypatch.setattr(coco_metrics, "find_java", lambda: None)
     status, out, err = run_cli(capsys, "--model", run_directory, *val_flags(shapes_data))
     assert status == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("warning")]
@@ -153,7 +154,7 @@ def test_a_java_that_does_not_run_falls_back_too(tmp_path, monkeypatch):
     (fake / "java").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     log = []
-    scores = caption_metrics.coco_metrics(REFERENCES, IDENTICAL, log=log.append)
+    scores = coco_metrics.coco_metrics(REFERENCES, IDENTICAL, log=log.append)
     assert len(log) == 1 and "PTB tokenizer" in log[0] and "METEOR skipped" in log[0]
     assert "METEOR" not in scores and scores["Bleu_4"] == pytest.approx(1.0)
 
@@ -162,7 +163,7 @@ def test_unreadable_images_are_skipped_and_counted(
     run_directory, shapes_data, tmp_path, monkeypatch, capsys
 ):  # noqa: F811
     monkeypatch.setattr(
-        caption_metrics, "find_java", lambda: None
+        coco_metrics, "find_java", lambda: None
     )  # the Java scorers are not what this tests
     images = tmp_path / "images"
     shutil.copytree(shapes_data / "images", images)

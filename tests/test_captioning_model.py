@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from captioning.captioner import Captioner
-from captioning.captions import END, PAD, SPECIALS, START, UNKNOWN, build_vocabulary
-from captioning.decoding import caption_features, decode_features
-from captioning.image_encoder import ImageEncoder, default_image_size
-from captioning.losses import masked_cross_entropy, masked_loss, teacher_forcing
-from captioning.small_cnn import SPATIAL, SmallCNN
+from captioning.datasets.tokens import END, PAD, SPECIALS, START, UNKNOWN, build_vocabulary
+from captioning.inference.decoding import caption_features, decode_features
+from captioning.models.captioner import Captioner
+from captioning.models.image_encoder import ImageEncoder, default_image_size
+from captioning.models.small_cnn import SPATIAL, SmallCNN
+from captioning.training.losses import masked_cross_entropy, masked_loss, teacher_forcing
+from textgen.corpus.vocabulary import Vocabulary
 from textgen.errors import UsageError
-from textgen.vocabulary import Vocabulary
 
 WORDS = [
     ["a", "small", "red", "circle"],

@@ -15,10 +15,10 @@ import pytest
 
 from captioning import shapes
 from captioning.train import main
-from captioning.trainer import train
+from captioning.training.caption_trainer import train
 from test_captioning_train import Log, checkpoint_arrays, tiny_config, tiny_flags
 from textgen.errors import DiskFull, UsageError
-from textgen.run_directory import RunDirectory
+from textgen.training.run_directory import RunDirectory
 
 
 @pytest.fixture(scope="module")

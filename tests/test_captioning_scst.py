@@ -9,12 +9,12 @@ import types
 import numpy as np
 import pytest
 
-from captioning.caption_data import CaptionSet
-from captioning.captions import build_vocabulary, tokenize
 from captioning.coco_data import read_captions
-from captioning.self_critical import SelfCritical, reference_ids, step_seed
+from captioning.datasets.batches import CaptionSet
+from captioning.datasets.tokens import build_vocabulary, tokenize
 from captioning.train import main
-from captioning.trainer import train
+from captioning.training.caption_trainer import train
+from captioning.training.self_critical import SelfCritical, reference_ids, step_seed
 from test_captioning_train import Log, checkpoint_arrays, shapes_data, tiny_config  # noqa: F401
 
 SCST = dict(epochs=3, scst_after=1, scst_samples=3, eval_images=0, lr_schedule="constant")

@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning import images as image_files
 from captioning import shapes
-from captioning.caption_data import CaptionSet, inference_encoder
-from captioning.caption_metrics import score_captions
-from captioning.captioner import Captioner
-from captioning.captions import build_vocabulary, tokenize
 from captioning.config import CaptionTrainConfig
-from captioning.decoding import caption_features
+from captioning.datasets import images as image_files
+from captioning.datasets.batches import CaptionSet, inference_encoder
+from captioning.datasets.tokens import build_vocabulary, tokenize
+from captioning.inference.decoding import caption_features
+from captioning.metrics.coco_metrics import score_captions
+from captioning.models.captioner import Captioner
 from captioning.train import build_parser, main
-from captioning.trainer import CaptionTrainer, train
-from textgen.run_directory import RunDirectory
-from textgen.vocabulary import Vocabulary
+from captioning.training.caption_trainer import CaptionTrainer, train
+from textgen.corpus.vocabulary import Vocabulary
+from textgen.training.run_directory import RunDirectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_IMAGES, VAL_IMAGES = 12, 4
@@ -645,7 +645,7 @@ def test_bad_images_and_captions_are_skipped_and_named(shapes_data, tmp_path, ca
 def test_divergence_aborts_and_keeps_the_last_checkpoint(
     shapes_data, tmp_path, capsys, monkeypatch
 ):
-    from captioning import trainer as trainer_module
+    from captioning.training import caption_trainer as trainer_module
 
     real = trainer_module.CaptionTrainer.compile_steps
 

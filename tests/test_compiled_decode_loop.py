@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from textgen.sampler import (
-    GreedySampler,
-    RandomSampler,
-    TopKSampler,
-    compiled_decode_loop,
-    decode_loop,
-    draw,
-)
+from textgen.generation.decode_loop import compiled_decode_loop, decode_loop
+from textgen.generation.samplers import GreedySampler, RandomSampler, TopKSampler, draw
 
 VOCAB = 7
 rng = np.random.default_rng(0)

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 
-from textgen.corpus import (
+from textgen.corpus.reading import read_chunks, read_text
+from textgen.corpus.stream_batches import (
     StreamBatches,
     minimum_corpus_length,
-    read_chunks,
-    read_text,
     split_train_validation,
 )
 from textgen.errors import UsageError

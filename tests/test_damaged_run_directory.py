@@ -23,7 +23,7 @@ import captioning.train
 import textgen.export
 import textgen.sample
 import textgen.train
-from captioning.trainer import train as train_captioner
+from captioning.training.caption_trainer import train as train_captioner
 from test_captioning_train import shapes_data, tiny_config  # noqa: F401 (a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,7 @@ import sys
 import textwrap
 import time
 
-from textgen.run_directory import RunDirectory
+from textgen.training.run_directory import RunDirectory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -41,8 +41,8 @@ def test_mirrored_streams_stay_on_their_replica():
         TWO_CPUS
         + """
 import numpy as np
-from textgen.corpus import StreamBatches
-from textgen.distribution import StreamPlacement, make_strategy
+from textgen.corpus.stream_batches import StreamBatches
+from textgen.training.distribution import StreamPlacement, make_strategy
 strategy = make_strategy("mirrored")
 assert strategy.num_replicas_in_sync == 2
 placement = StreamPlacement(strategy, 6)
@@ -81,7 +81,7 @@ def test_mirrored_training_matches_one_device():
 import dataclasses, tempfile, numpy as np
 from conftest import SMALL_TEXT
 from textgen.config import TrainConfig
-from textgen.trainer import train
+from textgen.training.text_trainer import train
 directory = tempfile.mkdtemp()
 open(directory + "/c.txt", "w").write(SMALL_TEXT)
 config = TrainConfig(data=directory + "/c.txt", hidden_size=32, embedding_size=16, batch_size=8,

@@ -15,7 +15,7 @@ import textgen.sample
 from isolated_process import run_isolated
 from textgen import export
 from textgen.errors import UsageError
-from textgen.language_model import LanguageModel
+from textgen.network.language_model import LanguageModel
 
 CORPUS = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"

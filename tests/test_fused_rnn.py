@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from textgen.recurrent_stack import RecurrentStack
+from textgen.network.recurrent_stack import RecurrentStack
 
 BATCH, TIME, FEATURES, HIDDEN, LAYERS = 3, 7, 5, 4, 2
 TOLERANCE = 1e-5
@@ -113,7 +113,7 @@ def test_step_by_step_equals_sequence(cell):
 
 def test_lstm_sequence_matches_lstm_layer():
     """`lstm_sequence` (input projection in, gates (i, f, o, c)) agrees with `lstm_layer`."""
-    from textgen import fused_rnn
+    from textgen.network import fused_kernels
 
     rng = np.random.default_rng(3)
     x = tf.constant(rng.normal(size=(TIME, BATCH, FEATURES)).astype(np.float32))
@@ -122,7 +122,7 @@ def test_lstm_sequence_matches_lstm_layer():
         tf.constant(rng.normal(scale=0.5, size=shape).astype(np.float32))
         for shape in [(FEATURES, 4 * HIDDEN), (HIDDEN, 4 * HIDDEN), (4 * HIDDEN,)]
     )
-    perm = fused_rnn.lstm_gate_permutation(HIDDEN)
+    perm = fused_kernels.lstm_gate_permutation(HIDDEN)
     weights = [
         tf.constant(rng.normal(size=s).astype(np.float32))
         for s in [(TIME, BATCH, HIDDEN), (BATCH, HIDDEN), (BATCH, HIDDEN)]
@@ -134,11 +134,11 @@ def test_lstm_sequence_matches_lstm_layer():
             tape.watch(variables)
             if sequence:
                 x_proj = tf.einsum("tbf,fg->tbg", x, tf.gather(kernel, perm, axis=1))
-                results = fused_rnn.lstm_sequence(
+                results = fused_kernels.lstm_sequence(
                     x_proj + tf.gather(bias, perm), h0, c0, tf.gather(recurrent, perm, axis=1)
                 )
             else:
-                results = fused_rnn.lstm_layer(x, h0, c0, kernel, recurrent, bias)
+                results = fused_kernels.lstm_layer(x, h0, c0, kernel, recurrent, bias)
             loss = sum(tf.reduce_sum(r * w) for r, w in zip(results, weights))
         return list(results) + [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
 

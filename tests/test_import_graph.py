@@ -119,11 +119,11 @@ def describe(graph, cycle):
 
 def test_the_parser_sees_imports_inside_functions_and_from_package_imports():
     graph = import_graph()
-    # `from textgen.language_model import ...` inside `sample()`, and `from textgen import
+    # `from textgen.network.language_model import ...` inside `sample()`, and `from textgen import
     # fused_rnn` at the top of recurrent_stack.py.
-    assert "textgen.language_model" in graph["textgen.sample"]
-    assert "textgen.fused_rnn" in graph["textgen.recurrent_stack"]
-    assert "textgen" not in graph["textgen.recurrent_stack"]
+    assert "textgen.network.language_model" in graph["textgen.sample"]
+    assert "textgen.network.fused_kernels" in graph["textgen.network.recurrent_stack"]
+    assert "textgen" not in graph["textgen.network.recurrent_stack"]
 
 
 def test_no_import_circles():

@@ -1,14 +1,15 @@
-"""`--fused auto` times the recurrent kernels and trains on the fastest (textgen.kernel_choice)."""
+"""`--fused auto` times the recurrent kernels and trains on the fastest
+(textgen.network.kernel_choice)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from textgen import fused_rnn, kernel_choice
 from textgen.errors import UsageError
-from textgen.kernel_choice import NATIVE, STOCK, TF_OPS
-from textgen.trainer import Trainer
+from textgen.network import fused_kernels, kernel_choice
+from textgen.network.kernel_choice import NATIVE, STOCK, TF_OPS
+from textgen.training.text_trainer import Trainer
 
 OPTIONS = [NATIVE, TF_OPS, STOCK]
 
@@ -140,7 +141,7 @@ def test_a_kernel_that_raises_is_skipped_in_a_real_run(tiny_config, measuring, m
     def broken(*args, **kwargs):
         raise RuntimeError("this kernel cannot run here")
 
-    monkeypatch.setattr(fused_rnn, "lstm_layer_tf", broken)
+    monkeypatch.setattr(fused_kernels, "lstm_layer_tf", broken)
     tiny_config.max_steps = 2
     log = []
     trainer, result = _train(tiny_config, log)

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from textgen.language_model import LanguageModel
-from textgen.recurrent_stack import RecurrentStack
+from textgen.network.language_model import LanguageModel
+from textgen.network.recurrent_stack import RecurrentStack
 
 
 def tiny_model(**kwargs):

@@ -1,4 +1,4 @@
-"""The learning-rate schedule: one definition (textgen.training_loop.learning_rate) that both
+"""The learning-rate schedule: one definition (textgen.training.loop.learning_rate) that both
 trainers use, pinned here value by value."""
 
 import math
@@ -6,10 +6,10 @@ import math
 import pytest
 
 from captioning.config import CaptionTrainConfig
-from captioning.trainer import CaptionTrainer
+from captioning.training.caption_trainer import CaptionTrainer
 from textgen.config import TrainConfig
-from textgen.trainer import Trainer
-from textgen.training_loop import TrainingLoop, learning_rate
+from textgen.training.loop import TrainingLoop, learning_rate
+from textgen.training.text_trainer import Trainer
 
 CONFIGS = [TrainConfig, CaptionTrainConfig]
 

@@ -7,9 +7,16 @@ import os
 
 import numpy as np
 
-from textgen.metrics_log import FILE, MetricsLog, evaluations, history, read_rows, step_losses
-from textgen.run_directory import CHECKSUM, RunDirectory, checksum
-from textgen.trainer import train
+from textgen.training.metrics_log import (
+    FILE,
+    MetricsLog,
+    evaluations,
+    history,
+    read_rows,
+    step_losses,
+)
+from textgen.training.run_directory import CHECKSUM, RunDirectory, checksum
+from textgen.training.text_trainer import train
 
 QUIET = {"log": lambda message: None, "progress_bar": False}
 

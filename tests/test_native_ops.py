@@ -1,4 +1,4 @@
-"""textgen's C++ LSTM ops (textgen/lstm_recurrence.cc, built by textgen.native_ops).
+"""textgen's C++ LSTM ops (textgen/network/lstm_recurrence.cc, built by textgen.network.native_ops).
 
 They build wherever a C++ compiler is found; the lean LSTM kernel on them computes what the stock
 Keras layer and the TensorFlow-op kernel compute (outputs, final states, every gradient),
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from textgen import fused_rnn, native_ops
-from textgen.language_model import LanguageModel
-from textgen.vocabulary import Vocabulary
+from textgen.corpus.vocabulary import Vocabulary
+from textgen.network import fused_kernels, native_ops
+from textgen.network.language_model import LanguageModel
 
 TOLERANCE = 2e-5
 needs_compiler = pytest.mark.skipif(
@@ -89,13 +89,13 @@ def test_native_layer_matches_tensorflow_op_kernel(ops, batch):
         tf.constant(rng.normal(scale=0.5, size=(batch, units)).astype(np.float32)) for _ in range(2)
     )
     weights = layer_weights(features, units, seed=2)
-    native = layer_results(lambda *a: fused_rnn.lstm_layer_native(ops, *a), x, h0, c0, weights)
+    native = layer_results(lambda *a: fused_kernels.lstm_layer_native(ops, *a), x, h0, c0, weights)
     graph = tf.function(
         lambda *a: layer_results(
-            lambda *b: fused_rnn.lstm_layer_native(ops, *b), *a[:3], list(a[3:])
+            lambda *b: fused_kernels.lstm_layer_native(ops, *b), *a[:3], list(a[3:])
         )
     )(x, h0, c0, *weights)
-    reference = layer_results(fused_rnn.lstm_layer_tf, x, h0, c0, weights)
+    reference = layer_results(fused_kernels.lstm_layer_tf, x, h0, c0, weights)
     assert_all_close(native, reference, NAMES)
     assert_all_close(graph, reference, [f"{name} (tf.function)" for name in NAMES])
 
@@ -162,9 +162,9 @@ def test_embedding_folded_into_first_layer(ops, vocabulary_size, monkeypatch):
     token_ids = tf.constant(rng.integers(0, vocabulary_size, size=(4, 5)), tf.int32)
     states = [tf.constant(rng.normal(scale=0.5, size=(4, 6)).astype(np.float32)) for _ in range(4)]
     folded = []
-    original = fused_rnn.lstm_layer_on_table
+    original = fused_kernels.lstm_layer_on_table
     monkeypatch.setattr(
-        fused_rnn, "lstm_layer_on_table", lambda *args: folded.append(1) or original(*args)
+        fused_kernels, "lstm_layer_on_table", lambda *args: folded.append(1) or original(*args)
     )
 
     def run(model):
@@ -247,9 +247,9 @@ def test_lstm_layer_picks_the_ops_when_they_load():
     h0 = c0 = tf.zeros([3, 6])
     weights = layer_weights(4, 6, seed=7)
     if native_ops.compiler() is not None:
-        assert "TextgenLstmForward" in graph_op_types(fused_rnn.lstm_layer, x, h0, c0, *weights)
+        assert "TextgenLstmForward" in graph_op_types(fused_kernels.lstm_layer, x, h0, c0, *weights)
     with native_ops.disabled():
-        types = graph_op_types(fused_rnn.lstm_layer, x, h0, c0, *weights)
+        types = graph_op_types(fused_kernels.lstm_layer, x, h0, c0, *weights)
     assert "While" in types or "StatelessWhile" in types
     assert not any(t.startswith("Textgen") for t in types)
 

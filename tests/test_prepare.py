@@ -13,17 +13,17 @@ import sys
 import numpy as np
 import pytest
 
-from textgen import corpus as corpus_module
 from textgen import prepare as prepare_cli
-from textgen import prepared_corpus
 from textgen.config import VAL_MAX_TOKENS_FLOOR, TrainConfig
-from textgen.corpus import auto_val_max_tokens, read_text
-from textgen.corpus_preparation import ids_dtype
+from textgen.corpus import prepared_corpus, reading
+from textgen.corpus.preparation import ids_dtype
+from textgen.corpus.prepared_corpus import PreparedCorpus, prepare_corpus, tokenisation
+from textgen.corpus.reading import read_text
+from textgen.corpus.stream_batches import auto_val_max_tokens
+from textgen.corpus.tokenizers import RegexTokenizer
+from textgen.corpus.vocabulary import Vocabulary
 from textgen.errors import UsageError
-from textgen.prepared_corpus import PreparedCorpus, prepare_corpus, tokenisation
-from textgen.tokenizers import RegexTokenizer
-from textgen.trainer import Trainer, train
-from textgen.vocabulary import Vocabulary
+from textgen.training.text_trainer import Trainer, train
 
 QUIET = {"log": lambda message: None, "progress_bar": False}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +41,7 @@ def all_ids(corpus):
 def tiny_chunks(monkeypatch):
     """Chunks of 7 bytes: every chunk boundary case (a \\r\\n, a multi-byte character, a word
     cut in two) happens in a short text."""
-    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 7)
+    monkeypatch.setattr(reading, "CHUNK_BYTES", 7)
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_word_ids_are_the_tokens_of_the_whole_text(tmp_path, small_corpus, tiny_
 
 
 def test_jieba_in_worker_processes_gives_jieba_tokens(tmp_path):
-    jieba_tokenizer = pytest.importorskip("textgen.tokenizers").JiebaTokenizer
+    jieba_tokenizer = pytest.importorskip("textgen.corpus.tokenizers").JiebaTokenizer
     pytest.importorskip("jieba")
     text = "我们今天一起去公园散步。\n他们在图书馆看书，天气非常好。\n" * 400
     (tmp_path / "zh.txt").write_text(text, encoding="utf-8")

@@ -19,9 +19,9 @@ from test_trainer import QUIET, assert_same_checkpoint
 from textgen import train as train_cli
 from textgen.errors import DiskFull, UsageError
 from textgen.io import is_disk_full
-from textgen.run_directory import RunDirectory
-from textgen.stop_request import StopRequest
-from textgen.trainer import train
+from textgen.training.run_directory import RunDirectory
+from textgen.training.stop_request import StopRequest
+from textgen.training.text_trainer import train
 
 TINY_FLAGS = [
     "--hidden-size",
@@ -319,8 +319,8 @@ def test_variables_are_stored_and_matched_by_name(tiny_config):
     """Keys are variable paths without the per-process numbering of Keras' names, so a
     checkpoint loads into a model built in another process (or later in this one), and a
     variable that is missing or renamed is an error instead of a silently shifted assignment."""
-    from textgen.language_model import LanguageModel
-    from textgen.run_directory import read_checkpoint
+    from textgen.network.language_model import LanguageModel
+    from textgen.training.run_directory import read_checkpoint
 
     train(dataclasses.replace(tiny_config, max_steps=2), **QUIET)
     run = RunDirectory(tiny_config.out)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import textgen.sample
-from textgen.language_model import LanguageModel
-from textgen.vocabulary import Vocabulary
+from textgen.corpus.vocabulary import Vocabulary
+from textgen.network.language_model import LanguageModel
 
 CORPUS = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 30

@@ -14,8 +14,8 @@ import tensorflow as tf
 import textgen.score
 from isolated_process import run_isolated
 from textgen import export, resources
-from textgen.language_model import LanguageModel
-from textgen.vocabulary import Vocabulary
+from textgen.corpus.vocabulary import Vocabulary
+from textgen.network.language_model import LanguageModel
 
 CORPUS = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"

@@ -6,9 +6,10 @@ import math
 import numpy as np
 
 from textgen.config import TrainConfig
-from textgen.corpus import StreamBatches, read_text, split_train_validation
-from textgen.trainer import train
-from textgen.vocabulary import Vocabulary
+from textgen.corpus.reading import read_text
+from textgen.corpus.stream_batches import StreamBatches, split_train_validation
+from textgen.corpus.vocabulary import Vocabulary
+from textgen.training.text_trainer import train
 
 LETTERS = "abcdefghij"
 GAP = 8  # dots between a letter and its repeat

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from textgen.metrics_log import FILE, evaluations, read_rows, step_losses
-from textgen.tensorboard_log import TensorBoardLog, compact, event_files, read_events
-from textgen.trainer import train
+from textgen.training.metrics_log import FILE, evaluations, read_rows, step_losses
+from textgen.training.tensorboard_log import TensorBoardLog, compact, event_files, read_events
+from textgen.training.text_trainer import train
 
 QUIET = {"log": lambda message: None, "progress_bar": False}
 
@@ -152,8 +152,8 @@ def test_tensorboard_reads_the_events(tiny_config, tmp_path):
 def test_a_captioning_run_writes_validation_images_with_their_captions(tmp_path):
     from captioning import shapes
     from captioning.config import CaptionTrainConfig
-    from captioning.trainer import TENSORBOARD_IMAGES
-    from captioning.trainer import train as train_captioner
+    from captioning.training.caption_trainer import TENSORBOARD_IMAGES
+    from captioning.training.caption_trainer import train as train_captioner
 
     data = tmp_path / "shapes"
     shapes.generate(shapes.ShapesConfig(out=str(data), train_size=8, val_size=6, seed=5))

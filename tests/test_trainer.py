@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from textgen.errors import TrainingDiverged
-from textgen.language_model import LanguageModel
-from textgen.metrics_log import FILE, read_rows, step_losses
-from textgen.run_directory import RunDirectory
-from textgen.trainer import train
+from textgen.network.language_model import LanguageModel
+from textgen.training.metrics_log import FILE, read_rows, step_losses
+from textgen.training.run_directory import RunDirectory
+from textgen.training.text_trainer import train
 
 QUIET = {"log": lambda message: None, "progress_bar": False}
 

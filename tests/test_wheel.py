@@ -43,7 +43,7 @@ SHIPPED = [
     "textgen/data/models/shapes/config.json",
     "textgen/data/models/shapes/vocab.json",
     "textgen/data/samples/val_000000.png",
-    "textgen/lstm_recurrence.cc",
+    "textgen/network/lstm_recurrence.cc",
 ]
 
 

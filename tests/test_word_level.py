@@ -10,10 +10,15 @@ import pytest
 import tensorflow as tf
 
 from textgen.config import DEFAULT_DATA, TrainConfig
+from textgen.corpus.tokenizers import (
+    JiebaTokenizer,
+    RegexTokenizer,
+    WhitespaceTokenizer,
+    make_tokenizer,
+)
 from textgen.errors import UsageError
-from textgen.language_model import LanguageModel
-from textgen.tokenizers import JiebaTokenizer, RegexTokenizer, WhitespaceTokenizer, make_tokenizer
-from textgen.trainer import train
+from textgen.network.language_model import LanguageModel
+from textgen.training.text_trainer import train
 
 QUIET = {"log": lambda message: None, "progress_bar": False}
 
@@ -185,7 +190,7 @@ def test_chinese_word_level_with_jieba(chinese_corpora):
     assert result.history[-1]["val_bits_per_char"] > 0
 
     # The SavedModel takes the prompt pre-segmented (jieba cannot run in a graph).
-    from textgen.export import export_saved_model
+    from textgen.generation.saved_model import export_saved_model
 
     export_saved_model(model, str(directory / "zh_saved_model"))
     generate = tf.saved_model.load(str(directory / "zh_saved_model")).signatures["generate"]

@@ -1,5 +1,5 @@
 """`python -m textgen.prepare`: tokenise a corpus once into a directory that training
-memory-maps (`textgen.prepared_corpus`), for corpora of any size.
+memory-maps (`textgen.corpus.prepared_corpus`), for corpora of any size.
 
     python -m textgen.prepare --data big.txt --out data/big
     python -m textgen.train --data data/big --out runs/big
@@ -32,7 +32,7 @@ def build_parser():
 @cli_errors
 def main(argv=None):
     args = vars(build_parser().parse_args(argv))
-    from textgen.prepared_corpus import main_prepare
+    from textgen.corpus.prepared_corpus import main_prepare
 
     progress = False if args.pop("no_progress", False) else None
     config = PrepareConfig(**args)

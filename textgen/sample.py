@@ -107,7 +107,7 @@ def run_directory_or_bundled(path):
 
 def load_model(config):
     # Imported here, so that --help and flag errors answer without loading TensorFlow.
-    from textgen.language_model import LanguageModel, check_sampling_arguments
+    from textgen.network.language_model import LanguageModel, check_sampling_arguments
 
     check_sampling_arguments(config.length, config.temperature, config.top_k, config.num_samples)
     return LanguageModel.from_run_directory(run_directory_or_bundled(config.run_directory))
@@ -182,7 +182,7 @@ def read_line(stdin, terminal):
 
 def apply_command(line, settings, initial):
     """The settings after the `:` command `line`; UsageError for a bad one."""
-    from textgen.language_model import check_sampling_arguments
+    from textgen.network.language_model import check_sampling_arguments
 
     words = line.split()
     if words == [":reset"]:

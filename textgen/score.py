@@ -141,7 +141,7 @@ def read_input(path, encoding):
 
 def score(config):
     """Loads the model and scores FILE: one result dict for the whole text, or with
-    `per_line` a list of one per line (textgen.scoring)."""
+    `per_line` a list of one per line (textgen.generation.log_probability)."""
     streams = 1 if config.exact else config.streams
     if config.exact and config.streams not in (0, 1):
         raise UsageError(f"--exact is one stream; drop --streams {config.streams} or --exact")
@@ -151,18 +151,20 @@ def score(config):
         raise UsageError(f"--batch-size must be a positive integer, got {config.batch_size}")
     name, text = read_input(config.file, config.encoding)
     # Imported here, so that --help and flag errors answer without loading TensorFlow.
-    from textgen import scoring
-    from textgen.language_model import LanguageModel
+    from textgen.generation import log_probability
+    from textgen.network.language_model import LanguageModel
 
     model = LanguageModel.from_run_directory(run_directory_or_bundled(config.run_directory))
     if config.per_line:
         lines = text.split("\n")
         if lines[-1] == "":
             lines.pop()  # the text's final line end does not start another line
-        return scoring.score_texts(
+        return log_probability.score_texts(
             model, lines, config.prime, config.unknown, config.batch_size, where=name
         ), model
-    result = scoring.score_text(model, text, config.prime, config.unknown, streams, where=name)
+    result = log_probability.score_text(
+        model, text, config.prime, config.unknown, streams, where=name
+    )
     return {"file": name, **result}, model
 
 

@@ -30,7 +30,9 @@ def build_parser():
 @cli_errors
 def main(argv=None):
     args = vars(build_parser().parse_args(argv))
-    from textgen.trainer import train  # after parsing: --help and flag errors answer at once
+    from textgen.training.text_trainer import (
+        train,  # after parsing: --help and flag errors answer at once
+    )
 
     progress_bar = False if args.pop("no_progress", False) else None
     config = TrainConfig(**args)

@@ -48,7 +48,8 @@ def run(*command):
 def held_out_tail(config):
     """The validation text of the run: the corpus's last val_fraction, newlines normalised as
     training reads them."""
-    from textgen.corpus import read_text, validation_length
+    from textgen.corpus.reading import read_text
+    from textgen.corpus.stream_batches import validation_length
 
     text = read_text(CORPUS, config["encoding"], config["keep_newlines"])
     return text[len(text) - validation_length(len(text), config["val_fraction"]) :]
@@ -56,7 +57,7 @@ def held_out_tail(config):
 
 def evaluate(model_directory, config):
     """eval.json's figures: the whole held-out tail, and the bounded check."""
-    from textgen.language_model import LanguageModel
+    from textgen.network.language_model import LanguageModel
 
     model = LanguageModel.from_run_directory(model_directory)
     tail = held_out_tail(config)

@@ -1,0 +1,263 @@
+"""A trained captioner behind one interface, whether it comes from a run directory or a SavedModel.
+
+`load_caption_model(path)` returns an object with `image_size` and
+`caption_pixels(pixels, options) -> (captions, log_probs)`. Both kinds decode the same way for
+the same options (beam search from <start> to <end> in the graph), and both get the same pixels
+(`captioning.datasets.images.load_image`: Pillow, EXIF orientation, any mode to RGB), so a run
+directory
+and its export give the same captions. Sampling (`temperature` > 0), `allow_unknown` and length
+normalisation need the run directory: the SavedModel signature takes beam size and length only.
+"""
+
+import dataclasses
+import io
+import os
+
+import numpy as np
+
+from textgen import resources
+from textgen._quiet_import import import_tensorflow_quietly
+from textgen.errors import UsageError
+
+# The model shipped with the project (data/models/), used when no --model is given.
+BUNDLED_MODEL = str(resources.bundled_model("shapes"))
+
+
+@dataclasses.dataclass
+class DecodeOptions:
+    beam_size: int = 3  # beams per image; 1 is greedy decoding
+    max_length: int = 20  # most words per caption
+    temperature: float = 0.0  # > 0 samples from the model instead of beam search
+    top_k: int = 0  # with temperature: sample among the k most probable words (0: all)
+    seed: int = 0  # with temperature: same seed, same captions
+    allow_unknown: bool = False  # let captions contain <unk>
+    length_normalization: float = (
+        0.0  # beam search ranks by log_prob / length**alpha (0: plain log_prob)
+    )
+    n_best: int = 1  # > 1: the n best distinct beams of each image, best first
+
+    def check(self):
+        if self.beam_size < 1:
+            raise UsageError(f"--beam-size must be >= 1, got {self.beam_size}")
+        if self.max_length < 1:
+            raise UsageError(f"--max-length must be >= 1, got {self.max_length}")
+        if self.temperature < 0:
+            raise UsageError(
+                f"--temperature must be >= 0 (0 means beam search), got {self.temperature}"
+            )
+        if self.top_k < 0:
+            raise UsageError(f"--top-k must be >= 0 (0 means no cut), got {self.top_k}")
+        if self.length_normalization < 0:
+            raise UsageError(
+                f"--length-normalization must be >= 0, got {self.length_normalization}"
+            )
+        if self.n_best < 1:
+            raise UsageError(f"--n-best must be >= 1, got {self.n_best}")
+        if self.n_best > self.beam_size:
+            raise UsageError(
+                f"--n-best {self.n_best} is above --beam-size {self.beam_size}: beam search keeps "
+                f"only that many captions; pass --beam-size {self.n_best} or more"
+            )
+        if self.n_best > 1 and self.temperature > 0:
+            raise UsageError(
+                f"--n-best {self.n_best} ranks beams, so it needs beam search: drop --temperature"
+            )
+
+
+class RunDirectoryModel:
+    """A captioning.train run directory: the Captioner with its checkpoint's weights."""
+
+    def __init__(self, path):
+        # Imported here: a SavedModel needs no Keras model code.
+        from captioning.models.captioner import Captioner
+
+        self.path = path
+        self.model = Captioner.from_run_directory(path)
+        self.image_size = self.model.image_size
+
+    def caption_pixels(self, pixels, options):
+        from captioning.inference.decoding import decode_features
+
+        features = self.model.encode(np.asarray(pixels), training=False)
+        return decode_features(
+            self.model,
+            features,
+            self.model.vocabulary,
+            options.max_length,
+            options.beam_size,
+            options.temperature,
+            options.top_k,
+            options.seed,
+            options.allow_unknown,
+            options.length_normalization,
+        )
+
+    def n_best_pixels(self, pixels, options):
+        """(captions [B][n_best], log_probs [B][n_best]), best first."""
+        from captioning.inference.decoding import decode_n_best
+
+        features = self.model.encode(np.asarray(pixels), training=False)
+        return decode_n_best(
+            self.model,
+            features,
+            self.model.vocabulary,
+            options.max_length,
+            options.beam_size,
+            options.n_best,
+            options.allow_unknown,
+            options.length_normalization,
+        )
+
+
+class SavedModelCaptioner:
+    """A SavedModel written by captioning.export (or by training), used through its signature."""
+
+    def __init__(self, path):
+        from captioning.inference.saved_model import load_saved_model
+
+        self.path = path
+        self.loaded, config = load_saved_model(path)  # a damaged one: UsageError naming the file
+        self.image_size = int(config["image_size"])
+        self.signature = self.loaded.signatures["caption"]
+
+    def _check_options(self, options):
+        unsupported = [
+            flag
+            for flag, used in (
+                ("--temperature", options.temperature > 0),
+                ("--allow-unk", options.allow_unknown),
+                ("--length-normalization", options.length_normalization > 0),
+            )
+            if used
+        ]
+        if unsupported:
+            raise UsageError(
+                f"{' and '.join(unsupported)} need a run directory as --model; a "
+                "SavedModel's signature takes only beam size and length"
+            )
+
+    @staticmethod
+    def _encoded(pixels):
+        from PIL import Image
+
+        encoded = []
+        for image in np.asarray(pixels):
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, "PNG")  # lossless: the model sees these pixels
+            encoded.append(buffer.getvalue())
+        return encoded
+
+    def caption_pixels(self, pixels, options):
+        import_tensorflow_quietly()
+        import tensorflow as tf
+
+        self._check_options(options)
+        encoded = self._encoded(pixels)
+        out = self.signature(
+            image_bytes=tf.constant(encoded),
+            beam_size=tf.constant(options.beam_size, tf.int32),
+            max_length=tf.constant(options.max_length, tf.int32),
+        )
+        return (
+            [c.decode("utf-8") for c in out["caption"].numpy()],
+            [float(x) for x in out["log_prob"].numpy()],
+        )
+
+    def n_best_pixels(self, pixels, options):
+        import_tensorflow_quietly()
+        import tensorflow as tf
+
+        self._check_options(options)
+        if "caption_n_best" not in self.loaded.signatures:
+            raise UsageError(
+                f"{self.path} was exported before the caption_n_best signature existed; export "
+                "it again with `python -m captioning.export RUN_DIR OUT_DIR` or pass the run "
+                "directory as --model"
+            )
+        out = self.loaded.signatures["caption_n_best"](
+            image_bytes=tf.constant(self._encoded(pixels)),
+            beam_size=tf.constant(options.beam_size, tf.int32),
+            max_length=tf.constant(options.max_length, tf.int32),
+            n_best=tf.constant(options.n_best, tf.int32),
+        )
+        return (
+            [[c.decode("utf-8") for c in row] for row in out["captions"].numpy()],
+            [[float(x) for x in row] for row in out["log_probs"].numpy()],
+        )
+
+
+def load_caption_model(path=None):
+    """The model at `path` (a run directory or a SavedModel directory; None: the bundled one)."""
+    if path is None:
+        path = BUNDLED_MODEL
+        if not os.path.isdir(path):
+            raise UsageError(
+                f"no --model given and the bundled model {path} is missing (it comes "
+                "with a git checkout of the project); pass --model RUN_DIR_OR_SAVEDMODEL"
+            )
+    if not os.path.isdir(path):
+        raise UsageError(
+            f"--model {path}: no such directory; pass a captioning.train run "
+            "directory or a SavedModel from captioning.export"
+        )
+    if os.path.exists(os.path.join(path, "saved_model.pb")):  # a damaged one too
+        return SavedModelCaptioner(path)
+    return RunDirectoryModel(path)
+
+
+@dataclasses.dataclass
+class CaptionResult:
+    file: str
+    caption: str
+    log_prob: float
+    # --n-best > 1: every beam kept, best first, as {"caption": ..., "log_prob": ...}
+    n_best: list | None = None
+
+
+def caption_files(paths, model, options, batch_size=32, on_error=None):
+    """Captions for image files, `batch_size` at a time. A file that cannot be used (missing, a
+    directory, corrupt, not an image, unsupported, too large) is reported to `on_error(ImageError)`
+    and left out; the others are still captioned. Returns [CaptionResult] in the order given."""
+    from captioning.datasets.images import ImageError, load_image
+
+    options.check()
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
+    results = []
+    pending_paths, pending_pixels = [], []
+
+    def flush():
+        if pending_paths and options.n_best > 1:
+            captions, log_probs = model.n_best_pixels(np.stack(pending_pixels), options)
+            results.extend(
+                CaptionResult(
+                    os.fspath(p),
+                    c[0],
+                    s[0],
+                    [{"caption": ci, "log_prob": si} for ci, si in zip(c, s)],
+                )
+                for p, c, s in zip(pending_paths, captions, log_probs)
+            )
+        elif pending_paths:
+            captions, log_probs = model.caption_pixels(np.stack(pending_pixels), options)
+            results.extend(
+                CaptionResult(os.fspath(p), c, s)
+                for p, c, s in zip(pending_paths, captions, log_probs)
+            )
+        if pending_paths:
+            pending_paths.clear()
+            pending_pixels.clear()
+
+    for path in paths:
+        try:
+            pending_pixels.append(load_image(path, model.image_size))
+        except ImageError as error:
+            if on_error is None:
+                raise
+            on_error(error)
+            continue
+        pending_paths.append(path)
+        if len(pending_paths) == batch_size:
+            flush()
+    flush()
+    return results

@@ -1,0 +1,318 @@
+"""A LanguageModel as a self-contained TensorFlow SavedModel: text in, text out.
+
+Written by `python -m textgen.export RUN_DIR OUT_DIR [--overwrite] [--no-xla]`.
+
+The SavedModel holds only TensorFlow objects (weights, vocabulary, config, traced graphs), so it
+loads with plain `tf.saved_model.load(OUT_DIR)` (or TF Serving) in a process that has never heard
+of textgen. It has three signatures:
+
+`generate` (also `serving_default`), everything in the graph:
+    inputs:  prompt tf.string [B], length int32 (), temperature float32 (), top_k int32 (),
+             seed int32 ()
+    output:  text tf.string [B]
+    Same semantics as `LanguageModel.sample` (and `python -m textgen.sample`):
+    - `length` is the total number of characters of each text, the prompt included;
+    - an empty prompt starts after a newline (the model's default prime), which is not returned;
+    - temperature 0 is argmax, top_k 0 means no top-k cut;
+    - the same seed gives the same text; argmax and seeded samples equal `model.sample` for the
+      same prompt and seed (both run `textgen.network.lean_language_model`, XLA's random kernels
+      included). A
+      `--no-xla` export draws with TensorFlow's CPU random kernels instead: the same argmax
+      text, other (equally random) seeded samples.
+    - Characters outside the vocabulary are DROPPED from the prompt (as `--unknown skip` does),
+      and the returned text starts with the prompt as it was fed, i.e. without them. A prompt
+      made only of unknown characters acts as an empty prompt. (A model whose vocabulary has an
+      unknown token maps them to it instead, as its `encode` does.)
+    - All prompts of one call must have the same number of characters (after dropping unknown
+      ones): they are primed together as one [B, T] batch, and padding would change the state.
+      Send prompts of different lengths in separate calls.
+    - Word-level jieba models take the prompt already segmented, words separated by spaces
+      (jieba cannot run in a graph), and return text joined without spaces.
+    - Word-level models (regex or whitespace segmenter) work the same with tokens for characters:
+      the prompt is tokenised in the graph by the tokenizer's RE2 rewrites, `length` counts
+      tokens, and `<unk>` is never sampled.
+    Bad arguments (length shorter than the prompt, length <= 0, temperature < 0, top_k < 0,
+    prompts of different lengths) fail with InvalidArgumentError naming the problem.
+
+`step`, for streaming one character at a time:
+    inputs:  token_ids int32 [B], state_0 ... state_{N-1} float32 [B, hidden_size]
+    outputs: logits float32 [B, vocab], state_0 ... state_{N-1} (the new states)
+    Zero states start a text. LSTM layers have two states each (h, c), GRU and RNN layers one.
+
+`score`, how likely each text is (`textgen.generation.log_probability`; `LanguageModel.score_each`
+in Python):
+    inputs:  text tf.string [B]
+    outputs: log_prob float32 [B] (nats), tokens int32 [B], characters int32 [B]
+    Each text is scored on its own, as `python -m textgen.score --per-line` scores a line: from
+    zero state, after the default prime (a newline), every token predicted from those before
+    it. Characters outside the vocabulary are dropped and not counted, as in `generate`; a
+    word-level model maps them to `<unk>`. Bits per character: -log_prob / ln 2 / characters.
+
+Also on the loaded object: `vocabulary` (string variable, token i is id i), `config_json`
+(string variable: cell, sizes, state names, the generation loop) and `default_prime_id`, and
+`xla_max_streams` (int32 variable): `generate` runs its XLA-compiled loop for fewer streams than
+this and the graph loop from this many on, as measured on the exporting machine
+(`textgen.generation.loop_choice`; 0 with `--no-xla`). Assign it to change the crossover.
+
+Speed: the generation loop runs one lean step per character
+(`textgen.network.lean_language_model`). The embedding
+and the first layer's input projection are folded into one [vocab, G*H] table, so layer 0 costs
+one gather and one recurrent matmul; every upper layer is one matmul of [x, h] with the stacked
+[kernel; recurrent_kernel]. Gate permutations and bias sums are done once, not per step. Inside
+`generate`, step, sampler and loop are compiled by XLA, 64 steps per call
+(`textgen.generation.decode_loop.compiled_decode_loop`); XLA compiles on the first call for each
+batch size and
+sampler (a second or two). TF Serving on CPU runs such a model only with
+`--xla_cpu_compilation_enabled=true`; export with `--no-xla` for a model without XLA.
+"""
+
+import json
+
+import numpy as np
+import tensorflow as tf
+
+from textgen.errors import UsageError
+from textgen.generation import loop_choice
+from textgen.generation.log_probability import step_log_probs
+from textgen.io import check_out_directory, replace_directory
+from textgen.network.lean_language_model import LeanLanguageModel, lean_weights
+
+# ---- text <-> tokens in the graph ----
+
+
+class CharacterTokens:
+    """Characters are Unicode code points, as `list(text)` in Python."""
+
+    @staticmethod
+    def tokenize(texts):
+        return tf.strings.unicode_split(texts, "UTF-8")  # invalid UTF-8 becomes U+FFFD
+
+    @staticmethod
+    def detokenize(tokens):
+        return tf.strings.reduce_join(tokens, axis=-1)
+
+
+class WordTokens:
+    """Word-level models: the tokenizer's own in-graph rewrites (`tokenize_tf`, `detokenize_tf`)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def tokenize(self, texts):
+        return tf.map_fn(
+            self.tokenizer.tokenize_tf,
+            texts,
+            fn_output_signature=tf.RaggedTensorSpec([None], tf.string),
+        )
+
+    def detokenize(self, tokens):
+        return self.tokenizer.detokenize_tf(tokens)
+
+
+def in_graph_tokenizer(model):
+    if getattr(model, "level", "char") == "char":
+        return CharacterTokens()
+    tokenizer = model.tokenizer
+    if not hasattr(tokenizer, "tokenize_tf"):
+        raise UsageError(
+            f"a word-level model with the {getattr(tokenizer, 'name', '?')} segmenter "
+            "cannot be exported: its tokenizer does not run inside a TensorFlow "
+            "graph (the regex and whitespace segmenters do)"
+        )
+    return WordTokens(tokenizer)
+
+
+# ---- the SavedModel ----
+
+
+class ExportedLanguageModel(tf.Module):
+    """A tf.Module holding only TensorFlow objects: lean weights, vocabulary, config, signatures."""
+
+    def __init__(self, model, xla=True):
+        super().__init__(name="textgen_language_model")
+        self.cell, self.num_layers, self.units = model.cell, model.num_layers, model.hidden_size
+        self.xla = xla
+        # From how many streams `generate` takes the graph loop instead of XLA's: measured on
+        # the exporting machine (textgen.generation.loop_choice); a variable, so it can be changed.
+        limit = loop_choice.xla_max_streams(model) if xla else 0
+        self.xla_max_streams = tf.Variable(
+            loop_choice.as_tensor(limit), trainable=False, name="xla_max_streams"
+        )
+        self.level = getattr(model, "level", "char")
+        self.tokenizer = in_graph_tokenizer(model)
+        tokens = list(model.vocabulary.tokens)
+        unknown_token = getattr(model.vocabulary, "unknown_token", None)
+        self.lean_weights = {
+            name: tf.Variable(value, trainable=False, name=name)
+            for name, value in lean_weights(model).items()
+        }
+        num_states = model.num_layers * model.recurrent_stack.states_per_layer
+        self.state_names = [f"state_{i}" for i in range(num_states)]
+        config = {
+            "format": "textgen-saved-model-1",
+            "generation_loop": loop_choice.describe(limit),
+            "cell": model.cell,
+            "num_layers": model.num_layers,
+            "hidden_size": model.hidden_size,
+            "embedding_size": model.embedding_size,
+            "vocabulary_size": len(tokens),
+            "level": self.level,
+            "segmenter": getattr(model, "segmenter", None),
+            "unknown_token": unknown_token,
+            "state_names": self.state_names,
+            "default_prime": model.default_prime(),
+            "prompt_tokens_outside_the_vocabulary": "dropped"
+            if unknown_token is None
+            else f"mapped to {unknown_token}",
+        }
+        self.vocabulary = tf.Variable(tokens, trainable=False, dtype=tf.string, name="vocabulary")
+        self.config_json = tf.Variable(
+            json.dumps(config, ensure_ascii=False), trainable=False, name="config_json"
+        )
+        self.default_prime_id = tf.Variable(
+            model.vocabulary.id(model.default_prime()),
+            trainable=False,
+            dtype=tf.int32,
+            name="default_prime_id",
+        )
+        # Tokens sampling never emits (`<unk>`), as `model.sample` does by default; None when
+        # there are none, which saves a select per step.
+        forbidden = (
+            model.forbidden_tokens()
+            if hasattr(model, "forbidden_tokens")
+            else np.zeros(len(tokens), bool)
+        )
+        self.forbidden = (
+            tf.Variable(forbidden, trainable=False, name="forbidden") if forbidden.any() else None
+        )
+        self.token_ids = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(tokens), tf.range(len(tokens), dtype=tf.int32)
+            ),
+            default_value=-1 if unknown_token is None else tokens.index(unknown_token),
+        )
+        self.generate = tf.function(
+            self._generate,
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name="prompt"),
+                tf.TensorSpec([], tf.int32, name="length"),
+                tf.TensorSpec([], tf.float32, name="temperature"),
+                tf.TensorSpec([], tf.int32, name="top_k"),
+                tf.TensorSpec([], tf.int32, name="seed"),
+            ],
+        )
+        self.step = tf.function(
+            self._step,
+            input_signature=[
+                tf.TensorSpec([None], tf.int32, name="token_ids"),
+                *[tf.TensorSpec([None, self.units], tf.float32, name=n) for n in self.state_names],
+            ],
+        )
+        self.score = tf.function(
+            self._score, input_signature=[tf.TensorSpec([None], tf.string, name="text")]
+        )
+
+    def lean_model(self, xla=False, xla_max_streams=None):
+        # Each weight is read once per call; the loop body then uses plain tensors.
+        weights = {name: tf.convert_to_tensor(v) for name, v in self.lean_weights.items()}
+        return LeanLanguageModel(
+            weights, self.cell, self.num_layers, self.units, xla, xla_max_streams
+        )
+
+    def _generate(self, prompt, length, temperature, top_k, seed):
+        unit = "characters" if self.level == "char" else "tokens"
+        tf.debugging.assert_positive(length, f"length must be a positive number of {unit}")
+        tf.debugging.assert_non_negative(temperature, "temperature must be >= 0 (0 means argmax)")
+        tf.debugging.assert_non_negative(top_k, "top_k must be >= 0 (0 means no cut)")
+        ids = self.token_ids.lookup(self.tokenizer.tokenize(prompt))  # ragged [B, None]
+        ids = tf.ragged.boolean_mask(ids, ids >= 0)  # unknown ones are dropped (module docstring)
+        prompt_lengths = tf.cast(ids.row_lengths(), tf.int32)
+        prompt_length = tf.reduce_max(tf.concat([prompt_lengths, [0]], axis=0))
+        tf.debugging.assert_equal(
+            prompt_lengths,
+            tf.fill(tf.shape(prompt_lengths), prompt_length),
+            f"all prompts of one call must have the same number of {unit} (after dropping those "
+            "outside the vocabulary); send prompts of different lengths in separate calls",
+        )
+        tf.debugging.assert_greater_equal(
+            length, prompt_length, f"length (in {unit}, prompt included) is shorter than the prompt"
+        )
+        given = prompt_length > 0
+        batch = tf.shape(prompt)[0]
+        prompt_ids = ids.to_tensor(shape=[batch, prompt_length])
+        prime_ids = tf.cond(
+            given,
+            lambda: prompt_ids,
+            lambda: tf.fill([batch, 1], tf.convert_to_tensor(self.default_prime_id)),
+        )
+        num_new = tf.where(given, length - prompt_length, length)
+        forbidden = None if self.forbidden is None else tf.convert_to_tensor(self.forbidden)
+        # decode_loop cannot stack zero steps or zero rows of unknown shape: skip it then.
+        new_ids = tf.cond(
+            (num_new > 0) & (batch > 0),
+            lambda: self.lean_model(
+                self.xla, tf.convert_to_tensor(self.xla_max_streams)
+            ).generate_ids(prime_ids, num_new, temperature, top_k, seed, forbidden),
+            lambda: tf.zeros([batch, 0], tf.int32),
+        )
+        # As model.sample: the prompt as it was fed (an empty one stays empty), then the new tokens.
+        all_ids = tf.concat([prompt_ids, new_ids], axis=1)
+        return {
+            "text": self.tokenizer.detokenize(
+                tf.gather(tf.convert_to_tensor(self.vocabulary), all_ids)
+            )
+        }
+
+    def _step(self, token_ids, *states):
+        logits, new_states = self.lean_model().step(token_ids, list(states))
+        return {"logits": logits, **dict(zip(self.state_names, new_states))}
+
+    def _score(self, text):
+        """log p(text) from zero state after the default prime, per text; see the module
+        docstring. Runs the lean step token by token
+        (`textgen.generation.log_probability.step_log_probs`)."""
+        ids = self.token_ids.lookup(self.tokenizer.tokenize(text))  # ragged [B, None]
+        ids = tf.ragged.boolean_mask(ids, ids >= 0)  # as `generate`: unknown ones are dropped
+        lengths = tf.cast(ids.row_lengths(), tf.int32)
+        targets = ids.to_tensor()
+        batch = tf.shape(text)[0]
+        first = tf.fill([batch, 1], tf.convert_to_tensor(self.default_prime_id))
+        inputs = tf.concat([first, targets[:, :-1]], axis=1)[:, : tf.shape(targets)[1]]
+        lean = self.lean_model()
+        log_prob = step_log_probs(lean.step, inputs, targets, lengths, lean.initial_states(batch))
+        if self.level == "char":
+            characters = lengths
+        else:
+            characters = tf.strings.length(text, unit="UTF8_CHAR")
+        return {"log_prob": log_prob, "tokens": lengths, "characters": characters}
+
+    def signatures(self):
+        generate = self.generate.get_concrete_function()
+        return {
+            "serving_default": generate,
+            "generate": generate,
+            "step": self.step.get_concrete_function(),
+            "score": self.score.get_concrete_function(),
+        }
+
+
+# ---- writing it, atomically ----
+
+
+def export_saved_model(model, out_directory, overwrite=False, xla=True):
+    """Writes `model` (a textgen LanguageModel) as a SavedModel in `out_directory`.
+
+    `overwrite` allows replacing a non-empty `out_directory`; `xla=False` leaves the generation
+    loop uncompiled (slower, and seeded samples differ from `model.sample`'s; for servers without
+    XLA).
+
+    The SavedModel is written into a temporary directory beside `out_directory` and renamed into
+    place; an existing export (with `overwrite`) is renamed aside first and deleted last. So a
+    failed or interrupted export leaves the old model (or nothing), never a half-written one.
+    """
+    check_out_directory(out_directory, overwrite)
+    module = ExportedLanguageModel(model, xla)
+    replace_directory(
+        out_directory, lambda path: tf.saved_model.save(module, path, module.signatures())
+    )
+    return out_directory

@@ -1,0 +1,238 @@
+"""Which recurrent kernel trains fastest on this machine: measured, then cached.
+
+The recurrent layers can train through three kernels that compute the same function (the tests
+check losses and gradients agree): textgen's C++ LSTM ops, the lean kernel on TensorFlow ops,
+and the stock Keras layers. Which is fastest depends on the host, not on the model: on one
+2-core AMD EPYC the C++ ops were 1.3x the TensorFlow-op kernel, on a 2-core Intel Xeon they were
+half as fast (bench/README.md). So with `--fused auto` the training loop times a few steps of
+each candidate on the run's own model and batch, keeps the fastest and writes the choice to a
+cache keyed like the op build (CPU flags, TensorFlow version, the kernels' source) plus the
+shapes that decide the speed; a later run with the same key reads it and measures nothing.
+
+This module holds the choice logic; `TrainingLoop.choose_kernels` supplies the timing. Forced
+choices skip it: `--fused on` (lean kernels, on the C++ ops where they build), `--fused off`
+(stock layers), `TEXTGEN_NATIVE_OPS=0` (never the C++ ops).
+
+Environment:
+    TEXTGEN_KERNEL        what `--fused auto` does on a CPU: measure (the default), or one of
+                          native, tf, stock to take that kernel without measuring (a cluster
+                          whose machines are known; the test suite, whose runs must not depend
+                          on a timing).
+    TEXTGEN_KERNEL_CACHE  the cache file (default: kernel-choice.json in TEXTGEN_CACHE_DIR).
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+import tensorflow as tf
+
+from textgen.errors import DiskFull, UsageError
+from textgen.io import atomic_write
+from textgen.network import native_ops
+
+CACHE_NAME = "kernel-choice.json"
+# The files whose code decides each kernel's speed: a change to any of them measures again.
+KERNEL_SOURCES = (
+    "fused_kernels.py",
+    "recurrent_stack.py",
+    "lstm_recurrence.cc",
+    "kernel_choice.py",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    name: str  # as printed and cached: "C++ ops", "TF ops", "stock Keras"
+    fused: bool  # RecurrentStack.fused: the lean kernels (True) or the stock layers (False)
+    native: bool  # RecurrentStack.use_native_ops: the LSTM's recurrence on textgen's C++ ops
+
+
+NATIVE = Candidate("C++ ops", fused=True, native=True)
+TF_OPS = Candidate("TF ops", fused=True, native=False)
+STOCK = Candidate("stock Keras", fused=False, native=False)
+
+
+def candidates(cell, native_available):
+    """The kernels worth timing for `cell`: the C++ ops only exist for the LSTM and only where
+    they build."""
+    found = [NATIVE] if cell == "lstm" and native_available else []
+    return found + [TF_OPS, STOCK]
+
+
+BY_SETTING = {"native": NATIVE, "tf": TF_OPS, "stock": STOCK}
+
+
+def preset(options):
+    """The candidate TEXTGEN_KERNEL names, or None to measure. UsageError for a bad value; the
+    C++ ops where they are not among `options` (no LSTM, no build) give way to the TF ops."""
+    setting = os.environ.get("TEXTGEN_KERNEL", "measure").strip().lower()
+    if setting == "measure":
+        return None
+    if setting not in BY_SETTING:
+        raise UsageError(
+            f"TEXTGEN_KERNEL must be measure, native, tf or stock, got {setting!r}; unset it "
+            "to measure"
+        )
+    candidate = BY_SETTING[setting]
+    return candidate if candidate in options else TF_OPS
+
+
+def apply(stacks, candidate):
+    """Makes every RecurrentStack in `stacks` trace `candidate` (read when a step is traced)."""
+    for stack in stacks:
+        stack.fused = candidate.fused
+        stack.use_native_ops = candidate.native
+
+
+def cache_key(**shape):
+    """The cache's key: the machine (CPU flags, core count, TensorFlow, the kernels' source) and
+    `shape`, the sizes that decide which kernel is fastest (cell, layers, batch, ...)."""
+    here = Path(__file__).parent
+    parts = [
+        tf.__version__,
+        platform.machine(),
+        native_ops._cpu_flags(),
+        str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
+        *((here / name).read_text() for name in KERNEL_SOURCES),
+        json.dumps(shape, sort_keys=True),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+
+
+def cache_path():
+    if os.environ.get("TEXTGEN_KERNEL_CACHE"):
+        return Path(os.environ["TEXTGEN_KERNEL_CACHE"])
+    return native_ops.cache_dir() / CACHE_NAME
+
+
+def read_cache(path):
+    """{key: entry}; an unreadable or damaged cache counts as empty (it only saves a
+    measurement)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            entries = json.load(file)
+    except (OSError, ValueError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def write_cache(path, key, entry):
+    """Adds one entry; a cache that cannot be written costs a measurement next time, nothing
+    else."""
+    entries = read_cache(path)
+    entries[key] = entry
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(entries, indent=1, sort_keys=True).encode())
+    except (OSError, DiskFull):
+        pass
+
+
+@dataclasses.dataclass
+class Choice:
+    candidate: Candidate
+    rates: dict  # candidate name -> measured units/s (empty when read from the cache)
+    failures: dict  # candidate name -> why it could not run
+    cached: bool
+    seconds: float = 0.0  # what the measurement cost
+    preset: bool = False  # named by TEXTGEN_KERNEL, not measured
+
+    def line(self, unit="tok"):
+        """The one line a run prints about its kernel."""
+        if self.preset:
+            return f"recurrent kernel: {self.candidate.name} (TEXTGEN_KERNEL, not measured)"
+        if self.cached:
+            rates = self.rates
+            measured = ", ".join(f"{name} {rate:,.0f} {unit}/s" for name, rate in rates.items())
+            return (
+                f"recurrent kernel: {self.candidate.name} (chosen by an earlier measurement on "
+                f"this machine: {measured}; delete {cache_path()} to measure again)"
+            )
+        measured = [f"{name} {rate:,.0f} {unit}/s" for name, rate in self.rates.items()]
+        measured += [f"{name} failed ({why})" for name, why in self.failures.items()]
+        return (
+            f"recurrent kernel: {self.candidate.name}, the fastest measured here "
+            f"({'; '.join(measured)}; measured in {self.seconds:.0f} s, cached for later runs); "
+            "--fused on|off forces one"
+        )
+
+
+def choose(options, measure, key, path=None):
+    """The fastest of `options`: from the cache at `path` when it holds `key`, else by calling
+    `measure(options)` -> ({name: rate}, {name: failure}) and caching the answer. A candidate
+    that fails is left out; if all fail, the first one is taken (the caller's safe default)."""
+    chosen = preset(options)
+    if chosen is not None:
+        return Choice(chosen, {}, {}, cached=False, preset=True)
+    path = cache_path() if path is None else path
+    by_name = {option.name: option for option in options}
+    entry = read_cache(path).get(key)
+    if isinstance(entry, dict) and entry.get("choice") in by_name:
+        return Choice(by_name[entry["choice"]], dict(entry.get("rates", {})), {}, cached=True)
+    start = time.perf_counter()
+    rates, failures = measure(options)
+    seconds = time.perf_counter() - start
+    if not rates:
+        return Choice(options[0], {}, failures, cached=False, seconds=seconds)
+    best = max(rates, key=rates.get)
+    write_cache(
+        path, key, {"choice": best, "rates": {name: round(rate) for name, rate in rates.items()}}
+    )
+    return Choice(by_name[best], rates, failures, cached=False, seconds=seconds)
+
+
+def _first_cause(error):
+    """`Type: message` of the error a traced step raised. Keras wraps a layer's error in
+    "Exception encountered when calling ..." with the message in bold, TensorFlow in "in user
+    code" frames whose last error line is the original one."""
+    text = str(error)
+    bold = re.search(r"\x1b\[1m(.*?)\x1b\[0m", text, re.DOTALL)
+    if bold:
+        text = bold.group(1)
+    causes = re.findall(r"^\s*\w+(?:Error|Exception): (.+)$", text, re.MULTILINE)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    message = causes[-1].strip() if causes else (lines[0] if lines else "")
+    return f"{type(error).__name__}: {message}"
+
+
+def time_training(loop, stacks, options, batch, rounds=3, warmup=1):
+    """({name: units/s}, {name: failure}) of `loop`'s real train step on `batch` with each of
+    `options` traced in turn. After `warmup` untimed steps each (the trace and graph set-up),
+    the candidates take turns for `rounds` timed steps, so a machine that gets busier hurts
+    them alike; each keeps its best step. The weights, the optimizers' slots and step counters,
+    the dropout generators and the recurrent states are put back afterwards, so the run trains
+    exactly as if nothing had been measured. The winner's traced step is kept as the loop's."""
+    variables = loop.measured_variables()
+    saved = [variable.numpy() for variable in variables]
+    saved_states = getattr(loop, "states", None)
+    steps, failures = {}, {}
+    try:
+        for option in options:
+            apply(stacks, option)
+            try:
+                loop.compile_steps()
+                for _ in range(warmup):
+                    loop.training_step(batch)
+                steps[option.name] = loop.train_step
+            except Exception as error:  # a kernel that cannot run here is left out
+                failures[option.name] = _first_cause(error)
+        best = {name: 0.0 for name in steps}
+        for _ in range(rounds):
+            for name, step in steps.items():
+                loop.train_step = step
+                start = time.perf_counter()
+                _, count = loop.training_step(batch)
+                best[name] = max(best[name], count / (time.perf_counter() - start))
+    finally:
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+        if saved_states is not None:
+            loop.states = saved_states
+    loop.measured_steps = steps
+    return best, failures
