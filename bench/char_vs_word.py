@@ -15,12 +15,12 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from textgen.config import TrainConfig  # noqa: E402
-from textgen.training.text_trainer import Trainer  # noqa: E402
+from textgen.training.text_trainer import TextTrainer  # noqa: E402
 
 
 def run(minutes, out, **overrides):
     config = TrainConfig(max_minutes=minutes, out=out, sample_every=0, export=False, **overrides)
-    trainer = Trainer(config, log=lambda m: None, progress_bar=False)
+    trainer = TextTrainer(config, log=lambda m: None, progress_bar=False)
     trainer.prepare()
     result = trainer.train()
     nats = result.final_val_loss

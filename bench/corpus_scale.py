@@ -85,10 +85,10 @@ def run_measured(command):
 
 
 def train_child(directory, out, steps, started):
-    """In the child: prepare a Trainer on `directory`, time its first step from `started` (the
+    """In the child: prepare a TextTrainer on `directory`, time its first step from `started` (the
     parent's clock when it launched us), a few more, and one validation pass; print JSON."""
     from textgen.config import TrainConfig
-    from textgen.training.text_trainer import Trainer
+    from textgen.training.text_trainer import TextTrainer
 
     config = TrainConfig(
         data=directory,
@@ -98,7 +98,9 @@ def train_child(directory, out, steps, started):
         export=False,
         checkpoint_every=10**9,
     )
-    trainer = Trainer(config, ("data", "out", "max_steps"), log=lambda m: None, progress_bar=False)
+    trainer = TextTrainer(
+        config, ("data", "out", "max_steps"), log=lambda m: None, progress_bar=False
+    )
     trainer.prepare()
     trainer.training_step(trainer.train_batches[0])
     first_step = time.time() - started

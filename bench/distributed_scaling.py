@@ -35,7 +35,7 @@ def main():
         )
 
     from textgen.config import TrainConfig
-    from textgen.training.text_trainer import Trainer
+    from textgen.training.text_trainer import TextTrainer
 
     rates = {}
     for strategy in ("none", "mirrored"):
@@ -48,7 +48,7 @@ def main():
             hidden_size=args.hidden_size,
             sample_every=0,
         )
-        trainer = Trainer(config, log=lambda m: None, progress_bar=False)
+        trainer = TextTrainer(config, log=lambda m: None, progress_bar=False)
         trainer.prepare()
         batches, place = trainer.train_batches, trainer.placement
         states = trainer.states

@@ -10,7 +10,7 @@ In one process, on the embedded tiny-shakespeare corpus (vocabulary 65), it time
 - ours, default: what `textgen.train` runs with `--fused auto`. It measures the kernels below
   on this machine (or reads the answer it cached, `textgen.network.kernel_choice`) and trains on the
   fastest; its "recurrent kernel:" line is printed first, and the row names the choice;
-- ours, C++ ops: the project's real training step (`Trainer.train_step`: model(inputs, states,
+- ours, C++ ops: the project's real training step (`TextTrainer.train_step`: model(inputs, states,
   training=True), sparse softmax cross-entropy, Adam with global-norm clipping) on the model from
   `LanguageModel.from_train_config` with the lean CPU kernels (`--fused on`: textgen's C++ LSTM ops,
   built on first use by `textgen.network.native_ops`, with layer 1's input projection looked up in
@@ -62,7 +62,7 @@ from textgen.corpus.reading import read_text  # noqa: E402
 from textgen.corpus.stream_batches import StreamBatches  # noqa: E402
 from textgen.corpus.vocabulary import Vocabulary  # noqa: E402
 from textgen.network import native_ops
-from textgen.training.text_trainer import Trainer  # noqa: E402
+from textgen.training.text_trainer import TextTrainer  # noqa: E402
 
 FLOP_FORMULA = (
     "FLOPs per character = 3 x forward matmul FLOPs (forward + backward, the backward being two "
@@ -148,8 +148,8 @@ class Sgemm:
 
 # -------------------------------------------------------------- contenders --
 class KerasContender:
-    """The project's own training step: a `Trainer` prepared on the corpus (in a temporary run
-    directory), timed through `trainer.train_step` exactly as `Trainer.train` calls it, with the
+    """The project's own training step: a `TextTrainer` prepared on the corpus (in a temporary run
+    directory), timed through `trainer.train_step` exactly as `TextTrainer.train` calls it, with the
     states each step returns fed to the next one."""
 
     def __init__(self, name, fused, args, workdir, batch_parts=0, native=True, log=None):
@@ -171,7 +171,7 @@ class KerasContender:
             sample_every=0,
             out=os.path.join(workdir, f"fused-{fused}"),
         )
-        trainer = Trainer(config, log=log or (lambda message: None), progress_bar=False)
+        trainer = TextTrainer(config, log=log or (lambda message: None), progress_bar=False)
         trainer.prepare()
         if trainer.config.batch_parts > 1:
             name += f", {trainer.config.batch_parts} batch parts"

@@ -36,13 +36,11 @@ def build_parser():
 @cli_errors
 def main(argv=None):
     args = vars(build_parser().parse_args(argv))
-    from captioning.training.caption_trainer import (
-        train,  # after parsing: --help and flag errors answer at once
-    )
+    from captioning.training.caption_trainer import CaptionTrainer
 
     progress_bar = False if args.pop("no_progress", False) else None
     config = CaptionTrainConfig(**args)
-    train(config, explicit=args.keys(), progress_bar=progress_bar)
+    CaptionTrainer.train_run(config, explicit=args.keys(), progress_bar=progress_bar)
     return 0
 
 

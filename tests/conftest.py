@@ -55,7 +55,7 @@ def train_tiny_run(tmp_path_factory):
     """A function (name, corpus text, **TrainConfig overrides) -> the directory of a real textgen
     run trained for a few steps on that text: a 16-unit model, batches of 4 x 10, no samples, one
     checkpoint at the end. Modules build their module-scoped run directories with it."""
-    from textgen.training.text_trainer import train
+    from textgen.training.text_trainer import TextTrainer
 
     def train_tiny_run(name, corpus, **overrides):
         base = tmp_path_factory.mktemp(name)
@@ -74,7 +74,7 @@ def train_tiny_run(tmp_path_factory):
             out=str(base / "run"),
         )
         config = TrainConfig(**{**settings, **overrides})
-        train(config, log=lambda message: None, progress_bar=False)
+        TextTrainer.train_run(config, log=lambda message: None, progress_bar=False)
         return config.out
 
     return train_tiny_run

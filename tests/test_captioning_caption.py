@@ -14,7 +14,7 @@ from PIL import Image
 
 from captioning import caption, export
 from captioning.datasets.tokens import SPECIALS
-from captioning.training.caption_trainer import train
+from captioning.training.caption_trainer import CaptionTrainer
 from isolated_process import run_isolated
 from test_captioning_train import shapes_data, tiny_config  # noqa: F401 (a fixture)
 
@@ -25,7 +25,7 @@ QUIET = {"log": lambda message: None, "progress_bar": False}
 def run_directory(shapes_data, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("caption_run") / "run"
     # Enough steps that the captions are not all alike, so that comparisons mean something.
-    train(
+    CaptionTrainer.train_run(
         tiny_config(
             shapes_data,
             out,

@@ -27,7 +27,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import dataclasses, os, tempfile, numpy as np
 from captioning import shapes
 from captioning.config import CaptionTrainConfig
-from captioning.training.caption_trainer import train
+from captioning.training.caption_trainer import CaptionTrainer
 directory = tempfile.mkdtemp()
 shapes.generate(shapes.ShapesConfig(out=directory + "/data", train_size=15, val_size=4, seed=5))
 annotations = directory + "/data/annotations/"
@@ -45,7 +45,7 @@ def relative(a, b):
     assert a.shape == b.shape, (a.shape, b.shape)
     return float(np.max(np.abs(a - b) / np.abs(a)))
 
-one = train(config, **quiet)
+one = CaptionTrainer.train_run(config, **quiet)
 assert one.global_step == 8, one.global_step  # 2 epochs of 4 batches: 4, 4, 4 and 3 images
 assert min(one.step_losses[4:]) < one.step_losses[0] - 0.3, one.step_losses  # it does learn
 """
@@ -65,7 +65,8 @@ def run_python(code, timeout=300):
 
 def test_mirrored_captioning_matches_one_device():
     out = run_python("""
-two = train(dataclasses.replace(config, out=directory + "/two", strategy="mirrored"), **quiet)
+mirrored = dataclasses.replace(config, out=directory + "/two", strategy="mirrored")
+two = CaptionTrainer.train_run(mirrored, **quiet)
 difference = relative(one.step_losses, two.step_losses)
 assert difference < 1e-4, (difference, one.step_losses, two.step_losses)
 # The validation loss uses batch normalisation's moving averages, which accumulate the float
@@ -76,7 +77,7 @@ print("max relative loss difference", difference)
 from textgen.errors import UsageError
 try:
     odd = dataclasses.replace(config, out=directory + "/odd", strategy="mirrored", batch_size=3)
-    train(odd, **quiet)
+    CaptionTrainer.train_run(odd, **quiet)
     raise AssertionError("an odd global batch over two replicas was accepted")
 except UsageError as error:
     assert "--batch-size 3" in str(error) and "2 replicas" in str(error), error
@@ -87,7 +88,7 @@ assert not os.path.exists(directory + "/odd")
 # an epoch instead of 4.
 shapes.generate(shapes.ShapesConfig(out=directory + "/data13", train_size=13, val_size=4, seed=5))
 thirteen = directory + "/data13/annotations/"
-result = train(dataclasses.replace(
+result = CaptionTrainer.train_run(dataclasses.replace(
     config, annotations=thirteen + "captions_train.json", images=directory + "/data13/images",
     val_annotations=thirteen + "captions_val.json", out=directory + "/thirteen",
     strategy="mirrored"), **quiet)
@@ -101,12 +102,13 @@ def test_mirrored_checkpoints_resume_onto_the_one_device_trajectory():
 # Mirrored for 3 steps (mid epoch 1), resumed mirrored to step 6 (mid epoch 2), then resumed on
 # one device to the end: every step's loss is the straight one-device run's.
 split = dataclasses.replace(config, out=directory + "/split", strategy="mirrored", max_steps=3)
-first = train(split, **quiet)
+first = CaptionTrainer.train_run(split, **quiet)
 assert first.global_step == 3 and first.stopped_by == "max_steps"
-second = train(dataclasses.replace(split, max_steps=6, resume=True),
+second = CaptionTrainer.train_run(dataclasses.replace(split, max_steps=6, resume=True),
                explicit=["max_steps", "resume", "strategy"], **quiet)
 assert second.global_step == 6
-last = train(dataclasses.replace(split, max_steps=0, strategy="none", resume=True),
+on_one = dataclasses.replace(split, max_steps=0, strategy="none", resume=True)
+last = CaptionTrainer.train_run(on_one,
              explicit=["max_steps", "resume", "strategy"], **quiet)
 assert last.global_step == 8 and last.epoch == 2
 difference = relative(one.step_losses, last.step_losses)
@@ -130,8 +132,8 @@ trainer = CaptionTrainer(scst, **quiet)
 trainer.prepare()
 result = trainer.train()
 assert result.global_step == 12 and np.isfinite(result.step_losses).all(), result.step_losses
-sample, greedy, beat, samples, images, seconds = trainer.progress["scst_sums"]
-assert (samples, images) == (30, 15), trainer.progress["scst_sums"]  # every image once, K each
+sample, greedy, beat, samples, images, seconds = trainer.progress.scst_sums
+assert (samples, images) == (30, 15), trainer.progress.scst_sums  # every image once, K each
 assert 0 <= beat <= 30 and seconds > 0 and sample >= 0 and greedy >= 0
 print("self-critical under two replicas", sample / samples, greedy / images)
 
@@ -139,8 +141,8 @@ print("self-critical under two replicas", sample / samples, greedy / images)
 # samples are drawn (the seed of a step is (--seed, step, replica)), so every loss and the final
 # weights are the straight run's.
 split = dataclasses.replace(scst, out=directory + "/scst_split", max_steps=10)
-assert train(split, **quiet).global_step == 10
-resumed = train(dataclasses.replace(split, max_steps=0, resume=True),
+assert CaptionTrainer.train_run(split, **quiet).global_step == 10
+resumed = CaptionTrainer.train_run(dataclasses.replace(split, max_steps=0, resume=True),
                 explicit=["max_steps", "resume"], **quiet)
 assert resumed.global_step == 12
 np.testing.assert_allclose(resumed.step_losses, result.step_losses, rtol=1e-5, atol=1e-7)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from captioning import evaluate
 from captioning.metrics import coco_metrics
-from captioning.training.caption_trainer import train
+from captioning.training.caption_trainer import CaptionTrainer
 from test_captioning_train import shapes_data, tiny_config  # noqa: F401 (a fixture)
 
 pytest.importorskip("pycocoevalcap")
@@ -37,7 +37,7 @@ WRONG = {1: "a green triangle", 2: "two dogs play", 3: "a red circle above a squ
 @pytest.fixture(scope="module")
 def run_directory(shapes_data, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("evaluate_run") / "run"
-    train(
+    CaptionTrainer.train_run(
         tiny_config(shapes_data, out, eval_images=0), log=lambda message: None, progress_bar=False
     )
     return str(out)

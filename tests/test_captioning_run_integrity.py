@@ -15,7 +15,7 @@ import pytest
 
 from captioning import shapes
 from captioning.train import main
-from captioning.training.caption_trainer import train
+from captioning.training.caption_trainer import CaptionTrainer
 from test_captioning_train import Log, checkpoint_arrays, tiny_config, tiny_flags
 from textgen.errors import DiskFull, UsageError
 from textgen.training.run_directory import RunDirectory
@@ -44,7 +44,7 @@ def assert_same_arrays(a, b):
 @pytest.fixture(scope="module")
 def straight(shapes_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("straight") / "run"
-    return out, train(
+    return out, CaptionTrainer.train_run(
         tiny_config(shapes_data, out, max_steps=9, **COMMON), log=Log(), progress_bar=False
     )
 
@@ -53,11 +53,11 @@ def straight(shapes_data, tmp_path_factory):
 def test_every_stop_point_resumes_bit_for_bit(shapes_data, tmp_path, straight, stop):
     straight_out, straight_result = straight
     out = tmp_path / "split"
-    first = train(
+    first = CaptionTrainer.train_run(
         tiny_config(shapes_data, out, max_steps=stop, **COMMON), log=Log(), progress_bar=False
     )
     assert first.global_step == stop
-    resumed = train(
+    resumed = CaptionTrainer.train_run(
         tiny_config(shapes_data, out, max_steps=9, resume=True, **COMMON),
         explicit=["max_steps", "resume"],
         log=Log(),
@@ -140,10 +140,12 @@ def test_a_killed_or_terminated_run_resumes_bit_for_bit(
 
 def test_resuming_a_run_already_at_max_steps_does_nothing(shapes_data, tmp_path):
     out = tmp_path / "run"
-    train(tiny_config(shapes_data, out, max_steps=4, **COMMON), log=Log(), progress_bar=False)
+    CaptionTrainer.train_run(
+        tiny_config(shapes_data, out, max_steps=4, **COMMON), log=Log(), progress_bar=False
+    )
     before = open(RunDirectory(out).checkpoint_path, "rb").read()
     log = Log()
-    result = train(
+    result = CaptionTrainer.train_run(
         tiny_config(shapes_data, out, max_steps=4, resume=True, **COMMON),
         explicit=["resume"],
         log=log,
@@ -156,7 +158,9 @@ def test_resuming_a_run_already_at_max_steps_does_nothing(shapes_data, tmp_path)
 
 def test_a_full_disk_keeps_the_last_checkpoint(shapes_data, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    train(tiny_config(shapes_data, out, max_steps=2, **COMMON), log=Log(), progress_bar=False)
+    CaptionTrainer.train_run(
+        tiny_config(shapes_data, out, max_steps=2, **COMMON), log=Log(), progress_bar=False
+    )
     before = open(RunDirectory(out).checkpoint_path, "rb").read()
 
     def no_space(fd):
@@ -164,7 +168,7 @@ def test_a_full_disk_keeps_the_last_checkpoint(shapes_data, tmp_path, monkeypatc
 
     monkeypatch.setattr(os, "fsync", no_space)  # where a delayed allocation failure surfaces
     with pytest.raises(DiskFull, match="checkpoint.npz: it needs about .* is intact"):
-        train(
+        CaptionTrainer.train_run(
             tiny_config(shapes_data, out, max_steps=4, resume=True, **COMMON),
             explicit=["max_steps", "resume"],
             log=Log(),

@@ -13,7 +13,7 @@ from captioning.coco_data import read_captions
 from captioning.datasets.batches import CaptionSet
 from captioning.datasets.tokens import build_vocabulary, tokenize
 from captioning.train import main
-from captioning.training.caption_trainer import train
+from captioning.training.caption_trainer import CaptionTrainer
 from captioning.training.self_critical import SelfCritical, reference_ids, step_seed
 from test_captioning_train import Log, checkpoint_arrays, shapes_data, tiny_config  # noqa: F401
 
@@ -27,7 +27,7 @@ def metrics_rows(run):
 
 def test_scst_phase_logs_rewards_and_uses_its_learning_rate(shapes_data, tmp_path):  # noqa: F811
     log = Log()
-    result = train(
+    result = CaptionTrainer.train_run(
         tiny_config(shapes_data, tmp_path / "run", **{**SCST, "eval_images": 4}),
         log=log,
         progress_bar=False,
@@ -58,13 +58,13 @@ def test_resume_is_exact_across_the_switch_and_inside_scst(shapes_data, tmp_path
     # stopped at 2 (cross-entropy), resumed to 5 (across the switch, inside SCST), then to 8.
     # The encoder learns from the reward too: its batch-normalisation statistics move as well.
     SCST = dict(globals()["SCST"], scst_encoder="train")
-    straight = train(
+    straight = CaptionTrainer.train_run(
         tiny_config(shapes_data, tmp_path / "straight", max_steps=8, **SCST),
         log=Log(),
         progress_bar=False,
     )
     for stop, resume in ((2, False), (5, True), (8, True)):
-        part = train(
+        part = CaptionTrainer.train_run(
             tiny_config(shapes_data, tmp_path / "split", max_steps=stop, resume=resume, **SCST),
             explicit=["max_steps", "resume"] if resume else (),
             log=Log(),
@@ -91,7 +91,7 @@ def test_resume_is_exact_across_the_switch_and_inside_scst(shapes_data, tmp_path
 def test_scst_encoder_freeze_trains_the_decoder_only(shapes_data, tmp_path):  # noqa: F811
     common = dict(SCST, epochs=2)  # --scst-encoder freeze is the default
     for stop, resume in ((3, False), (6, True)):  # epoch 1 cross-entropy, epoch 2 SCST
-        train(
+        CaptionTrainer.train_run(
             tiny_config(shapes_data, tmp_path / "run", max_steps=stop, resume=resume, **common),
             explicit=["max_steps", "resume"] if resume else (),
             log=Log(),

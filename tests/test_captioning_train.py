@@ -19,7 +19,7 @@ from captioning.inference.decoding import caption_features
 from captioning.metrics.coco_metrics import score_captions
 from captioning.models.captioner import Captioner
 from captioning.train import build_parser, main
-from captioning.training.caption_trainer import CaptionTrainer, train
+from captioning.training.caption_trainer import CaptionTrainer
 from textgen.corpus.vocabulary import Vocabulary
 from textgen.training.run_directory import RunDirectory
 
@@ -74,7 +74,9 @@ class Log(list):
 
 def test_training_writes_a_run_directory_and_scores(shapes_data, tmp_path):
     log = Log()
-    result = train(tiny_config(shapes_data, tmp_path / "run"), log=log, progress_bar=False)
+    result = CaptionTrainer.train_run(
+        tiny_config(shapes_data, tmp_path / "run"), log=log, progress_bar=False
+    )
     run = RunDirectory(tmp_path / "run")
     assert result.epoch == 2 and result.global_step == 2 * 3 and result.stopped_by == "epochs"
     assert len(result.history) == 2
@@ -180,18 +182,18 @@ def test_resume_mid_epoch_continues_bit_exactly(shapes_data, tmp_path):
     # 3 steps per epoch; 7 steps straight == 4 steps (stopping inside epoch 2) + 3 resumed.
     # A constant rate: the cosine schedule spans --max-steps, and the first part here has fewer.
     common = dict(dropout=0.25, epochs=3, eval_images=0, lr_schedule="constant")
-    straight = train(
+    straight = CaptionTrainer.train_run(
         tiny_config(shapes_data, tmp_path / "straight", max_steps=7, **common),
         log=Log(),
         progress_bar=False,
     )
-    first = train(
+    first = CaptionTrainer.train_run(
         tiny_config(shapes_data, tmp_path / "split", max_steps=4, **common),
         log=Log(),
         progress_bar=False,
     )
     assert first.stopped_by == "max_steps" and first.epoch == 1
-    resumed = train(
+    resumed = CaptionTrainer.train_run(
         tiny_config(shapes_data, tmp_path / "split", max_steps=7, resume=True, **common),
         explicit=["max_steps", "resume"],
         log=Log(),
@@ -211,7 +213,7 @@ def test_an_interrupted_cosine_run_resumes_on_the_same_schedule(shapes_data, tmp
     common = dict(
         epochs=3, eval_images=0, lr_schedule="cosine", learning_rate=1e-2, min_learning_rate=1e-3
     )
-    straight = train(
+    straight = CaptionTrainer.train_run(
         tiny_config(shapes_data, tmp_path / "straight", **common), log=Log(), progress_bar=False
     )
     trainer = CaptionTrainer(
@@ -229,7 +231,7 @@ def test_an_interrupted_cosine_run_resumes_on_the_same_schedule(shapes_data, tmp
     trainer.train_step = dies_after_five_steps
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
-    resumed = train(
+    resumed = CaptionTrainer.train_run(
         tiny_config(shapes_data, tmp_path / "split", resume=True, **common),
         explicit=["resume"],
         log=Log(),
@@ -244,7 +246,7 @@ def test_an_interrupted_cosine_run_resumes_on_the_same_schedule(shapes_data, tmp
 
 
 def test_max_minutes_stops_with_a_checkpoint(shapes_data, tmp_path):
-    result = train(
+    result = CaptionTrainer.train_run(
         tiny_config(shapes_data, tmp_path / "run", max_minutes=1e-6, eval_images=0),
         log=Log(),
         progress_bar=False,
@@ -254,7 +256,7 @@ def test_max_minutes_stops_with_a_checkpoint(shapes_data, tmp_path):
 
 
 def test_runs_saved_before_encoder_spatial_load_as_flatten(shapes_data, tmp_path):
-    train(
+    CaptionTrainer.train_run(
         tiny_config(
             shapes_data, tmp_path / "run", epochs=1, eval_images=0, encoder_spatial="flatten"
         ),
@@ -355,7 +357,7 @@ def test_frozen_backbone_features_are_cached_and_no_epoch_reads_an_image(
     config = pretrained_config(
         shapes_data, tmp_path / "run", feature_cache=str(cache), eval_images=4
     )
-    result = train(config, log=log, progress_bar=False)
+    result = CaptionTrainer.train_run(config, log=log, progress_bar=False)
     assert result.epoch == 2 and epochs_done
     assert len(loads) == len(set(loads)) == TRAIN_IMAGES + VAL_IMAGES  # each image decoded once
     (directory,) = cache.iterdir()
@@ -369,7 +371,7 @@ def test_frozen_backbone_features_are_cached_and_no_epoch_reads_an_image(
     # Another run with the same backbone, weights and cache decodes no image at all.
     loads.clear()
     epochs_done.clear()
-    again = train(
+    again = CaptionTrainer.train_run(
         pretrained_config(shapes_data, tmp_path / "again", feature_cache=str(cache), eval_images=4),
         log=Log(),
         progress_bar=False,
@@ -396,7 +398,7 @@ def test_fine_tune_after_unfreezes_the_backbone_with_its_own_optimizer(shapes_da
     arrays = checkpoint_arrays(tmp_path / "run")
     assert any(k.startswith("encoder_optimizer/") for k in arrays)
     # Resuming a fine-tuning run restores the encoder optimizer too.
-    resumed = train(
+    resumed = CaptionTrainer.train_run(
         pretrained_config(
             shapes_data, tmp_path / "run", fine_tune_after=1, epochs=3, eval_images=0, resume=True
         ),
@@ -655,7 +657,7 @@ def test_divergence_aborts_and_keeps_the_last_checkpoint(
 
         def train_step(inputs, captions):
             total, count = step(inputs, captions)
-            if self.progress["global_step"] >= 2:
+            if self.progress.global_step >= 2:
                 return total * float("nan"), count
             return total, count
 
@@ -673,10 +675,10 @@ def test_divergence_aborts_and_keeps_the_last_checkpoint(
 
 def test_images_decoded_every_epoch_give_the_same_run_as_images_in_memory(shapes_data, tmp_path):
     log = Log()
-    memory = train(
+    memory = CaptionTrainer.train_run(
         tiny_config(shapes_data, tmp_path / "memory", eval_images=0), log=Log(), progress_bar=False
     )
-    files = train(
+    files = CaptionTrainer.train_run(
         tiny_config(shapes_data, tmp_path / "files", eval_images=0, image_memory_mb=0),
         log=log,
         progress_bar=False,
@@ -728,7 +730,7 @@ def test_a_karpathy_split_file_trains_on_train_and_restval_and_validates_on_val(
         epochs=1,
         eval_images=0,
     )
-    train(config, log=log, progress_bar=False)
+    CaptionTrainer.train_run(config, log=log, progress_bar=False)
     assert (
         f"{TRAIN_IMAGES} training images" in log.text
         and f"{VAL_IMAGES} validation images" in log.text

@@ -23,7 +23,7 @@ import captioning.train
 import textgen.export
 import textgen.sample
 import textgen.train
-from captioning.training.caption_trainer import train as train_captioner
+from captioning.training.caption_trainer import CaptionTrainer
 from test_captioning_train import shapes_data, tiny_config  # noqa: F401 (a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +41,7 @@ def text_run(train_tiny_run):
 @pytest.fixture(scope="module")
 def caption_run(shapes_data, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("caption_run") / "run"
-    train_captioner(
+    CaptionTrainer.train_run(
         tiny_config(shapes_data, out, epochs=1, max_steps=1, eval_images=0, export=True), **QUIET
     )
     return str(out)

@@ -81,7 +81,7 @@ def test_mirrored_training_matches_one_device():
 import dataclasses, tempfile, numpy as np
 from conftest import SMALL_TEXT
 from textgen.config import TrainConfig
-from textgen.training.text_trainer import train
+from textgen.training.text_trainer import TextTrainer
 directory = tempfile.mkdtemp()
 open(directory + "/c.txt", "w").write(SMALL_TEXT)
 config = TrainConfig(data=directory + "/c.txt", hidden_size=32, embedding_size=16, batch_size=8,
@@ -89,8 +89,9 @@ config = TrainConfig(data=directory + "/c.txt", hidden_size=32, embedding_size=1
                      dropout=0.0,  # dropout masks are drawn per replica, so only exact without
                      out=directory + "/one", strategy="none")
 quiet = dict(log=lambda m: None, progress_bar=False)
-one = train(config, **quiet)
-two = train(dataclasses.replace(config, out=directory + "/two", strategy="mirrored"), **quiet)
+one = TextTrainer.train_run(config, **quiet)
+mirrored = dataclasses.replace(config, out=directory + "/two", strategy="mirrored")
+two = TextTrainer.train_run(mirrored, **quiet)
 one_losses, two_losses = np.array(one.step_losses), np.array(two.step_losses)
 assert len(one_losses) == len(two_losses) == 78
 relative = np.max(np.abs(one_losses - two_losses) / one_losses)

@@ -15,6 +15,7 @@ import textgen.sample
 from isolated_process import run_isolated
 from textgen import export
 from textgen.errors import UsageError
+from textgen.generation import saved_model
 from textgen.network.language_model import LanguageModel
 
 CORPUS = (
@@ -211,7 +212,7 @@ def random_model(cell, vocabulary, **kwargs):
 )
 def test_every_cell_generates_what_model_sample_generates(cell, tmp_path):
     model = random_model(cell, list("\n abcdefghijklmnopqrs"))
-    out = export.export_saved_model(model, str(tmp_path / "saved_model"))
+    out = saved_model.export_saved_model(model, str(tmp_path / "saved_model"))
     generate = tf.saved_model.load(out).signatures["generate"]
 
     def saved(prompt, length, temperature, top_k, seed, rows=1):
@@ -252,7 +253,7 @@ def test_word_level_model_tokenises_in_the_graph(tmp_path):
     prompt = "the king is dead, long live the queen!"
 
     def exported(xla):
-        out = export.export_saved_model(model, str(tmp_path / f"saved_model_{xla}"), xla=xla)
+        out = saved_model.export_saved_model(model, str(tmp_path / f"saved_model_{xla}"), xla=xla)
         generate = tf.saved_model.load(out).signatures["generate"]
 
         def text(temperature, seed=2):
@@ -293,7 +294,7 @@ def test_refuses_a_non_empty_out_directory_without_overwrite(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(UsageError, match="not empty; pass --overwrite"):
-        export.export_saved_model(tiny_model(), str(out))
+        saved_model.export_saved_model(tiny_model(), str(out))
     assert (out / "keep.txt").read_text() == "mine"
 
 
@@ -305,11 +306,11 @@ def failing_save(module, path, signatures=None, options=None):
 
 
 def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(export.ExportedLanguageModel, "signatures", lambda self: {})
+    monkeypatch.setattr(saved_model.ExportedLanguageModel, "signatures", lambda self: {})
     monkeypatch.setattr(tf.saved_model, "save", failing_save)
     out = tmp_path / "out"
     with pytest.raises(OSError, match="No space left"):
-        export.export_saved_model(tiny_model(), str(out))
+        saved_model.export_saved_model(tiny_model(), str(out))
     assert os.listdir(tmp_path) == []  # no OUT_DIR, no temporary directory
 
 
@@ -318,13 +319,13 @@ def test_a_failed_overwrite_keeps_the_old_export_then_a_good_one_replaces_it(tmp
     out.mkdir()
     (out / "old.txt").write_text("old export")
     with monkeypatch.context() as patch:
-        patch.setattr(export.ExportedLanguageModel, "signatures", lambda self: {})
+        patch.setattr(saved_model.ExportedLanguageModel, "signatures", lambda self: {})
         patch.setattr(tf.saved_model, "save", failing_save)
         with pytest.raises(OSError):
-            export.export_saved_model(tiny_model(), str(out), overwrite=True)
+            saved_model.export_saved_model(tiny_model(), str(out), overwrite=True)
     assert os.listdir(tmp_path) == ["out"] and os.listdir(out) == ["old.txt"]
 
-    export.export_saved_model(tiny_model(), str(out), overwrite=True)
+    saved_model.export_saved_model(tiny_model(), str(out), overwrite=True)
     assert os.listdir(tmp_path) == ["out"]  # the old one and the temporary one are gone
     assert "saved_model.pb" in os.listdir(out) and "old.txt" not in os.listdir(out)
     assert "generate" in tf.saved_model.load(str(out)).signatures

@@ -9,7 +9,7 @@ import pytest
 from textgen.errors import UsageError
 from textgen.network import fused_kernels, kernel_choice
 from textgen.network.kernel_choice import NATIVE, STOCK, TF_OPS
-from textgen.training.text_trainer import Trainer
+from textgen.training.text_trainer import TextTrainer
 
 OPTIONS = [NATIVE, TF_OPS, STOCK]
 
@@ -33,9 +33,10 @@ class Timer:
     def __call__(self, options):
         self.calls += 1
         names = {option.name for option in options}
-        return (
+        return kernel_choice.Measurement(
             {name: rate for name, rate in self.rates.items() if name in names},
             dict(self.failures),
+            {name: f"{name}'s step" for name in names if name in self.rates},
         )
 
 
@@ -43,6 +44,7 @@ def test_picks_the_fastest_and_caches_it(measuring):
     timer = Timer({"C++ ops": 15_000.0, "TF ops": 31_000.0, "stock Keras": 22_000.0})
     choice = kernel_choice.choose(OPTIONS, timer, "key-a", measuring)
     assert choice.candidate == TF_OPS and not choice.cached and timer.calls == 1
+    assert choice.train_step == "TF ops's step"  # the winner's traced step comes back
     assert "TF ops, the fastest measured here" in choice.line("char")
     assert "C++ ops 15,000 char/s" in choice.line("char")
     assert json.loads(measuring.read_text())["key-a"]["choice"] == "TF ops"
@@ -98,6 +100,29 @@ def test_candidates_per_cell():
     assert kernel_choice.candidates("gru", True) == [TF_OPS, STOCK]
 
 
+def test_time_training_returns_what_it_measured():
+    """It traces each candidate once, runs warm-up and timed steps through the callables it was
+    given, and hands back rates, failures and the traced steps; it holds no loop to write to."""
+    traced, ran = [], []
+
+    def trace(option):
+        if option is STOCK:
+            raise ValueError("no stock layer here")
+        traced.append(option.name)
+        return f"step of {option.name}"
+
+    def run_step(step, batch):
+        ran.append(step)
+        return 1000 if step == "step of C++ ops" else 10
+
+    measured = kernel_choice.time_training(trace, run_step, OPTIONS, "batch", rounds=2)
+    assert traced == ["C++ ops", "TF ops"]
+    assert ran.count("step of C++ ops") == ran.count("step of TF ops") == 3  # 1 warm-up, 2 timed
+    assert measured.train_steps == {"C++ ops": "step of C++ ops", "TF ops": "step of TF ops"}
+    assert measured.failures == {"stock Keras": "ValueError: no stock layer here"}
+    assert measured.rates["C++ ops"] > measured.rates["TF ops"] > 0
+
+
 def test_the_key_changes_with_the_shape():
     assert kernel_choice.cache_key(cell="lstm", batch_size=8) == kernel_choice.cache_key(
         batch_size=8, cell="lstm"
@@ -108,7 +133,7 @@ def test_the_key_changes_with_the_shape():
 
 
 def _train(config, log):
-    trainer = Trainer(config, log=log.append, progress_bar=False)
+    trainer = TextTrainer(config, log=log.append, progress_bar=False)
     trainer.prepare()
     return trainer, trainer.train()
 

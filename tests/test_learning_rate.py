@@ -9,14 +9,14 @@ from captioning.config import CaptionTrainConfig
 from captioning.training.caption_trainer import CaptionTrainer
 from textgen.config import TrainConfig
 from textgen.training.loop import TrainingLoop, learning_rate
-from textgen.training.text_trainer import Trainer
+from textgen.training.text_trainer import TextTrainer
 
 CONFIGS = [TrainConfig, CaptionTrainConfig]
 
 
 def test_both_trainers_use_the_one_schedule():
-    assert Trainer.learning_rate is TrainingLoop.learning_rate
-    assert Trainer.run_fraction is CaptionTrainer.run_fraction is TrainingLoop.run_fraction
+    assert TextTrainer.learning_rate is TrainingLoop.learning_rate
+    assert TextTrainer.run_fraction is CaptionTrainer.run_fraction is TrainingLoop.run_fraction
     # The captioner departs from it only in self-critical epochs, which run at their own
     # constant --scst-learning-rate; every cross-entropy epoch follows the one schedule.
     config = CaptionTrainConfig(learning_rate=4e-3, lr_decay=0.5, lr_decay_after=1)

@@ -16,7 +16,7 @@ from textgen.training.metrics_log import (
     step_losses,
 )
 from textgen.training.run_directory import CHECKSUM, RunDirectory, checksum
-from textgen.training.text_trainer import train
+from textgen.training.text_trainer import TextTrainer
 
 QUIET = {"log": lambda message: None, "progress_bar": False}
 
@@ -57,11 +57,11 @@ def test_the_log_holds_every_step_and_evaluation_and_the_checkpoint_does_not_gro
     tiny_config, tmp_path
 ):
     config = dataclasses.replace(tiny_config, max_steps=3, out=str(tmp_path / "run"))
-    train(config, **QUIET)
+    TextTrainer.train_run(config, **QUIET)
     checkpoint = RunDirectory(config.out).checkpoint_path
     early = os.path.getsize(checkpoint)
     resumed = dataclasses.replace(config, max_steps=60, resume=True)
-    result = train(resumed, explicit={"max_steps", "resume"}, **QUIET)
+    result = TextTrainer.train_run(resumed, explicit={"max_steps", "resume"}, **QUIET)
     # 57 more losses as JSON would add over 1 kB; the numbers in the progress record
     # (steps, epoch sums) may take a few more digits.
     assert abs(os.path.getsize(checkpoint) - early) < 100
@@ -85,7 +85,7 @@ def test_a_run_from_before_the_log_resumes_with_its_history(tiny_config, tmp_pat
     """A checkpoint that still holds step_losses and history (written before the log) starts
     the log with them."""
     config = dataclasses.replace(tiny_config, max_steps=6, out=str(tmp_path / "run"))
-    train(config, **QUIET)
+    TextTrainer.train_run(config, **QUIET)
     run = RunDirectory(config.out)
     with np.load(run.checkpoint_path) as data:
         arrays = {key: data[key] for key in data.files}
@@ -96,7 +96,7 @@ def test_a_run_from_before_the_log_resumes_with_its_history(tiny_config, tmp_pat
     arrays[CHECKSUM] = np.frombuffer(checksum(arrays).encode("ascii"), np.uint8)
     np.savez(run.checkpoint_path, **arrays)
     os.remove(os.path.join(config.out, FILE))
-    result = train(
+    result = TextTrainer.train_run(
         dataclasses.replace(config, max_steps=8, resume=True),
         explicit={"max_steps", "resume"},
         **QUIET,

@@ -23,7 +23,7 @@ from textgen.corpus.stream_batches import auto_val_max_tokens
 from textgen.corpus.tokenizers import RegexTokenizer
 from textgen.corpus.vocabulary import Vocabulary
 from textgen.errors import UsageError
-from textgen.training.text_trainer import Trainer, train
+from textgen.training.text_trainer import TextTrainer
 
 QUIET = {"log": lambda message: None, "progress_bar": False}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,7 +110,7 @@ def test_the_narrowest_dtype_at_the_boundaries(tmp_path, size, dtype):
 
 def test_training_on_the_memory_map_is_training_on_the_text(tiny_config, monkeypatch, cache):
     config = dataclasses.replace(tiny_config, max_steps=8, dropout=0.1)
-    trainer = Trainer(dataclasses.replace(config), (), **QUIET)
+    trainer = TextTrainer(dataclasses.replace(config), (), **QUIET)
     trainer.prepare()
     # The batches are views of the memory map: nothing the size of the corpus is copied.
     assert isinstance(trainer.train_batches.inputs, np.memmap)
@@ -129,7 +129,7 @@ def test_training_on_the_memory_map_is_training_on_the_text(tiny_config, monkeyp
         return corpus
 
     monkeypatch.setattr(PreparedCorpus, "open", staticmethod(opened_into_memory))
-    memory = train(dataclasses.replace(config, out=config.out + "-memory"), **QUIET)
+    memory = TextTrainer.train_run(dataclasses.replace(config, out=config.out + "-memory"), **QUIET)
     np.testing.assert_array_equal(mapped.step_losses, memory.step_losses)
     assert mapped.final_val_loss == memory.final_val_loss
 
@@ -141,10 +141,12 @@ def test_a_prepared_directory_resumes_exactly(tiny_config, tmp_path):
     config = dataclasses.replace(
         tiny_config, data=str(tmp_path / "prepared"), dropout=0.1, max_steps=20
     )
-    train(dataclasses.replace(config, out=str(tmp_path / "whole")), **QUIET)
-    train(dataclasses.replace(config, max_steps=9, out=str(tmp_path / "split")), **QUIET)
+    TextTrainer.train_run(dataclasses.replace(config, out=str(tmp_path / "whole")), **QUIET)
+    TextTrainer.train_run(
+        dataclasses.replace(config, max_steps=9, out=str(tmp_path / "split")), **QUIET
+    )
     resumed = dataclasses.replace(config, out=str(tmp_path / "split"), resume=True)
-    assert train(resumed, explicit={"max_steps"}, **QUIET).global_step == 20
+    assert TextTrainer.train_run(resumed, explicit={"max_steps"}, **QUIET).global_step == 20
     assert_same_checkpoint(tmp_path / "whole", tmp_path / "split")
     saved = json.loads((tmp_path / "split" / "config.json").read_text())
     assert saved["data"] == str(tmp_path / "prepared") and saved["level"] == "char"
@@ -153,7 +155,7 @@ def test_a_prepared_directory_resumes_exactly(tiny_config, tmp_path):
 def test_a_text_file_is_prepared_once_into_the_cache(tiny_config, cache):
     lines = []
     for run in ("a", "b"):
-        train(
+        TextTrainer.train_run(
             dataclasses.replace(tiny_config, max_steps=1, out=tiny_config.out + run),
             log=lines.append,
             progress_bar=False,
@@ -162,7 +164,7 @@ def test_a_text_file_is_prepared_once_into_the_cache(tiny_config, cache):
     (entry,) = os.listdir(cache)
     assert PreparedCorpus.open(cache / entry).num_tokens == len(read_text(tiny_config.data))
     # Another flag is another entry.
-    train(
+    TextTrainer.train_run(
         dataclasses.replace(tiny_config, max_steps=1, val_fraction=0.2, out=tiny_config.out + "c"),
         **QUIET,
     )
@@ -173,7 +175,7 @@ def test_eval_every_evaluates_between_epoch_ends(tiny_config, cache):
     lines = []
     # 42 steps per epoch: evaluations at steps 5 and 10, then the run's end at 12.
     config = dataclasses.replace(tiny_config, max_steps=12, eval_every=5)
-    result = train(config, log=lines.append, progress_bar=False)
+    result = TextTrainer.train_run(config, log=lines.append, progress_bar=False)
     evaluations = [line for line in lines if line.startswith("step ")]
     assert [line.split()[1] for line in evaluations] == ["5", "10"]
     assert all("val" in line for line in evaluations)
@@ -182,7 +184,7 @@ def test_eval_every_evaluates_between_epoch_ends(tiny_config, cache):
 
 def test_val_max_tokens_takes_the_same_first_batches_of_every_stream(tiny_config, cache):
     config = dataclasses.replace(tiny_config, val_max_tokens=330)
-    trainer = Trainer(config, (), **QUIET)
+    trainer = TextTrainer(config, (), **QUIET)
     trainer.prepare()
     batches = trainer.val_batches
     assert batches.tokens_per_batch == 160 and trainer.val_steps == 2  # 330 // 160
@@ -219,7 +221,7 @@ def test_the_auto_cap_keeps_small_corpora_whole_and_bounds_short_runs():
 
 
 def test_the_auto_cap_is_saved_with_the_run(tiny_config, cache):
-    train(dataclasses.replace(tiny_config, max_steps=2), **QUIET)
+    TextTrainer.train_run(dataclasses.replace(tiny_config, max_steps=2), **QUIET)
     saved = json.loads(open(os.path.join(tiny_config.out, "config.json")).read())
     assert saved["val_max_tokens"] == VAL_MAX_TOKENS_FLOOR
 
@@ -358,5 +360,5 @@ def test_a_corpus_too_short_after_preparing(tmp_path, cache):
     (tmp_path / "short.txt").write_text("to be or not to be")
     config = TrainConfig(data=str(tmp_path / "short.txt"), out=str(tmp_path / "run"))
     with pytest.raises(UsageError, match="has 18 characters"):
-        train(config, **QUIET)
+        TextTrainer.train_run(config, **QUIET)
     assert not (tmp_path / "run").exists()

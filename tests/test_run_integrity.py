@@ -21,7 +21,7 @@ from textgen.errors import DiskFull, UsageError
 from textgen.io import is_disk_full
 from textgen.training.run_directory import RunDirectory
 from textgen.training.stop_request import StopRequest
-from textgen.training.text_trainer import train
+from textgen.training.text_trainer import TextTrainer
 
 TINY_FLAGS = [
     "--hidden-size",
@@ -59,7 +59,7 @@ def rewrite_checkpoint(path, change):
 
 
 def test_a_changed_array_fails_the_checksum(tiny_config, capsys):
-    train(dataclasses.replace(tiny_config, max_steps=4), **QUIET)
+    TextTrainer.train_run(dataclasses.replace(tiny_config, max_steps=4), **QUIET)
     run = RunDirectory(tiny_config.out)
     assert "checksum" in np.load(run.checkpoint_path).files
 
@@ -80,7 +80,7 @@ def test_a_changed_array_fails_the_checksum(tiny_config, capsys):
 
 def test_a_checkpoint_without_a_checksum_still_loads(tiny_config):
     """Checkpoints written before checksums existed (the bundled captioner's) load as before."""
-    train(dataclasses.replace(tiny_config, max_steps=3), **QUIET)
+    TextTrainer.train_run(dataclasses.replace(tiny_config, max_steps=3), **QUIET)
     run = RunDirectory(tiny_config.out)
     expected, _ = run.load_checkpoint()
     rewrite_checkpoint(run.checkpoint_path, lambda arrays: arrays.pop("checksum"))
@@ -93,8 +93,10 @@ def test_the_previous_checkpoint_is_kept_and_resumed_from_only_when_asked(
     tiny_config, tmp_path, capsys
 ):
     config = dataclasses.replace(tiny_config, max_steps=30, checkpoint_every=4, dropout=0.1)
-    train(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
-    train(dataclasses.replace(config, max_steps=10), **QUIET)  # checkpoints at 4, 8 and 10
+    TextTrainer.train_run(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
+    TextTrainer.train_run(
+        dataclasses.replace(config, max_steps=10), **QUIET
+    )  # checkpoints at 4, 8 and 10
     run = RunDirectory(config.out)
     assert run.load_checkpoint("previous")[1]["global_step"] == 8
 
@@ -109,7 +111,7 @@ def test_the_previous_checkpoint_is_kept_and_resumed_from_only_when_asked(
     # Nothing fell back silently, and nothing was written.
     assert before == snapshot(config.out)
 
-    resumed = train(
+    resumed = TextTrainer.train_run(
         dataclasses.replace(config, resume=True, resume_from="previous"),
         explicit={"resume_from", "max_steps"},
         **QUIET,
@@ -120,6 +122,20 @@ def test_the_previous_checkpoint_is_kept_and_resumed_from_only_when_asked(
     assert run.load_checkpoint("previous")[1]["global_step"] == 28
 
 
+def test_a_run_that_ends_with_an_epoch_writes_its_last_checkpoint_once(tiny_config):
+    """The previous checkpoint is the one before the latest: the epoch's end, not a second copy
+    of the final step."""
+    config = dataclasses.replace(tiny_config, epochs=2, checkpoint_every=10_000)
+    result = TextTrainer.train_run(config, **QUIET)
+    assert result.stopped_by == "epochs" and result.epoch == 2
+    run = RunDirectory(config.out)
+    latest = run.load_checkpoint()[1]
+    previous = run.load_checkpoint("previous")[1]
+    assert latest["global_step"] == result.global_step
+    assert previous["global_step"] == result.global_step // 2  # the first epoch's end
+    assert (previous["epoch"], previous["step_in_epoch"]) == (1, 0)
+
+
 def test_resume_from_previous_needs_resume_and_a_previous_checkpoint(tiny_config, capsys):
     err = one_line_error(
         capsys,
@@ -127,7 +143,9 @@ def test_resume_from_previous_needs_resume_and_a_previous_checkpoint(tiny_config
         + TINY_FLAGS,
     )
     assert "--resume-from previous needs --resume" in err
-    train(dataclasses.replace(tiny_config, max_steps=2, checkpoint_every=100), **QUIET)
+    TextTrainer.train_run(
+        dataclasses.replace(tiny_config, max_steps=2, checkpoint_every=100), **QUIET
+    )
     assert not os.path.exists(RunDirectory(tiny_config.out).previous_checkpoint_path())
     err = one_line_error(
         capsys, ["--out", tiny_config.out, "--resume", "--resume-from", "previous"]
@@ -136,11 +154,11 @@ def test_resume_from_previous_needs_resume_and_a_previous_checkpoint(tiny_config
 
 
 def test_resuming_a_run_already_at_max_steps_does_nothing(tiny_config, capsys):
-    train(dataclasses.replace(tiny_config, max_steps=5), **QUIET)
+    TextTrainer.train_run(dataclasses.replace(tiny_config, max_steps=5), **QUIET)
     run = RunDirectory(tiny_config.out)
     before = open(run.checkpoint_path, "rb").read()
     lines = []
-    result = train(
+    result = TextTrainer.train_run(
         dataclasses.replace(tiny_config, max_steps=5, resume=True),
         log=lines.append,
         progress_bar=False,
@@ -150,7 +168,7 @@ def test_resuming_a_run_already_at_max_steps_does_nothing(tiny_config, capsys):
     assert open(run.checkpoint_path, "rb").read() == before
     # A larger --max-steps trains on.
     assert (
-        train(
+        TextTrainer.train_run(
             dataclasses.replace(tiny_config, max_steps=7, resume=True),
             explicit={"max_steps"},
             **QUIET,
@@ -247,7 +265,7 @@ def test_a_signal_writes_a_checkpoint_and_the_run_resumes_exactly(
         max_steps=total,
         out=str(tmp_path / "straight"),
     )
-    train(straight, **QUIET)
+    TextTrainer.train_run(straight, **QUIET)
     assert (
         train_cli.main(["--out", run, "--resume", "--max-steps", str(total), "--no-progress"]) == 0
     )
@@ -257,7 +275,7 @@ def test_a_signal_writes_a_checkpoint_and_the_run_resumes_exactly(
 def test_a_full_disk_keeps_the_last_checkpoint_and_exits_3(tiny_config):
     """A file-size limit makes every write past it fail, as a full disk does (EFBIG for
     ENOSPC); SIGXFSZ is ignored so that the write fails instead of killing the process."""
-    train(dataclasses.replace(tiny_config, max_steps=4), **QUIET)
+    TextTrainer.train_run(dataclasses.replace(tiny_config, max_steps=4), **QUIET)
     run = RunDirectory(tiny_config.out)
     before = open(run.checkpoint_path, "rb").read()
 
@@ -292,14 +310,14 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_exits_3(tiny_config):
 
 
 def test_a_full_disk_during_the_export_is_one_line(tiny_config, monkeypatch):
-    import textgen.export
+    from textgen.generation import saved_model
 
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(textgen.export, "export_saved_model", no_space)
+    monkeypatch.setattr(saved_model, "export_saved_model", no_space)
     with pytest.raises(DiskFull, match="python -m textgen.export") as error:
-        train(dataclasses.replace(tiny_config, max_steps=3, export=True), **QUIET)
+        TextTrainer.train_run(dataclasses.replace(tiny_config, max_steps=3, export=True), **QUIET)
     assert "the checkpoint and any earlier export are intact" in str(error.value)
     assert RunDirectory(tiny_config.out).load_checkpoint()[1]["global_step"] == 3
 
@@ -322,7 +340,7 @@ def test_variables_are_stored_and_matched_by_name(tiny_config):
     from textgen.network.language_model import LanguageModel
     from textgen.training.run_directory import read_checkpoint
 
-    train(dataclasses.replace(tiny_config, max_steps=2), **QUIET)
+    TextTrainer.train_run(dataclasses.replace(tiny_config, max_steps=2), **QUIET)
     run = RunDirectory(tiny_config.out)
     names = np.load(run.checkpoint_path).files
     assert "model/language_model/recurrent_stack/lstm_1/lstm_cell/kernel" in names

@@ -13,8 +13,9 @@ import tensorflow as tf
 
 import textgen.score
 from isolated_process import run_isolated
-from textgen import export, resources
+from textgen import resources
 from textgen.corpus.vocabulary import Vocabulary
+from textgen.generation import saved_model
 from textgen.network.language_model import LanguageModel
 
 CORPUS = (
@@ -159,8 +160,8 @@ print(json.dumps({k: v.numpy().tolist() for k, v in out.items()}))
 
 
 def test_cli_python_and_saved_model_agree(model, run_directory, tmp_path, capsys, monkeypatch):
-    saved_model = export.export_saved_model(model, str(tmp_path / "saved_model"))
-    isolated = run_isolated(ISOLATED_SCRIPT, [saved_model, json.dumps(TEXTS)], tmp_path)
+    exported = saved_model.export_saved_model(model, str(tmp_path / "saved_model"))
+    isolated = run_isolated(ISOLATED_SCRIPT, [exported, json.dumps(TEXTS)], tmp_path)
     python = model.score_each(TEXTS, unknown="skip")
     lines = tmp_path / "lines.txt"
     lines.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")

@@ -9,7 +9,7 @@ from textgen.config import TrainConfig
 from textgen.corpus.reading import read_text
 from textgen.corpus.stream_batches import StreamBatches, split_train_validation
 from textgen.corpus.vocabulary import Vocabulary
-from textgen.training.text_trainer import train
+from textgen.training.text_trainer import TextTrainer
 
 LETTERS = "abcdefghij"
 GAP = 8  # dots between a letter and its repeat
@@ -82,7 +82,9 @@ def synthetic_config(tmp_path, stateful):
 
 
 def train_synthetic(tmp_path, stateful):
-    return train(synthetic_config(tmp_path, stateful), progress_bar=False).final_val_loss
+    return TextTrainer.train_run(
+        synthetic_config(tmp_path, stateful), progress_bar=False
+    ).final_val_loss
 
 
 def test_stateful_training_learns_dependency_across_batches(tmp_path):

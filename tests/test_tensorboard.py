@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from textgen.training.metrics_log import FILE, evaluations, read_rows, step_losses
 from textgen.training.tensorboard_log import TensorBoardLog, compact, event_files, read_events
-from textgen.training.text_trainer import train
+from textgen.training.text_trainer import TextTrainer
 
 QUIET = {"log": lambda message: None, "progress_bar": False}
 
@@ -41,7 +41,7 @@ def test_a_textgen_run_writes_losses_rates_throughput_validation_and_samples(tin
     config = dataclasses.replace(
         tiny_config, max_steps=45, sample_every=20, sample_length=30, out=str(tmp_path / "run")
     )
-    result = train(config, **QUIET)
+    result = TextTrainer.train_run(config, **QUIET)
     values, plugins = summaries(os.path.join(config.out, "logs"))
     assert steps(values, "train/loss") == list(range(1, 46))
     np.testing.assert_allclose([v for _, v in values["train/loss"]], result.step_losses, rtol=1e-6)
@@ -67,9 +67,9 @@ def test_a_resume_drops_what_a_killed_run_logged_after_its_checkpoint(tiny_confi
     """Both logs: the metrics log's rows and TensorBoard's events of the steps after the
     checkpoint are dropped and written again, each step once, on the uninterrupted trajectory."""
     config = dataclasses.replace(tiny_config, max_steps=16, out=str(tmp_path / "straight"))
-    straight = train(config, **QUIET)
+    straight = TextTrainer.train_run(config, **QUIET)
     killed = dataclasses.replace(config, max_steps=12, out=str(tmp_path / "killed"))
-    train(killed, **QUIET)
+    TextTrainer.train_run(killed, **QUIET)
     # What a run killed after step 12's checkpoint leaves: rows and events of steps never
     # saved, a line and a record torn in half.
     with open(os.path.join(killed.out, FILE), "a", encoding="utf-8") as f:
@@ -83,7 +83,7 @@ def test_a_resume_drops_what_a_killed_run_logged_after_its_checkpoint(tiny_confi
     last = event_files(logs)[-1]
     with open(last, "ab") as f:
         f.write(open(last, "rb").read()[-30:-7])
-    resumed = train(
+    resumed = TextTrainer.train_run(
         dataclasses.replace(killed, max_steps=16, resume=True),
         explicit={"max_steps", "resume"},
         **QUIET,
@@ -98,7 +98,7 @@ def test_a_resume_drops_what_a_killed_run_logged_after_its_checkpoint(tiny_confi
     assert len(event_files(logs)) == 2  # the compacted file, then the resumed run's
     # Resuming the finished run writes nothing, in either log.
     before = {p: open(p, "rb").read() for p in event_files(logs) + [os.path.join(killed.out, FILE)]}
-    done = train(dataclasses.replace(killed, max_steps=16, resume=True), **QUIET)
+    done = TextTrainer.train_run(dataclasses.replace(killed, max_steps=16, resume=True), **QUIET)
     assert done.stopped_by == "done" and done.step_losses == resumed.step_losses
     after = {p: open(p, "rb").read() for p in event_files(logs) + [os.path.join(killed.out, FILE)]}
     assert after == before
@@ -152,8 +152,7 @@ def test_tensorboard_reads_the_events(tiny_config, tmp_path):
 def test_a_captioning_run_writes_validation_images_with_their_captions(tmp_path):
     from captioning import shapes
     from captioning.config import CaptionTrainConfig
-    from captioning.training.caption_trainer import TENSORBOARD_IMAGES
-    from captioning.training.caption_trainer import train as train_captioner
+    from captioning.training.caption_trainer import TENSORBOARD_IMAGES, CaptionTrainer
 
     data = tmp_path / "shapes"
     shapes.generate(shapes.ShapesConfig(out=str(data), train_size=8, val_size=6, seed=5))
@@ -171,7 +170,7 @@ def test_a_captioning_run_writes_validation_images_with_their_captions(tmp_path)
         eval_images=0,
         export=False,
     )
-    result = train_captioner(config, **QUIET)
+    result = CaptionTrainer.train_run(config, **QUIET)
     values, plugins = summaries(os.path.join(config.out, "logs"))
     assert steps(values, "train/loss") == list(range(1, result.global_step + 1))
     assert steps(values, "train/images_per_second") == steps(values, "train/loss")

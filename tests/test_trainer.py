@@ -13,7 +13,7 @@ from textgen.errors import TrainingDiverged
 from textgen.network.language_model import LanguageModel
 from textgen.training.metrics_log import FILE, read_rows, step_losses
 from textgen.training.run_directory import RunDirectory
-from textgen.training.text_trainer import train
+from textgen.training.text_trainer import TextTrainer
 
 QUIET = {"log": lambda message: None, "progress_bar": False}
 
@@ -40,18 +40,22 @@ def assert_same_checkpoint(run_a, run_b, rtol=1e-4, atol=2e-5):
 
 
 def test_same_seed_same_losses(tiny_config, tmp_path):
-    first = train(dataclasses.replace(tiny_config, max_steps=12, out=str(tmp_path / "a")), **QUIET)
-    second = train(dataclasses.replace(tiny_config, max_steps=12, out=str(tmp_path / "b")), **QUIET)
+    first = TextTrainer.train_run(
+        dataclasses.replace(tiny_config, max_steps=12, out=str(tmp_path / "a")), **QUIET
+    )
+    second = TextTrainer.train_run(
+        dataclasses.replace(tiny_config, max_steps=12, out=str(tmp_path / "b")), **QUIET
+    )
     assert len(first.step_losses) == 12
     np.testing.assert_allclose(first.step_losses, second.step_losses, rtol=1e-6)
-    third = train(
+    third = TextTrainer.train_run(
         dataclasses.replace(tiny_config, max_steps=12, seed=1, out=str(tmp_path / "c")), **QUIET
     )
     assert not np.allclose(first.step_losses, third.step_losses)
 
 
 def test_training_lowers_the_loss(tiny_config):
-    result = train(dataclasses.replace(tiny_config, epochs=4), **QUIET)
+    result = TextTrainer.train_run(dataclasses.replace(tiny_config, epochs=4), **QUIET)
     assert result.stopped_by == "epochs"
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
     assert result.history[-1]["val"] < result.history[0]["val"] < np.log(30)
@@ -61,10 +65,10 @@ def test_training_lowers_the_loss(tiny_config):
 @pytest.mark.parametrize("split", [15, 50])  # mid-epoch, and across an epoch boundary (42 steps)
 def test_stop_and_resume_continues_the_same_trajectory(tiny_config, tmp_path, split):
     config = dataclasses.replace(tiny_config, dropout=0.1, max_steps=60)
-    train(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
+    TextTrainer.train_run(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
     resumed = str(tmp_path / "resumed")
-    train(dataclasses.replace(config, max_steps=split, out=resumed), **QUIET)
-    result = train(
+    TextTrainer.train_run(dataclasses.replace(config, max_steps=split, out=resumed), **QUIET)
+    result = TextTrainer.train_run(
         dataclasses.replace(config, out=resumed, resume=True), explicit={"max_steps"}, **QUIET
     )
     assert result.global_step == 60
@@ -75,7 +79,7 @@ def test_sigkill_then_resume(tiny_config, tmp_path):
     """A run killed with SIGKILL resumes from its last checkpoint onto the same trajectory."""
     steps = 80
     config = dataclasses.replace(tiny_config, epochs=10, max_steps=steps, checkpoint_every=3)
-    train(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
+    TextTrainer.train_run(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
 
     run = str(tmp_path / "killed")
     command = [
@@ -140,20 +144,24 @@ def test_sigkill_then_resume(tiny_config, tmp_path):
 
 
 def test_divergence_aborts_and_keeps_the_last_good_checkpoint(tiny_config):
-    train(dataclasses.replace(tiny_config, max_steps=10), **QUIET)
+    TextTrainer.train_run(dataclasses.replace(tiny_config, max_steps=10), **QUIET)
     path = RunDirectory(tiny_config.out).checkpoint_path
     before = open(path, "rb").read()
     exploding = dataclasses.replace(
         tiny_config, resume=True, max_steps=40, optimizer="sgd", learning_rate=1e6, grad_clip=0.0
     )
     with pytest.raises(TrainingDiverged, match="last good checkpoint"):
-        train(exploding, explicit={"max_steps", "learning_rate", "grad_clip"}, **QUIET)
+        TextTrainer.train_run(
+            exploding, explicit={"max_steps", "learning_rate", "grad_clip"}, **QUIET
+        )
     assert open(path, "rb").read() == before
     assert RunDirectory(tiny_config.out).load_checkpoint()[1]["global_step"] == 10
 
 
 def test_max_minutes_stops_cleanly_with_a_checkpoint(tiny_config):
-    result = train(dataclasses.replace(tiny_config, epochs=1000, max_minutes=0.05), **QUIET)
+    result = TextTrainer.train_run(
+        dataclasses.replace(tiny_config, epochs=1000, max_minutes=0.05), **QUIET
+    )
     assert result.stopped_by == "max_minutes"
     progress = RunDirectory(tiny_config.out).load_checkpoint()[1]
     assert progress["global_step"] == result.global_step > 0
@@ -163,7 +171,7 @@ def test_max_minutes_stops_cleanly_with_a_checkpoint(tiny_config):
 @pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "adagrad", "sgd"])
 def test_optimizers_train(tiny_config, optimizer):
     rates = {"adam": 1e-2, "rmsprop": 1e-2, "adagrad": 1e-1, "sgd": 1.0}
-    result = train(
+    result = TextTrainer.train_run(
         dataclasses.replace(
             tiny_config, optimizer=optimizer, max_steps=30, learning_rate=rates[optimizer]
         ),
@@ -174,7 +182,9 @@ def test_optimizers_train(tiny_config, optimizer):
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_other_cells_train_and_sample(tiny_config, cell):
-    result = train(dataclasses.replace(tiny_config, cell=cell, max_steps=30), **QUIET)
+    result = TextTrainer.train_run(
+        dataclasses.replace(tiny_config, cell=cell, max_steps=30), **QUIET
+    )
     assert np.mean(result.step_losses[-5:]) < result.step_losses[0] - 0.3
     model = LanguageModel.from_run_directory(tiny_config.out)
     assert model.cell == cell
@@ -182,7 +192,7 @@ def test_other_cells_train_and_sample(tiny_config, cell):
 
 
 def test_learning_rate_decay_schedule(tiny_config):
-    result = train(
+    result = TextTrainer.train_run(
         dataclasses.replace(
             tiny_config, epochs=3, lr_decay=0.5, lr_decay_after=1, learning_rate=4e-3
         ),
@@ -194,7 +204,7 @@ def test_learning_rate_decay_schedule(tiny_config):
 
 
 def test_run_directory_contents(tiny_config):
-    train(dataclasses.replace(tiny_config, max_steps=3, export=True), **QUIET)
+    TextTrainer.train_run(dataclasses.replace(tiny_config, max_steps=3, export=True), **QUIET)
     assert os.path.isfile(os.path.join(tiny_config.out, "saved_model", "saved_model.pb"))
     run = RunDirectory(tiny_config.out)
     config = json.load(open(run.config_path))
@@ -212,8 +222,12 @@ def test_batch_parts_train_the_same_function(tiny_config, tmp_path):
     """Groups of streams run as parallel branches (--batch-parts) compute the same loss and
     gradient as one batch: same losses, weights and carried states, up to float rounding."""
     config = dataclasses.replace(tiny_config, dropout=0.0, max_steps=30, batch_size=9)
-    whole = train(dataclasses.replace(config, batch_parts=1, out=str(tmp_path / "one")), **QUIET)
-    split = train(dataclasses.replace(config, batch_parts=3, out=str(tmp_path / "three")), **QUIET)
+    whole = TextTrainer.train_run(
+        dataclasses.replace(config, batch_parts=1, out=str(tmp_path / "one")), **QUIET
+    )
+    split = TextTrainer.train_run(
+        dataclasses.replace(config, batch_parts=3, out=str(tmp_path / "three")), **QUIET
+    )
     np.testing.assert_allclose(split.step_losses, whole.step_losses, rtol=1e-4)
     for a, b in zip(split.states, whole.states):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)

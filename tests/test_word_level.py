@@ -18,7 +18,7 @@ from textgen.corpus.tokenizers import (
 )
 from textgen.errors import UsageError
 from textgen.network.language_model import LanguageModel
-from textgen.training.text_trainer import train
+from textgen.training.text_trainer import TextTrainer
 
 QUIET = {"log": lambda message: None, "progress_bar": False}
 
@@ -149,7 +149,7 @@ def tiny(tmp_path, **overrides):
 
 def test_chinese_char_level_from_gbk_and_utf8(chinese_corpora):
     directory, text = chinese_corpora
-    gbk = train(
+    gbk = TextTrainer.train_run(
         tiny(
             directory,
             data=str(directory / "zh-gbk.txt"),
@@ -158,7 +158,7 @@ def test_chinese_char_level_from_gbk_and_utf8(chinese_corpora):
         ),
         **QUIET,
     )
-    utf8 = train(
+    utf8 = TextTrainer.train_run(
         tiny(directory, data=str(directory / "zh-utf8.txt"), out=str(directory / "utf8")), **QUIET
     )
     np.testing.assert_allclose(gbk.step_losses, utf8.step_losses, rtol=1e-5)  # same text, same run
@@ -180,7 +180,7 @@ def test_chinese_word_level_with_jieba(chinese_corpora):
         epochs=3,
         out=str(directory / "words"),
     )
-    result = train(config, **QUIET)
+    result = TextTrainer.train_run(config, **QUIET)
     model = LanguageModel.from_run_directory(config.out)
     assert model.level == "word" and model.segmenter == "jieba"  # auto picked jieba for Chinese
     assert "图书馆" in model.vocabulary or "北京" in model.vocabulary  # words, not characters
@@ -212,7 +212,7 @@ def test_chinese_word_level_with_jieba(chinese_corpora):
 def test_accents_and_emoji_are_single_tokens(tmp_path):
     text = "Le café est très bon 🙂. Ça va? Oui, ça va très bien 🎉!\n" * 60
     (tmp_path / "fr.txt").write_text(text, encoding="utf-16")
-    train(
+    TextTrainer.train_run(
         tiny(
             tmp_path,
             data=str(tmp_path / "fr.txt"),
@@ -232,7 +232,7 @@ def test_accents_and_emoji_are_single_tokens(tmp_path):
 def test_gbk_corpus_read_as_utf8_suggests_encoding(chinese_corpora):
     directory, _ = chinese_corpora
     with pytest.raises(UsageError, match=r"byte offset 0: .* not valid utf-8; pass --encoding"):
-        train(
+        TextTrainer.train_run(
             tiny(directory, data=str(directory / "zh-gbk.txt"), out=str(directory / "x")), **QUIET
         )
 
@@ -248,7 +248,7 @@ def test_min_count_too_high_empties_the_vocabulary(small_corpus, tmp_path):
         tmp_path, data=str(small_corpus), level="word", min_count=10**6, out=str(tmp_path / "r")
     )
     with pytest.raises(UsageError, match="leaves no token in the vocabulary.*lower --min-count"):
-        train(config, **QUIET)
+        TextTrainer.train_run(config, **QUIET)
 
 
 def test_rare_words_map_to_unk_and_sampling_avoids_it(small_corpus, tmp_path, capsys):
@@ -261,7 +261,7 @@ def test_rare_words_map_to_unk_and_sampling_avoids_it(small_corpus, tmp_path, ca
         out=str(tmp_path / "r"),
         max_steps=5,
     )
-    train(config, log=print, progress_bar=False)
+    TextTrainer.train_run(config, log=print, progress_bar=False)
     assert "coverage" in capsys.readouterr().out
     model = LanguageModel.from_run_directory(config.out)
     assert model.vocabulary.tokens[0] == "<unk>"
@@ -303,7 +303,7 @@ def test_english_word_level_beats_the_unigram_baseline(tmp_path):
         checkpoint_every=10_000,
         out=str(tmp_path / "words"),
     )
-    result = train(config, **QUIET)
+    result = TextTrainer.train_run(config, **QUIET)
     model = LanguageModel.from_run_directory(config.out)
     ids = model.encode(open(DEFAULT_DATA, encoding="utf-8").read())
     split = len(ids) - int(round(len(ids) * config.val_fraction))
@@ -326,8 +326,10 @@ def test_word_level_resume_continues_the_same_trajectory(small_corpus, tmp_path)
         max_steps=16,
         epochs=5,
     )
-    train(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
+    TextTrainer.train_run(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
     resumed = str(tmp_path / "resumed")
-    train(dataclasses.replace(config, max_steps=7, out=resumed), **QUIET)
-    train(dataclasses.replace(config, out=resumed, resume=True), explicit={"max_steps"}, **QUIET)
+    TextTrainer.train_run(dataclasses.replace(config, max_steps=7, out=resumed), **QUIET)
+    TextTrainer.train_run(
+        dataclasses.replace(config, out=resumed, resume=True), explicit={"max_steps"}, **QUIET
+    )
     assert_same_checkpoint(str(tmp_path / "straight"), resumed)

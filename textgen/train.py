@@ -30,13 +30,12 @@ def build_parser():
 @cli_errors
 def main(argv=None):
     args = vars(build_parser().parse_args(argv))
-    from textgen.training.text_trainer import (
-        train,  # after parsing: --help and flag errors answer at once
-    )
+    # After parsing, so that --help and flag errors answer before TensorFlow loads.
+    from textgen.training.text_trainer import TextTrainer
 
     progress_bar = False if args.pop("no_progress", False) else None
     config = TrainConfig(**args)
-    train(config, explicit=args.keys(), progress_bar=progress_bar)
+    TextTrainer.train_run(config, explicit=args.keys(), progress_bar=progress_bar)
     return 0
 
 

@@ -51,10 +51,11 @@ from captioning.datasets.tokens import build_vocabulary, check_vocabulary, token
 from captioning.inference.decoding import caption_features
 from captioning.metrics.coco_metrics import evaluation_document, format_scores
 from captioning.models.captioner import Captioner
+from captioning.training.caption_progress import CaptionProgress
 from captioning.training.losses import masked_cross_entropy, teacher_forcing
 from captioning.training.self_critical import STATISTICS, SelfCritical, step_seed
 from captioning.training.self_critical import summary as self_critical_summary
-from textgen.io import atomic_write_text, export_disk_full, is_disk_full
+from textgen.io import atomic_write_text
 from textgen.training.distribution import StreamPlacement, make_strategy
 from textgen.training.loop import TrainingLoop, apply_gradients, global_mean, make_optimizer
 from textgen.training.loss_units import format_loss, metrics
@@ -68,6 +69,8 @@ class CaptionTrainer(TrainingLoop):
 
     config_module = config_lib
     unit = "img"
+    progress_type = CaptionProgress
+    export_command = "captioning.export"
 
     # ---- set-up ----
     def prepare_run(self):
@@ -133,12 +136,10 @@ class CaptionTrainer(TrainingLoop):
             self.optimizer.build(self.decoder_vars)
         if self.replicas > 1:
             # Training batch statistics of the global batch, as on one device.
-            for layer in self.model._flatten_layers():
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.synchronized = True
+            for layer in self.model.encoder.batch_normalization_layers():
+                layer.synchronized = True
         self.encoder_optimizer = None
         self.fine_tuning = False
-        self.progress["fine_tuning"] = False
         # Self-critical training (--scst-after): set up when its first epoch starts.
         self.self_critical = None
         self.scst_active = False
@@ -147,7 +148,7 @@ class CaptionTrainer(TrainingLoop):
     def restore(self, groups):
         self.restore_variables(groups, "model", self.model.variables, "model")
         self.restore_variables(groups, "optimizer", self.optimizer.variables, "optimizer")
-        if self.progress.get("fine_tuning"):
+        if self.progress.fine_tuning:
             self._unfreeze()
             self.restore_variables(
                 groups, "encoder_optimizer", self.encoder_optimizer.variables, "encoder optimizer"
@@ -158,10 +159,10 @@ class CaptionTrainer(TrainingLoop):
         with self.strategy.scope():
             self.encoder_optimizer = make_optimizer("adam", self.config.encoder_learning_rate)
             self.encoder_optimizer.build(self.model.encoder_variables())
-        self.fine_tuning = self.progress["fine_tuning"] = True
+        self.fine_tuning = self.progress.fine_tuning = True
 
     # ---- data: decode every image once; features for a frozen backbone ----
-    def _bar(self, total, description):
+    def decoding_bar(self, total, description):
         disable = None if self.progress_bar is None else not self.progress_bar
         return tqdm(
             total=total,
@@ -183,7 +184,7 @@ class CaptionTrainer(TrainingLoop):
             what = "training" if name == "train" else "validation"
             if self.pretrained and not self.fine_tuning:
                 source, kept = feature_source(
-                    caption_set, self.model, self.feature_cache(), what, self.log, self._bar
+                    caption_set, self.model, self.feature_cache(), what, self.log, self.decoding_bar
                 )
             else:
                 source, kept = pixel_source(
@@ -192,7 +193,7 @@ class CaptionTrainer(TrainingLoop):
                     self.config.image_memory_mb,
                     what,
                     self.log,
-                    self._bar,
+                    self.decoding_bar,
                 )
             if len(kept) < len(caption_set):
                 setattr(self, f"{name}_set", caption_set.subset(kept))
@@ -296,11 +297,9 @@ class CaptionTrainer(TrainingLoop):
         """The self-critical statistics of the epoch so far (kept in the progress, so that a
         resumed epoch reports what an uninterrupted one would)."""
         p = self.progress
-        sums = p.get("scst_sums", [0.0] * len(STATISTICS))
-        summary = self_critical_summary(sums, p.get("scst_steps", 0))
-        summary["scst_step_ms"] = (
-            1000.0 * p.get("scst_seconds", 0.0) / max(1, p.get("scst_steps", 0))
-        )
+        sums = p.scst_sums or [0.0] * len(STATISTICS)
+        summary = self_critical_summary(sums, p.scst_steps)
+        summary["scst_step_ms"] = 1000.0 * p.scst_seconds / max(1, p.scst_steps)
         return summary
 
     # ---- the loop's hooks ----
@@ -335,6 +334,9 @@ class CaptionTrainer(TrainingLoop):
             "max_length": c.max_length,
         }
 
+    def measurement_unit(self):
+        return "tok"  # training_step counts caption tokens, not images
+
     def measurement_batch(self):
         batch, _ = next(iter(self.batches(0, 0)))
         return batch
@@ -356,9 +358,6 @@ class CaptionTrainer(TrainingLoop):
 
     def start_epoch(self, epoch, step_in_epoch):
         c = self.config
-        if step_in_epoch == 0:
-            for key in ("scst_sums", "scst_steps", "scst_seconds"):
-                self.progress.pop(key, None)
         if self.scst_epoch(epoch) and not self.scst_active:
             self.log(
                 f"epoch {epoch + 1}: self-critical training on CIDEr-D from now on "
@@ -404,7 +403,7 @@ class CaptionTrainer(TrainingLoop):
 
     def self_critical_step(self, inputs, images):
         p = self.progress
-        seed = tf.constant(step_seed(self.config.seed, p["global_step"]), tf.int32)
+        seed = tf.constant(step_seed(self.config.seed, p.global_step), tf.int32)
         started = time.perf_counter()
         total, count, statistics = self.scst_step(
             self.placement.distribute(inputs), self.placement.distribute(images), seed
@@ -412,10 +411,7 @@ class CaptionTrainer(TrainingLoop):
         statistics = [float(x) for x in statistics.numpy()]
         seconds = time.perf_counter() - started
         self.scst_last = statistics
-        sums = p.get("scst_sums", [0.0] * len(STATISTICS))
-        p["scst_sums"] = [a + b for a, b in zip(sums, statistics)]
-        p["scst_steps"] = p.get("scst_steps", 0) + 1
-        p["scst_seconds"] = p.get("scst_seconds", 0.0) + seconds
+        p.add_self_critical_step(statistics, seconds)
         return float(total), float(count)
 
     def evaluate(self):
@@ -430,17 +426,17 @@ class CaptionTrainer(TrainingLoop):
 
     def validation_metrics(self, val):
         extra = {"val_perplexity": metrics(val)["perplexity"]}
-        if self.scst_active and self.progress.get("scst_steps"):
+        if self.scst_active and self.progress.scst_steps:
             extra.update(self.scst_epoch_summary())  # the epoch's self-critical steps so far
         return extra
 
     def after_evaluation(self, reason):
         """An epoch's self-critical summary line; the first TENSORBOARD_IMAGES validation images
         with their greedy captions, in TensorBoard (the chief only: it alone writes)."""
-        if reason == "epoch" and self.scst_active and self.progress.get("scst_steps"):
+        if reason == "epoch" and self.scst_active and self.progress.scst_steps:
             s = self.scst_epoch_summary()
             self.log(
-                f"epoch {self.progress['epoch'] + 1} self-critical: samples' CIDEr-D "
+                f"epoch {self.progress.epoch + 1} self-critical: samples' CIDEr-D "
                 f"{s['scst_sample_reward']:.3f}, greedy {s['scst_greedy_reward']:.3f}, "
                 f"{s['scst_beat_baseline']:.0%} of samples beat the baseline; the reward took "
                 f"{s['scst_reward_ms']:.1f} ms of {s['scst_step_ms']:.0f} ms per step"
@@ -453,7 +449,7 @@ class CaptionTrainer(TrainingLoop):
             self.model, self.validation_features(count), self.vocabulary, self.config.max_length
         )
         images = [load_image(record.path, self.model.image_size) for record in records]
-        step = self.progress["global_step"]
+        step = self.progress.global_step
         self.tensorboard.images(step, "validation/captions", images, captions)
 
     def format_loss(self, name, nats):
@@ -476,22 +472,10 @@ class CaptionTrainer(TrainingLoop):
             self.export()
         return scores
 
-    def export(self):
-        """RUN_DIR/saved_model: image bytes in, caption out, loadable without this project."""
+    def export_saved_model(self, path):
         from captioning.inference.saved_model import export_saved_model
 
-        path = os.path.join(self.config.out, "saved_model")
-        try:
-            export_saved_model(self.model, path, overwrite=True)
-        except Exception as error:
-            if is_disk_full(error):
-                raise export_disk_full(
-                    path,
-                    self.model.variables,
-                    f"python -m captioning.export {self.config.out} {path} --overwrite",
-                ) from None
-            raise
-        self.log(f"exported a SavedModel to {path}")
+        export_saved_model(self.model, path, overwrite=True)
 
     # ---- greedy captions on validation images ----
     def validation_features(self, count):
@@ -506,15 +490,7 @@ class CaptionTrainer(TrainingLoop):
         captions = caption_features(
             self.model, self.validation_features(count), self.vocabulary, self.config.max_length
         )
-        document = evaluation_document(captions, records, self.progress["global_step"])
+        document = evaluation_document(captions, records, self.progress.global_step)
         self.log(f"greedy captions on validation: {format_scores(document['scores'])}")
         atomic_write_text(self.run.file("eval.json"), json.dumps(document, indent=1))
         return document["scores"]
-
-
-def train(config, explicit=(), log=None, progress_bar=None):
-    """Trains (or resumes) the run `config.out`. Raises UsageError for bad input, before writing;
-    TrainingInterrupted after SIGINT/SIGTERM, with the checkpoint written."""
-    trainer = CaptionTrainer(config, explicit, log, progress_bar)
-    trainer.prepare()
-    return trainer.train()

@@ -142,6 +142,7 @@ class Choice:
     cached: bool
     seconds: float = 0.0  # what the measurement cost
     preset: bool = False  # named by TEXTGEN_KERNEL, not measured
+    train_step: object = None  # the measured winner's traced train step, kept by the loop
 
     def line(self, unit="tok"):
         """The one line a run prints about its kernel."""
@@ -163,10 +164,19 @@ class Choice:
         )
 
 
+@dataclasses.dataclass
+class Measurement:
+    """What `time_training` measured."""
+
+    rates: dict  # candidate name -> best units/s
+    failures: dict  # candidate name -> why it could not run
+    train_steps: dict  # candidate name -> its traced train step
+
+
 def choose(options, measure, key, path=None):
     """The fastest of `options`: from the cache at `path` when it holds `key`, else by calling
-    `measure(options)` -> ({name: rate}, {name: failure}) and caching the answer. A candidate
-    that fails is left out; if all fail, the first one is taken (the caller's safe default)."""
+    `measure(options)` -> a `Measurement` and caching the answer. A candidate that fails is
+    left out; if all fail, the first one is taken (the caller's safe default)."""
     chosen = preset(options)
     if chosen is not None:
         return Choice(chosen, {}, {}, cached=False, preset=True)
@@ -176,7 +186,8 @@ def choose(options, measure, key, path=None):
     if isinstance(entry, dict) and entry.get("choice") in by_name:
         return Choice(by_name[entry["choice"]], dict(entry.get("rates", {})), {}, cached=True)
     start = time.perf_counter()
-    rates, failures = measure(options)
+    measured = measure(options)
+    rates, failures = measured.rates, measured.failures
     seconds = time.perf_counter() - start
     if not rates:
         return Choice(options[0], {}, failures, cached=False, seconds=seconds)
@@ -184,7 +195,14 @@ def choose(options, measure, key, path=None):
     write_cache(
         path, key, {"choice": best, "rates": {name: round(rate) for name, rate in rates.items()}}
     )
-    return Choice(by_name[best], rates, failures, cached=False, seconds=seconds)
+    return Choice(
+        by_name[best],
+        rates,
+        failures,
+        cached=False,
+        seconds=seconds,
+        train_step=measured.train_steps.get(best),
+    )
 
 
 def _first_cause(error):
@@ -201,38 +219,28 @@ def _first_cause(error):
     return f"{type(error).__name__}: {message}"
 
 
-def time_training(loop, stacks, options, batch, rounds=3, warmup=1):
-    """({name: units/s}, {name: failure}) of `loop`'s real train step on `batch` with each of
-    `options` traced in turn. After `warmup` untimed steps each (the trace and graph set-up),
-    the candidates take turns for `rounds` timed steps, so a machine that gets busier hurts
-    them alike; each keeps its best step. The weights, the optimizers' slots and step counters,
-    the dropout generators and the recurrent states are put back afterwards, so the run trains
-    exactly as if nothing had been measured. The winner's traced step is kept as the loop's."""
-    variables = loop.measured_variables()
-    saved = [variable.numpy() for variable in variables]
-    saved_states = getattr(loop, "states", None)
+def time_training(trace, run_step, options, batch, rounds=3, warmup=1):
+    """A `Measurement` of a training loop's real train step on `batch` with each of `options`.
+
+    `trace(option)` applies the option and returns the loop's train step traced with it;
+    `run_step(train_step, batch)` trains one batch with that step and returns the units it
+    trained. After `warmup` untimed steps each (the trace and graph set-up), the candidates take
+    turns for `rounds` timed steps, so a machine that gets busier hurts them alike; each keeps
+    its best step. A candidate that raises is left out, with the error's first cause. The
+    caller puts back what the steps changed (the weights, the optimizer, the states)."""
     steps, failures = {}, {}
-    try:
-        for option in options:
-            apply(stacks, option)
-            try:
-                loop.compile_steps()
-                for _ in range(warmup):
-                    loop.training_step(batch)
-                steps[option.name] = loop.train_step
-            except Exception as error:  # a kernel that cannot run here is left out
-                failures[option.name] = _first_cause(error)
-        best = {name: 0.0 for name in steps}
-        for _ in range(rounds):
-            for name, step in steps.items():
-                loop.train_step = step
-                start = time.perf_counter()
-                _, count = loop.training_step(batch)
-                best[name] = max(best[name], count / (time.perf_counter() - start))
-    finally:
-        for variable, value in zip(variables, saved):
-            variable.assign(value)
-        if saved_states is not None:
-            loop.states = saved_states
-    loop.measured_steps = steps
-    return best, failures
+    for option in options:
+        try:
+            step = trace(option)
+            for _ in range(warmup):
+                run_step(step, batch)
+            steps[option.name] = step
+        except Exception as error:  # a kernel that cannot run here is left out
+            failures[option.name] = _first_cause(error)
+    best = {name: 0.0 for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            count = run_step(step, batch)
+            best[name] = max(best[name], count / (time.perf_counter() - start))
+    return Measurement(best, failures, steps)

@@ -69,7 +69,7 @@ def cpu_cores():
 
 
 def batch_parts(requested, batch_size, strategy="none"):
-    """How many groups of streams a CPU training step runs in parallel (see `Trainer`).
+    """How many groups of streams a CPU training step runs in parallel (see `TextTrainer`).
 
     1 whenever a GPU is visible or `strategy` is mirrored or multiworker: the GPU or the replicas
     do the parallel work then (and every replica multi-GPU `auto` makes needs a GPU). Otherwise

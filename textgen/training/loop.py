@@ -16,9 +16,11 @@ pinned to replicas and saved in the checkpoint, clipping after the cross-replica
 from any step that continues bit for bit, which `fit` with `BackupAndRestore` does not give.
 """
 
+import contextlib
 import dataclasses
 import functools
 import math
+import os
 import sys
 import time
 
@@ -26,10 +28,12 @@ import keras
 import tensorflow as tf
 from tqdm import tqdm
 
-from textgen.errors import TrainingDiverged
+from textgen.errors import TrainingDiverged, UsageError
+from textgen.io import export_disk_full, is_disk_full
 from textgen.network import kernel_choice, native_ops
 from textgen.training.distribution import is_chief, stop_agreement
 from textgen.training.metrics_log import MetricsLog
+from textgen.training.progress import Progress
 from textgen.training.run_directory import RunDirectory, assign_variables, releases_lock
 from textgen.training.stop_request import StopRequest
 from textgen.training.tensorboard_log import TensorBoardLog
@@ -124,12 +128,32 @@ def apply_gradients(tape, loss, groups, clip, replicas):
 
 
 class TrainingLoop:
-    """The shared part of a trainer. Subclasses set `config_module` (with `from_dict`,
-    `validate`, `RUN_IDENTITY`) and `unit` (the progress bar's unit), and implement the hooks
-    below `# ---- hooks ----`."""
+    """The shared part of a trainer. Subclasses set `config_module` (a module with `from_dict`,
+    `to_dict`, `validate` and `RUN_IDENTITY`), `unit` (the progress bar's unit),
+    `progress_type` (a `Progress` dataclass with the trainer's own fields) and
+    `export_command` (the CLI that exports a run, for the disk-full message), and implement
+    the hooks below `# ---- hooks ----`.
+
+    A config provides `out`, `resume`, `resume_from`, `epochs`, `max_steps`, `max_minutes`,
+    `checkpoint_every`, `learning_rate`, `min_learning_rate`, `lr_schedule`, `lr_decay`,
+    `lr_decay_after`, `fused`, `strategy`, `cell`, `num_layers`, `hidden_size`,
+    `embedding_size`, `batch_size` and `dropout` (textgen.config.loop_field lists the shared
+    ones)."""
 
     config_module = None
     unit = "tok"
+    progress_type = Progress
+    export_command = None
+
+    @classmethod
+    def train_run(cls, config, explicit=(), log=None, progress_bar=None):
+        """Trains (or resumes) the run `config.out`: the one entry point of every trainer.
+        `explicit` names the parameters the caller set (on --resume they must match the run,
+        or override what may change). Raises UsageError for bad input, before writing;
+        TrainingInterrupted after SIGINT/SIGTERM, with the checkpoint written."""
+        trainer = cls(config, explicit, log, progress_bar)
+        trainer.prepare()
+        return trainer.train()
 
     def __init__(self, config, explicit=(), log=None, progress_bar=None):
         self.config = config
@@ -140,6 +164,14 @@ class TrainingLoop:
         self.progress_bar = progress_bar
         self.started = time.monotonic()
         self.run = None
+        self.chief = True
+        self.progress = self.progress_type()
+        # The loss history of a checkpoint written before RUN/metrics.jsonl existed.
+        self.legacy_history = {}
+        self.metrics_log = None  # RUN/metrics.jsonl, opened by `prepare`
+        self.tensorboard = None  # RUN/logs, opened by `prepare`
+        self.kernel = None  # the kernel choice of `choose_kernels`, if it measured or read one
+        self.eval_every = 0  # validation every this many steps as well (textgen's --eval-every)
 
     # ---- set-up: every check on the input happens before anything is written ----
     def prepare(self):
@@ -167,15 +199,11 @@ class TrainingLoop:
         self.config, self.run = config, run
         if config.resume and self.chief:
             run.lock()  # before anything is read: another process may be writing the checkpoint
-        self.progress = {
-            "epoch": 0,
-            "step_in_epoch": 0,
-            "global_step": 0,
-        }
+        self.progress = self.progress_type()
         self.prepare_run()
         if config.resume:
             groups, progress = run.load_checkpoint(config.resume_from)
-            self.progress = progress
+            self.progress, self.legacy_history = self.progress_type.from_checkpoint(progress)
             self.restore(groups)
         elif self.chief:
             run.claim_new()
@@ -187,10 +215,10 @@ class TrainingLoop:
 
     def choose_kernels(self):
         """With --fused auto on a CPU and one replica, times a few steps of each recurrent kernel
-        on this run's model and first batch and keeps the fastest (`textgen.network.kernel_choice`:
-        the
-        answer is cached per machine and shape). Under several replicas or workers every one must
-        trace the same kernel, so they keep the lean kernels unmeasured."""
+        on this run's model and first batch and keeps the fastest
+        (`textgen.network.kernel_choice`: the answer is cached per machine and shape). Under
+        several replicas or workers every one must trace the same kernel, so they keep the lean
+        kernels unmeasured."""
         c = self.config
         stacks = self.recurrent_stacks()
         if (
@@ -203,24 +231,46 @@ class TrainingLoop:
             return
         options = kernel_choice.candidates(c.cell, native_ops.lstm_ops() is not None)
         key = kernel_choice.cache_key(kind=type(self).__name__, **self.kernel_shape())
-        self.measured_steps = {}
+
+        def trace(option):
+            kernel_choice.apply(stacks, option)
+            self.compile_steps()
+            return self.train_step
+
+        def run_step(train_step, batch):
+            self.train_step = train_step
+            return self.training_step(batch)[1]
 
         def measure(options):
-            return kernel_choice.time_training(self, stacks, options, self.measurement_batch())
+            with self.measurement_undone():
+                return kernel_choice.time_training(
+                    trace, run_step, options, self.measurement_batch()
+                )
 
         choice = kernel_choice.choose(options, measure, key)
         kernel_choice.apply(stacks, choice.candidate)
         self.kernel = choice
-        self.log(choice.line(self.unit))
-        if self.measured_steps:
-            # The steps the measurement left are the last candidate's: the chosen kernel's,
-            # keeping its train step, which the measurement already traced.
-            self.compile_steps()
-            if choice.candidate.name in self.measured_steps:
-                self.train_step = self.measured_steps[choice.candidate.name]
-            self.measured_steps = {}
-        # Otherwise (cached or preset) the steps of `prepare_steps` are not traced yet, and
-        # trace the kernel just applied.
+        self.log(choice.line(self.measurement_unit()))
+        # A measured choice comes with its traced train step, which is kept; a cached or preset
+        # one is traced on the first step, with the kernel just applied.
+        self.compile_steps()
+        if choice.train_step is not None:
+            self.train_step = choice.train_step
+
+    @contextlib.contextmanager
+    def measurement_undone(self):
+        """Puts back what the kernel measurement's training steps changed (the weights, the
+        optimizers' slots and step counters, the dropout generators, the recurrent states),
+        so that the run trains exactly as if nothing had been measured."""
+        variables = self.measured_variables()
+        saved = [variable.numpy() for variable in variables]
+        saved_states = self.measured_states()
+        try:
+            yield
+        finally:
+            for variable, value in zip(variables, saved):
+                variable.assign(value)
+            self.restore_measured_states(saved_states)
 
     def recurrent_stacks(self):
         """The model's RecurrentStacks, whose kernel `choose_kernels` picks."""
@@ -229,6 +279,14 @@ class TrainingLoop:
     def measured_variables(self):
         """Every variable a training step changes, put back after the kernel measurement."""
         return list(self.model.variables) + list(self.optimizer.variables)
+
+    def measured_states(self):
+        """What else a training step changes, outside the variables (textgen: the streams'
+        recurrent states); `restore_measured_states` puts it back."""
+        return None
+
+    def restore_measured_states(self, saved):
+        pass
 
     def kernel_shape(self):
         """The sizes that decide which kernel is fastest: part of the kernel cache's key (a
@@ -248,6 +306,10 @@ class TrainingLoop:
         """One batch for `training_step`, to time the kernels on."""
         raise NotImplementedError
 
+    def measurement_unit(self):
+        """The unit of the count `training_step` returns, which the kernel rates are in."""
+        return self.unit
+
     def checkpoint(self):
         """Every worker gathers the groups (under multiworker that is a collective); only the
         chief writes."""
@@ -256,20 +318,20 @@ class TrainingLoop:
             # The logs first, so that they always reach the checkpoint's step.
             self.metrics_log.flush()
             self.tensorboard.flush()
-            self.run.save_checkpoint(groups, self.progress, self.variable_roots())
+            self.run.save_checkpoint(groups, self.progress.to_checkpoint(), self.variable_roots())
 
     # ---- the logs: RUN/metrics.jsonl and TensorBoard's RUN/logs, written by the chief ----
     def open_logs(self):
         """On --resume both are cut back to the checkpoint's step: a killed run may have logged
         steps after it, which the resumed run trains again."""
-        resume_step = self.progress["global_step"] if self.config.resume else None
-        # The loss history that checkpoints held before the log existed.
-        legacy = {k: self.progress.pop(k) for k in ("step_losses", "history") if k in self.progress}
-        self.metrics_log = MetricsLog(self.run.path, self.chief).open(resume_step, legacy)
+        resume_step = self.progress.global_step if self.config.resume else None
+        self.metrics_log = MetricsLog(self.run.path, self.chief).open(
+            resume_step, self.legacy_history
+        )
         self.tensorboard = TensorBoardLog(self.run.path, self.chief).open(resume_step)
 
     def close_logs(self):
-        for log in (getattr(self, "metrics_log", None), getattr(self, "tensorboard", None)):
+        for log in (self.metrics_log, self.tensorboard):
             if log is not None:
                 log.close()
 
@@ -277,11 +339,11 @@ class TrainingLoop:
         """A training step's loss, learning rate and throughput (`units` in `seconds`)."""
         p = self.progress
         extra = self.step_metrics()
-        self.metrics_log.step(p["global_step"], p["epoch"], loss, rate, **extra)
+        self.metrics_log.step(p.global_step, p.epoch, loss, rate, **extra)
         throughput = f"train/{UNIT_NAMES.get(self.unit, self.unit)}_per_second"
         scalars = {"train/loss": loss, "train/learning_rate": rate}
         scalars.update({f"train/{name}": value for name, value in extra.items()})
-        self.tensorboard.scalars(p["global_step"], {**scalars, throughput: units / seconds})
+        self.tensorboard.scalars(p.global_step, {**scalars, throughput: units / seconds})
 
     def record_evaluation(self, reason, val, epoch=None, **fields):
         """An evaluation of the weights at the current step, `reason` "epoch" (an epoch's end:
@@ -291,8 +353,8 @@ class TrainingLoop:
         extra = self.validation_metrics(val)
         self.metrics_log.evaluation(
             reason,
-            p["global_step"],
-            p["epoch"] if epoch is None else epoch,
+            p.global_step,
+            p.epoch if epoch is None else epoch,
             val,
             **fields,
             **extra,
@@ -305,7 +367,7 @@ class TrainingLoop:
         }
         if reason == "epoch":
             scalars["train/epoch_loss"] = fields.get("train")
-        self.tensorboard.scalars(p["global_step"], scalars)
+        self.tensorboard.scalars(p.global_step, scalars)
         self.after_evaluation(reason)
 
     def restore_variables(self, groups, name, variables, what):
@@ -321,9 +383,9 @@ class TrainingLoop:
         """How much of the run is behind us, from 0 to 1: the largest of the fractions of
         --epochs, --max-steps and (this invocation's) --max-minutes used so far."""
         c, p = self.config, self.progress
-        fractions = [p["global_step"] / (c.epochs * self.steps_per_epoch())]
+        fractions = [p.global_step / (c.epochs * self.steps_per_epoch())]
         if c.max_steps:
-            fractions.append(p["global_step"] / c.max_steps)
+            fractions.append(p.global_step / c.max_steps)
         if c.max_minutes:
             fractions.append((time.monotonic() - self.started) / (c.max_minutes * 60))
         return min(1.0, max(fractions))
@@ -335,12 +397,12 @@ class TrainingLoop:
     def nothing_left(self):
         """The line to print when a resumed run has nothing left to train, or None."""
         c, p = self.config, self.progress
-        if c.max_steps and p["global_step"] >= c.max_steps:
+        if c.max_steps and p.global_step >= c.max_steps:
             return (
-                f"{c.out} is already at global step {p['global_step']} (--max-steps "
+                f"{c.out} is already at global step {p.global_step} (--max-steps "
                 f"{c.max_steps}): nothing to do; pass a larger --max-steps to train further"
             )
-        if p["epoch"] >= c.epochs:
+        if p.epoch >= c.epochs:
             return (
                 f"{c.out} has already trained its {c.epochs} epochs: nothing to do; pass a "
                 "larger --epochs to train further"
@@ -356,21 +418,21 @@ class TrainingLoop:
         if done:
             self.log(done)
             last = self.metrics_log.last_evaluation or {}
-            final_val = last["val"] if last.get("step") == p["global_step"] else float("nan")
+            final_val = last["val"] if last.get("step") == p.global_step else float("nan")
             return self.result("done", final_val, None)
-        if p["global_step"]:
+        if p.global_step:
             self.log(
-                f"resuming {c.out} at epoch {p['epoch'] + 1}, step {p['step_in_epoch']} "
-                f"(global step {p['global_step']})"
+                f"resuming {c.out} at epoch {p.epoch + 1}, step {p.step_in_epoch} "
+                f"(global step {p.global_step})"
             )
         with StopRequest(self.log) as stop_request:
-            stopped_by, val = self._epochs(stop_request)
+            stopped_by, val = self.run_epochs(stop_request)
         if val is None:
             val = self.evaluate()
             self.record_evaluation("final", val)
         final_val = val
         self.log(
-            f"stopped by {stopped_by} at global step {p['global_step']}: "
+            f"stopped by {stopped_by} at global step {p.global_step}: "
             f"{self.format_loss('val', final_val)}; checkpoint in {c.out}"
         )
         scores = self.finish() if self.chief else None
@@ -380,8 +442,8 @@ class TrainingLoop:
         p = self.progress
         return TrainResult(
             self.config.out,
-            p["global_step"],
-            p["epoch"],
+            p.global_step,
+            p.epoch,
             list(self.metrics_log.losses),
             list(self.metrics_log.history),
             final_val,
@@ -391,7 +453,8 @@ class TrainingLoop:
             scores,
         )
 
-    def _bar(self, epoch, first_step):
+    def progress_bar_for(self, epoch, first_step):
+        """The epoch's tqdm bar, `first_step` steps in (a resumed epoch starts part-way)."""
         c = self.config
         return tqdm(
             total=self.epoch_size(),
@@ -404,86 +467,117 @@ class TrainingLoop:
             dynamic_ncols=True,
         )
 
-    def _epochs(self, stop_request):
-        """The epoch and step loop: (stopped_by, validation loss of the final weights or None)."""
+    def run_epochs(self, stop_request):
+        """The epoch loop: (stopped_by, the validation loss of the final weights or None).
+
+        Each epoch's end is evaluated and logged; a checkpoint is written every
+        --checkpoint-every steps within an epoch, at every epoch's end but the last one, and
+        once when the loop ends, so the last checkpoint is written once and the previous one
+        (checkpoint.prev.npz) is a step before it."""
         c, p = self.config, self.progress
-        initial_loss = math.log(len(self.vocabulary))
-        stopped_by, val = "epochs", None
         agree = stop_agreement(self.strategy)
-        while p["epoch"] < c.epochs:
-            self.start_epoch(p["epoch"], p["step_in_epoch"])
+        stopped_by, val = None, None
+        while p.epoch < c.epochs:
+            self.start_epoch(p.epoch, p.step_in_epoch)
             steps = self.steps_per_epoch()
-            if p["step_in_epoch"] == 0:
-                # The epoch's summed loss and token count live in the progress, so that a
-                # resumed epoch reports the same training loss as an uninterrupted one.
-                p["epoch_total"] = p["epoch_count"] = 0.0
-            with self._bar(p["epoch"], p["step_in_epoch"]) as bar:
-                for batch, units in self.batches(p["epoch"], p["step_in_epoch"]):
-                    rate = self.learning_rate(p["epoch"], self.run_fraction())
-                    self.optimizer.learning_rate.assign(rate)
-                    step_started = time.monotonic()
-                    total, count = self.training_step(batch)
-                    seconds = time.monotonic() - step_started
-                    loss = total / max(count, 1.0)
-                    if not math.isfinite(loss) or loss > 3 * initial_loss:
-                        raise TrainingDiverged(
-                            f"the training loss became {loss} at step {p['global_step'] + 1}; "
-                            f"the last good checkpoint in {c.out} is intact. Lower "
-                            f"--learning-rate (now {c.learning_rate}) or --grad-clip and --resume"
-                        )
-                    val = None
-                    p["epoch_total"] = p.get("epoch_total", 0.0) + total
-                    p["epoch_count"] = p.get("epoch_count", 0.0) + count
-                    p["step_in_epoch"] += 1
-                    p["global_step"] += 1
-                    self.record_step(loss, rate, units, seconds)
+            if p.step_in_epoch == 0:
+                p.start_epoch()
+            with self.progress_bar_for(p.epoch, p.step_in_epoch) as bar:
+                for batch, units in self.batches(p.epoch, p.step_in_epoch):
+                    loss = self.train_one_step(batch, units)
                     bar.update(units)
                     bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
                     if agree(stop_request.requested):
                         self.checkpoint()  # every worker
-                        raise stop_request.error(p["global_step"])
+                        raise stop_request.error(p.global_step)
                     self.after_step()
-                    every = getattr(c, "eval_every", 0)  # textgen's --eval-every
-                    if every and p["global_step"] % every == 0 and p["step_in_epoch"] < steps:
-                        val = self.evaluate_between_epochs()
-                    if c.max_steps and p["global_step"] >= c.max_steps:
-                        stopped_by = "max_steps"
-                    elif c.max_minutes and time.monotonic() - self.started >= c.max_minutes * 60:
-                        stopped_by = "max_minutes"
-                    if stopped_by != "epochs":
+                    val = None
+                    if self.eval_every and p.global_step % self.eval_every == 0:
+                        if p.step_in_epoch < steps:  # an epoch's end is evaluated below
+                            val = self.evaluate_between_epochs()
+                    stopped_by = self.stop_reason()
+                    if stopped_by:
                         break
-                    if p["step_in_epoch"] < steps and p["global_step"] % c.checkpoint_every == 0:
+                    if p.step_in_epoch < steps and p.global_step % c.checkpoint_every == 0:
                         self.checkpoint()
-            if stopped_by != "epochs" and p["step_in_epoch"] < steps:
+            if p.step_in_epoch < steps:  # stopped within the epoch
                 break
             val = self.evaluate()
-            self._end_epoch(val)
-            if stopped_by != "epochs":
+            self.end_epoch(val)
+            if stopped_by or p.epoch >= c.epochs:
                 break
+            self.checkpoint()
         self.checkpoint()
-        return stopped_by, val
+        return stopped_by or "epochs", val
+
+    def train_one_step(self, batch, units):
+        """Trains one batch at the schedule's rate and logs it; returns its loss (nats/token).
+        TrainingDiverged when the loss is not finite or above three times a uniform guess's."""
+        c, p = self.config, self.progress
+        rate = self.learning_rate(p.epoch, self.run_fraction())
+        self.optimizer.learning_rate.assign(rate)
+        step_started = time.monotonic()
+        total, count = self.training_step(batch)
+        seconds = time.monotonic() - step_started
+        loss = total / max(count, 1.0)
+        if not math.isfinite(loss) or loss > 3 * math.log(len(self.vocabulary)):
+            raise TrainingDiverged(
+                f"the training loss became {loss} at step {p.global_step + 1}; "
+                f"the last good checkpoint in {c.out} is intact. Lower "
+                f"--learning-rate (now {c.learning_rate}) or --grad-clip and --resume"
+            )
+        p.add_step(total, count)
+        self.record_step(loss, rate, units, seconds)
+        return loss
+
+    def stop_reason(self):
+        """ "max_steps" or "max_minutes" once that budget is spent, else None."""
+        c, p = self.config, self.progress
+        if c.max_steps and p.global_step >= c.max_steps:
+            return "max_steps"
+        if c.max_minutes and time.monotonic() - self.started >= c.max_minutes * 60:
+            return "max_minutes"
+        return None
 
     def evaluate_between_epochs(self):
         """--eval-every: a validation pass within an epoch (char-rnn's eval_val_every); an epoch's
         last step is evaluated by the epoch's end instead."""
         val = self.evaluate()
         self.record_evaluation("every", val)
-        self.log(f"step {self.progress['global_step']}  {self.format_loss('val', val)}")
+        self.log(f"step {self.progress.global_step}  {self.format_loss('val', val)}")
         return val
 
-    def _end_epoch(self, val):
+    def end_epoch(self, val):
+        """Logs the epoch that just ended (its training loss, `val`, the rate) and moves on."""
         c, p = self.config, self.progress
-        count = p.get("epoch_count", 0.0)
-        train = p.get("epoch_total", 0.0) / count if count else float("nan")
+        train = p.epoch_loss()
         rate = float(self.optimizer.learning_rate.numpy())
-        self.record_evaluation("epoch", val, p["epoch"] + 1, train=train, learning_rate=rate)
+        self.record_evaluation("epoch", val, p.epoch + 1, train=train, learning_rate=rate)
         self.log(
-            f"epoch {p['epoch'] + 1}/{c.epochs}  {self.format_loss('train', train)}  |  "
+            f"epoch {p.epoch + 1}/{c.epochs}  {self.format_loss('train', train)}  |  "
             f"{self.format_loss('val', val)}  |  learning rate {rate:.2e}"
         )
-        p["epoch"] += 1
-        p["step_in_epoch"] = 0
-        self.checkpoint()
+        p.end_epoch()
+
+    def export(self):
+        """RUN_DIR/saved_model, loadable without this project (`export_saved_model`). A model
+        that cannot be exported (a UsageError: jieba cannot tokenise in the graph) is logged and
+        training still ends well; a full disk names the command that exports it later."""
+        path = os.path.join(self.config.out, "saved_model")
+        try:
+            self.export_saved_model(path)
+        except UsageError as error:
+            self.log(f"no SavedModel exported: {error}")
+            return
+        except Exception as error:
+            if is_disk_full(error):
+                raise export_disk_full(
+                    path,
+                    self.model.variables,
+                    f"python -m {self.export_command} {self.config.out} {path} --overwrite",
+                ) from None
+            raise
+        self.log(f"exported a SavedModel to {path}")
 
     # ---- hooks ----
     def prepare_run(self):
@@ -561,3 +655,7 @@ class TrainingLoop:
     def finish(self):
         """On the chief, after the last checkpoint: export, score; returns the scores or None."""
         return None
+
+    def export_saved_model(self, path):
+        """Writes the model as a SavedModel at `path` (replacing one there)."""
+        raise NotImplementedError

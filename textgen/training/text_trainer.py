@@ -9,8 +9,6 @@ State handling, at explicit points:
 - A checkpoint stores the training states, so a resumed run continues the same trajectory.
 """
 
-import os
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -24,7 +22,6 @@ from textgen.corpus.stream_batches import (
     validation_steps,
 )
 from textgen.errors import UsageError
-from textgen.io import export_disk_full, is_disk_full
 from textgen.network.language_model import LanguageModel
 from textgen.training.distribution import (
     StreamPlacement,
@@ -34,6 +31,7 @@ from textgen.training.distribution import (
 )
 from textgen.training.loop import TrainingLoop, apply_gradients, global_mean, make_optimizer
 from textgen.training.loss_units import format_loss, metrics
+from textgen.training.progress import TextProgress
 
 
 def resumed_ids(corpus, vocabulary, data):
@@ -52,10 +50,12 @@ def resumed_ids(corpus, vocabulary, data):
     return remap[corpus.train_ids], remap[corpus.val_ids]
 
 
-class Trainer(TrainingLoop):
+class TextTrainer(TrainingLoop):
     """The TrainingLoop hooks of a LanguageModel on a text corpus."""
 
     config_module = config_lib
+    progress_type = TextProgress
+    export_command = "textgen.export"
 
     # ---- set-up ----
     def prepare_run(self):
@@ -103,6 +103,7 @@ class Trainer(TrainingLoop):
             self.optimizer = make_optimizer(config.optimizer, config.learning_rate)
             self.optimizer.build(self.model.trainable_variables)
         self.rng = np.random.default_rng(config.seed)  # the periodic samples' seeds
+        self.eval_every = config.eval_every
         self.states = self.zero_states()
 
     def restore(self, groups):
@@ -115,8 +116,8 @@ class Trainer(TrainingLoop):
                 "the checkpoint's recurrent states do not match --batch-size/--hidden-size"
             )
         self.states = [self.placement.distribute(s) for s in states]
-        if self.progress.get("rng"):
-            self.rng.bit_generator.state = self.progress["rng"]
+        if self.progress.rng:
+            self.rng.bit_generator.state = self.progress.rng
 
     def zero_states(self):
         """State reset: zeros for every stream, placed on the replica that owns it."""
@@ -208,6 +209,12 @@ class Trainer(TrainingLoop):
     def measurement_batch(self):
         return self.train_batches[0]
 
+    def measured_states(self):
+        return self.states
+
+    def restore_measured_states(self, saved):
+        self.states = saved
+
     def validation_cap(self):
         """' (N per evaluation: ...)' when --val-max-tokens cuts the validation pass short."""
         if self.val_steps == len(self.val_batches):
@@ -246,10 +253,7 @@ class Trainer(TrainingLoop):
         return float(total), float(count)
 
     def after_step(self):
-        if (
-            self.config.sample_every
-            and self.progress["global_step"] % self.config.sample_every == 0
-        ):
+        if self.config.sample_every and self.progress.global_step % self.config.sample_every == 0:
             self.show_sample()
 
     def evaluate(self):
@@ -272,7 +276,7 @@ class Trainer(TrainingLoop):
 
     def checkpoint_groups(self):
         """The states are gathered on every worker (a collective)."""
-        self.progress["rng"] = self.rng.bit_generator.state
+        self.progress.rng = self.rng.bit_generator.state
         return {
             "model": self.model.variables,
             "optimizer": self.optimizer.variables,
@@ -287,36 +291,13 @@ class Trainer(TrainingLoop):
             self.export()
         return None
 
-    def export(self):
-        """RUN_DIR/saved_model: text in, text out, loadable without this project."""
+    def export_saved_model(self, path):
         from textgen.generation.saved_model import export_saved_model
 
-        path = os.path.join(self.config.out, "saved_model")
-        try:
-            export_saved_model(self.model, path, overwrite=True)
-        except UsageError as error:  # e.g. jieba models, which cannot tokenise in the graph
-            self.log(f"no SavedModel exported: {error}")
-            return
-        except Exception as error:
-            if is_disk_full(error):
-                raise export_disk_full(
-                    path,
-                    self.model.variables,
-                    f"python -m textgen.export {self.config.out} {path} --overwrite",
-                ) from None
-            raise
-        self.log(f"exported a SavedModel to {path}")
+        export_saved_model(self.model, path, overwrite=True)
 
     def show_sample(self):
         seed = int(self.rng.integers(2**31 - 1))
         text = self.model.sample(length=self.config.sample_length, seed=seed)[0]
-        self.log(f"---- sample at step {self.progress['global_step']} ----\n{text}\n----")
-        self.tensorboard.text(self.progress["global_step"], "samples", text)
-
-
-def train(config, explicit=(), log=None, progress_bar=None):
-    """Trains (or resumes) the run `config.out`. Raises UsageError for bad input, before writing;
-    TrainingInterrupted after SIGINT/SIGTERM, with the checkpoint written."""
-    trainer = Trainer(config, explicit, log, progress_bar)
-    trainer.prepare()
-    return trainer.train()
+        self.log(f"---- sample at step {self.progress.global_step} ----\n{text}\n----")
+        self.tensorboard.text(self.progress.global_step, "samples", text)
