@@ -528,3 +528,17 @@ def test_every_backbone_builds_with_its_preprocessing(backbone, size, features):
     pixels = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
     assert tuple(encoder(pixels).shape) == (2, features) == (2, encoder.output_size)
     assert default_image_size(backbone) in (224, 299)
+
+
+@pytest.mark.parametrize("backbone", ["small", "mobilenet_v3_small"])
+def test_the_encoder_lists_every_batch_normalization_layer(backbone):
+    """Mirrored training synchronises these layers' statistics, so none may be missed: the list
+    is held against Keras' own walk over every nested layer."""
+    encoder = ImageEncoder(backbone, "none", image_size=32, filters=(4, 8))
+    listed = encoder.batch_normalization_layers()
+    walked = [
+        layer
+        for layer in encoder._flatten_layers()
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert listed and {id(layer) for layer in listed} == {id(layer) for layer in walked}

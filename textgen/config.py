@@ -14,7 +14,7 @@ DEFAULT_DATA = str(resources.default_corpus())
 
 
 # The smallest auto cap of one validation pass (--val-max-tokens 0): small corpora, such as
-# tiny-shakespeare's 111,540 validation characters, keep their full pass.
+# tiny-shakespeare's 111,539 validation characters, keep their full pass.
 VAL_MAX_TOKENS_FLOOR = 2**18
 
 

@@ -174,6 +174,17 @@ class ImageEncoder(keras.layers.Layer):
         """Fine-tuning switch for pretrained backbones (the small CNN is always trained)."""
         self.backbone.trainable = bool(trainable) or not self.pretrained
 
+    def batch_normalization_layers(self):
+        """The BatchNormalization layers of the backbone (a keras.applications model is a flat
+        functional model, so its `layers` list them all)."""
+        if not self.pretrained:
+            return self.backbone.batch_normalization_layers()
+        return [
+            layer
+            for layer in self.backbone.layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+
     def weights_key(self):
         """Names the weights the features come from, for the feature cache: imagenet, the
         file's hash, or (random weights) a hash of the initial values."""

@@ -155,6 +155,9 @@ class SmallCNN(keras.layers.Layer):
         grid = tf.stack(tf.meshgrid(xs, ys), axis=-1)  # [H, W, 2]: (x, y)
         return tf.tile(tf.cast(grid, x.dtype)[None], [shape[0], 1, 1, 1])
 
+    def batch_normalization_layers(self):
+        return [*self.norms, self.normalization]
+
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.feature_size)
 

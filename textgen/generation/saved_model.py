@@ -68,7 +68,6 @@ sampler (a second or two). TF Serving on CPU runs such a model only with
 
 import json
 
-import numpy as np
 import tensorflow as tf
 
 from textgen.errors import UsageError
@@ -110,12 +109,12 @@ class WordTokens:
 
 
 def in_graph_tokenizer(model):
-    if getattr(model, "level", "char") == "char":
+    if model.level == "char":
         return CharacterTokens()
     tokenizer = model.tokenizer
     if not hasattr(tokenizer, "tokenize_tf"):
         raise UsageError(
-            f"a word-level model with the {getattr(tokenizer, 'name', '?')} segmenter "
+            f"a word-level model with the {tokenizer.name} segmenter "
             "cannot be exported: its tokenizer does not run inside a TensorFlow "
             "graph (the regex and whitespace segmenters do)"
         )
@@ -138,10 +137,10 @@ class ExportedLanguageModel(tf.Module):
         self.xla_max_streams = tf.Variable(
             loop_choice.as_tensor(limit), trainable=False, name="xla_max_streams"
         )
-        self.level = getattr(model, "level", "char")
+        self.level = model.level
         self.tokenizer = in_graph_tokenizer(model)
         tokens = list(model.vocabulary.tokens)
-        unknown_token = getattr(model.vocabulary, "unknown_token", None)
+        unknown_token = model.vocabulary.unknown_token
         self.lean_weights = {
             name: tf.Variable(value, trainable=False, name=name)
             for name, value in lean_weights(model).items()
@@ -157,7 +156,7 @@ class ExportedLanguageModel(tf.Module):
             "embedding_size": model.embedding_size,
             "vocabulary_size": len(tokens),
             "level": self.level,
-            "segmenter": getattr(model, "segmenter", None),
+            "segmenter": model.segmenter,
             "unknown_token": unknown_token,
             "state_names": self.state_names,
             "default_prime": model.default_prime(),
@@ -177,11 +176,7 @@ class ExportedLanguageModel(tf.Module):
         )
         # Tokens sampling never emits (`<unk>`), as `model.sample` does by default; None when
         # there are none, which saves a select per step.
-        forbidden = (
-            model.forbidden_tokens()
-            if hasattr(model, "forbidden_tokens")
-            else np.zeros(len(tokens), bool)
-        )
+        forbidden = model.forbidden_tokens()
         self.forbidden = (
             tf.Variable(forbidden, trainable=False, name="forbidden") if forbidden.any() else None
         )

@@ -1,15 +1,15 @@
 """Builds textgen's C++ LSTM ops (lstm_recurrence.cc) for this machine once, and loads them.
 
-`fused_rnn.lstm_layer` runs the LSTM recurrence through these ops when they load, and through
-TensorFlow ops otherwise (same results up to float rounding, about 20% slower training on a
-2-core CPU: bench/train_throughput.py). Like `torch.utils.cpp_extension.load`, the source is
-compiled the first time it is needed, with the installed TensorFlow's include and link flags
-(`tf.sysconfig`) and `-march=native`, into a cache directory keyed by everything that affects the
-binary (the source, the TensorFlow version and flags, the compiler, the CPU's feature flags), so a
-TensorFlow upgrade or a home directory shared by different machines gets a fresh build. That
-takes about 30 s and needs a C++17 compiler (`$CXX`, default `g++`). The compiled library is
-written to a temporary name and renamed into place, so concurrent first runs cannot load half a
-file.
+`fused_kernels.lstm_layer` runs the LSTM recurrence through these ops when they load, and through
+TensorFlow ops otherwise (the same results up to float rounding; which is faster depends on the
+host, so `--fused auto` measures it: bench/README.md has the figures). Like
+`torch.utils.cpp_extension.load`, the source is compiled the first time it is needed, with the
+installed TensorFlow's include and link flags (`tf.sysconfig`) and `-march=native`, into a cache
+directory keyed by everything that affects the binary (the source, the TensorFlow version and
+flags, the compiler, the CPU's feature flags), so a TensorFlow upgrade or a home directory shared
+by different machines gets a fresh build. That takes about 30 s and needs a C++17 compiler (`$CXX`,
+default `g++`). The compiled library is written to a temporary name and renamed into place, so
+concurrent first runs cannot load half a file.
 
 Environment:
     TEXTGEN_NATIVE_OPS=0   never build or load the ops (use the TensorFlow-op kernel).
@@ -160,8 +160,8 @@ def _build_and_load():
     if cxx is None:
         _note(
             f"no C++ compiler ({os.environ.get('CXX', 'g++')}) found, so the LSTM runs on "
-            "TensorFlow ops, about 20% slower; install g++ (or set CXX) to build textgen's "
-            "C++ LSTM kernel"
+            "TensorFlow ops; install g++ (or set CXX) to build textgen's C++ LSTM kernel, "
+            "which is faster on some hosts"
         )
         return None
     target = library_path()
@@ -176,7 +176,7 @@ def _build_and_load():
         if error is not None:
             _note(
                 f"could not build the C++ LSTM kernel ({error}); the LSTM runs on TensorFlow "
-                "ops, about 20% slower. Set TEXTGEN_NATIVE_OPS=0 to skip the attempt"
+                "ops. Set TEXTGEN_NATIVE_OPS=0 to skip the attempt"
             )
             return None
     if _loaded:

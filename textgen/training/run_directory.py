@@ -1,13 +1,14 @@
 """RunDirectory: config.json, vocab.json and checkpoint.npz of one training run.
 
 A checkpoint is a single `.npz` of plain arrays (model variables, optimizer variables, recurrent
-states) plus the progress as JSON (epoch, step, RNG state, loss history) and a SHA-256 checksum of
-all of them. It is read with `allow_pickle=False`, so a checkpoint received from someone else
-cannot run code, and the checksum is verified, so a flipped bit is an error, not a silently wrong
-model. It is written to a temporary file and renamed, so a crash, a kill or a full disk leaves the
-previous checkpoint intact; the one it replaces is kept as checkpoint.prev.npz, for when the
-latest is damaged anyway. The training process holds an flock on RUN/lock, so that a second one
-cannot write the same directory.
+states) plus the progress as JSON (`textgen.training.progress`: epoch, step, the epoch's loss so
+far, RNG state) and a SHA-256 checksum of all of them; the loss history is in RUN/metrics.jsonl. It
+is read with `allow_pickle=False`, so a checkpoint received from someone else cannot run code, and
+the checksum is verified, so a flipped bit is an error, not a silently wrong model. It is written
+to a temporary file and renamed, so a crash, a kill or a full disk leaves the previous checkpoint
+intact; the one it replaces is kept as checkpoint.prev.npz, for when the latest is damaged anyway.
+The training process holds an flock on RUN/lock, so that a second one cannot write the same
+directory.
 """
 
 import collections
