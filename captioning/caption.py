@@ -11,7 +11,7 @@ import json
 import sys
 
 from textgen import cli
-from textgen.errors import cli_errors
+from textgen.errors import as_cli_message, cli_errors
 
 
 @dataclasses.dataclass
@@ -129,7 +129,7 @@ def caption_images(config, out=None, err=None):
 
     def on_error(error):
         failures.append(error)
-        print(f"error: {error}", file=err, flush=True)
+        print(f"error: {as_cli_message(error)}", file=err, flush=True)
 
     results = caption_files(config.images, model, options, config.batch_size, on_error)
     if config.json:

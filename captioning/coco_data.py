@@ -218,7 +218,7 @@ def karpathy_candidates(data, path, images_dir, split):
 def keep_usable(candidates, source, images_dir, check_images, log):
     """The records whose captions and image files are usable; the rest counted and logged."""
     if check_images not in CHECK_IMAGES:
-        raise UsageError(f"--check-images must be verify, decode or none, got {check_images!r}")
+        raise UsageError(f"`check_images` must be verify, decode or none, got {check_images!r}")
     records, missing, empty_captions, no_captions, bad_images = [], [], 0, [], []
     for image_id, path, captions, scene in candidates:
         kept_captions = [c for c in captions if tokenize(c)]

@@ -295,7 +295,7 @@ def parse_filters(text):
         filters = ()
     if not filters or any(f <= 0 for f in filters):
         raise UsageError(
-            f"--encoder-filters must be comma-separated positive integers such as "
+            f"`encoder_filters` must be comma-separated positive integers such as "
             f"24,48,64,96, got {text!r}"
         )
     return filters
@@ -315,7 +315,7 @@ def validate(config):
     """Raises UsageError for a value no run could use, naming the flag and the allowed range."""
     for name in ("annotations", "images"):
         if not getattr(config, name):
-            raise UsageError(f"--{name} is required")
+            raise UsageError(f"`{name}` is required")
     check_backbone(config.encoder)
     positive = (
         "num_layers",
@@ -332,81 +332,77 @@ def validate(config):
     for name in positive:
         value = getattr(config, name)
         if not isinstance(value, int) or value <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+            raise UsageError(f"`{name}` must be a positive integer, got {value}")
     for name in ("max_steps", "eval_images", "image_size", "image_memory_mb", "first_captions"):
         if getattr(config, name) < 0:
-            raise UsageError(
-                f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}"
-            )
+            raise UsageError(f"`{name}` must be >= 0, got {getattr(config, name)}")
     if config.fine_tune_after < -1:
         raise UsageError(
-            "--fine-tune-after must be -1 (never) or a number of epochs, "
+            "`fine_tune_after` must be -1 (never) or a number of epochs, "
             f"got {config.fine_tune_after}"
         )
     if config.fine_tune_after >= 0 and config.encoder == "small":
         raise UsageError(
-            "--fine-tune-after is for pretrained encoders; --encoder small is always "
+            "`fine_tune_after` is for pretrained encoders; `encoder` small is always "
             "trained end to end"
         )
     if 0 < config.first_captions < config.captions_per_image:
         raise UsageError(
-            f"--captions-per-image {config.captions_per_image} is more than --first-captions "
+            f"`captions_per_image` {config.captions_per_image} is more than `first_captions` "
             f"{config.first_captions}: every image would repeat a caption in its batch; pass "
-            f"--captions-per-image {config.first_captions} or fewer"
+            f"`captions_per_image` {config.first_captions} or fewer"
         )
     validate_self_critical(config)
     for name in ("learning_rate", "encoder_learning_rate", "scst_learning_rate"):
         if not getattr(config, name) > 0:
-            raise UsageError(
-                f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}"
-            )
+            raise UsageError(f"`{name}` must be positive, got {getattr(config, name)}")
     validate_shared(config)
     if not 0 < config.val_fraction < 1:
-        raise UsageError(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
+        raise UsageError(f"`val_fraction` must be in (0, 1), got {config.val_fraction}")
     if config.check_images not in ("verify", "decode", "none"):
         raise UsageError(
-            f"--check-images must be verify, decode or none, got {config.check_images!r}"
+            f"`check_images` must be verify, decode or none, got {config.check_images!r}"
         )
     if config.encoder_spatial not in SPATIAL:
         raise UsageError(
-            f"--encoder-spatial must be one of {', '.join(SPATIAL)}, got {config.encoder_spatial!r}"
+            f"`encoder_spatial` must be one of {', '.join(SPATIAL)}, got {config.encoder_spatial!r}"
         )
     filters = parse_filters(config.encoder_filters)
     size = resolved_image_size(config)
     if config.encoder == "small" and size % (2 ** len(filters)):
         raise UsageError(
-            f"--image-size {size} must be divisible by {2 ** len(filters)} for "
-            f"{len(filters)} small-encoder blocks (--encoder-filters {config.encoder_filters})"
+            f"`image_size` {size} must be divisible by {2 ** len(filters)} for "
+            f"{len(filters)} small-encoder blocks (`encoder_filters` {config.encoder_filters})"
         )
     if config.encoder == "small" and config.encoder_weights == "imagenet":
         raise UsageError(
-            "--encoder small has no ImageNet weights; pass --encoder-weights none or "
-            f"a weights file, or a pretrained --encoder ({', '.join(BACKBONES[1:])})"
+            "`encoder` small has no ImageNet weights; pass `encoder_weights` none or "
+            f"a weights file, or a pretrained `encoder` ({', '.join(BACKBONES[1:])})"
         )
 
 
 def validate_self_critical(config):
     if config.scst_after < -1:
         raise UsageError(
-            f"--scst-after must be -1 (never) or an epoch from 0, got {config.scst_after}"
+            f"`scst_after` must be -1 (never) or an epoch from 0, got {config.scst_after}"
         )
     if config.scst_after >= config.epochs:
         raise UsageError(
-            f"--scst-after {config.scst_after} is not below --epochs {config.epochs}: no epoch "
-            f"would train self-critically (epochs count from 0); pass --scst-after 0 to "
-            f"{config.epochs - 1} or a larger --epochs"
+            f"`scst_after` {config.scst_after} is not below `epochs` {config.epochs}: no epoch "
+            f"would train self-critically (epochs count from 0); pass `scst_after` 0 to "
+            f"{config.epochs - 1} or a larger `epochs`"
         )
     if config.scst_samples < 1:
         raise UsageError(
-            f"--scst-samples must be >= 1 (captions sampled per image), got {config.scst_samples}"
+            f"`scst_samples` must be >= 1 (captions sampled per image), got {config.scst_samples}"
         )
     if config.scst_baseline not in ("greedy", "mean"):
-        raise UsageError(f"--scst-baseline must be greedy or mean, got {config.scst_baseline!r}")
+        raise UsageError(f"`scst_baseline` must be greedy or mean, got {config.scst_baseline!r}")
     if config.scst_encoder not in ("train", "freeze"):
-        raise UsageError(f"--scst-encoder must be train or freeze, got {config.scst_encoder!r}")
+        raise UsageError(f"`scst_encoder` must be train or freeze, got {config.scst_encoder!r}")
     if config.scst_baseline == "mean" and config.scst_samples < 2:
         raise UsageError(
-            "--scst-baseline mean averages the other samples of an image: pass --scst-samples 2 "
+            "`scst_baseline` mean averages the other samples of an image: pass `scst_samples` 2 "
             f"or more (got {config.scst_samples})"
         )
 

@@ -714,9 +714,9 @@ def test_vocabulary_min_count_unknown_and_padding(tmp_path):
     vocabulary.save(path)
     assert Vocabulary.load(path) == vocabulary
     assert build_vocabulary(token_lists, max_size=5).tokens == list(SPECIALS) + ["a"]
-    with pytest.raises(UsageError, match="--min-count"):
+    with pytest.raises(UsageError, match="`min_count`"):
         build_vocabulary(token_lists, min_count=0)
-    with pytest.raises(UsageError, match="--max-length"):
+    with pytest.raises(UsageError, match="`max_length`"):
         encode_captions(token_lists, vocabulary, max_length=0)
     with pytest.raises(UsageError, match="not a caption vocabulary"):
         encode_captions(token_lists, Vocabulary(["a", "b"]), max_length=3)

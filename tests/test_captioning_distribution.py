@@ -80,7 +80,7 @@ try:
     CaptionTrainer.train_run(odd, **quiet)
     raise AssertionError("an odd global batch over two replicas was accepted")
 except UsageError as error:
-    assert "--batch-size 3" in str(error) and "2 replicas" in str(error), error
+    assert "`batch_size` 3" in str(error) and "2 replicas" in str(error), error
 assert not os.path.exists(directory + "/odd")
 
 # 13 images: the last batch (1 image) would leave a replica with nothing, and synchronized batch

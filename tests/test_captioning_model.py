@@ -454,9 +454,9 @@ def test_greedy_captions_of_pixels_run_from_start_to_end(vocabulary):
 
 
 def test_small_encoder_has_no_imagenet_weights():
-    with pytest.raises(UsageError, match="--encoder-weights none"):
+    with pytest.raises(UsageError, match="`encoder_weights` none"):
         ImageEncoder("small", "imagenet", image_size=16, filters=(4,))
-    with pytest.raises(UsageError, match="--encoder must be one of"):
+    with pytest.raises(UsageError, match="`encoder` must be one of"):
         ImageEncoder("vgg16")
     assert default_image_size("small") == 64 and default_image_size("inception_v3") == 299
 
@@ -478,7 +478,7 @@ def test_imagenet_download_failure_is_one_line(monkeypatch):
     message = str(error.value)
     assert "\n" not in message
     assert "could not download the ImageNet weights of mobilenet_v3_small" in message
-    assert "--encoder-weights PATH" in message
+    assert "`encoder_weights` PATH" in message
 
 
 def test_encoder_weights_from_a_local_file(tmp_path):

@@ -56,7 +56,7 @@ def test_read_text_reports_line_and_byte_offset_of_bad_bytes(tmp_path):
     with pytest.raises(UsageError) as error:
         read_text(path, "utf-8")
     message = str(error.value)
-    assert "line 2" in message and "byte offset 7" in message and "--encoding" in message
+    assert "line 2" in message and "byte offset 7" in message and "`encoding`" in message
     assert read_text(path, "latin-1") == "hello\nwörld\n"
 
 

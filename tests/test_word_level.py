@@ -231,7 +231,7 @@ def test_accents_and_emoji_are_single_tokens(tmp_path):
 
 def test_gbk_corpus_read_as_utf8_suggests_encoding(chinese_corpora):
     directory, _ = chinese_corpora
-    with pytest.raises(UsageError, match=r"byte offset 0: .* not valid utf-8; pass --encoding"):
+    with pytest.raises(UsageError, match=r"byte offset 0: .* not valid utf-8; pass `encoding`"):
         TextTrainer.train_run(
             tiny(directory, data=str(directory / "zh-gbk.txt"), out=str(directory / "x")), **QUIET
         )
@@ -247,7 +247,7 @@ def test_min_count_too_high_empties_the_vocabulary(small_corpus, tmp_path):
     config = tiny(
         tmp_path, data=str(small_corpus), level="word", min_count=10**6, out=str(tmp_path / "r")
     )
-    with pytest.raises(UsageError, match="leaves no token in the vocabulary.*lower --min-count"):
+    with pytest.raises(UsageError, match="leaves no token in the vocabulary.*lower `min_count`"):
         TextTrainer.train_run(config, **QUIET)
 
 

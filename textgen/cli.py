@@ -30,6 +30,8 @@ import argparse
 import dataclasses
 import sys
 
+from textgen.errors import CLI_SPELLINGS
+
 
 class ArgumentParser(argparse.ArgumentParser):
     def format_usage(self):
@@ -63,9 +65,11 @@ def flag_name(name):
 
 def add_positional(parser, field):
     meta = field.metadata
+    metavar = meta.get("metavar", field.name.upper())
+    CLI_SPELLINGS[field.name] = metavar  # how cli_errors prints the library's `name`
     parser.add_argument(
         field.name,
-        metavar=meta.get("metavar", field.name.upper()),
+        metavar=metavar,
         nargs=meta.get("nargs"),
         help=meta["help"],
     )
@@ -75,6 +79,7 @@ def add_flag(parser, field):
     meta, default = field.metadata, field.default
     if isinstance(default, bool):
         name = flag_name("no_" + field.name if default else field.name)
+        CLI_SPELLINGS[field.name] = name
         action = "store_false" if default else "store_true"
         parser.add_argument(name, dest=field.name, action=action, help=meta["help"])
         return
@@ -90,4 +95,5 @@ def add_flag(parser, field):
         options["help"] += " (required)"
     elif shown not in ("", None):
         options["help"] += f" (default: {shown})"
+    CLI_SPELLINGS[field.name] = flag_name(field.name)
     parser.add_argument(flag_name(field.name), **options)

@@ -273,23 +273,21 @@ def validate(config):
     for name in positive_ints:
         value = getattr(config, name)
         if not isinstance(value, int) or value <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+            raise UsageError(f"`{name}` must be a positive integer, got {value}")
     for name in ("max_steps", "sample_every", "eval_every", "val_max_tokens"):
         if getattr(config, name) < 0:
-            raise UsageError(
-                f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}"
-            )
+            raise UsageError(f"`{name}` must be >= 0, got {getattr(config, name)}")
     if not config.learning_rate > 0:
-        raise UsageError(f"--learning-rate must be positive, got {config.learning_rate}")
+        raise UsageError(f"`learning_rate` must be positive, got {config.learning_rate}")
     validate_shared(config)
     validate_tokenisation(config)
     if config.optimizer not in OPTIMIZERS:
         raise UsageError(
-            f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}"
+            f"`optimizer` must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}"
         )
     if config.batch_parts < 0 or config.batch_parts > config.batch_size:
         raise UsageError(
-            f"--batch-parts must be between 0 (auto) and --batch-size "
+            f"`batch_parts` must be between 0 (auto) and `batch_size` "
             f"({config.batch_size}), got {config.batch_parts}"
         )
 
@@ -298,51 +296,51 @@ def validate_tokenisation(config):
     """The checks of the flags that say how a corpus is read and tokenised (textgen.train and
     textgen.prepare)."""
     if not 0 < config.val_fraction <= 0.5:
-        raise UsageError(f"--val-fraction must be in (0, 0.5], got {config.val_fraction}")
+        raise UsageError(f"`val_fraction` must be in (0, 0.5], got {config.val_fraction}")
     if config.level not in ("char", "word"):
-        raise UsageError(f"--level must be char or word, got {config.level!r}")
+        raise UsageError(f"`level` must be char or word, got {config.level!r}")
     if config.segmenter not in ("auto", "regex", "jieba", "whitespace"):
         raise UsageError(
-            f"--segmenter must be auto, regex, jieba or whitespace, got {config.segmenter!r}"
+            f"`segmenter` must be auto, regex, jieba or whitespace, got {config.segmenter!r}"
         )
     if config.min_count < 1:
-        raise UsageError(f"--min-count must be a positive integer, got {config.min_count}")
+        raise UsageError(f"`min_count` must be a positive integer, got {config.min_count}")
     if config.max_vocab < 0 or config.max_vocab == 1:
-        raise UsageError(f"--max-vocab must be 0 (no limit) or at least 2, got {config.max_vocab}")
+        raise UsageError(f"`max_vocab` must be 0 (no limit) or at least 2, got {config.max_vocab}")
 
 
 def validate_shared(config):
     """The checks of the flags textgen.train and captioning.train share (schedule, clipping,
     time budget, dropout, cell, kernels, strategy); UsageError for the first bad one."""
     if config.lr_schedule not in ("constant", "cosine"):
-        raise UsageError(f"--lr-schedule must be constant or cosine, got {config.lr_schedule!r}")
+        raise UsageError(f"`lr_schedule` must be constant or cosine, got {config.lr_schedule!r}")
     if not 0 <= config.min_learning_rate <= config.learning_rate:
         raise UsageError(
-            f"--min-learning-rate must be in [0, --learning-rate {config.learning_rate}], "
+            f"`min_learning_rate` must be in [0, `learning_rate` {config.learning_rate}], "
             f"got {config.min_learning_rate}"
         )
     if not 0 < config.lr_decay <= 1:
-        raise UsageError(f"--lr-decay must be in (0, 1], got {config.lr_decay}")
+        raise UsageError(f"`lr_decay` must be in (0, 1], got {config.lr_decay}")
     if config.lr_decay_after < 0:
-        raise UsageError(f"--lr-decay-after must be >= 0, got {config.lr_decay_after}")
+        raise UsageError(f"`lr_decay_after` must be >= 0, got {config.lr_decay_after}")
     if config.grad_clip < 0:
-        raise UsageError(f"--grad-clip must be >= 0 (0 turns clipping off), got {config.grad_clip}")
+        raise UsageError(f"`grad_clip` must be >= 0 (0 turns clipping off), got {config.grad_clip}")
     if config.max_minutes < 0:
-        raise UsageError(f"--max-minutes must be >= 0 (0 means no limit), got {config.max_minutes}")
+        raise UsageError(f"`max_minutes` must be >= 0 (0 means no limit), got {config.max_minutes}")
     if not 0 <= config.dropout < 1:
-        raise UsageError(f"--dropout must be in [0, 1), got {config.dropout}")
+        raise UsageError(f"`dropout` must be in [0, 1), got {config.dropout}")
     if config.cell not in ("lstm", "gru", "rnn"):
-        raise UsageError(f"--cell must be lstm, gru or rnn, got {config.cell!r}")
+        raise UsageError(f"`cell` must be lstm, gru or rnn, got {config.cell!r}")
     if config.strategy not in ("auto", "none", "mirrored", "multiworker"):
         raise UsageError(
-            f"--strategy must be auto, none, mirrored or multiworker, got {config.strategy!r}"
+            f"`strategy` must be auto, none, mirrored or multiworker, got {config.strategy!r}"
         )
     if config.fused not in ("auto", "on", "off"):
-        raise UsageError(f"--fused must be auto, on or off, got {config.fused!r}")
+        raise UsageError(f"`fused` must be auto, on or off, got {config.fused!r}")
     if config.resume_from not in ("latest", "previous"):
-        raise UsageError(f"--resume-from must be latest or previous, got {config.resume_from!r}")
+        raise UsageError(f"`resume_from` must be latest or previous, got {config.resume_from!r}")
     if config.resume_from != "latest" and not config.resume:
-        raise UsageError("--resume-from previous needs --resume")
+        raise UsageError("`resume_from` previous needs `resume`")
 
 
 def to_dict(config):
@@ -392,4 +390,4 @@ class PrepareConfig:
 def validate_prepare(config):
     validate_tokenisation(config)
     if config.workers < 0:
-        raise UsageError(f"--workers must be >= 0 (0: one per core), got {config.workers}")
+        raise UsageError(f"`workers` must be >= 0 (0: one per core), got {config.workers}")

@@ -1,7 +1,24 @@
-"""Errors a user can fix, and the one place that turns them into a one-line message."""
+"""Errors a user can fix, and the one place that turns them into a one-line message.
+
+The library's messages name a parameter as `name`, the way a Python caller passes it
+(`batch_size` 8); a CLI prints the same message with its own spelling of that parameter
+(--batch-size 8). Every parser that `textgen.cli.build_parser` builds records its spellings in
+CLI_SPELLINGS, and `cli_errors` rewrites the names it knows (`as_cli_message`).
+"""
 
 import functools
+import re
 import sys
+
+# Parameter name -> how the CLIs spell it: --batch-size, --no-export, RUN_DIR.
+CLI_SPELLINGS = {}
+
+_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def as_cli_message(message):
+    """`message` with each `parameter` a CLI knows written as its flag."""
+    return _PARAMETER.sub(lambda m: CLI_SPELLINGS.get(m.group(1), m.group(0)), str(message))
 
 
 class UsageError(Exception):
@@ -40,10 +57,10 @@ def cli_errors(main):
         try:
             return main(argv)
         except (UsageError, TrainingDiverged, DiskFull) as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {as_cli_message(error)}", file=sys.stderr)
             return error.exit_status
         except TrainingInterrupted as error:
-            print(error, file=sys.stderr)
+            print(as_cli_message(error), file=sys.stderr)
             return error.exit_status
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

@@ -8,7 +8,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from textgen import cli, resources  # noqa: E402
-from textgen.errors import UsageError, cli_errors  # noqa: E402
+from textgen.errors import UsageError, as_cli_message, cli_errors  # noqa: E402
 
 BUNDLED_MODEL = "shakespeare"
 
@@ -246,7 +246,7 @@ def interactive(config, stdin, stdout, stderr):
                 continue_line(model, line, settings, settings["seed"] + count - 1, config, stdout)
                 write(stdout, "\n")
         except UsageError as error:
-            print(f"error: {error}", file=stderr)
+            print(f"error: {as_cli_message(error)}", file=stderr)
         except KeyboardInterrupt:  # Ctrl-C stops this continuation, not the loop
             write(stdout, "\n")
     if terminal:

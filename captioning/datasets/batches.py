@@ -205,7 +205,7 @@ def hold_out(records, fraction, seed):
     if len(records) < 2:
         raise UsageError(
             "only one usable training image: too few to hold out validation images; "
-            "pass --val-annotations"
+            "pass `val_annotations`"
         )
     count = min(len(records) - 1, max(1, round(fraction * len(records))))
     order = np.random.default_rng([seed, 7]).permutation(len(records))
@@ -248,7 +248,7 @@ def pixel_source(caption_set, image_size, memory_mb, what, log, bar):
     kept = np.flatnonzero(ok)
     if not in_memory:
         log(
-            f"{what}: {total} images of {size}x{size} exceed --image-memory-mb {memory_mb}; they "
+            f"{what}: {total} images of {size}x{size} exceed `image_memory_mb` {memory_mb}; they "
             "are decoded again every epoch"
         )
         return FileSource([paths[i] for i in kept], size), kept

@@ -36,7 +36,7 @@ def build_vocabulary(token_lists, min_count=1, max_size=None):
     seen at least `min_count` times by falling count (ties by spelling, so ids are reproducible).
     Rarer words encode as <unk>. `max_size` caps the total size, specials included."""
     if not isinstance(min_count, int) or min_count < 1:
-        raise UsageError(f"--min-count must be a positive integer, got {min_count}")
+        raise UsageError(f"`min_count` must be a positive integer, got {min_count}")
     if max_size is not None and max_size <= len(SPECIALS):
         raise UsageError(
             f"--max-vocabulary must be larger than {len(SPECIALS)} (the special tokens), "
@@ -70,7 +70,7 @@ def encode_captions(token_lists, vocabulary, max_length):
     Truncated captions still end in <end>, so the model always learns to stop.
     """
     if not isinstance(max_length, int) or max_length < 1:
-        raise UsageError(f"--max-length must be a positive integer, got {max_length}")
+        raise UsageError(f"`max_length` must be a positive integer, got {max_length}")
     check_vocabulary(vocabulary)
     token_lists = list(token_lists)
     start, end = vocabulary.id(START), vocabulary.id(END)

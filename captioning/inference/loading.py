@@ -38,29 +38,29 @@ class DecodeOptions:
 
     def check(self):
         if self.beam_size < 1:
-            raise UsageError(f"--beam-size must be >= 1, got {self.beam_size}")
+            raise UsageError(f"`beam_size` must be >= 1, got {self.beam_size}")
         if self.max_length < 1:
-            raise UsageError(f"--max-length must be >= 1, got {self.max_length}")
+            raise UsageError(f"`max_length` must be >= 1, got {self.max_length}")
         if self.temperature < 0:
             raise UsageError(
-                f"--temperature must be >= 0 (0 means beam search), got {self.temperature}"
+                f"`temperature` must be >= 0 (0 means beam search), got {self.temperature}"
             )
         if self.top_k < 0:
-            raise UsageError(f"--top-k must be >= 0 (0 means no cut), got {self.top_k}")
+            raise UsageError(f"`top_k` must be >= 0 (0 means no cut), got {self.top_k}")
         if self.length_normalization < 0:
             raise UsageError(
-                f"--length-normalization must be >= 0, got {self.length_normalization}"
+                f"`length_normalization` must be >= 0, got {self.length_normalization}"
             )
         if self.n_best < 1:
-            raise UsageError(f"--n-best must be >= 1, got {self.n_best}")
+            raise UsageError(f"`n_best` must be >= 1, got {self.n_best}")
         if self.n_best > self.beam_size:
             raise UsageError(
-                f"--n-best {self.n_best} is above --beam-size {self.beam_size}: beam search keeps "
-                f"only that many captions; pass --beam-size {self.n_best} or more"
+                f"`n_best` {self.n_best} is above `beam_size` {self.beam_size}: beam search keeps "
+                f"only that many captions; pass `beam_size` {self.n_best} or more"
             )
         if self.n_best > 1 and self.temperature > 0:
             raise UsageError(
-                f"--n-best {self.n_best} ranks beams, so it needs beam search: drop --temperature"
+                f"`n_best` {self.n_best} ranks beams, so it needs beam search: drop `temperature`"
             )
 
 
@@ -132,7 +132,7 @@ class SavedModelCaptioner:
         ]
         if unsupported:
             raise UsageError(
-                f"{' and '.join(unsupported)} need a run directory as --model; a "
+                f"{' and '.join(unsupported)} need a run directory as `model`; a "
                 "SavedModel's signature takes only beam size and length"
             )
 
@@ -172,7 +172,7 @@ class SavedModelCaptioner:
             raise UsageError(
                 f"{self.path} was exported before the caption_n_best signature existed; export "
                 "it again with `python -m captioning.export RUN_DIR OUT_DIR` or pass the run "
-                "directory as --model"
+                "directory as `model`"
             )
         out = self.loaded.signatures["caption_n_best"](
             image_bytes=tf.constant(self._encoded(pixels)),
@@ -192,12 +192,12 @@ def load_caption_model(path=None):
         path = BUNDLED_MODEL
         if not os.path.isdir(path):
             raise UsageError(
-                f"no --model given and the bundled model {path} is missing (it comes "
-                "with a git checkout of the project); pass --model RUN_DIR_OR_SAVEDMODEL"
+                f"no `model` given and the bundled model {path} is missing (it comes "
+                "with a git checkout of the project); pass `model` RUN_DIR_OR_SAVEDMODEL"
             )
     if not os.path.isdir(path):
         raise UsageError(
-            f"--model {path}: no such directory; pass a captioning.train run "
+            f"`model` {path}: no such directory; pass a captioning.train run "
             "directory or a SavedModel from captioning.export"
         )
     if os.path.exists(os.path.join(path, "saved_model.pb")):  # a damaged one too
@@ -222,7 +222,7 @@ def caption_files(paths, model, options, batch_size=32, on_error=None):
 
     options.check()
     if batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
+        raise UsageError(f"`batch_size` must be >= 1, got {batch_size}")
     results = []
     pending_paths, pending_pixels = [], []
 

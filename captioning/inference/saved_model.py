@@ -80,7 +80,7 @@ def build_module(model, beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENG
 
     if beam_size < 1 or max_length < 1:
         raise UsageError(
-            f"--beam-size and --max-length must be >= 1, got {beam_size} and {max_length}"
+            f"`beam_size` and `max_length` must be >= 1, got {beam_size} and {max_length}"
         )
     tokens = list(model.vocabulary.tokens)
     config = {

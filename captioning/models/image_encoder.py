@@ -43,7 +43,7 @@ def default_image_size(backbone):
 
 def check_backbone(backbone):
     if backbone not in BACKBONES:
-        raise UsageError(f"--encoder must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+        raise UsageError(f"`encoder` must be one of {', '.join(BACKBONES)}, got {backbone!r}")
 
 
 def file_sha256(path, chunk=1 << 20):
@@ -96,7 +96,7 @@ class ImageEncoder(keras.layers.Layer):
         if backbone == "small":
             if encoder_weights == "imagenet":
                 raise UsageError(
-                    "--encoder small has no ImageNet weights; pass --encoder-weights "
+                    "`encoder` small has no ImageNet weights; pass `encoder_weights` "
                     "none (trained from scratch) or the PATH of saved small-encoder "
                     "weights"
                 )
@@ -126,7 +126,7 @@ class ImageEncoder(keras.layers.Layer):
                 )
             except ValueError as error:  # e.g. an input size below the backbone's minimum
                 raise UsageError(
-                    f"--encoder {backbone} cannot take --image-size "
+                    f"`encoder` {backbone} cannot take `image_size` "
                     f"{self.image_size}: {_one_line(error)}"
                 ) from None
         try:
@@ -135,28 +135,28 @@ class ImageEncoder(keras.layers.Layer):
             )
         except ValueError as error:
             raise UsageError(
-                f"--encoder {backbone} cannot take --image-size {self.image_size}: "
+                f"`encoder` {backbone} cannot take `image_size` {self.image_size}: "
                 f"{_one_line(error)}"
             ) from None
         except Exception as error:  # Keras' get_file wraps URL/HTTP errors in a bare Exception
             raise UsageError(
                 f"could not download the ImageNet weights of {backbone} "
                 f"({_one_line(error)}); pass a local weights file with "
-                "--encoder-weights PATH"
+                "`encoder_weights` PATH"
             ) from None
 
     def _load_file(self, path):
         if not os.path.isfile(path):
             raise UsageError(
-                f"--encoder-weights {path}: no such file; pass none, imagenet or the "
+                f"`encoder_weights` {path}: no such file; pass none, imagenet or the "
                 "path of a weights file"
             )
         try:
             self.backbone.load_weights(path)
         except Exception as error:  # h5py, Keras and shape errors all mean "not these weights"
             raise UsageError(
-                f"--encoder-weights {path} cannot be loaded into --encoder "
-                f"{self.backbone_name} at --image-size {self.image_size} "
+                f"`encoder_weights` {path} cannot be loaded into `encoder` "
+                f"{self.backbone_name} at `image_size` {self.image_size} "
                 f"({_one_line(error)[:300]})"
             ) from None
 

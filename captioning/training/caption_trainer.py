@@ -121,7 +121,7 @@ class CaptionTrainer(TrainingLoop):
         # Replica r gets a fixed contiguous share of every batch's rows (a short last batch
         # splits as evenly as it can; `images_per_epoch` makes sure no replica gets none).
         self.placement = StreamPlacement(
-            self.strategy, config.batch_size, f"--batch-size {config.batch_size} (the global batch)"
+            self.strategy, config.batch_size, f"`batch_size` {config.batch_size} (the global batch)"
         )
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():

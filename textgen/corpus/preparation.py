@@ -45,7 +45,7 @@ def ids_dtype(vocabulary_size):
             return name
     raise UsageError(
         f"a vocabulary of {vocabulary_size:,} tokens overflows uint32, the widest id type; "
-        "lower --max-vocab or raise --min-count"
+        "lower `max_vocab` or raise `min_count`"
     )
 
 
@@ -219,7 +219,7 @@ class CorpusPreparation:
         self.num_tokens = int(counts.sum())
         if self.num_characters == 0:
             raise UsageError(
-                f"corpus file {self.source} holds no text; pass --data with a non-empty text file"
+                f"corpus file {self.source} holds no text; pass `data` with a non-empty text file"
             )
         vocabulary, token_ids = self.vocabulary(counts)
         self.vocabulary_size = len(vocabulary)
@@ -389,8 +389,8 @@ class CorpusPreparation:
             )
             if len(vocabulary) < 2:
                 raise UsageError(
-                    f"--min-count {options['min_count']} leaves no token in the vocabulary (the "
-                    f"most frequent one occurs {int(counts.max())} times); lower --min-count"
+                    f"`min_count` {options['min_count']} leaves no token in the vocabulary (the "
+                    f"most frequent one occurs {int(counts.max())} times); lower `min_count`"
                 )
         token_ids = np.full(len(counts), -1, dtype=np.int64)
         token_ids[present] = [vocabulary.index.get(t, -1) for t in tokens]

@@ -98,7 +98,7 @@ def prepare_corpus(source, out, options, progress=None, workers=0):
             out,
             needed,
             "nothing was written",
-            "free some space or pass an --out on another disk",
+            "free some space or pass an `out` on another disk",
         ) from None
     return PreparedCorpus.open(out, check_source=False)
 
@@ -123,7 +123,7 @@ class PreparedCorpus:
         if not os.path.isfile(header_path):
             raise UsageError(
                 f"{path} is a directory but not a prepared corpus (it has no {HEADER}); pass "
-                "--data with a text file, or with a directory that "
+                "`data` with a text file, or with a directory that "
                 f"`{prepare_command('FILE', path)}` wrote"
             )
         from textgen.training.run_directory import read_json_file
@@ -313,7 +313,7 @@ def corpus_for_training(config, explicit=(), progress=None, log=None):
             and not (name == "segmenter" and config.segmenter == "auto")
         ):
             raise UsageError(
-                f"--{name.replace('_', '-')} {getattr(config, name)!r} does not match "
+                f"`{name}` {getattr(config, name)!r} does not match "
                 f"{config.data}, prepared with {prepared!r}; drop the flag, or prepare the "
                 "corpus again with it"
             )
@@ -325,11 +325,11 @@ def main_prepare(config, progress=None):
     """`python -m textgen.prepare`: prepares config.data into config.out; prints what it wrote."""
     out = config.out
     if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out} exists and is not a directory; choose another --out")
+        raise UsageError(f"`out` {out} exists and is not a directory; choose another `out`")
     if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, HEADER)):
         raise UsageError(
-            f"--out {out} is a directory that holds other files than a prepared corpus; "
-            "choose another --out"
+            f"`out` {out} is a directory that holds other files than a prepared corpus; "
+            "choose another `out`"
         )
     started = time.monotonic()
     corpus = prepare_corpus(config.data, out, tokenisation(config), progress, config.workers)

@@ -14,10 +14,10 @@ CHUNK_BYTES = 4 << 20
 def check_corpus_file(path, encoding):
     """UsageError unless `path` is an existing, non-empty file and `encoding` a text codec."""
     if os.path.isdir(path):
-        raise UsageError(f"{path} is a directory; pass --data with the path of a text file")
+        raise UsageError(f"{path} is a directory; pass `data` with the path of a text file")
     if not os.path.exists(path):
         raise UsageError(
-            f"corpus file {path} does not exist; pass --data with the path of a text file"
+            f"corpus file {path} does not exist; pass `data` with the path of a text file"
         )
     try:
         text_codec = codecs.lookup(encoding)._is_text_encoding
@@ -25,11 +25,11 @@ def check_corpus_file(path, encoding):
         text_codec = False
     if not text_codec:
         raise UsageError(
-            f"unknown encoding {encoding!r}; pass --encoding with a Python codec name "
+            f"unknown encoding {encoding!r}; pass `encoding` with a Python codec name "
             "such as utf-8, gbk, gb18030, big5, latin-1 or utf-16"
         )
     if os.path.getsize(path) == 0:
-        raise UsageError(f"corpus file {path} is empty; pass --data with a non-empty text file")
+        raise UsageError(f"corpus file {path} is empty; pass `data` with a non-empty text file")
 
 
 def decode_error(path, encoding, offset, bad):
@@ -50,7 +50,7 @@ def decode_error(path, encoding, offset, bad):
     column = offset - line_start + 1
     return UsageError(
         f"{path}: line {line}, column {column}, byte offset {offset}: bytes {bad.hex(' ')} are not "
-        f"valid {encoding}; pass --encoding with the file's codec (e.g. latin-1, gbk, utf-16)"
+        f"valid {encoding}; pass `encoding` with the file's codec (e.g. latin-1, gbk, utf-16)"
     )
 
 
@@ -104,6 +104,6 @@ def read_text(path, encoding="utf-8", keep_newlines=False):
     text = "".join(read_chunks(path, encoding, keep_newlines))
     if not text:
         raise UsageError(
-            f"corpus file {path} holds no text; pass --data with a non-empty text file"
+            f"corpus file {path} holds no text; pass `data` with a non-empty text file"
         )
     return text

@@ -149,7 +149,7 @@ class JiebaTokenizer:
             import jieba
         except ImportError:
             raise UsageError(
-                "--segmenter jieba needs jieba: pip install jieba "
+                "`segmenter` jieba needs jieba: pip install jieba "
                 "(or pip install '.[zh]' in this project)"
             ) from None
         jieba.setLogLevel(60)  # its "Building prefix dict" chatter goes to stderr otherwise
@@ -195,7 +195,7 @@ def make_tokenizer(level="char", segmenter="auto", text=None):
     if level == "char":
         return CharTokenizer()
     if level != "word":
-        raise UsageError(f"--level must be char or word, got {level!r}")
+        raise UsageError(f"`level` must be char or word, got {level!r}")
     if segmenter == "auto":
         segmenter = "jieba" if text is not None and looks_chinese(text) else "regex"
     if segmenter == "regex":
@@ -204,4 +204,4 @@ def make_tokenizer(level="char", segmenter="auto", text=None):
         return WhitespaceTokenizer()
     if segmenter == "jieba":
         return JiebaTokenizer()
-    raise UsageError(f"--segmenter must be one of {', '.join(SEGMENTERS)}, got {segmenter!r}")
+    raise UsageError(f"`segmenter` must be one of {', '.join(SEGMENTERS)}, got {segmenter!r}")

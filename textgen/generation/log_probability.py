@@ -71,7 +71,7 @@ def encode(model, text, unknown="error", where="the text", line=None):
             raise UsageError(
                 f"{where}: line {at_line}, column {column}: {missing[0]!r} is not in the model's "
                 f"vocabulary ({len(missing)} distinct {model.unit}(s) outside it: {shown}); "
-                "remove them or pass --unknown skip"
+                "remove them or pass `unknown` skip"
             )
         if missing:
             kept = [t for t in tokens if t in vocabulary]
@@ -87,10 +87,10 @@ def encode(model, text, unknown="error", where="the text", line=None):
 def context_ids(model, prime, unknown="error"):
     """The ids fed before the text: the prime's, or the default prime's (as `sample` does)."""
     if prime:
-        ids, _, _ = encode(model, prime, unknown, where="--prime")
+        ids, _, _ = encode(model, prime, unknown, where="`prime`")
         if len(ids):
             return ids
-        raise UsageError(f"every {model.unit} of --prime is outside the vocabulary")
+        raise UsageError(f"every {model.unit} of `prime` is outside the vocabulary")
     return np.asarray([model.vocabulary.id(model.default_prime())], np.int32)
 
 
@@ -162,7 +162,7 @@ def score_texts(model, texts, prime=None, unknown="error", batch_size=64, where=
     texts per batch; a list of dicts, each `summary` plus text, unknown_tokens and skipped. A
     text with no tokens scores 0 nats over 0 tokens. Text i is line i + 1 in error messages."""
     if batch_size <= 0:
-        raise UsageError(f"--batch-size must be a positive integer, got {batch_size}")
+        raise UsageError(f"`batch_size` must be a positive integer, got {batch_size}")
     context = context_ids(model, prime, unknown)
     encoded = [encode(model, text, unknown, where, line=i + 1) for i, text in enumerate(texts)]
     log_probs = np.zeros(len(texts), np.float64)

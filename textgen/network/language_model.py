@@ -210,12 +210,12 @@ class LanguageModel(keras.Model):
                 shown = " ".join(repr(t) for t in missing[:30])
                 raise UsageError(
                     f"the prime has {len(missing)} {self.unit}(s) not in the model's "
-                    f"vocabulary: {shown}; remove them or pass --unknown skip"
+                    f"vocabulary: {shown}; remove them or pass `unknown` skip"
                 )
         if given_prime and length < len(prime_tokens):
             raise UsageError(
-                f"--length {length} is shorter than the prime ({len(prime_tokens)} "
-                f"{self.unit}s); pass --length of at least {len(prime_tokens)}"
+                f"`length` {length} is shorter than the prime ({len(prime_tokens)} "
+                f"{self.unit}s); pass `length` of at least {len(prime_tokens)}"
             )
         return np.asarray(self.vocabulary.encode(prime_tokens), np.int32), given_prime
 
@@ -355,11 +355,11 @@ class LanguageModel(keras.Model):
 def check_sampling_arguments(length, temperature, top_k, num_samples):
     if length <= 0:
         raise UsageError(
-            f"--length must be a positive number of characters (tokens at word level), got {length}"
+            f"`length` must be a positive number of characters (tokens at word level), got {length}"
         )
     if temperature < 0:
-        raise UsageError(f"--temperature must be >= 0 (0 means argmax), got {temperature}")
+        raise UsageError(f"`temperature` must be >= 0 (0 means argmax), got {temperature}")
     if top_k < 0:
-        raise UsageError(f"--top-k must be >= 0 (0 means no cut), got {top_k}")
+        raise UsageError(f"`top_k` must be >= 0 (0 means no cut), got {top_k}")
     if num_samples <= 0:
-        raise UsageError(f"--num-samples must be positive, got {num_samples}")
+        raise UsageError(f"`num_samples` must be positive, got {num_samples}")

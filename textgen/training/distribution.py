@@ -43,13 +43,13 @@ def make_strategy(name):
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise UsageError(
-                "--strategy multiworker needs the TF_CONFIG environment variable "
+                "`strategy` multiworker needs the TF_CONFIG environment variable "
                 "(cluster and task); see docs/distributed.md"
             )
         return _shared(
             ("multiworker", os.environ["TF_CONFIG"]), tf.distribute.MultiWorkerMirroredStrategy
         )
-    raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+    raise UsageError(f"`strategy` must be one of {', '.join(STRATEGIES)}, got {name!r}")
 
 
 _STRATEGIES = {}  # (kind, devices... or TF_CONFIG) -> the process's strategy of that kind
@@ -122,7 +122,7 @@ class StreamPlacement:
         self.replicas = strategy.num_replicas_in_sync
         if batch_size % self.replicas:
             raise UsageError(
-                f"{what or f'--batch-size {batch_size}'} does not divide over "
+                f"{what or f'`batch_size` {batch_size}'} does not divide over "
                 f"{self.replicas} replicas; pass a multiple of {self.replicas}"
             )
 

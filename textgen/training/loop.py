@@ -524,7 +524,7 @@ class TrainingLoop:
             raise TrainingDiverged(
                 f"the training loss became {loss} at step {p.global_step + 1}; "
                 f"the last good checkpoint in {c.out} is intact. Lower "
-                f"--learning-rate (now {c.learning_rate}) or --grad-clip and --resume"
+                f"`learning_rate` (now {c.learning_rate}) or `grad_clip` and `resume`"
             )
         p.add_step(total, count)
         self.record_step(loss, rate, units, seconds)

@@ -141,7 +141,7 @@ class RunDirectory:
     def require_checkpoint(self):
         if not os.path.isdir(self.path):
             raise UsageError(
-                f"run directory {self.path} does not exist; pass the --out directory "
+                f"run directory {self.path} does not exist; pass the `out` directory "
                 "of a training run"
             )
         if not self.has_checkpoint():
@@ -195,8 +195,8 @@ class RunDirectory:
         flag in `run_identity` (fields that fix the model and the data) differs from the run's."""
         if not os.path.isdir(self.path) or not self.has_checkpoint():
             raise UsageError(
-                f"--resume: {self.path} holds no checkpoint to resume from; train "
-                "without --resume first"
+                f"`resume`: {self.path} holds no checkpoint to resume from; train "
+                "without `resume` first"
             )
         saved = from_dict(self.load_config(type(requested)))
         changed = [
@@ -206,12 +206,11 @@ class RunDirectory:
         ]
         if changed:
             details = ", ".join(
-                f"--{n.replace('_', '-')} {getattr(requested, n)!r} (run has {getattr(saved, n)!r})"
-                for n in changed
+                f"`{n}` {getattr(requested, n)!r} (run has {getattr(saved, n)!r})" for n in changed
             )
             raise UsageError(
-                f"--resume: the config does not match the run in {self.path}: {details}; "
-                "drop those flags or choose another --out"
+                f"`resume`: the config does not match the run in {self.path}: {details}; "
+                "drop those flags or choose another `out`"
             )
         for name in explicit:
             setattr(saved, name, getattr(requested, name))
@@ -271,7 +270,7 @@ class RunDirectory:
             path = self.previous_checkpoint_path()
             if not os.path.exists(path):
                 raise UsageError(
-                    f"--resume-from previous: {self.path} has no previous checkpoint "
+                    f"`resume_from` previous: {self.path} has no previous checkpoint "
                     f"({self.PREVIOUS_CHECKPOINT}); resume from the latest one"
                 )
             groups, progress = read_checkpoint(
@@ -303,8 +302,8 @@ class RunDirectory:
     def require_new(self):
         if self.holds_run():
             raise UsageError(
-                f"{self.path} already holds a run; pass --resume to continue it or "
-                "choose another --out directory"
+                f"{self.path} already holds a run; pass `resume` to continue it or "
+                "choose another `out` directory"
             )
 
     def claim_new(self):
@@ -333,7 +332,7 @@ class RunDirectory:
             raise UsageError(
                 f"{self.path} is being written by a training process that is still "
                 f"running ({holder}); wait for it to end, stop it, or choose "
-                "another --out"
+                "another `out`"
             ) from None
         handle.seek(0)
         handle.truncate()

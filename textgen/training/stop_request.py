@@ -34,7 +34,7 @@ class StopRequest:
         """The error that ends the process once the checkpoint of `step` is written. A worker
         stopped because another one was signalled exits as if it had had SIGTERM."""
         return TrainingInterrupted(
-            f"interrupted at step {step}; checkpoint written; continue with --resume",
+            f"interrupted at step {step}; checkpoint written; continue with `resume`",
             self.signal_number or signal.SIGTERM,
         )
 

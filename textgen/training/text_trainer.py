@@ -74,9 +74,9 @@ class TextTrainer(TrainingLoop):
         if corpus.num_tokens < minimum:
             raise UsageError(
                 f"{config.data} has {corpus.num_tokens} {self.unit_name}, too few for "
-                f"--batch-size {config.batch_size} x --seq-length {config.seq_length} with "
-                f"--val-fraction {config.val_fraction}; it needs at least {minimum}: use a "
-                "longer corpus or smaller --batch-size/--seq-length"
+                f"`batch_size` {config.batch_size} x `seq_length` {config.seq_length} with "
+                f"`val_fraction` {config.val_fraction}; it needs at least {minimum}: use a "
+                "longer corpus or smaller `batch_size`/`seq_length`"
             )
         self.coverage = corpus.coverage
         # Bits per character are measured against the original text the validation tokens cover.
@@ -113,7 +113,7 @@ class TextTrainer(TrainingLoop):
         expected = (self.config.batch_size, self.config.hidden_size)
         if len(states) != len(self.states) or any(s.shape != expected for s in states):
             raise UsageError(
-                "the checkpoint's recurrent states do not match --batch-size/--hidden-size"
+                "the checkpoint's recurrent states do not match `batch_size`/`hidden_size`"
             )
         self.states = [self.placement.distribute(s) for s in states]
         if self.progress.rng:
