@@ -12,13 +12,8 @@ os.environ.setdefault("TEXTGEN_GENERATION", "xla")
 
 import pytest  # noqa: E402
 
+from helpers import SMALL_TEXT, TRAIN_IMAGES, VAL_IMAGES, snapshot  # noqa: E402
 from textgen.config import TrainConfig  # noqa: E402
-
-SMALL_TEXT = (
-    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
-    "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n\n"
-    "All:\nResolved. resolved.\n\n"
-) * 40
 
 
 @pytest.fixture
@@ -78,3 +73,30 @@ def train_tiny_run(tmp_path_factory):
         return config.out
 
     return train_tiny_run
+
+
+@pytest.fixture(scope="session")
+def shapes_data(tmp_path_factory):
+    """The captioning tests' data set, generated once per test run: 64x64 shapes scenes, 12 to
+    train on and 4 to validate (helpers.TRAIN_IMAGES, VAL_IMAGES), seed 5, and their COCO caption
+    files (helpers.caption_data_flags). Every module reads the same files, so a test that changes
+    one works on a copy; the files are checked unchanged at the end of the run."""
+    from captioning import shapes
+
+    out = tmp_path_factory.mktemp("shapes")
+    shapes.generate(
+        shapes.ShapesConfig(out=str(out), train_size=TRAIN_IMAGES, val_size=VAL_IMAGES, seed=5)
+    )
+    before = snapshot(out)
+    yield out
+    assert snapshot(out) == before, f"a test changed the shared shapes data in {out}"
+
+
+@pytest.fixture
+def kernel_choice_cache(monkeypatch, tmp_path):
+    """The measured kernel and generation-loop choices go to this test's own file (returned)."""
+    from textgen.network import kernel_choice
+
+    path = tmp_path / "kernel-choice.json"
+    monkeypatch.setattr(kernel_choice, "cache_path", lambda: path)
+    return path

@@ -16,8 +16,8 @@ from captioning.inference.loading import (
     load_caption_model,
 )
 from captioning.metrics.coco_metrics import score_captions
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "data", "samples")
 VAL_IMAGES = 100
 # Measured when the model was packaged (docs/captioning.md, "The bundled model"); greedy decoding.

@@ -2,6 +2,7 @@
 and from its SavedModel (reloaded in a process that cannot import this project), one error line
 per bad image, JSON output and the HTML gallery (rendered by a real headless Chromium)."""
 
+import functools
 import json
 import os
 import shutil
@@ -15,18 +16,16 @@ from PIL import Image
 from captioning import caption, export
 from captioning.datasets.tokens import SPECIALS
 from captioning.training.caption_trainer import CaptionTrainer
+from helpers import QUIET, run_main, tiny_caption_config
 from isolated_process import run_isolated
-from test_captioning_train import shapes_data, tiny_config  # noqa: F401 (a fixture)
-
-QUIET = {"log": lambda message: None, "progress_bar": False}
 
 
 @pytest.fixture(scope="module")
-def run_directory(shapes_data, tmp_path_factory):  # noqa: F811
+def run_directory(shapes_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("caption_run") / "run"
     # Enough steps that the captions are not all alike, so that comparisons mean something.
     CaptionTrainer.train_run(
-        tiny_config(
+        tiny_caption_config(
             shapes_data,
             out,
             epochs=40,
@@ -56,14 +55,11 @@ def saved_model(run_directory, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def images(shapes_data):  # noqa: F811
+def images(shapes_data):
     return sorted(str(p) for p in (shapes_data / "images").glob("val_*.png"))
 
 
-def run_cli(capsys, *argv):
-    status = caption.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
+run_cli = functools.partial(run_main, caption.main)  # run_cli(capsys, *argv)
 
 
 def cli_captions(capsys, *argv):
@@ -238,6 +234,7 @@ def isolated(saved_model, images, tmp_path_factory):
     )
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("beam", [1, 3])
 def test_saved_model_elsewhere_matches_the_cli(isolated, run_directory, images, capsys, beam):
     expected = cli_captions(capsys, *images, "--model", run_directory, "--beam-size", beam)
@@ -250,6 +247,7 @@ def test_saved_model_elsewhere_matches_the_cli(isolated, run_directory, images, 
         assert len(set(got["caption"])) > 1  # the model tells the images apart
 
 
+@pytest.mark.integration
 def test_saved_model_defaults_and_config(isolated):
     assert isolated["default"] == isolated["3"]["caption"]  # beam 3, 20 words
     assert isolated["serving_default"] == isolated["3"]["caption"]
@@ -269,6 +267,7 @@ def test_cli_on_the_saved_model_equals_the_run_directory(
     assert status == 2 and "need a run directory" in err and err.count("\n") == 1
 
 
+@pytest.mark.integration
 def test_saved_model_cli_lists_the_signatures(saved_model):
     cli = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable)) or shutil.which(
         "saved_model_cli"
@@ -328,6 +327,7 @@ def chromium():
     )
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(
     chromium() is None, reason="Chromium is not installed (apt-get install chromium)"
 )

@@ -27,6 +27,7 @@ from captioning.datasets.tokens import (
     tokenize,
 )
 from captioning.metrics.scene_parser import caption_is_correct
+from helpers import Log, snapshot
 from textgen.corpus.vocabulary import Vocabulary
 from textgen.errors import UsageError
 
@@ -36,32 +37,11 @@ def make_shapes(out, train_size=12, val_size=4, seed=0):
     return shapes.generate(config)
 
 
-def tree_bytes(root):
-    files = {}
-    for directory, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(directory, name)
-            with open(path, "rb") as f:
-                files[os.path.relpath(path, root)] = f.read()
-    return files
-
-
 @pytest.fixture(scope="module")
 def shapes_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("shapes")
     make_shapes(out, train_size=16, val_size=4)
     return out
-
-
-class Log(list):
-    """Collects log lines; `log.text` is all of them."""
-
-    def __call__(self, message):
-        self.append(message)
-
-    @property
-    def text(self):
-        return "\n".join(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,7 +52,7 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path):
     make_shapes(tmp_path / "a", seed=3)
     make_shapes(tmp_path / "b", seed=3)
     make_shapes(tmp_path / "c", seed=4)
-    a, b, c = (tree_bytes(tmp_path / name) for name in "abc")
+    a, b, c = (snapshot(tmp_path / name) for name in "abc")
     assert len(a) == 12 + 4 + 2
     assert a == b
     assert a.keys() == c.keys()
@@ -458,7 +438,7 @@ def test_decompression_bomb_limit_stays_on(tmp_path, monkeypatch):
 
 
 def copy_dataset(source, target):
-    for relative, data in tree_bytes(source).items():
+    for relative, data in snapshot(source).items():
         path = target / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)

@@ -9,16 +9,10 @@ A high learning rate and a small --grad-clip make the steps large and the clippi
 per-replica clipping or per-replica batch statistics would show.
 """
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
 
 from captioning.train import main
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from helpers import run_python
 
 SETUP = """
 import textgen, tensorflow as tf
@@ -51,20 +45,11 @@ assert min(one.step_losses[4:]) < one.step_losses[0] - 0.3, one.step_losses  # i
 """
 
 
-def run_python(code, timeout=300):
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SETUP + code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=HERE,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
+@pytest.mark.integration
 def test_mirrored_captioning_matches_one_device():
-    out = run_python("""
+    out = run_python(
+        SETUP
+        + """
 mirrored = dataclasses.replace(config, out=directory + "/two", strategy="mirrored")
 two = CaptionTrainer.train_run(mirrored, **quiet)
 difference = relative(one.step_losses, two.step_losses)
@@ -93,12 +78,16 @@ result = CaptionTrainer.train_run(dataclasses.replace(
     val_annotations=thirteen + "captions_val.json", out=directory + "/thirteen",
     strategy="mirrored"), **quiet)
 assert result.global_step == 6 and result.epoch == 2, (result.global_step, result.epoch)
-""")
+"""
+    )
     assert "max relative loss difference" in out
 
 
+@pytest.mark.integration
 def test_mirrored_checkpoints_resume_onto_the_one_device_trajectory():
-    out = run_python("""
+    out = run_python(
+        SETUP
+        + """
 # Mirrored for 3 steps (mid epoch 1), resumed mirrored to step 6 (mid epoch 2), then resumed on
 # one device to the end: every step's loss is the straight one-device run's.
 split = dataclasses.replace(config, out=directory + "/split", strategy="mirrored", max_steps=3)
@@ -115,15 +104,19 @@ difference = relative(one.step_losses, last.step_losses)
 assert difference < 1e-4, (difference, one.step_losses, last.step_losses)
 assert abs(one.final_val_loss - last.final_val_loss) < 1e-3 * one.final_val_loss  # as above
 print("max relative loss difference", difference)
-""")
+"""
+    )
     assert "max relative loss difference" in out
 
 
 # About 45 s: self-critical training under MirroredStrategy, and its resume from inside the SCST
 # phase (tests/test_captioning_scst.py is their one-device quick form).
 @pytest.mark.slow
+@pytest.mark.integration
 def test_mirrored_self_critical_training_scores_each_replicas_own_images():
-    out = run_python("""
+    out = run_python(
+        SETUP
+        + """
 from captioning.training.caption_trainer import CaptionTrainer
 # Epoch 3 self-critical, 2 samples per image: 15 images in batches of 4 (shares 2+2, ..., 2+1).
 scst = dataclasses.replace(config, out=directory + "/scst", strategy="mirrored", epochs=3,
@@ -153,7 +146,8 @@ assert weights and set(weights) == {k for k in again.files if "/" in k}
 for key in weights:
     np.testing.assert_allclose(again[key], straight[key], rtol=1e-5, atol=1e-6, err_msg=key)
 print("mirrored self-critical resume is exact")
-""")
+"""
+    )
     assert "self-critical under two replicas" in out
     assert "mirrored self-critical resume is exact" in out
 

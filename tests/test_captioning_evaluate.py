@@ -2,13 +2,12 @@
 tokenizer and METEOR in Java), the no-Java fallback, correctness on shapes scenes, skipped
 images and one-line errors. METEOR's JVM takes seconds to load, so only two tests start it."""
 
+import functools
 import io
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
@@ -16,14 +15,19 @@ from PIL import Image
 from captioning import evaluate
 from captioning.metrics import coco_metrics
 from captioning.training.caption_trainer import CaptionTrainer
-from test_captioning_train import shapes_data, tiny_config  # noqa: F401 (a fixture)
+from helpers import QUIET, ROOT, caption_val_flags, run_main, run_python_module, tiny_caption_config
 
 pytest.importorskip("pycocoevalcap")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
-needs_java = pytest.mark.skipif(
-    coco_metrics.find_java() is None, reason="needs Java (PTB tokenizer, METEOR)"
-)
+
+
+def needs_java(test):
+    """Skipped where there is no Java; marked integration: the Java scorers run as processes."""
+    skip = pytest.mark.skipif(
+        coco_metrics.find_java() is None, reason="needs Java (PTB tokenizer, METEOR)"
+    )
+    return pytest.mark.integration(skip(test))
+
 
 REFERENCES = {
     1: ["A small red circle above a large blue square.", "A red circle is above a blue square."],
@@ -35,27 +39,13 @@ WRONG = {1: "a green triangle", 2: "two dogs play", 3: "a red circle above a squ
 
 
 @pytest.fixture(scope="module")
-def run_directory(shapes_data, tmp_path_factory):  # noqa: F811
+def run_directory(shapes_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluate_run") / "run"
-    CaptionTrainer.train_run(
-        tiny_config(shapes_data, out, eval_images=0), log=lambda message: None, progress_bar=False
-    )
+    CaptionTrainer.train_run(tiny_caption_config(shapes_data, out, eval_images=0), **QUIET)
     return str(out)
 
 
-def val_flags(data):
-    return [
-        "--annotations",
-        str(data / "annotations" / "captions_val.json"),
-        "--images",
-        str(data / "images"),
-    ]
-
-
-def run_cli(capsys, *argv):
-    status = evaluate.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
+run_cli = functools.partial(run_main, evaluate.main)  # run_cli(capsys, *argv)
 
 
 def printed_metrics(out):
@@ -65,7 +55,7 @@ def printed_metrics(out):
 @needs_java
 def test_cli_writes_coco_results_and_prints_seven_metrics(
     run_directory, shapes_data, tmp_path, capsys
-):  # noqa: F811
+):
     from pycocotools.coco import COCO
 
     results = tmp_path / "results.json"
@@ -73,7 +63,7 @@ def test_cli_writes_coco_results_and_prints_seven_metrics(
         capsys,
         "--model",
         run_directory,
-        *val_flags(shapes_data),
+        *caption_val_flags(shapes_data),
         "--results",
         results,
         "--beam-size",
@@ -134,9 +124,9 @@ def test_known_values_and_a_wrong_caption_scores_lower(monkeypatch):
 
 def test_without_java_the_cli_warns_and_prints_bleu_rouge_cider(
     run_directory, shapes_data, monkeypatch, capsys
-):  # noqa: F811
+):
     monkeypatch.setattr(coco_metrics, "find_java", lambda: None)
-    status, out, err = run_cli(capsys, "--model", run_directory, *val_flags(shapes_data))
+    status, out, err = run_cli(capsys, "--model", run_directory, *caption_val_flags(shapes_data))
     assert status == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("warning")]
     assert len(warnings) == 1 and "METEOR skipped" in warnings[0] and "PTB tokenizer" in warnings[0]
@@ -145,6 +135,7 @@ def test_without_java_the_cli_warns_and_prints_bleu_rouge_cider(
     assert re.search(r"^correct\s+\d+\.\d%", out, re.M)
 
 
+@pytest.mark.integration  # runs the fake java
 def test_a_java_that_does_not_run_falls_back_too(tmp_path, monkeypatch):
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -161,7 +152,7 @@ def test_a_java_that_does_not_run_falls_back_too(tmp_path, monkeypatch):
 
 def test_unreadable_images_are_skipped_and_counted(
     run_directory, shapes_data, tmp_path, monkeypatch, capsys
-):  # noqa: F811
+):
     monkeypatch.setattr(
         coco_metrics, "find_java", lambda: None
     )  # the Java scorers are not what this tests
@@ -194,23 +185,18 @@ def test_unreadable_images_are_skipped_and_counted(
     ]
 
 
-def test_bad_input_is_one_line_exit_2(run_directory, shapes_data, tmp_path, capsys):  # noqa: F811
+@pytest.mark.integration
+def test_bad_input_is_one_line_exit_2(run_directory, shapes_data, tmp_path, capsys):
     missing = tmp_path / "missing.json"
     env = {**os.environ, "PYTHONPATH": ROOT}
-    process = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "captioning.evaluate",
-            "--model",
-            run_directory,
-            "--annotations",
-            str(missing),
-            "--images",
-            str(shapes_data / "images"),
-        ],
-        capture_output=True,
-        text=True,
+    process = run_python_module(
+        "captioning.evaluate",
+        "--model",
+        run_directory,
+        "--annotations",
+        missing,
+        "--images",
+        shapes_data / "images",
         env=env,
         cwd=tmp_path,
     )
@@ -225,7 +211,7 @@ def test_bad_input_is_one_line_exit_2(run_directory, shapes_data, tmp_path, caps
         (["--model", str(tmp_path / "nowhere")], "no such directory"),
     ):
         status, out, err = run_cli(
-            capsys, "--model", run_directory, *val_flags(shapes_data), *flags
+            capsys, "--model", run_directory, *caption_val_flags(shapes_data), *flags
         )
         assert status == 2 and out == "", flags
         lines = [line for line in err.splitlines() if line]

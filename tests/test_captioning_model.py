@@ -2,8 +2,6 @@
 model's own weights), the step function used for decoding, config round trip, the masked loss,
 the encoders and their weights. Tiny sizes; a few seconds in all."""
 
-import inspect
-
 import keras
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from captioning.models.captioner import Captioner
 from captioning.models.image_encoder import ImageEncoder, default_image_size
 from captioning.models.small_cnn import SPATIAL, SmallCNN
 from captioning.training.losses import masked_cross_entropy, masked_loss, teacher_forcing
-from textgen.corpus.vocabulary import Vocabulary
+from helpers import assert_config_round_trip
 from textgen.errors import UsageError
 
 WORDS = [
@@ -194,36 +192,6 @@ def test_images_and_features_give_the_same_logits(vocabulary):
         np.asarray(model({"features": v, "tokens": tokens})),
         rtol=1e-6,
     )
-
-
-def constructor_arguments(cls):
-    """The names of `cls.__init__`'s own arguments (not self, not **kwargs) and their defaults."""
-    return {
-        name: parameter.default
-        for name, parameter in list(inspect.signature(cls.__init__).parameters.items())[1:]
-        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
-    }
-
-
-def assert_config_round_trip(cls, arguments, at_default=()):
-    """`cls(**arguments)`'s get_config holds every constructor argument at the value passed (the
-    keras-hub rule), and from_config gives back the same config. `arguments` must name every
-    argument, each at a value other than its default (but those in `at_default`), so that a
-    missing or hard-coded one fails. Returns the layer and its clone."""
-    defaults = constructor_arguments(cls)
-    assert sorted(arguments) == sorted(defaults), "the test must pass every constructor argument"
-    for name, value in arguments.items():
-        if name not in at_default:
-            assert value != defaults[name], f"{name} is at its default: a lost value would pass"
-    layer = cls(**arguments)
-    config = layer.get_config()
-    for name, value in arguments.items():
-        assert name in config, f"get_config() lacks the constructor argument {name}"
-        expected = value.tokens if isinstance(value, Vocabulary) else value
-        assert config[name] == (list(expected) if isinstance(expected, tuple) else expected), name
-    clone = cls.from_config(config)
-    assert clone.get_config() == config
-    return layer, clone
 
 
 @pytest.fixture(scope="module")

@@ -7,26 +7,21 @@ import errno
 import os
 import signal
 import subprocess
-import sys
-import time
 
-import numpy as np
 import pytest
 
-from captioning import shapes
 from captioning.train import main
 from captioning.training.caption_trainer import CaptionTrainer
-from test_captioning_train import Log, checkpoint_arrays, tiny_config, tiny_flags
-from textgen.errors import DiskFull, UsageError
+from helpers import (
+    Log,
+    assert_same_arrays,
+    python_module,
+    tiny_caption_config,
+    tiny_caption_flags,
+    wait_for_checkpoint,
+)
+from textgen.errors import DiskFull
 from textgen.training.run_directory import RunDirectory
-
-
-@pytest.fixture(scope="module")
-def shapes_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shapes")
-    shapes.generate(shapes.ShapesConfig(out=str(out), train_size=12, val_size=4, seed=5))
-    return out
-
 
 # 12 images in batches of 5: 3 steps an epoch (5, 5 and a short 2), 9 steps in all.
 COMMON = dict(
@@ -34,18 +29,11 @@ COMMON = dict(
 )
 
 
-def assert_same_arrays(a, b):
-    a, b = checkpoint_arrays(a), checkpoint_arrays(b)
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_array_equal(b[key], a[key], err_msg=key)
-
-
 @pytest.fixture(scope="module")
 def straight(shapes_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("straight") / "run"
     return out, CaptionTrainer.train_run(
-        tiny_config(shapes_data, out, max_steps=9, **COMMON), log=Log(), progress_bar=False
+        tiny_caption_config(shapes_data, out, max_steps=9, **COMMON), log=Log(), progress_bar=False
     )
 
 
@@ -54,11 +42,13 @@ def test_every_stop_point_resumes_bit_for_bit(shapes_data, tmp_path, straight, s
     straight_out, straight_result = straight
     out = tmp_path / "split"
     first = CaptionTrainer.train_run(
-        tiny_config(shapes_data, out, max_steps=stop, **COMMON), log=Log(), progress_bar=False
+        tiny_caption_config(shapes_data, out, max_steps=stop, **COMMON),
+        log=Log(),
+        progress_bar=False,
     )
     assert first.global_step == stop
     resumed = CaptionTrainer.train_run(
-        tiny_config(shapes_data, out, max_steps=9, resume=True, **COMMON),
+        tiny_caption_config(shapes_data, out, max_steps=9, resume=True, **COMMON),
         explicit=["max_steps", "resume"],
         log=Log(),
         progress_bar=False,
@@ -70,29 +60,18 @@ def test_every_stop_point_resumes_bit_for_bit(shapes_data, tmp_path, straight, s
 
 
 def cli_command(data, out, *extra):
-    flags = tiny_flags(data, out)
+    flags = tiny_caption_flags(data, out)
     flags[flags.index("--batch-size") + 1] = "5"
     flags[flags.index("--epochs") + 1] = "10000"
-    return (
-        [sys.executable, "-m", "captioning.train"]
-        + flags
-        + ["--checkpoint-every", "1", "--lr-schedule", "constant", "--dropout", "0.25"]
-        + list(extra)
+    return python_module(
+        "captioning.train",
+        *flags,
+        *["--checkpoint-every", "1", "--lr-schedule", "constant", "--dropout", "0.25"],
+        *extra,
     )
 
 
-def wait_for_checkpoint(out, step, process, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if RunDirectory(out).load_checkpoint()[1]["global_step"] >= step:
-                return
-        except UsageError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"no checkpoint at step {step}: exit status {process.poll()}")
-
-
+@pytest.mark.integration
 @pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_or_terminated_run_resumes_bit_for_bit(
     shapes_data, tmp_path, capsys, signal_number
@@ -141,12 +120,12 @@ def test_a_killed_or_terminated_run_resumes_bit_for_bit(
 def test_resuming_a_run_already_at_max_steps_does_nothing(shapes_data, tmp_path):
     out = tmp_path / "run"
     CaptionTrainer.train_run(
-        tiny_config(shapes_data, out, max_steps=4, **COMMON), log=Log(), progress_bar=False
+        tiny_caption_config(shapes_data, out, max_steps=4, **COMMON), log=Log(), progress_bar=False
     )
     before = open(RunDirectory(out).checkpoint_path, "rb").read()
     log = Log()
     result = CaptionTrainer.train_run(
-        tiny_config(shapes_data, out, max_steps=4, resume=True, **COMMON),
+        tiny_caption_config(shapes_data, out, max_steps=4, resume=True, **COMMON),
         explicit=["resume"],
         log=log,
         progress_bar=False,
@@ -159,7 +138,7 @@ def test_resuming_a_run_already_at_max_steps_does_nothing(shapes_data, tmp_path)
 def test_a_full_disk_keeps_the_last_checkpoint(shapes_data, tmp_path, monkeypatch):
     out = tmp_path / "run"
     CaptionTrainer.train_run(
-        tiny_config(shapes_data, out, max_steps=2, **COMMON), log=Log(), progress_bar=False
+        tiny_caption_config(shapes_data, out, max_steps=2, **COMMON), log=Log(), progress_bar=False
     )
     before = open(RunDirectory(out).checkpoint_path, "rb").read()
 
@@ -169,7 +148,7 @@ def test_a_full_disk_keeps_the_last_checkpoint(shapes_data, tmp_path, monkeypatc
     monkeypatch.setattr(os, "fsync", no_space)  # where a delayed allocation failure surfaces
     with pytest.raises(DiskFull, match="checkpoint.npz: it needs about .* is intact"):
         CaptionTrainer.train_run(
-            tiny_config(shapes_data, out, max_steps=4, resume=True, **COMMON),
+            tiny_caption_config(shapes_data, out, max_steps=4, resume=True, **COMMON),
             explicit=["max_steps", "resume"],
             log=Log(),
             progress_bar=False,

@@ -15,7 +15,7 @@ from captioning.datasets.tokens import build_vocabulary, tokenize
 from captioning.train import main
 from captioning.training.caption_trainer import CaptionTrainer
 from captioning.training.self_critical import SelfCritical, reference_ids, step_seed
-from test_captioning_train import Log, checkpoint_arrays, shapes_data, tiny_config  # noqa: F401
+from helpers import Log, assert_same_arrays, checkpoint_arrays, tiny_caption_config
 
 SCST = dict(epochs=3, scst_after=1, scst_samples=3, eval_images=0, lr_schedule="constant")
 
@@ -25,10 +25,10 @@ def metrics_rows(run):
         return [json.loads(line) for line in f]
 
 
-def test_scst_phase_logs_rewards_and_uses_its_learning_rate(shapes_data, tmp_path):  # noqa: F811
+def test_scst_phase_logs_rewards_and_uses_its_learning_rate(shapes_data, tmp_path):
     log = Log()
     result = CaptionTrainer.train_run(
-        tiny_config(shapes_data, tmp_path / "run", **{**SCST, "eval_images": 4}),
+        tiny_caption_config(shapes_data, tmp_path / "run", **{**SCST, "eval_images": 4}),
         log=log,
         progress_bar=False,
     )
@@ -53,29 +53,28 @@ def test_scst_phase_logs_rewards_and_uses_its_learning_rate(shapes_data, tmp_pat
     assert result.scores is not None  # greedy captions scored after training
 
 
-def test_resume_is_exact_across_the_switch_and_inside_scst(shapes_data, tmp_path):  # noqa: F811
+def test_resume_is_exact_across_the_switch_and_inside_scst(shapes_data, tmp_path):
     # 3 steps per epoch: steps 1-3 cross-entropy, 4-8 self-critical. Straight to step 8, or
     # stopped at 2 (cross-entropy), resumed to 5 (across the switch, inside SCST), then to 8.
     # The encoder learns from the reward too: its batch-normalisation statistics move as well.
     SCST = dict(globals()["SCST"], scst_encoder="train")
     straight = CaptionTrainer.train_run(
-        tiny_config(shapes_data, tmp_path / "straight", max_steps=8, **SCST),
+        tiny_caption_config(shapes_data, tmp_path / "straight", max_steps=8, **SCST),
         log=Log(),
         progress_bar=False,
     )
     for stop, resume in ((2, False), (5, True), (8, True)):
         part = CaptionTrainer.train_run(
-            tiny_config(shapes_data, tmp_path / "split", max_steps=stop, resume=resume, **SCST),
+            tiny_caption_config(
+                shapes_data, tmp_path / "split", max_steps=stop, resume=resume, **SCST
+            ),
             explicit=["max_steps", "resume"] if resume else (),
             log=Log(),
             progress_bar=False,
         )
         assert part.global_step == stop
     np.testing.assert_allclose(part.step_losses, straight.step_losses, rtol=1e-5, atol=1e-7)
-    a, b = checkpoint_arrays(tmp_path / "straight"), checkpoint_arrays(tmp_path / "split")
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert_same_arrays(tmp_path / "straight", tmp_path / "split", rtol=1e-5, atol=1e-6)
     rows = [
         [r for r in metrics_rows(tmp_path / run) if r["kind"] == "step"]
         for run in ("straight", "split")
@@ -88,11 +87,13 @@ def test_resume_is_exact_across_the_switch_and_inside_scst(shapes_data, tmp_path
                 assert one[field] == pytest.approx(two[field], rel=1e-5), (one, two)
 
 
-def test_scst_encoder_freeze_trains_the_decoder_only(shapes_data, tmp_path):  # noqa: F811
+def test_scst_encoder_freeze_trains_the_decoder_only(shapes_data, tmp_path):
     common = dict(SCST, epochs=2)  # --scst-encoder freeze is the default
     for stop, resume in ((3, False), (6, True)):  # epoch 1 cross-entropy, epoch 2 SCST
         CaptionTrainer.train_run(
-            tiny_config(shapes_data, tmp_path / "run", max_steps=stop, resume=resume, **common),
+            tiny_caption_config(
+                shapes_data, tmp_path / "run", max_steps=stop, resume=resume, **common
+            ),
             explicit=["max_steps", "resume"] if resume else (),
             log=Log(),
             progress_bar=False,
@@ -109,7 +110,7 @@ def test_scst_encoder_freeze_trains_the_decoder_only(shapes_data, tmp_path):  # 
 
 
 @pytest.fixture(scope="module")
-def caption_set(shapes_data):  # noqa: F811
+def caption_set(shapes_data):
     records = read_captions(
         str(shapes_data / "annotations" / "captions_train.json"), str(shapes_data / "images")
     )
@@ -154,7 +155,7 @@ def test_step_seeds_depend_on_the_step_only():
     assert step_seed(1, 5) != step_seed(0, 5)
 
 
-def test_bad_scst_flags_are_one_line(shapes_data, tmp_path, capsys):  # noqa: F811
+def test_bad_scst_flags_are_one_line(shapes_data, tmp_path, capsys):
     base = [
         "--annotations",
         str(shapes_data / "annotations" / "captions_train.json"),

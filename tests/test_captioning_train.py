@@ -1,16 +1,14 @@
 """Captioning training: run directory, exact resume, feature cache, fine-tuning, the CLI and its
 bad-input handling. Tiny models on a dozen 64x64 shapes images: seconds per run."""
 
+import functools
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from captioning import shapes
 from captioning.config import CaptionTrainConfig
 from captioning.datasets import images as image_files
 from captioning.datasets.batches import CaptionSet, inference_encoder
@@ -20,62 +18,26 @@ from captioning.metrics.coco_metrics import score_captions
 from captioning.models.captioner import Captioner
 from captioning.train import build_parser, main
 from captioning.training.caption_trainer import CaptionTrainer
+from helpers import (
+    ROOT,
+    TRAIN_IMAGES,
+    VAL_IMAGES,
+    Log,
+    assert_same_arrays,
+    checkpoint_arrays,
+    run_main,
+    run_python_module,
+    tiny_caption_config,
+    tiny_caption_flags,
+)
 from textgen.corpus.vocabulary import Vocabulary
 from textgen.training.run_directory import RunDirectory
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_IMAGES, VAL_IMAGES = 12, 4
-
-
-@pytest.fixture(scope="module")
-def shapes_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shapes")
-    shapes.generate(
-        shapes.ShapesConfig(out=str(out), train_size=TRAIN_IMAGES, val_size=VAL_IMAGES, seed=5)
-    )
-    return out
-
-
-def data_flags(data):
-    return dict(
-        annotations=str(data / "annotations" / "captions_train.json"),
-        images=str(data / "images"),
-        val_annotations=str(data / "annotations" / "captions_val.json"),
-    )
-
-
-def tiny_config(data, out, **overrides):
-    values = dict(
-        data_flags(data),
-        out=str(out),
-        encoder_filters="4,8",
-        feature_size=16,
-        hidden_size=16,
-        embedding_size=8,
-        batch_size=4,
-        captions_per_image=2,
-        epochs=2,
-        eval_images=4,
-        checkpoint_every=2,
-        export=False,
-    )
-    values.update(overrides)
-    return CaptionTrainConfig(**values)
-
-
-class Log(list):
-    def __call__(self, message):
-        self.append(message)
-
-    @property
-    def text(self):
-        return "\n".join(self)
 
 
 def test_training_writes_a_run_directory_and_scores(shapes_data, tmp_path):
     log = Log()
     result = CaptionTrainer.train_run(
-        tiny_config(shapes_data, tmp_path / "run"), log=log, progress_bar=False
+        tiny_caption_config(shapes_data, tmp_path / "run"), log=log, progress_bar=False
     )
     run = RunDirectory(tmp_path / "run")
     assert result.epoch == 2 and result.global_step == 2 * 3 and result.stopped_by == "epochs"
@@ -106,7 +68,7 @@ def test_training_writes_a_run_directory_and_scores(shapes_data, tmp_path):
     loaded_config = model.train_config
     assert loaded_config.hidden_size == 16
     trainer = CaptionTrainer(
-        tiny_config(shapes_data, tmp_path / "run", resume=True),
+        tiny_caption_config(shapes_data, tmp_path / "run", resume=True),
         explicit=["resume"],
         log=Log(),
         progress_bar=False,
@@ -127,7 +89,7 @@ def test_first_captions_trains_and_validates_on_each_images_first_captions(shape
     """--first-captions 1: the vocabulary, every training batch and the validation loss use each
     image's first caption (the shapes data's canonical wording) and nothing else, while the
     scores still count every reference. With 2, batches draw from the first two, both of them."""
-    config = tiny_config(
+    config = tiny_caption_config(
         shapes_data, tmp_path / "run", first_captions=1, captions_per_image=1, epochs=1
     )
     trainer = CaptionTrainer(config, log=Log(), progress_bar=False)
@@ -173,38 +135,30 @@ def test_score_captions_on_scenes(shapes_data):
     assert wrong["correct"] < 1.0 and wrong["cider"] < perfect["cider"]
 
 
-def checkpoint_arrays(path):
-    with np.load(os.path.join(path, "checkpoint.npz"), allow_pickle=False) as data:
-        return {k: data[k] for k in data.files if "/" in k}
-
-
 def test_resume_mid_epoch_continues_bit_exactly(shapes_data, tmp_path):
     # 3 steps per epoch; 7 steps straight == 4 steps (stopping inside epoch 2) + 3 resumed.
     # A constant rate: the cosine schedule spans --max-steps, and the first part here has fewer.
     common = dict(dropout=0.25, epochs=3, eval_images=0, lr_schedule="constant")
     straight = CaptionTrainer.train_run(
-        tiny_config(shapes_data, tmp_path / "straight", max_steps=7, **common),
+        tiny_caption_config(shapes_data, tmp_path / "straight", max_steps=7, **common),
         log=Log(),
         progress_bar=False,
     )
     first = CaptionTrainer.train_run(
-        tiny_config(shapes_data, tmp_path / "split", max_steps=4, **common),
+        tiny_caption_config(shapes_data, tmp_path / "split", max_steps=4, **common),
         log=Log(),
         progress_bar=False,
     )
     assert first.stopped_by == "max_steps" and first.epoch == 1
     resumed = CaptionTrainer.train_run(
-        tiny_config(shapes_data, tmp_path / "split", max_steps=7, resume=True, **common),
+        tiny_caption_config(shapes_data, tmp_path / "split", max_steps=7, resume=True, **common),
         explicit=["max_steps", "resume"],
         log=Log(),
         progress_bar=False,
     )
     assert straight.global_step == resumed.global_step == 7
     np.testing.assert_allclose(resumed.step_losses, straight.step_losses, rtol=1e-5)
-    a, b = checkpoint_arrays(tmp_path / "straight"), checkpoint_arrays(tmp_path / "split")
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert_same_arrays(tmp_path / "straight", tmp_path / "split", rtol=1e-5, atol=1e-6)
 
 
 def test_an_interrupted_cosine_run_resumes_on_the_same_schedule(shapes_data, tmp_path):
@@ -214,10 +168,14 @@ def test_an_interrupted_cosine_run_resumes_on_the_same_schedule(shapes_data, tmp
         epochs=3, eval_images=0, lr_schedule="cosine", learning_rate=1e-2, min_learning_rate=1e-3
     )
     straight = CaptionTrainer.train_run(
-        tiny_config(shapes_data, tmp_path / "straight", **common), log=Log(), progress_bar=False
+        tiny_caption_config(shapes_data, tmp_path / "straight", **common),
+        log=Log(),
+        progress_bar=False,
     )
     trainer = CaptionTrainer(
-        tiny_config(shapes_data, tmp_path / "split", **common), log=Log(), progress_bar=False
+        tiny_caption_config(shapes_data, tmp_path / "split", **common),
+        log=Log(),
+        progress_bar=False,
     )
     trainer.prepare()
     step, calls = trainer.train_step, []
@@ -232,7 +190,7 @@ def test_an_interrupted_cosine_run_resumes_on_the_same_schedule(shapes_data, tmp
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     resumed = CaptionTrainer.train_run(
-        tiny_config(shapes_data, tmp_path / "split", resume=True, **common),
+        tiny_caption_config(shapes_data, tmp_path / "split", resume=True, **common),
         explicit=["resume"],
         log=Log(),
         progress_bar=False,
@@ -240,14 +198,12 @@ def test_an_interrupted_cosine_run_resumes_on_the_same_schedule(shapes_data, tmp
     assert straight.global_step == resumed.global_step == 9
     np.testing.assert_allclose(resumed.step_losses, straight.step_losses, rtol=1e-5)
     assert straight.history[-1]["learning_rate"] < 2e-3  # it did fall
-    a, b = checkpoint_arrays(tmp_path / "straight"), checkpoint_arrays(tmp_path / "split")
-    for key in a:
-        np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert_same_arrays(tmp_path / "straight", tmp_path / "split", rtol=1e-5, atol=1e-6)
 
 
 def test_max_minutes_stops_with_a_checkpoint(shapes_data, tmp_path):
     result = CaptionTrainer.train_run(
-        tiny_config(shapes_data, tmp_path / "run", max_minutes=1e-6, eval_images=0),
+        tiny_caption_config(shapes_data, tmp_path / "run", max_minutes=1e-6, eval_images=0),
         log=Log(),
         progress_bar=False,
     )
@@ -257,7 +213,7 @@ def test_max_minutes_stops_with_a_checkpoint(shapes_data, tmp_path):
 
 def test_runs_saved_before_encoder_spatial_load_as_flatten(shapes_data, tmp_path):
     CaptionTrainer.train_run(
-        tiny_config(
+        tiny_caption_config(
             shapes_data, tmp_path / "run", epochs=1, eval_images=0, encoder_spatial="flatten"
         ),
         log=Log(),
@@ -287,7 +243,7 @@ def learning_rates_used(trainer):
 
 @pytest.mark.parametrize("schedule", ["cosine", "constant"])
 def test_learning_rate_schedule_over_max_steps(shapes_data, tmp_path, schedule):
-    config = tiny_config(
+    config = tiny_caption_config(
         shapes_data,
         tmp_path / "run",
         epochs=100,
@@ -309,7 +265,7 @@ def test_learning_rate_schedule_over_max_steps(shapes_data, tmp_path, schedule):
 
 
 def test_cosine_schedule_follows_the_clock_under_max_minutes(shapes_data, tmp_path, monkeypatch):
-    config = tiny_config(
+    config = tiny_caption_config(
         shapes_data,
         tmp_path / "run",
         epochs=100,
@@ -331,7 +287,7 @@ def test_cosine_schedule_follows_the_clock_under_max_minutes(shapes_data, tmp_pa
 
 
 def pretrained_config(data, out, **overrides):
-    return tiny_config(
+    return tiny_caption_config(
         data, out, encoder="mobilenet_v3_small", encoder_weights="none", image_size=32, **overrides
     )
 
@@ -413,38 +369,7 @@ def test_fine_tune_after_unfreezes_the_backbone_with_its_own_optimizer(shapes_da
 # The CLI
 
 
-def cli(capsys, *argv):
-    status = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def tiny_flags(data, out):
-    flags = [
-        "--out",
-        out,
-        "--encoder-filters",
-        "4,8",
-        "--feature-size",
-        "16",
-        "--hidden-size",
-        "16",
-        "--embedding-size",
-        "8",
-        "--batch-size",
-        "4",
-        "--captions-per-image",
-        "2",
-        "--epochs",
-        "1",
-        "--eval-images",
-        "0",
-        "--no-export",
-        "--no-progress",
-    ]
-    for name, value in data_flags(data).items():
-        flags += ["--" + name.replace("_", "-"), value]
-    return flags
+cli = functools.partial(run_main, main)  # cli(capsys, *argv) -> (status, out, err)
 
 
 def test_help_lists_every_flag(capsys):
@@ -461,17 +386,21 @@ def test_help_lists_every_flag(capsys):
 
 
 def test_cli_trains(shapes_data, tmp_path, capsys):
-    status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "run"))
+    status, out, err = cli(capsys, *tiny_caption_flags(shapes_data, tmp_path / "run"))
     assert status == 0, err
     assert "epoch 1/1" in out and "nats/token" in out
     assert RunDirectory(tmp_path / "run").has_checkpoint()
-    status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "run"))
+    status, out, err = cli(capsys, *tiny_caption_flags(shapes_data, tmp_path / "run"))
     assert status == 2 and "already holds a run" in err
     status, out, err = cli(
-        capsys, *tiny_flags(shapes_data, tmp_path / "run"), "--resume", "--hidden-size", "32"
+        capsys,
+        *tiny_caption_flags(shapes_data, tmp_path / "run"),
+        "--resume",
+        "--hidden-size",
+        "32",
     )
     assert status == 2 and "--hidden-size 32" in err and "\n" not in err.strip()
-    status, out, err = cli(capsys, *tiny_flags(shapes_data, tmp_path / "fresh"), "--resume")
+    status, out, err = cli(capsys, *tiny_caption_flags(shapes_data, tmp_path / "fresh"), "--resume")
     assert status == 2 and "no checkpoint" in err
 
 
@@ -504,23 +433,18 @@ def test_bad_annotation_files_are_one_line_errors(tmp_path, capsys, content, wor
     assert not (tmp_path / "run").exists()  # nothing written before the input is checked
 
 
+@pytest.mark.integration
 def test_cli_errors_have_no_traceback(tmp_path):
     """The real command line: exit status 2, one line on stderr."""
     annotations = write(tmp_path / "captions.json", "this is not JSON")
-    process = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "captioning.train",
-            "--annotations",
-            str(annotations),
-            "--images",
-            str(tmp_path),
-            "--out",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
+    process = run_python_module(
+        "captioning.train",
+        "--annotations",
+        annotations,
+        "--images",
+        tmp_path,
+        "--out",
+        tmp_path / "run",
         cwd=ROOT,
         timeout=120,
     )
@@ -530,7 +454,7 @@ def test_cli_errors_have_no_traceback(tmp_path):
 
 
 def test_bad_flag_values(shapes_data, tmp_path, capsys):
-    flags = tiny_flags(shapes_data, tmp_path / "run")
+    flags = tiny_caption_flags(shapes_data, tmp_path / "run")
     for extra, words in [
         (["--encoder", "vgg16"], "--encoder must be one of"),
         (["--encoder-weights", "imagenet"], "no ImageNet weights"),
@@ -574,7 +498,7 @@ def test_imagenet_download_failure_through_the_cli(shapes_data, tmp_path, capsys
     monkeypatch.setattr(file_utils, "get_file", no_network)
     status, out, err = cli(
         capsys,
-        *tiny_flags(shapes_data, tmp_path / "run"),
+        *tiny_caption_flags(shapes_data, tmp_path / "run"),
         "--encoder",
         "mobilenet_v3_small",
         "--image-size",
@@ -587,7 +511,7 @@ def test_imagenet_download_failure_through_the_cli(shapes_data, tmp_path, capsys
 def test_all_images_missing_is_an_error(shapes_data, tmp_path, capsys):
     status, out, err = cli(
         capsys,
-        *tiny_flags(shapes_data, tmp_path / "run"),
+        *tiny_caption_flags(shapes_data, tmp_path / "run"),
         "--images",
         tmp_path / "nowhere",
         "--val-images",
@@ -628,7 +552,7 @@ def broken_dataset(source, target):
 def test_bad_images_and_captions_are_skipped_and_named(shapes_data, tmp_path, capsys, monkeypatch):
     names = broken_dataset(shapes_data, tmp_path / "broken")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10000)  # 200x200 is a "bomb", 64x64 is not
-    flags = tiny_flags(shapes_data, tmp_path / "run")
+    flags = tiny_caption_flags(shapes_data, tmp_path / "run")
     flags[flags.index("--annotations") + 1] = str(tmp_path / "broken" / "captions.json")
     flags[flags.index("--images") + 1] = str(tmp_path / "broken" / "images")
     status, out, err = cli(capsys, *flags, "--val-images", shapes_data / "images")
@@ -665,7 +589,7 @@ def test_divergence_aborts_and_keeps_the_last_checkpoint(
 
     monkeypatch.setattr(trainer_module.CaptionTrainer, "compile_steps", poisoned)
     status, out, err = cli(
-        capsys, *tiny_flags(shapes_data, tmp_path / "run"), "--checkpoint-every", "1"
+        capsys, *tiny_caption_flags(shapes_data, tmp_path / "run"), "--checkpoint-every", "1"
     )
     assert status == 3 and "loss became nan at step 3" in err and err.count("\n") == 1
     with np.load(tmp_path / "run" / "checkpoint.npz", allow_pickle=False) as data:
@@ -676,10 +600,12 @@ def test_divergence_aborts_and_keeps_the_last_checkpoint(
 def test_images_decoded_every_epoch_give_the_same_run_as_images_in_memory(shapes_data, tmp_path):
     log = Log()
     memory = CaptionTrainer.train_run(
-        tiny_config(shapes_data, tmp_path / "memory", eval_images=0), log=Log(), progress_bar=False
+        tiny_caption_config(shapes_data, tmp_path / "memory", eval_images=0),
+        log=Log(),
+        progress_bar=False,
     )
     files = CaptionTrainer.train_run(
-        tiny_config(shapes_data, tmp_path / "files", eval_images=0, image_memory_mb=0),
+        tiny_caption_config(shapes_data, tmp_path / "files", eval_images=0, image_memory_mb=0),
         log=log,
         progress_bar=False,
     )
@@ -690,7 +616,7 @@ def test_images_decoded_every_epoch_give_the_same_run_as_images_in_memory(shapes
 def test_without_validation_captions_a_share_of_the_images_is_held_out(
     shapes_data, tmp_path, capsys
 ):
-    flags = tiny_flags(shapes_data, tmp_path / "run")
+    flags = tiny_caption_flags(shapes_data, tmp_path / "run")
     at = flags.index("--val-annotations")
     del flags[at : at + 2]
     status, out, err = cli(capsys, *flags, "--val-fraction", "0.25")
@@ -721,7 +647,7 @@ def test_a_karpathy_split_file_trains_on_train_and_restval_and_validates_on_val(
     path = tmp_path / "dataset_shapes.json"
     write(path, json.dumps({"dataset": "shapes", "images": entries}))
     log = Log()
-    config = tiny_config(
+    config = tiny_caption_config(
         shapes_data,
         tmp_path / "run",
         annotations=str(path),

@@ -8,8 +8,6 @@ eval.json is not in the matrix: no CLI reads it (only bench/caption_quality.py d
 import json
 import os
 import shutil
-import subprocess
-import sys
 import traceback
 
 import numpy as np
@@ -24,25 +22,28 @@ import textgen.export
 import textgen.sample
 import textgen.train
 from captioning.training.caption_trainer import CaptionTrainer
-from test_captioning_train import shapes_data, tiny_config  # noqa: F401 (a fixture)
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUIET = {"log": lambda message: None, "progress_bar": False}
-CORPUS = (
-    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
-) * 30
+from helpers import (
+    CITIZEN_TEXT,
+    QUIET,
+    ROOT,
+    caption_val_flags,
+    one_error_line,
+    run_python_module,
+    tiny_caption_config,
+)
 
 
 @pytest.fixture(scope="module")
 def text_run(train_tiny_run):
-    return train_tiny_run("text_run", CORPUS, export=False)
+    return train_tiny_run("text_run", CITIZEN_TEXT, export=False)
 
 
 @pytest.fixture(scope="module")
-def caption_run(shapes_data, tmp_path_factory):  # noqa: F811
+def caption_run(shapes_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("caption_run") / "run"
     CaptionTrainer.train_run(
-        tiny_config(shapes_data, out, epochs=1, max_steps=1, eval_images=0, export=True), **QUIET
+        tiny_caption_config(shapes_data, out, epochs=1, max_steps=1, eval_images=0, export=True),
+        **QUIET,
     )
     return str(out)
 
@@ -138,6 +139,8 @@ RUN_FILES = {
     "checkpoint.npz": {**COMMON, "an npz without its arrays": npz_without_its_arrays},
 }
 # A captioning run's vocabulary must also be a caption vocabulary.
+# A text run also keeps its best evaluation's weights, which sample and export read by default.
+TEXT_RUN_FILES = {**RUN_FILES, "checkpoint.best.npz": RUN_FILES["checkpoint.npz"]}
 CAPTION_RUN_FILES = {
     **RUN_FILES,
     "vocab.json": {
@@ -174,12 +177,6 @@ SAVED_MODEL_CLIS = ("captioning.caption", "captioning.evaluate")
 def command(cli, model, tmp_path, data):
     """(main, argv) of `cli` reading `model`, a run directory or a SavedModel."""
     image = str(sorted((data / "images").glob("val_*.png"))[0])
-    references = [
-        "--annotations",
-        str(data / "annotations" / "captions_val.json"),
-        "--images",
-        str(data / "images"),
-    ]
     export_to = str(tmp_path / "export")
     return {
         "textgen.sample": (textgen.sample.main, [model, "--length", "5"]),
@@ -189,7 +186,10 @@ def command(cli, model, tmp_path, data):
             ["--out", model, "--resume", "--no-progress"],
         ),
         "captioning.caption": (captioning.caption.main, [image, "--model", model]),
-        "captioning.evaluate": (captioning.evaluate.main, ["--model", model, *references]),
+        "captioning.evaluate": (
+            captioning.evaluate.main,
+            ["--model", model, *caption_val_flags(data)],
+        ),
         "captioning.export": (captioning.export.main, [model, export_to]),
         "captioning.train --resume": (
             captioning.train.main,
@@ -208,15 +208,8 @@ def run_cli(main, argv, capsys):
     return status, capsys.readouterr().err
 
 
-def assert_one_error_line(status, err, name):
-    assert status == 2 and "Traceback" not in err, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert name in lines[0], err
-
-
 def run_directory_cases():
-    for clis, files in ((TEXTGEN_CLIS, RUN_FILES), (CAPTIONING_CLIS, CAPTION_RUN_FILES)):
+    for clis, files in ((TEXTGEN_CLIS, TEXT_RUN_FILES), (CAPTIONING_CLIS, CAPTION_RUN_FILES)):
         for cli in clis:
             for name, damages in files.items():
                 for damage in damages:
@@ -226,7 +219,7 @@ def run_directory_cases():
 @pytest.mark.parametrize("cli, name, damage", run_directory_cases())
 def test_a_damaged_run_directory_file_is_one_error_line(
     cli, name, damage, text_run, caption_run, shapes_data, tmp_path, capsys
-):  # noqa: F811
+):
     run = str(tmp_path / "run")
     shutil.copytree(
         text_run if cli.startswith("textgen") else caption_run,
@@ -234,7 +227,10 @@ def test_a_damaged_run_directory_file_is_one_error_line(
         ignore=shutil.ignore_patterns("saved_model"),
     )
     damage(os.path.join(run, name))
-    assert_one_error_line(*run_cli(*command(cli, run, tmp_path, shapes_data), capsys), name)
+    main, argv = command(cli, run, tmp_path, shapes_data)
+    if name == "checkpoint.npz" and cli in ("textgen.sample", "textgen.export"):
+        argv = [*argv, "--weights", "latest"]  # by default they read checkpoint.best.npz
+    one_error_line(*run_cli(main, argv, capsys), name)
 
 
 def saved_model_cases():
@@ -247,14 +243,15 @@ def saved_model_cases():
 @pytest.mark.parametrize("cli, name, damage", saved_model_cases())
 def test_a_damaged_saved_model_is_one_error_line(
     cli, name, damage, caption_run, shapes_data, tmp_path, capsys
-):  # noqa: F811
+):
     exported = str(tmp_path / "saved_model")
     shutil.copytree(os.path.join(caption_run, "saved_model"), exported)
     damage(os.path.join(exported, name))
-    assert_one_error_line(*run_cli(*command(cli, exported, tmp_path, shapes_data), capsys), name)
+    one_error_line(*run_cli(*command(cli, exported, tmp_path, shapes_data), capsys), name)
 
 
-def test_the_real_stderr_has_only_the_error_line(caption_run, shapes_data, tmp_path):  # noqa: F811
+@pytest.mark.integration
+def test_the_real_stderr_has_only_the_error_line(caption_run, shapes_data, tmp_path):
     """TensorFlow logs a warning per variable it could not restore (through a handler capsys
     may not see) and C++ notices straight to file descriptor 2: run the CLI as a user would."""
     exported = str(tmp_path / "saved_model")
@@ -263,11 +260,5 @@ def test_the_real_stderr_has_only_the_error_line(caption_run, shapes_data, tmp_p
     image = str(sorted((shapes_data / "images").glob("val_*.png"))[0])
     env = {**os.environ, "PYTHONPATH": ROOT}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the CLI's own default, as a user runs it
-    process = subprocess.run(
-        [sys.executable, "-m", "captioning.caption", image, "--model", exported],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert_one_error_line(process.returncode, process.stderr, "variables")
+    process = run_python_module("captioning.caption", image, "--model", exported, env=env)
+    one_error_line(process.returncode, process.stderr, "variables")

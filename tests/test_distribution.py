@@ -4,36 +4,24 @@ These run in subprocesses: logical CPU devices must be configured before TensorF
 multi-worker training needs one process per worker.
 """
 
+import json
 import os
 import signal
 import socket
 import subprocess
-import sys
-import textwrap
 import time
 
-from textgen.training.run_directory import RunDirectory
+import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from helpers import TINY_CONFIG_FLAGS, checkpoint_step, python_module, run_python
+
+pytestmark = pytest.mark.integration
 
 TWO_CPUS = """
 import textgen, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 """
-
-
-def run_python(code, timeout=300, env=None):
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=HERE,
-        env=env,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 def test_mirrored_streams_stay_on_their_replica():
@@ -79,7 +67,7 @@ def test_mirrored_training_matches_one_device():
         TWO_CPUS
         + """
 import dataclasses, tempfile, numpy as np
-from conftest import SMALL_TEXT
+from helpers import SMALL_TEXT
 from textgen.config import TrainConfig
 from textgen.training.text_trainer import TextTrainer
 directory = tempfile.mkdtemp()
@@ -119,39 +107,15 @@ def start_workers(run, data, max_steps, resume=False):
     for index in range(2):
         env = dict(
             os.environ,
-            TF_CONFIG=__import__("json").dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            ),
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
         )
-        command = [
-            sys.executable,
-            "-m",
+        command = python_module(
             "textgen.train",
-            "--strategy",
-            "multiworker",
-            "--data",
-            data,
-            "--out",
-            run,
-            "--hidden-size",
-            "32",
-            "--embedding-size",
-            "16",
-            "--batch-size",
-            "8",
-            "--seq-length",
-            "20",
-            "--epochs",
-            "50",
-            "--sample-every",
-            "0",
-            "--checkpoint-every",
-            "4",
-            "--max-steps",
-            str(max_steps),
+            *["--strategy", "multiworker", "--data", data, "--out", run, *TINY_CONFIG_FLAGS],
+            *["--epochs", "50", "--checkpoint-every", "4", "--max-steps", max_steps],
             "--no-progress",
-            "--no-export",
-        ] + (["--resume"] if resume else [])
+            *(["--resume"] if resume else []),
+        )
         log = open(f"{run}-worker{index}.log", "a")
         processes.append(
             subprocess.Popen(
@@ -173,13 +137,6 @@ def wait_all(processes, timeout):
     for process in processes:
         process.wait(timeout=max(1, deadline - time.monotonic()))
     return [p.returncode for p in processes]
-
-
-def checkpoint_step(run):
-    try:
-        return RunDirectory(run).load_checkpoint()[1]["global_step"]
-    except Exception:
-        return -1
 
 
 def test_multiworker_training_kill_and_resume(small_corpus, tmp_path):

@@ -8,11 +8,11 @@ import os
 import pytest
 
 from captioning.config import CaptionTrainConfig
+from helpers import ROOT
 from textgen import train as train_cli
 from textgen.config import PrepareConfig, TrainConfig, validate
 from textgen.errors import UsageError, as_cli_message
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The rooms below the CLIs, and the configs every CLI parses into.
 LIBRARY = [
     "textgen/config.py",

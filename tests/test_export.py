@@ -12,19 +12,14 @@ import pytest
 import tensorflow as tf
 
 import textgen.sample
+from helpers import FAMISH_TEXT, one_error_line
 from isolated_process import run_isolated
 from textgen import export
 from textgen.errors import UsageError
 from textgen.generation import saved_model
 from textgen.network.language_model import LanguageModel
 
-CORPUS = (
-    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
-    "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to "
-    "famish?\n\n"
-) * 30
 PROMPT = "First"
-QUIET = {"log": lambda message: None, "progress_bar": False}
 
 # Run by a fresh interpreter that cannot import this project (isolated_process.PREAMBLE first).
 ISOLATED_SCRIPT = r"""
@@ -73,7 +68,7 @@ print(json.dumps({
 @pytest.fixture(scope="module")
 def run_directory(train_tiny_run):
     """A 2-layer LSTM run trained for 3 steps: the real run-directory format, in seconds."""
-    return train_tiny_run("export_run", CORPUS, num_layers=2, max_steps=3)
+    return train_tiny_run("export_run", FAMISH_TEXT, num_layers=2, max_steps=3)
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +80,15 @@ def exported(run_directory, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def isolated(exported, tmp_path_factory):
-    """What the SavedModel returns in a process that cannot import textgen."""
+    """What the SavedModel returns in a process that cannot import textgen (the tests that take
+    it are integration tests)."""
     return run_isolated(ISOLATED_SCRIPT, [exported], tmp_path_factory.mktemp("isolated"))
 
 
 # ---- the SavedModel on its own ----
 
 
+@pytest.mark.integration
 def test_generate_returns_text_starting_with_the_prompt(isolated):
     for key in ("seed_5", "argmax", "top_k"):
         assert isolated[key][0].startswith(PROMPT)
@@ -102,20 +99,24 @@ def test_generate_returns_text_starting_with_the_prompt(isolated):
     assert isolated["serving_default"] == isolated["argmax"]
 
 
+@pytest.mark.integration
 def test_same_seed_same_text_other_seed_other_text(isolated):
     assert isolated["seed_5"] == isolated["seed_5_again"]
     assert isolated["seed_5"] != isolated["seed_6"]
 
 
+@pytest.mark.integration
 def test_empty_prompt_is_not_returned(isolated):
     assert len(isolated["empty"][0]) == 30
 
 
+@pytest.mark.integration
 def test_bad_generate_arguments_fail_with_a_message(isolated):
     assert "same number of characters" in isolated["unequal_prompts"]
     assert "shorter than the prompt" in isolated["too_short"]
 
 
+@pytest.mark.integration
 def test_vocabulary_config_and_step_travel_inside(isolated, run_directory):
     model = LanguageModel.from_run_directory(run_directory)
     assert isolated["vocabulary"] == model.vocabulary.tokens
@@ -129,6 +130,7 @@ def test_vocabulary_config_and_step_travel_inside(isolated, run_directory):
 # ---- the SavedModel against the Python model ----
 
 
+@pytest.mark.integration
 def test_argmax_equals_the_sample_cli(isolated, run_directory, capsys):
     status = textgen.sample.main(
         [run_directory, "--temperature", "0", "--prime", PROMPT, "--length", "40"]
@@ -137,6 +139,7 @@ def test_argmax_equals_the_sample_cli(isolated, run_directory, capsys):
     assert capsys.readouterr().out == isolated["argmax"][0] + "\n"
 
 
+@pytest.mark.integration
 def test_seeded_samples_equal_model_sample(isolated, run_directory):
     model = LanguageModel.from_run_directory(run_directory)
     assert model.sample(PROMPT, 60, temperature=1.0, seed=5) == isolated["seed_5"]
@@ -159,6 +162,7 @@ def test_step_signature_equals_model_step(exported, run_directory):
         np.testing.assert_allclose(outputs[f"state_{i}"], state, atol=1e-5)
 
 
+@pytest.mark.integration
 def test_saved_model_cli_lists_both_signatures(exported):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -334,19 +338,14 @@ def test_a_failed_overwrite_keeps_the_old_export_then_a_good_one_replaces_it(tmp
 # ---- the CLI ----
 
 
-def one_error_line(stderr):
-    assert stderr.startswith("error: ") and stderr.count("\n") == 1 and "Traceback" not in stderr
-    return stderr
-
-
 def test_cli_refuses_a_non_empty_out_directory(exported, run_directory, capsys):
-    assert export.main([run_directory, exported]) == 2
-    assert "--overwrite" in one_error_line(capsys.readouterr().err)
+    status = export.main([run_directory, exported])
+    one_error_line(status, capsys.readouterr().err, "--overwrite")
 
 
 def test_cli_missing_run_directory(tmp_path, capsys):
-    assert export.main([str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 2
-    assert "does not exist" in one_error_line(capsys.readouterr().err)
+    status = export.main([str(tmp_path / "nowhere"), str(tmp_path / "out")])
+    one_error_line(status, capsys.readouterr().err, "does not exist")
     assert not (tmp_path / "out").exists()
 
 

@@ -12,7 +12,6 @@ from textgen.corpus.vocabulary import Vocabulary
 from textgen.errors import UsageError
 from textgen.generation import loop_choice
 from textgen.generation.saved_model import export_saved_model
-from textgen.network import kernel_choice
 from textgen.network.language_model import LanguageModel
 from textgen.network.lean_language_model import LeanLanguageModel, lean_weights
 
@@ -28,11 +27,11 @@ def model():
 
 
 @pytest.fixture
-def measuring(monkeypatch, tmp_path):
+def measuring(monkeypatch, kernel_choice_cache):
+    """Generation measures (conftest presets XLA's loop for every other test) into this test's
+    own cache file."""
     monkeypatch.delenv("TEXTGEN_GENERATION", raising=False)
-    path = tmp_path / "kernel-choice.json"
-    monkeypatch.setattr(kernel_choice, "cache_path", lambda: path)
-    return path
+    return kernel_choice_cache
 
 
 def _generate(model, batch, **lean_options):

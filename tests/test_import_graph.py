@@ -10,7 +10,8 @@ textgen, never the other way round).
 import ast
 import os
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
+
 PACKAGES = ("textgen", "captioning")
 
 

@@ -15,13 +15,11 @@ OPTIONS = [NATIVE, TF_OPS, STOCK]
 
 
 @pytest.fixture
-def measuring(monkeypatch, tmp_path):
+def measuring(monkeypatch, kernel_choice_cache):
     """Auto measures (conftest presets the C++ ops for every other test); the cache is this
     test's own file."""
     monkeypatch.delenv("TEXTGEN_KERNEL", raising=False)
-    path = tmp_path / "kernel-choice.json"
-    monkeypatch.setattr(kernel_choice, "cache_path", lambda: path)
-    return path
+    return kernel_choice_cache
 
 
 class Timer:

@@ -1,9 +1,8 @@
-import inspect
-
 import keras
 import numpy as np
 import tensorflow as tf
 
+from helpers import assert_config_round_trip
 from textgen.network.language_model import LanguageModel
 from textgen.network.recurrent_stack import RecurrentStack
 
@@ -12,33 +11,6 @@ def tiny_model(**kwargs):
     model = LanguageModel(list("abcdefg\n "), hidden_size=8, embedding_size=4, **kwargs)
     model.build()
     return model
-
-
-def constructor_arguments(cls):
-    """The names of `cls.__init__`'s own arguments (not self, not **kwargs) and their defaults."""
-    return {
-        name: parameter.default
-        for name, parameter in list(inspect.signature(cls.__init__).parameters.items())[1:]
-        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
-    }
-
-
-def assert_config_round_trip(cls, arguments):
-    """`cls(**arguments)`'s get_config holds every constructor argument at the value passed (the
-    keras-hub rule), and from_config gives back the same config. `arguments` must name every
-    argument, each at a value other than its default, so that a missing or hard-coded one fails."""
-    defaults = constructor_arguments(cls)
-    assert sorted(arguments) == sorted(defaults), "the test must pass every constructor argument"
-    for name, value in arguments.items():
-        assert value != defaults[name], f"{name} is at its default: a lost value would pass"
-    layer = cls(**arguments)
-    config = layer.get_config()
-    for name, value in arguments.items():
-        assert name in config, f"get_config() lacks the constructor argument {name}"
-        assert config[name] == (list(value) if isinstance(value, tuple) else value), name
-    clone = cls.from_config(config)
-    assert clone.get_config() == config
-    return layer, clone
 
 
 def test_config_round_trip():

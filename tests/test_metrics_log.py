@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from helpers import QUIET, rewrite_checkpoint
 from textgen.training.metrics_log import (
     FILE,
     MetricsLog,
@@ -17,8 +18,6 @@ from textgen.training.metrics_log import (
 )
 from textgen.training.run_directory import CHECKSUM, RunDirectory, checksum
 from textgen.training.text_trainer import TextTrainer
-
-QUIET = {"log": lambda message: None, "progress_bar": False}
 
 
 def write_rows(path, steps, torn=True):
@@ -87,14 +86,15 @@ def test_a_run_from_before_the_log_resumes_with_its_history(tiny_config, tmp_pat
     config = dataclasses.replace(tiny_config, max_steps=6, out=str(tmp_path / "run"))
     TextTrainer.train_run(config, **QUIET)
     run = RunDirectory(config.out)
-    with np.load(run.checkpoint_path) as data:
-        arrays = {key: data[key] for key in data.files}
-    progress = json.loads(arrays["progress"].tobytes())
-    progress["step_losses"] = [float(i) for i in range(1, 7)]
-    progress["history"] = [{"epoch": 1, "global_step": 6, "train": 1.5, "val": 1.25}]
-    arrays["progress"] = np.frombuffer(json.dumps(progress).encode(), np.uint8)
-    arrays[CHECKSUM] = np.frombuffer(checksum(arrays).encode("ascii"), np.uint8)
-    np.savez(run.checkpoint_path, **arrays)
+
+    def add_the_old_records(arrays):
+        progress = json.loads(arrays["progress"].tobytes())
+        progress["step_losses"] = [float(i) for i in range(1, 7)]
+        progress["history"] = [{"epoch": 1, "global_step": 6, "train": 1.5, "val": 1.25}]
+        arrays["progress"] = np.frombuffer(json.dumps(progress).encode(), np.uint8)
+        arrays[CHECKSUM] = np.frombuffer(checksum(arrays).encode("ascii"), np.uint8)
+
+    rewrite_checkpoint(run.checkpoint_path, add_the_old_records)
     os.remove(os.path.join(config.out, FILE))
     result = TextTrainer.train_run(
         dataclasses.replace(config, max_steps=8, resume=True),

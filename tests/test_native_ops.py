@@ -193,6 +193,7 @@ def test_embedding_folded_into_first_layer(ops, vocabulary_size, monkeypatch):
 # About 40 s: a full compile of the ops. Every suite run on a machine without a build in its
 # cache builds them anyway, through the same path, on the first LSTM training.
 @pytest.mark.slow
+@pytest.mark.integration  # the compiler
 @needs_compiler
 def test_first_use_builds_into_the_cache_once(fresh_loader, tmp_path, capsys):
     assert fresh_loader() is not None
@@ -219,6 +220,7 @@ def test_no_compiler_falls_back_with_one_line(fresh_loader, monkeypatch, capsys)
     assert "install g++" in err
 
 
+@pytest.mark.integration  # the fake compiler
 def test_failed_build_falls_back_and_leaves_nothing(fresh_loader, monkeypatch, tmp_path, capsys):
     compiler = tmp_path / "broken-cxx"
     compiler.write_text("#!/bin/sh\necho 'fatal error: something went wrong' >&2\nexit 1\n")

@@ -5,14 +5,20 @@ that changes nothing."""
 import dataclasses
 import json
 import os
-import resource
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from helpers import (
+    QUIET,
+    ROOT,
+    TINY_RUN_FLAGS,
+    assert_same_checkpoint,
+    file_size_limit,
+    one_error_line,
+    run_python_module,
+    snapshot,
+)
 from textgen import prepare as prepare_cli
 from textgen.config import VAL_MAX_TOKENS_FLOOR, TrainConfig
 from textgen.corpus import prepared_corpus, reading
@@ -24,9 +30,6 @@ from textgen.corpus.tokenizers import RegexTokenizer
 from textgen.corpus.vocabulary import Vocabulary
 from textgen.errors import UsageError
 from textgen.training.text_trainer import TextTrainer
-
-QUIET = {"log": lambda message: None, "progress_bar": False}
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def options(**overrides):
@@ -81,6 +84,7 @@ def test_word_ids_are_the_tokens_of_the_whole_text(tmp_path, small_corpus, tiny_
     assert corpus.coverage == pytest.approx(1 - unknown / len(tokens))
 
 
+@pytest.mark.integration  # the worker processes
 def test_jieba_in_worker_processes_gives_jieba_tokens(tmp_path):
     jieba_tokenizer = pytest.importorskip("textgen.corpus.tokenizers").JiebaTokenizer
     pytest.importorskip("jieba")
@@ -135,8 +139,6 @@ def test_training_on_the_memory_map_is_training_on_the_text(tiny_config, monkeyp
 
 
 def test_a_prepared_directory_resumes_exactly(tiny_config, tmp_path):
-    from test_trainer import assert_same_checkpoint
-
     prepare_corpus(tiny_config.data, tmp_path / "prepared", options())
     config = dataclasses.replace(
         tiny_config, data=str(tmp_path / "prepared"), dropout=0.1, max_steps=20
@@ -233,17 +235,6 @@ def run_prepare(capsys, argv):
     return status, captured.out, captured.err.strip()
 
 
-def assert_one_line(status, err, *fragments, exit_status=2):
-    assert status == exit_status, err
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
-
-
-def snapshot(directory):
-    return {name: (directory / name).read_bytes() for name in sorted(os.listdir(directory))}
-
-
 @pytest.fixture
 def prepared(small_corpus, tmp_path, capsys):
     status, out, err = run_prepare(
@@ -254,10 +245,9 @@ def prepared(small_corpus, tmp_path, capsys):
 
 
 def train_on(capsys, data, out, *flags):
-    from test_train_cli import TINY
     from textgen import train as train_cli
 
-    status = train_cli.main(["--data", str(data), "--out", str(out), *TINY, *flags])
+    status = train_cli.main(["--data", str(data), "--out", str(out), *TINY_RUN_FLAGS, *flags])
     return status, capsys.readouterr().err.strip()
 
 
@@ -281,7 +271,7 @@ def test_a_prepared_directory_of_another_format(capsys, prepared, tmp_path, dama
     damage(prepared)
     before = snapshot(prepared)
     status, err = train_on(capsys, prepared, tmp_path / "run")
-    assert_one_line(status, err, *fragments, "prepare it again with `python -m textgen.prepare")
+    one_error_line(status, err, *fragments, "prepare it again with `python -m textgen.prepare")
     assert snapshot(prepared) == before and not (tmp_path / "run").exists()
 
 
@@ -291,7 +281,7 @@ def test_a_prepared_directory_whose_source_changed(capsys, prepared, small_corpu
         f.write("Second Citizen:\nWe are accounted poor citizens.\n")
     before = snapshot(prepared)
     status, err = train_on(capsys, prepared, tmp_path / "run")
-    assert_one_line(status, err, "was prepared from", "has changed since", "prepare it again")
+    one_error_line(status, err, "was prepared from", "has changed since", "prepare it again")
     assert snapshot(prepared) == before and not (tmp_path / "run").exists()
     # Touched but the same bytes is no change: the hash decides.
     small_corpus.write_bytes(original)
@@ -303,13 +293,13 @@ def test_a_vocabulary_that_overflows_the_dtype(capsys, prepared, tmp_path):
     Vocabulary(tokens).save(prepared / "vocab.json")
     edit_header(prepared, vocabulary_size=300)
     status, err = train_on(capsys, prepared, tmp_path / "run")
-    assert_one_line(status, err, "300 tokens", "dtype uint8 can number (256)")
+    one_error_line(status, err, "300 tokens", "dtype uint8 can number (256)")
     assert not (tmp_path / "run").exists()
 
 
 def test_a_flag_that_contradicts_the_prepared_directory(capsys, prepared, tmp_path):
     status, err = train_on(capsys, prepared, tmp_path / "run", "--level", "word")
-    assert_one_line(status, err, "--level 'word' does not match", "prepared with 'char'")
+    one_error_line(status, err, "--level 'word' does not match", "prepared with 'char'")
 
 
 def test_prepare_bad_input(capsys, tmp_path):
@@ -317,36 +307,30 @@ def test_prepare_bad_input(capsys, tmp_path):
     status, _, err = run_prepare(
         capsys, ["--data", str(tmp_path / "bad.txt"), "--out", str(tmp_path / "p")]
     )
-    assert_one_line(status, err, "line 4, column 4, byte offset 15", "--encoding")
+    one_error_line(status, err, "line 4, column 4, byte offset 15", "--encoding")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     status, _, err = run_prepare(
         capsys, ["--data", str(tmp_path / "bad.txt"), "--out", str(tmp_path / "mine")]
     )
-    assert_one_line(status, err, "holds other files than a prepared corpus")
+    one_error_line(status, err, "holds other files than a prepared corpus")
     with pytest.raises(SystemExit) as exit_status:  # argparse's, shortened by textgen.cli
         prepare_cli.main(["--data", str(tmp_path / "bad.txt")])
     assert exit_status.value.code == 2 and "required: --out" in capsys.readouterr().err
     status, _, err = run_prepare(capsys, ["--out", str(tmp_path / "p"), "--workers", "-1"])
-    assert_one_line(status, err, "--workers must be >= 0")
+    one_error_line(status, err, "--workers must be >= 0")
     assert sorted(os.listdir(tmp_path)) == ["bad.txt", "mine"]
 
 
+@pytest.mark.integration
 def test_a_disk_too_small_writes_nothing(tmp_path, small_corpus):
     """A file-size limit makes the write past it fail as a full disk does (EFBIG)."""
-
-    def limit_file_size():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (4_000, 4_000))
-
     out = tmp_path / "out" / "prepared"
-    result = subprocess.run(
-        [sys.executable, "-m", "textgen.prepare", "--data", str(small_corpus)]
-        + ["--out", str(out), "--no-progress"],
-        capture_output=True,
-        text=True,
+    result = run_python_module(
+        "textgen.prepare",
+        *["--data", small_corpus, "--out", out, "--no-progress"],
         cwd=ROOT,
-        preexec_fn=limit_file_size,
+        preexec_fn=file_size_limit(4_000),
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     err = result.stderr.strip().splitlines()

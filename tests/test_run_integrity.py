@@ -5,17 +5,25 @@ write a checkpoint, a full disk that keeps the last one, and --max-steps on resu
 import dataclasses
 import errno
 import os
-import resource
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-from test_train_cli import snapshot
-from test_trainer import QUIET, assert_same_checkpoint
+from helpers import (
+    QUIET,
+    TINY_CONFIG_FLAGS,
+    assert_same_checkpoint,
+    file_size_limit,
+    one_error_line,
+    python_module,
+    rewrite_checkpoint,
+    run_python_module,
+    snapshot,
+    wait_for_checkpoint,
+)
 from textgen import train as train_cli
 from textgen.errors import DiskFull, UsageError
 from textgen.io import is_disk_full
@@ -23,39 +31,13 @@ from textgen.training.run_directory import RunDirectory
 from textgen.training.stop_request import StopRequest
 from textgen.training.text_trainer import TextTrainer
 
-TINY_FLAGS = [
-    "--hidden-size",
-    "32",
-    "--embedding-size",
-    "16",
-    "--batch-size",
-    "8",
-    "--seq-length",
-    "20",
-    "--sample-every",
-    "0",
-    "--no-export",
-    "--no-progress",
-    "--lr-schedule",
-    "constant",
-]
+TINY_FLAGS = TINY_CONFIG_FLAGS + ["--no-progress", "--lr-schedule", "constant"]
 
 
 def one_line_error(capsys, argv, status=2):
-    assert train_cli.main(argv) == status
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    return err
-
-
-def rewrite_checkpoint(path, change):
-    """Rewrites checkpoint.npz with `change(arrays)` applied and the old checksum kept: what a
-    bit flip that the zip layer does not notice (or a hand edit) leaves behind."""
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k].copy() for k in data.files}
-    change(arrays)
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+    """The one error line of `textgen.train ARGV`, which must exit with `status`."""
+    exit_status = train_cli.main(argv)
+    return one_error_line(exit_status, capsys.readouterr().err.strip(), exit_status=status)
 
 
 def test_a_changed_array_fails_the_checksum(tiny_config, capsys):
@@ -199,38 +181,16 @@ def test_stop_request_first_signal_asks_the_second_quits():
 
 
 def start_training(config, run, extra=()):
-    command = (
-        [
-            sys.executable,
-            "-m",
-            "textgen.train",
-            "--data",
-            config.data,
-            "--out",
-            run,
-            "--epochs",
-            "1000",
-            "--checkpoint-every",
-            "1000",
-        ]
-        + TINY_FLAGS
-        + list(extra)
+    command = python_module(
+        "textgen.train",
+        *["--data", config.data, "--out", run, "--epochs", "1000", "--checkpoint-every", "1000"],
+        *TINY_FLAGS,
+        *extra,
     )
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_checkpoint(run, step, process, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if RunDirectory(run).load_checkpoint()[1]["global_step"] >= step:
-                return
-        except UsageError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"no checkpoint at step {step}: {process.poll()}")
-
-
+@pytest.mark.integration
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_writes_a_checkpoint_and_the_run_resumes_exactly(
     tiny_config, tmp_path, capsys, signal_number
@@ -272,33 +232,18 @@ def test_a_signal_writes_a_checkpoint_and_the_run_resumes_exactly(
     assert_same_checkpoint(straight.out, run)
 
 
+@pytest.mark.integration
 def test_a_full_disk_keeps_the_last_checkpoint_and_exits_3(tiny_config):
     """A file-size limit makes every write past it fail, as a full disk does (EFBIG for
     ENOSPC); SIGXFSZ is ignored so that the write fails instead of killing the process."""
     TextTrainer.train_run(dataclasses.replace(tiny_config, max_steps=4), **QUIET)
     run = RunDirectory(tiny_config.out)
     before = open(run.checkpoint_path, "rb").read()
-
-    def limit_file_size():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
-
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "textgen.train",
-            "--out",
-            tiny_config.out,
-            "--resume",
-            "--max-steps",
-            "8",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_python_module(
+        "textgen.train",
+        *["--out", tiny_config.out, "--resume", "--max-steps", "8", "--no-progress"],
         timeout=120,
-        preexec_fn=limit_file_size,
+        preexec_fn=file_size_limit(20_000),
     )
     assert result.returncode == 3, result.stderr
     line = result.stderr.strip().splitlines()[-1]
@@ -347,8 +292,9 @@ def test_variables_are_stored_and_matched_by_name(tiny_config):
     assert "model/seed_generator/seed_generator_state#0" in names
     assert "optimizer/adam/iteration" in names
     assert "optimizer/adam/language_model_recurrent_stack_lstm_0_lstm_cell_kernel_momentum" in names
-    LanguageModel.from_run_directory(tiny_config.out)  # a second model: names numbered _1
-    model = LanguageModel.from_run_directory(tiny_config.out)
+    # The latest checkpoint, the one this test reads and rewrites (not checkpoint.best.npz).
+    LanguageModel.from_run_directory(tiny_config.out, "latest")  # a second model: numbered _1
+    model = LanguageModel.from_run_directory(tiny_config.out, "latest")
     groups, _ = read_checkpoint(run.checkpoint_path, None)
     model_group = groups["model"]
     kernel = model_group[
@@ -372,4 +318,4 @@ def test_variables_are_stored_and_matched_by_name(tiny_config):
     with pytest.raises(
         UsageError, match="lacks 'language_model/recurrent_stack/lstm_1/lstm_cell/kernel'"
     ):
-        LanguageModel.from_run_directory(tiny_config.out)
+        LanguageModel.from_run_directory(tiny_config.out, "latest")

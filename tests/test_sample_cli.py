@@ -1,30 +1,19 @@
 """`python -m textgen.sample` on bad input: exit status 2 and one `error:` line, no traceback."""
 
+import functools
+
 import pytest
 
 import textgen.sample
-
-CORPUS = (
-    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 30
-)
+from helpers import CITIZEN_TEXT, one_error_line, run_main
 
 
 @pytest.fixture(scope="module")
 def run_directory(train_tiny_run):
-    return train_tiny_run("sample_run", CORPUS)
+    return train_tiny_run("sample_run", CITIZEN_TEXT)
 
 
-def sample(capsys, *argv):
-    status = textgen.sample.main(list(argv))
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def one_error_line(status, err):
-    assert status == 2
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err
+sample = functools.partial(run_main, textgen.sample.main)  # sample(capsys, *argv)
 
 
 def test_prime_outside_the_vocabulary_lists_the_characters(run_directory, capsys):

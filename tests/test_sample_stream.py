@@ -13,17 +13,14 @@ import numpy as np
 import pytest
 
 import textgen.sample
+from helpers import CITIZEN_TEXT, python_module
 from textgen.corpus.vocabulary import Vocabulary
 from textgen.network.language_model import LanguageModel
-
-CORPUS = (
-    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 30
-)
 
 
 @pytest.fixture(scope="module")
 def run_directory(train_tiny_run):
-    return train_tiny_run("stream_run", CORPUS, num_layers=2, export=False)
+    return train_tiny_run("stream_run", CITIZEN_TEXT, num_layers=2, export=False)
 
 
 @pytest.fixture(scope="module")
@@ -123,13 +120,14 @@ def test_stream_of_several_samples_is_one_error_line(run_directory, capsys):
 
 
 def python_command(run_directory, *flags):
-    return [sys.executable, "-m", "textgen.sample", run_directory, "--interactive", *flags]
+    return python_module("textgen.sample", run_directory, "--interactive", *flags)
 
 
 def environment():
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 
+@pytest.mark.integration
 def test_interactive_through_a_pipe(run_directory, model):
     typed = "First\n:temp 0\n:len 30\nAll:\n:bogus 1\n:len -3\n:reset\n\nSpe€ak\n"
     result = subprocess.run(
@@ -158,6 +156,7 @@ def test_interactive_through_a_pipe(run_directory, model):
 
 # Slow: a second Python start-up with TensorFlow; the pipe test above is its quick form.
 @pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_interactive_in_tmux_as_a_person_types(run_directory, model, tmp_path):
     socket = f"textgen-test-{uuid.uuid4().hex[:8]}"  # a tmux server of this test's own

@@ -12,17 +12,13 @@ import pytest
 import tensorflow as tf
 
 import textgen.score
+from helpers import FAMISH_TEXT, one_error_line, run_main
 from isolated_process import run_isolated
 from textgen import resources
 from textgen.corpus.vocabulary import Vocabulary
 from textgen.generation import saved_model
 from textgen.network.language_model import LanguageModel
 
-CORPUS = (
-    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
-    "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to "
-    "famish?\n\n"
-) * 30
 TEXTS = ["First Citizen:", "Speak, speak.", "", "hear me€ speak"]
 
 
@@ -31,7 +27,7 @@ def run_directory(train_tiny_run):
     """A 2-layer LSTM trained for 80 steps on a repetitive text: enough to know its order."""
     return train_tiny_run(
         "score_run",
-        CORPUS,
+        FAMISH_TEXT,
         hidden_size=64,
         embedding_size=16,
         num_layers=2,
@@ -69,9 +65,7 @@ def numpy_log_prob(model, text, prime=None):
 def cli(capsys, *argv, stdin=None, monkeypatch=None):
     if stdin is not None:
         monkeypatch.setattr("sys.stdin", _Stdin(stdin))
-    status = textgen.score.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    return run_main(textgen.score.main, capsys, *argv)
 
 
 class _Stdin:
@@ -82,12 +76,6 @@ class _Stdin:
 
     def isatty(self):
         return False
-
-
-def one_error_line(status, err):
-    assert status == 2
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    return err
 
 
 # ---- what a score is ----
@@ -115,7 +103,7 @@ def test_score_is_the_sum_of_log_softmax_terms_of_the_models_steps(model):
 def test_streams_are_contiguous_pieces_each_from_zero_state(model):
     """Stream k of B scores its piece from zero state, fed the token before the piece: the sum
     of scoring each piece so (the first after the default prime) is the streamed score."""
-    text = CORPUS[:203]
+    text = FAMISH_TEXT[:203]
     streamed = model.score(text, streams=4)
     bounds = [k * len(text) // 4 for k in range(5)]
     pieces = [
@@ -131,7 +119,7 @@ def test_streams_are_contiguous_pieces_each_from_zero_state(model):
 
 
 def test_the_trained_text_scores_better_than_a_shuffled_one(model):
-    text = CORPUS[:600]
+    text = FAMISH_TEXT[:600]
     characters = list(text)
     random.Random(0).shuffle(characters)
     trained = model.score(text)["bits_per_char"]
@@ -159,6 +147,7 @@ print(json.dumps({k: v.numpy().tolist() for k, v in out.items()}))
 """
 
 
+@pytest.mark.integration
 def test_cli_python_and_saved_model_agree(model, run_directory, tmp_path, capsys, monkeypatch):
     exported = saved_model.export_saved_model(model, str(tmp_path / "saved_model"))
     isolated = run_isolated(ISOLATED_SCRIPT, [exported, json.dumps(TEXTS)], tmp_path)
@@ -190,7 +179,9 @@ def test_cli_python_and_saved_model_agree(model, run_directory, tmp_path, capsys
 
 
 def test_plain_output(run_directory, tmp_path, capsys, monkeypatch):
-    status, out, err = cli(capsys, run_directory, "-", stdin=CORPUS[:200], monkeypatch=monkeypatch)
+    status, out, err = cli(
+        capsys, run_directory, "-", stdin=FAMISH_TEXT[:200], monkeypatch=monkeypatch
+    )
     assert status == 0, err
     lines = out.splitlines()
     assert lines[0] == "standard input: 200 characters, 1 stream"

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import QUIET
 from textgen.training.metrics_log import FILE, evaluations, read_rows, step_losses
 from textgen.training.tensorboard_log import TensorBoardLog, compact, event_files, read_events
 from textgen.training.text_trainer import TextTrainer
-
-QUIET = {"log": lambda message: None, "progress_bar": False}
 
 
 def summaries(directory):

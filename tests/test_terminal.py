@@ -27,18 +27,16 @@ import select
 import signal
 import struct
 import subprocess
-import sys
 import termios
 import time
 from dataclasses import dataclass
 
 import pytest
 
-from conftest import SMALL_TEXT
+from helpers import ROOT, SMALL_TEXT, TRAIN_IMAGES, VAL_IMAGES, caption_data_flags, python_module
 
 pytestmark = pytest.mark.integration
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS, COLUMNS = 40, 120
 TIMEOUT = 240  # seconds per command; a tiny run takes 5-10 s
 
@@ -61,9 +59,10 @@ TEXT_FLAGS = [
 # global step.
 TEXT_FRESH_STEPS, TEXT_RESUMED_STEPS = 42, 45
 
-# captioning: defect 3.1's scenario on 12 shapes images, 3 batches of 4 per epoch. The fresh run
-# stops at epoch 7, step 2 (8 of its 12 images done), the resumed one at epoch 12, step 2.
-TRAIN_IMAGES, VAL_IMAGES, CAPTION_BATCH = 12, 4, 4
+# captioning: defect 3.1's scenario on conftest's shapes_data (12 images to train on, 4 to
+# validate), 3 batches of 4 per epoch. The fresh run stops at epoch 7, step 2 (8 of its 12 images
+# done), the resumed one at epoch 12, step 2.
+CAPTION_BATCH = 4
 CAPTION_FRESH_STEPS, CAPTION_RESUMED_STEPS = 20, 35
 CAPTION_FLAGS = [
     "--encoder-filters=4,8",
@@ -111,7 +110,7 @@ def run_in_terminal(*args, timeout=TIMEOUT):
     """Runs `python -m ARGS` from the checkout with a 40 x 120 pseudo-terminal as its standard
     input, output and error; returns a Terminal once it exits. Killed, and the test failed,
     after `timeout` seconds."""
-    command = [sys.executable, "-m", *map(str, args)]
+    command = python_module(*args)
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
     try:
@@ -297,24 +296,15 @@ def test_textgen_sample_streams_the_bundled_model_in_a_terminal():
 
 # ---- captioning ----
 @pytest.fixture(scope="module")
-def caption_runs(tmp_path_factory):
+def caption_runs(shapes_data, tmp_path_factory):
     """A captioning run trained fresh in a terminal with --max-steps 20, then resumed with
     --max-steps 35: (fresh, resumed)."""
-    from captioning import shapes
-
-    base = tmp_path_factory.mktemp("terminal_captions")
-    data, out = base / "shapes", base / "run"
-    shapes.generate(
-        shapes.ShapesConfig(out=str(data), train_size=TRAIN_IMAGES, val_size=VAL_IMAGES, seed=5)
-    )
-    flags = [
-        "captioning.train",
-        f"--annotations={data / 'annotations' / 'captions_train.json'}",
-        f"--images={data / 'images'}",
-        f"--val-annotations={data / 'annotations' / 'captions_val.json'}",
-        f"--out={out}",
-        *CAPTION_FLAGS,
+    out = tmp_path_factory.mktemp("terminal_captions") / "run"
+    data = [
+        f"--{name.replace('_', '-')}={value}"
+        for name, value in caption_data_flags(shapes_data).items()
     ]
+    flags = ["captioning.train", *data, f"--out={out}", *CAPTION_FLAGS]
     fresh = run_in_terminal(*flags, f"--max-steps={CAPTION_FRESH_STEPS}")
     resumed = run_in_terminal(*flags, "--resume", f"--max-steps={CAPTION_RESUMED_STEPS}")
     return fresh, resumed, out

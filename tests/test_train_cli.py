@@ -5,22 +5,8 @@ import os
 
 import pytest
 
+from helpers import TINY_RUN_FLAGS, one_error_line, run_python_module, snapshot
 from textgen import train as train_cli
-
-TINY = [
-    "--hidden-size",
-    "16",
-    "--embedding-size",
-    "8",
-    "--batch-size",
-    "4",
-    "--seq-length",
-    "10",
-    "--sample-every",
-    "0",
-    "--no-progress",
-    "--no-export",
-]
 
 
 def run_cli(capsys, argv):
@@ -29,62 +15,47 @@ def run_cli(capsys, argv):
     return status, captured.err.strip()
 
 
-def assert_one_line_error(status, err, *fragments):
-    assert status == 2
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-
-
-def snapshot(directory):
-    """Every file under `directory` (a run's logs/ included) by relative path, with its bytes."""
-    files = {}
-    for folder, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(folder, name)
-            files[os.path.relpath(path, directory)] = open(path, "rb").read()
-    return files
-
-
 @pytest.fixture
 def out(tmp_path):
     return str(tmp_path / "run")
 
 
 def test_missing_corpus(capsys, tmp_path, out):
-    status, err = run_cli(capsys, ["--data", str(tmp_path / "nope.txt"), "--out", out] + TINY)
-    assert_one_line_error(status, err, "does not exist", "--data")
+    status, err = run_cli(
+        capsys, ["--data", str(tmp_path / "nope.txt"), "--out", out] + TINY_RUN_FLAGS
+    )
+    one_error_line(status, err, "does not exist", "--data")
     assert not os.path.exists(out)
 
 
 def test_directory_as_corpus(capsys, tmp_path, out):
-    status, err = run_cli(capsys, ["--data", str(tmp_path), "--out", out] + TINY)
-    assert_one_line_error(status, err, "is a directory")
+    status, err = run_cli(capsys, ["--data", str(tmp_path), "--out", out] + TINY_RUN_FLAGS)
+    one_error_line(status, err, "is a directory")
     assert not os.path.exists(out)
 
 
 def test_empty_corpus(capsys, tmp_path, out):
     (tmp_path / "empty.txt").write_bytes(b"")
-    status, err = run_cli(capsys, ["--data", str(tmp_path / "empty.txt"), "--out", out] + TINY)
-    assert_one_line_error(status, err, "is empty")
+    status, err = run_cli(
+        capsys, ["--data", str(tmp_path / "empty.txt"), "--out", out] + TINY_RUN_FLAGS
+    )
+    one_error_line(status, err, "is empty")
     assert not os.path.exists(out)
 
 
 def test_invalid_bytes_give_the_byte_offset(capsys, tmp_path, out):
     path = tmp_path / "latin.txt"
     path.write_bytes(b"abc\n" * 100 + b"caf\xe9\n")
-    status, err = run_cli(capsys, ["--data", str(path), "--out", out] + TINY)
-    assert_one_line_error(status, err, "byte offset 403", "line 101", "--encoding")
+    status, err = run_cli(capsys, ["--data", str(path), "--out", out] + TINY_RUN_FLAGS)
+    one_error_line(status, err, "byte offset 403", "line 101", "--encoding")
     assert not os.path.exists(out)
 
 
 def test_corpus_too_short_gives_the_minimum(capsys, tmp_path, out):
     path = tmp_path / "short.txt"
     path.write_text("to be or not to be")
-    status, err = run_cli(capsys, ["--data", str(path), "--out", out] + TINY)
-    assert_one_line_error(status, err, "has 18 characters", "at least 106")
+    status, err = run_cli(capsys, ["--data", str(path), "--out", out] + TINY_RUN_FLAGS)
+    one_error_line(status, err, "has 18 characters", "at least 106")
     assert not os.path.exists(out)
 
 
@@ -110,16 +81,19 @@ def test_corpus_too_short_gives_the_minimum(capsys, tmp_path, out):
     ],
 )
 def test_out_of_range_values(capsys, small_corpus, out, flag, value, allowed):
-    status, err = run_cli(capsys, ["--data", str(small_corpus), "--out", out, *TINY, flag, value])
-    assert_one_line_error(status, err, flag, allowed)
+    status, err = run_cli(
+        capsys, ["--data", str(small_corpus), "--out", out, *TINY_RUN_FLAGS, flag, value]
+    )
+    one_error_line(status, err, flag, allowed)
     assert not os.path.exists(out)
 
 
 def test_resume_without_checkpoint(capsys, small_corpus, tmp_path):
     status, err = run_cli(
-        capsys, ["--data", str(small_corpus), "--out", str(tmp_path / "none"), "--resume"] + TINY
+        capsys,
+        ["--data", str(small_corpus), "--out", str(tmp_path / "none"), "--resume"] + TINY_RUN_FLAGS,
     )
-    assert_one_line_error(status, err, "no checkpoint", "without --resume")
+    one_error_line(status, err, "no checkpoint", "without --resume")
     assert not os.path.exists(tmp_path / "none")
     # A directory that exists but holds no run is left as it was.
     other = tmp_path / "other"
@@ -127,15 +101,15 @@ def test_resume_without_checkpoint(capsys, small_corpus, tmp_path):
     (other / "notes.txt").write_text("not a run")
     before = snapshot(other)
     status, err = run_cli(
-        capsys, ["--data", str(small_corpus), "--out", str(other), "--resume"] + TINY
+        capsys, ["--data", str(small_corpus), "--out", str(other), "--resume"] + TINY_RUN_FLAGS
     )
-    assert_one_line_error(status, err, "no checkpoint", "without --resume")
+    one_error_line(status, err, "no checkpoint", "without --resume")
     assert snapshot(other) == before
 
 
 def trained_run(capsys, small_corpus, out):
     status, _ = run_cli(
-        capsys, ["--data", str(small_corpus), "--out", out, "--max-steps", "2", *TINY]
+        capsys, ["--data", str(small_corpus), "--out", out, "--max-steps", "2", *TINY_RUN_FLAGS]
     )
     assert status == 0
     return snapshot(out)
@@ -146,14 +120,14 @@ def test_resume_with_a_config_that_does_not_match(capsys, small_corpus, out):
     status, err = run_cli(
         capsys, ["--data", str(small_corpus), "--out", out, "--resume", "--hidden-size", "32"]
     )
-    assert_one_line_error(status, err, "does not match", "--hidden-size 32", "run has 16")
+    one_error_line(status, err, "does not match", "--hidden-size 32", "run has 16")
     assert snapshot(out) == before
 
 
 def test_out_directory_with_another_run(capsys, small_corpus, out):
     before = trained_run(capsys, small_corpus, out)
-    status, err = run_cli(capsys, ["--data", str(small_corpus), "--out", out] + TINY)
-    assert_one_line_error(status, err, "already holds a run", "--resume")
+    status, err = run_cli(capsys, ["--data", str(small_corpus), "--out", out] + TINY_RUN_FLAGS)
+    one_error_line(status, err, "already holds a run", "--resume")
     assert snapshot(out) == before
 
 
@@ -192,23 +166,12 @@ def test_help_documents_every_flag(capsys):
         assert flag in text
 
 
+@pytest.mark.integration
 def test_real_process_prints_exactly_one_line(tmp_path):
     """TensorFlow's start-up notices must not bury the error (they go to fd 2 at import)."""
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "textgen.train",
-            "--data",
-            str(tmp_path / "missing.txt"),
-            "--out",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_python_module(
+        "textgen.train",
+        *["--data", tmp_path / "missing.txt", "--out", tmp_path / "run"],
         timeout=120,
     )
     assert result.returncode == 2

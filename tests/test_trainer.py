@@ -3,40 +3,22 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
+from helpers import (
+    QUIET,
+    TINY_CONFIG_FLAGS,
+    assert_same_checkpoint,
+    python_module,
+    run_python_module,
+    wait_for_checkpoint,
+)
 from textgen.errors import TrainingDiverged
 from textgen.network.language_model import LanguageModel
-from textgen.training.metrics_log import FILE, read_rows, step_losses
 from textgen.training.run_directory import RunDirectory
 from textgen.training.text_trainer import TextTrainer
-
-QUIET = {"log": lambda message: None, "progress_bar": False}
-
-
-def checkpoint_arrays(run):
-    groups, progress = RunDirectory(run).load_checkpoint()
-    return groups, progress
-
-
-def assert_same_checkpoint(run_a, run_b, rtol=1e-4, atol=2e-5):
-    """Equal within float tolerance: threaded CPU reductions may round differently per process."""
-    a, progress_a = checkpoint_arrays(run_a)
-    b, progress_b = checkpoint_arrays(run_b)
-    assert progress_a["global_step"] == progress_b["global_step"]
-    assert progress_a["epoch"] == progress_b["epoch"]
-    assert progress_a["step_in_epoch"] == progress_b["step_in_epoch"]
-    for group in ("model", "optimizer", "states"):
-        assert len(a[group]) == len(b[group])
-        for x, y in zip(a[group], b[group]):
-            np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
-    losses_a, losses_b = (step_losses(read_rows(os.path.join(r, FILE))) for r in (run_a, run_b))
-    assert len(losses_a) == progress_a["global_step"]  # each step once, a resume's included
-    np.testing.assert_allclose(losses_a, losses_b, rtol=rtol)
 
 
 def test_same_seed_same_losses(tiny_config, tmp_path):
@@ -75,6 +57,7 @@ def test_stop_and_resume_continues_the_same_trajectory(tiny_config, tmp_path, sp
     assert_same_checkpoint(str(tmp_path / "straight"), resumed)
 
 
+@pytest.mark.integration
 def test_sigkill_then_resume(tiny_config, tmp_path):
     """A run killed with SIGKILL resumes from its last checkpoint onto the same trajectory."""
     steps = 80
@@ -82,46 +65,15 @@ def test_sigkill_then_resume(tiny_config, tmp_path):
     TextTrainer.train_run(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
 
     run = str(tmp_path / "killed")
-    command = [
-        sys.executable,
-        "-m",
-        "textgen.train",
-        "--data",
-        config.data,
-        "--out",
-        run,
-        "--hidden-size",
-        "32",
-        "--embedding-size",
-        "16",
-        "--batch-size",
-        "8",
-        "--seq-length",
-        "20",
-        "--epochs",
-        "10",
-        "--sample-every",
-        "0",
-        "--checkpoint-every",
-        "3",
-        "--no-export",
-        "--lr-schedule",
-        "constant",
-    ]
+    flags = ["--data", config.data, "--out", run, *TINY_CONFIG_FLAGS]
+    flags += ["--epochs", "10", "--checkpoint-every", "3", "--lr-schedule", "constant"]
     process = subprocess.Popen(
-        command + ["--max-steps", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        python_module("textgen.train", *flags, "--max-steps", "100000"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            path = os.path.join(run, "checkpoint.npz")
-            if os.path.exists(path):
-                try:
-                    if RunDirectory(run).load_checkpoint()[1]["global_step"] >= 9:
-                        break
-                except Exception:
-                    pass  # the checkpoint is being replaced; readers see old or new, retry
+        wait_for_checkpoint(run, 9, process)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
@@ -132,12 +84,7 @@ def test_sigkill_then_resume(tiny_config, tmp_path):
     leftovers = [f for f in os.listdir(run) if f.endswith(".tmp")]
     # A kill during a write may leave a temporary file, never a broken checkpoint.
     assert all(f.startswith((".checkpoint.npz.", ".checkpoint.prev.npz.")) for f in leftovers)
-    resumed = subprocess.run(
-        command + ["--max-steps", str(steps), "--resume"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = run_python_module("textgen.train", *flags, "--max-steps", steps, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"global step {killed_at})" in resumed.stdout
     assert_same_checkpoint(str(tmp_path / "straight"), run)

@@ -23,7 +23,10 @@ import zipfile
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
+
+pytestmark = pytest.mark.integration  # pip, a virtual environment, the console scripts
+
 SCRIPTS = {
     "textgen-train": "textgen.train:main",
     "textgen-sample": "textgen.sample:main",

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import QUIET, assert_same_checkpoint
 from textgen.config import DEFAULT_DATA, TrainConfig
 from textgen.corpus.tokenizers import (
     JiebaTokenizer,
@@ -19,8 +20,6 @@ from textgen.corpus.tokenizers import (
 from textgen.errors import UsageError
 from textgen.network.language_model import LanguageModel
 from textgen.training.text_trainer import TextTrainer
-
-QUIET = {"log": lambda message: None, "progress_bar": False}
 
 
 def corpus_lines(limit=None):
@@ -169,6 +168,7 @@ def test_chinese_char_level_from_gbk_and_utf8(chinese_corpora):
     assert gbk.history[-1]["val"] < math.log(len(set(text))) - 1.0
 
 
+@pytest.mark.integration  # jieba segments in worker processes, one per core
 def test_chinese_word_level_with_jieba(chinese_corpora):
     pytest.importorskip("jieba")
     directory, text = chinese_corpora
@@ -314,8 +314,6 @@ def test_english_word_level_beats_the_unigram_baseline(tmp_path):
 
 
 def test_word_level_resume_continues_the_same_trajectory(small_corpus, tmp_path):
-    from test_trainer import assert_same_checkpoint
-
     config = tiny(
         tmp_path,
         data=str(small_corpus),
