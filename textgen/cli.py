@@ -8,7 +8,8 @@ documentation (`--help`, and docs/flags.md generated from it by docs/make_flags.
 gives `--hidden-size HIDDEN_SIZE  units per layer (default: 256)`. The flag's type is the
 default's (str for a default of None or none at all); a bool that defaults to False is a
 `--NAME` switch, one that defaults to True a `--no-NAME` switch whose help says what switching
-it off does. Other metadata keys: `metavar`, `choices`, `nargs` (positionals), `required`
+it off does. Other metadata keys: `metavar`, `choices`, `nargs` (a positional's, or a
+flag's that takes several values, such as `--data PATH [PATH ...]`), `required`
 (argparse refuses to run without it) and `default_help`, what `(default: ...)` says where the
 value itself would not tell (a long path, an empty string that means "not written").
 
@@ -86,6 +87,8 @@ def add_flag(parser, field):
     required = meta.get("required", default is dataclasses.MISSING)
     value_type = str if default in (None, dataclasses.MISSING) else type(default)
     options = {"type": value_type, "required": required, "help": meta["help"]}
+    if "nargs" in meta:
+        options["nargs"] = meta["nargs"]
     if "choices" in meta:
         options["choices"] = meta["choices"]  # argparse then shows {a,b} as the metavar
     else:

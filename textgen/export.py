@@ -8,6 +8,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from textgen import cli  # noqa: E402
+from textgen.config import weights_field  # noqa: E402
 from textgen.errors import cli_errors  # noqa: E402
 from textgen.io import check_out_directory  # noqa: E402
 
@@ -23,6 +24,7 @@ class ExportConfig:
             "help": "where to write the SavedModel; must be absent or empty unless --overwrite",
         }
     )
+    weights: str = weights_field()
     overwrite: bool = dataclasses.field(
         default=False,
         metadata={
@@ -60,7 +62,7 @@ def main(argv=None):
     from textgen.generation.saved_model import export_saved_model
     from textgen.network.language_model import LanguageModel
 
-    model = LanguageModel.from_run_directory(config.run_directory)
+    model = LanguageModel.from_run_directory(config.run_directory, config.weights)
     export_saved_model(model, config.out_directory, config.overwrite, config.xla)
     print(
         f"exported {config.run_directory} to {config.out_directory} "

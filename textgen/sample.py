@@ -8,6 +8,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from textgen import cli, resources  # noqa: E402
+from textgen.config import weights_field  # noqa: E402
 from textgen.errors import UsageError, as_cli_message, cli_errors  # noqa: E402
 
 BUNDLED_MODEL = "shakespeare"
@@ -24,6 +25,7 @@ class SampleConfig:
             "model)",
         },
     )
+    weights: str = weights_field()
     # Fed in one call, so it warms up the state as well as starting the text.
     prime: str = dataclasses.field(
         default="", metadata={"default_help": "none", "help": "text the samples start with"}
@@ -49,6 +51,22 @@ class SampleConfig:
     )
     num_samples: int = dataclasses.field(
         default=1, metadata={"help": "number of samples, generated together as one batch"}
+    )
+    documents: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "sample this many whole documents, generated together as one batch: each "
+            "starts after the end-of-document token (with --prime, if given) and stops at the "
+            "next one, or at --length; needs a model trained on several documents (0: plain "
+            "samples)"
+        },
+    )
+    until_end: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "stop each sample at the end-of-document token (not printed), or at "
+            "--length; needs a model trained on several documents"
+        },
     )
     seed: int = dataclasses.field(
         default=0, metadata={"help": "random seed: the same seed gives the same text"}
@@ -110,12 +128,32 @@ def load_model(config):
     from textgen.network.language_model import LanguageModel, check_sampling_arguments
 
     check_sampling_arguments(config.length, config.temperature, config.top_k, config.num_samples)
-    return LanguageModel.from_run_directory(run_directory_or_bundled(config.run_directory))
+    return LanguageModel.from_run_directory(
+        run_directory_or_bundled(config.run_directory), config.weights
+    )
 
 
 def sample(config):
-    """Loads the run and returns its samples (a list of strings)."""
+    """Loads the run and returns its samples (a list of strings): `documents` whole documents,
+    or `num_samples` samples."""
+    if config.documents < 0:
+        raise UsageError(f"--documents must be >= 0 (0: plain samples), got {config.documents}")
+    if config.documents and config.num_samples != 1:
+        raise UsageError(
+            f"--documents {config.documents} samples that many documents; drop --num-samples"
+        )
     model = load_model(config)
+    if config.documents:
+        return model.sample_documents(
+            config.documents,
+            config.prime,
+            config.length,
+            config.temperature,
+            config.top_k,
+            config.seed,
+            config.unknown,
+            config.allow_unk,
+        )
     return model.sample(
         config.prime,
         config.length,
@@ -125,6 +163,7 @@ def sample(config):
         config.seed,
         config.unknown,
         config.allow_unk,
+        config.until_end,
     )
 
 
@@ -141,6 +180,8 @@ def stream(config, stdout):
             f"--stream shows one sample as it is made; drop --stream or pass --num-samples 1 "
             f"(got {config.num_samples})"
         )
+    if config.documents:
+        raise UsageError("--documents prints whole documents when they are done; drop --stream")
     model = load_model(config)
     pieces = model.stream(
         config.prime,
@@ -150,6 +191,7 @@ def stream(config, stdout):
         config.seed,
         config.unknown,
         config.allow_unk,
+        config.until_end,
     )
     for piece in pieces:
         write(stdout, piece)
@@ -210,6 +252,7 @@ def continue_line(model, line, settings, seed, config, stdout):
         seed,
         config.unknown,
         config.allow_unk,
+        config.until_end,
     )
     for i, piece in enumerate(pieces):
         if i or not line:  # piece 0 is the prime
@@ -220,10 +263,10 @@ def interactive(config, stdin, stdout, stderr):
     """The prompt loop of --interactive: each line read from `stdin` is a prime, whose
     continuation (`length` new tokens) streams to `stdout`; settings and errors go to `stderr`,
     so `stdout` holds only generated text. The i-th continuation is sampled with seed + i."""
-    if config.num_samples != 1 or config.prime:
+    if config.num_samples != 1 or config.prime or config.documents:
         raise UsageError(
             "--interactive takes each prime from a typed line, one sample each; "
-            "drop --prime and --num-samples"
+            "drop --prime, --num-samples and --documents"
         )
     model = load_model(config)
     initial = {name: getattr(config, name) for name, _ in COMMANDS.values()}
@@ -259,13 +302,13 @@ def main(argv=None):
     config = SampleConfig(**vars(build_parser().parse_args(argv)))
     if config.interactive:
         return interactive(config, sys.stdin, sys.stdout, sys.stderr)
-    if config.stream or (sys.stdout.isatty() and config.num_samples == 1):
+    if config.stream or (sys.stdout.isatty() and config.num_samples == 1 and not config.documents):
         stream(config, sys.stdout)
         return 0
     texts = sample(config)
     for i, text in enumerate(texts):
         if len(texts) > 1:
-            print(f"---- sample {i + 1} ----")
+            print(f"---- {'document' if config.documents else 'sample'} {i + 1} ----")
         print(text)
     return 0
 

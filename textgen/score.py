@@ -8,6 +8,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from textgen import cli  # noqa: E402
+from textgen.config import weights_field  # noqa: E402
 from textgen.errors import UsageError, cli_errors  # noqa: E402
 from textgen.sample import run_directory_or_bundled  # noqa: E402
 
@@ -23,6 +24,7 @@ class ScoreConfig:
             "FILE (default: the bundled shakespeare model)",
         },
     )
+    weights: str = weights_field()
     file: str = dataclasses.field(
         default="-",
         metadata={
@@ -38,11 +40,21 @@ class ScoreConfig:
             "line per input line: log-probability (nats), tokens, bits per character, the line"
         },
     )
+    per_document: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "score each document on its own, the text cut into documents as the run's "
+            "--document-boundary cut its corpus: from zero state after the end-of-document "
+            "token (and --prime), the end token that closes it scored too (counted as a token "
+            "and a character); one output line per document: log-probability (nats), tokens, "
+            "bits per character, its start"
+        },
+    )
     json: bool = dataclasses.field(
         default=False,
         metadata={
-            "help": "print JSON: one object for the text, or with --per-line one per line "
-            "(text, tokens, characters, log_prob, bits_per_char)"
+            "help": "print JSON: one object for the text, or with --per-line (--per-document) "
+            "one per line (document): text, tokens, characters, log_prob, bits_per_char"
         },
     )
     prime: str = dataclasses.field(
@@ -66,7 +78,11 @@ class ScoreConfig:
         metadata={"help": "one stream: the state carried through the whole text (--streams 1)"},
     )
     batch_size: int = dataclasses.field(
-        default=64, metadata={"help": "with --per-line: lines scored together in one batch"}
+        default=64,
+        metadata={
+            "help": "with --per-line (--per-document): lines (documents) scored together in one "
+            "batch"
+        },
     )
     unknown: str = dataclasses.field(
         default="error",
@@ -149,18 +165,39 @@ def score(config):
         raise UsageError(f"--streams must be >= 0 (0: automatic), got {streams}")
     if config.batch_size <= 0:
         raise UsageError(f"--batch-size must be a positive integer, got {config.batch_size}")
+    if config.per_line and config.per_document:
+        raise UsageError("--per-line and --per-document cut the text two ways; pass one of them")
     name, text = read_input(config.file, config.encoding)
     # Imported here, so that --help and flag errors answer without loading TensorFlow.
     from textgen.generation import log_probability
     from textgen.network.language_model import LanguageModel
 
-    model = LanguageModel.from_run_directory(run_directory_or_bundled(config.run_directory))
+    model = LanguageModel.from_run_directory(
+        run_directory_or_bundled(config.run_directory), config.weights
+    )
     if config.per_line:
         lines = text.split("\n")
         if lines[-1] == "":
             lines.pop()  # the text's final line end does not start another line
         return log_probability.score_texts(
             model, lines, config.prime, config.unknown, config.batch_size, where=name
+        ), model
+    if config.per_document:
+        from textgen.corpus.documents import split_documents
+
+        train_config = getattr(model, "train_config", None)
+        boundary = train_config.document_boundary if train_config is not None else "file"
+        documents = split_documents(text, boundary)
+        if not documents:
+            raise UsageError(f"{name} holds no document (only blank lines): nothing to score")
+        return log_probability.score_texts(
+            model,
+            documents,
+            config.prime,
+            config.unknown,
+            config.batch_size,
+            where=name,
+            documents=True,
         ), model
     result = log_probability.score_text(
         model, text, config.prime, config.unknown, streams, where=name
@@ -172,19 +209,28 @@ def number(value, digits=4):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def document_start(text, width=60):
+    """A document's first line, cut to `width` characters, with ... when there is more."""
+    first = text.split("\n", 1)[0]
+    if len(first) > width or first != text:
+        return first[:width].rstrip() + " ..."
+    return first
+
+
 def report(config, result, model):
     """The lines `main` prints for a result of `score`."""
     has_unk = model.vocabulary.unknown_token is not None
-    if config.per_line:
+    if config.per_line or config.per_document:
         keys = ["text", "tokens", "characters", "log_prob", "bits_per_char"]
         keys += ["unknown_tokens"] if has_unk else []
         for line in result:
             if config.json:
                 yield json.dumps({k: line[k] for k in keys}, ensure_ascii=False)
             else:
+                text = document_start(line["text"]) if config.per_document else line["text"]
                 yield (
                     f"{line['log_prob']:.4f}\t{line['tokens']}\t"
-                    f"{number(line['bits_per_char'])}\t{line['text']}"
+                    f"{number(line['bits_per_char'])}\t{text}"
                 )
         return
     if config.json:

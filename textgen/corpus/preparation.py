@@ -1,4 +1,4 @@
-"""CorpusPreparation: a text file tokenised, in chunks, into the files of a prepared corpus
+"""CorpusPreparation: text files tokenised, in chunks, into the files of a prepared corpus
 (`textgen.corpus.prepared_corpus` reads them; its docstring has the layout).
 
 The text is read twice at most. A first pass counts the vocabulary: characters by code point
@@ -6,6 +6,12 @@ The text is read twice at most. A first pass counts the vocabulary: characters b
 first appearance and written to a temporary file, so that the text is tokenised once. A second
 pass writes the final ids: characters through a code point -> id table, words through a
 provisional id -> id table over that file. Memory stays bounded by a chunk and the vocabulary.
+
+A corpus of several documents (`textgen.corpus.documents`: files, or the documents that
+`document_boundary` cuts them into) ends every document with the token END_OF_DOCUMENT, and
+validation holds out whole documents, a seeded choice of them (`held_out_documents`). One
+document, such as a single file, is prepared as it always was: no end token, validation the
+text's tail.
 """
 
 import hashlib
@@ -19,19 +25,28 @@ import numpy as np
 from tqdm import tqdm
 
 from textgen.corpus import reading
+from textgen.corpus.documents import DOCUMENT_END, DocumentReader, data_paths, describe_data
 from textgen.corpus.stream_batches import validation_length
 from textgen.corpus.tokenizers import NEWLINE, looks_chinese, make_tokenizer
-from textgen.corpus.vocabulary import Vocabulary
+from textgen.corpus.vocabulary import END_OF_DOCUMENT, Vocabulary
 from textgen.errors import UsageError
 
 FORMAT = "textgen-prepared-corpus"
 VERSION = 1
 HEADER, VOCABULARY, TRAIN, VALIDATION = "header.json", "vocab.json", "train.bin", "val.bin"
+# Where each document starts in train.bin's and val.bin's ids (little-endian uint64), written
+# when the corpus has several documents.
+TRAIN_DOCUMENTS, VAL_DOCUMENTS = "train_documents.bin", "val_documents.bin"
+OFFSET_DTYPE = np.dtype("<u8")
 PROVISIONAL = "provisional_ids.tmp"
 UNKNOWN = "<unk>"
 # (dtype, how many distinct ids it holds), narrowest first.
 DTYPES = (("uint8", 2**8), ("uint16", 2**16), ("uint32", 2**32))
 CODE_POINTS = 0x110000
+# The end of a document among a text's code points (one past the last code point).
+END_CODE = CODE_POINTS
+# The document flags a preparation takes, and their defaults: one file is one document.
+DOCUMENT_OPTIONS = {"document_boundary": "file", "glob": "", "seed": 0}
 # Text without a place to cut it (a newline, or a space outside jieba) held back at most.
 MAX_HELD_CHARS = 16 << 20
 # Text per task handed to a jieba worker process.
@@ -51,11 +66,14 @@ def ids_dtype(vocabulary_size):
 
 def resolve_segmenter(source, options):
     """`options` with --segmenter auto replaced by what it picks from the text's start (jieba
-    for Chinese, regex otherwise), so that the prepared corpus and the run name the same one."""
+    for Chinese, regex otherwise), so that the prepared corpus and the run name the same one.
+    `source` is a file or a list of them: the first that is not empty decides."""
     if options["level"] != "word" or options["segmenter"] != "auto":
         return dict(options)
+    files = data_paths(source)
+    first = next((path for path in files if os.path.getsize(path)), files[0])
     head = next(
-        reading.read_chunks(source, options["encoding"], options["keep_newlines"], 1 << 16), ""
+        reading.read_chunks(first, options["encoding"], options["keep_newlines"], 1 << 16), ""
     )
     return {**options, "segmenter": "jieba" if looks_chinese(head) else "regex"}
 
@@ -103,6 +121,75 @@ class SplitWriter:
             f.flush()
             os.fsync(f.fileno())
             f.close()
+
+
+def files_sha256(digests):
+    """One SHA-256 for several files, in order, from theirs (hex strings)."""
+    return hashlib.sha256("\n".join(digests).encode("ascii")).hexdigest()
+
+
+def held_out_documents(num_documents, val_fraction, seed):
+    """Which of `num_documents` documents validation holds out (a bool array): a fixed choice
+    of round(num_documents * val_fraction) of them, at least one and leaving one, drawn with
+    NumPy's generator seeded by `seed`."""
+    count = min(num_documents - 1, max(1, int(round(num_documents * val_fraction))))
+    held_out = np.zeros(num_documents, dtype=bool)
+    held_out[np.random.default_rng(seed).choice(num_documents, count, replace=False)] = True
+    return held_out
+
+
+class DocumentWriter:
+    """Writes whole documents to train.bin or to val.bin: `write` takes the raw ids of the text
+    (code points, or provisional word ids) in order, `end` after each document, maps them
+    through `lookup`, and sends document i to val.bin when `held_out[i]`. It keeps where each
+    document starts in its split's ids (`offsets`), and `on_val(raw)` sees the raw ids that go
+    to validation. Vectorised: a chunk of a million one-line documents is a few NumPy calls."""
+
+    def __init__(self, directory, dtype, held_out, end, lookup, on_val=None):
+        self.directory = directory
+        self.files = [open(os.path.join(directory, name), "wb") for name in (TRAIN, VALIDATION)]
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+        self.held_out, self.end, self.lookup, self.on_val = held_out, end, lookup, on_val
+        self.document, self.inside = 0, False  # the current document; whether it has begun
+        self.counts = [0, 0]
+        self.offsets = [[], []]
+
+    def write(self, raw):
+        if not len(raw):
+            return
+        is_end = raw == self.end
+        document = self.document + np.cumsum(is_end) - is_end  # each id's document
+        val = self.held_out[document]
+        starts = np.empty(len(raw), dtype=bool)  # the first id of a document
+        starts[0] = not self.inside
+        starts[1:] = is_end[:-1]
+        for split, mask in ((0, ~val), (1, val)):
+            if not mask.any():
+                continue
+            positions = self.counts[split] + np.cumsum(mask) - 1
+            self.offsets[split].append(positions[starts & mask])
+            ids = raw[mask]
+            self.files[split].write(self.lookup[ids].astype(self.dtype, copy=False).tobytes())
+            if split == 1 and self.on_val is not None:
+                self.on_val(ids)
+            self.counts[split] += len(ids)
+        self.document = int(document[-1] + is_end[-1])
+        self.inside = not is_end[-1]
+
+    def close(self):
+        for f in self.files:
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        for name, offsets in zip((TRAIN_DOCUMENTS, VAL_DOCUMENTS), self.offsets):
+            with open(os.path.join(self.directory, name), "wb") as f:
+                f.write(np.concatenate([np.zeros(0, np.int64), *offsets]).astype(OFFSET_DTYPE))
+                f.flush()
+                os.fsync(f.fileno())
+
+    @property
+    def document_counts(self):
+        return [sum(len(offsets) for offsets in split) for split in self.offsets]
 
 
 class ProvisionalIds(dict):
@@ -177,6 +264,8 @@ class WordSplitter:
 
 
 def _jieba_tokens(text):
+    if text is DOCUMENT_END:
+        return [END_OF_DOCUMENT]
     from textgen.corpus.tokenizers import JiebaTokenizer
 
     global _JIEBA
@@ -186,41 +275,76 @@ def _jieba_tokens(text):
 
 
 class CorpusPreparation:
-    """One preparation of `source` with `options` (the tokenisation flags, segmenter resolved)
-    into a directory: `write(directory)` does both passes there."""
+    """One preparation of `source` (a text file, or a list of them: `documents.source_files`)
+    with `options` (the tokenisation flags, segmenter resolved) and `documents` (the document
+    flags of DOCUMENT_OPTIONS, and `data`: the paths as given) into a directory:
+    `write(directory)` does both passes there."""
 
-    def __init__(self, source, options, progress=None, workers=0):
-        self.source, self.options = os.fspath(source), options
+    def __init__(self, source, options, progress=None, workers=0, documents=None):
+        self.files = data_paths(source)
+        self.source = self.files[0] if len(self.files) == 1 else describe_data(self.files)
+        self.options = options
+        self.document_options = {**DOCUMENT_OPTIONS, **(documents or {})}
+        self.data = data_paths(self.document_options.pop("data", self.files))
+        self.reader = DocumentReader(
+            options["encoding"],
+            options["keep_newlines"],
+            self.document_options["document_boundary"],
+        )
         self.progress, self.workers = progress, workers or os.cpu_count() or 1
-        self.size = os.path.getsize(self.source)
+        self.size = sum(os.path.getsize(path) for path in self.files)
         self.tokenizer = make_tokenizer(options["level"], options["segmenter"])
+        self.digests = [hashlib.sha256() for _ in self.files]
 
-    def chunks(self, description, on_bytes=None):
-        """The text in chunks, with a progress bar over the file's bytes."""
+    def chunks(self, description, hashing=False):
+        """The documents' text in pieces, DOCUMENT_END after each document, with a progress bar
+        over the files' bytes; with `hashing`, each file's bytes go into its `digests` too."""
+        self.reader.documents = self.reader.separators = 0
         with progress_bar(self.size, description, self.progress) as bar:
+            for path, digest in zip(self.files, self.digests):
 
-            def seen(raw):
-                bar.update(len(raw))
-                if on_bytes is not None:
-                    on_bytes(raw)
+                def seen(raw, digest=digest):
+                    bar.update(len(raw))
+                    if hashing:
+                        digest.update(raw)
 
-            yield from reading.read_chunks(
-                self.source, self.options["encoding"], self.options["keep_newlines"], on_bytes=seen
+                yield from self.reader.pieces(path, on_bytes=seen)
+
+    def check_documents(self):
+        """After the first pass: UsageError for a separator that never occurs. Sets
+        `num_documents` and `uses_documents` (more than one: the end token, whole documents
+        held out)."""
+        reader = self.reader
+        if reader.kind == "separator" and reader.separators == 0:
+            raise UsageError(
+                f"`document_boundary` separator:{reader.separator} never occurs in "
+                f"{describe_data(self.data)}: no line of it is {reader.separator!r}; pass the "
+                "separator its files use, or another `document_boundary`"
             )
+        self.num_documents = reader.documents
+        self.uses_documents = reader.documents > 1
 
     def write(self, directory):
         started = time.monotonic()
-        digest = hashlib.sha256()
         char_level = self.options["level"] == "char"
         if char_level:
-            counts = self.count_characters(digest.update)
+            counts = self.count_characters()
         else:
-            counts = self.count_words(directory, digest.update)
+            counts = self.count_words(directory)
+        self.check_documents()
+        end = None
+        if not char_level and END_OF_DOCUMENT in self.provisional:
+            end = self.provisional[END_OF_DOCUMENT]
+            if not self.uses_documents:
+                counts[end] = 0  # one document: its end is no token
         self.num_tokens = int(counts.sum())
+        if char_level and self.uses_documents:
+            self.num_tokens += self.num_documents
         if self.num_characters == 0:
-            raise UsageError(
-                f"corpus file {self.source} holds no text; pass `data` with a non-empty text file"
+            where = (
+                f"corpus file {self.source}" if len(self.files) == 1 else describe_data(self.data)
             )
+            raise UsageError(f"{where} holds no text; pass `data` with a non-empty text file")
         vocabulary, token_ids = self.vocabulary(counts)
         self.vocabulary_size = len(vocabulary)
         dtype = ids_dtype(len(vocabulary))
@@ -228,7 +352,138 @@ class CorpusPreparation:
         free = shutil.disk_usage(directory).free
         if free < self.num_tokens * itemsize:
             raise OSError(28, os.strerror(28))  # ENOSPC before writing, not midway
+        if self.uses_documents:
+            self.write_documents(directory, vocabulary, token_ids, counts, dtype, end)
+        else:
+            self.write_tail_split(directory, vocabulary, token_ids, counts, dtype, end)
+        vocabulary.save(os.path.join(directory, VOCABULARY))
+        header = {
+            "format": FORMAT,
+            "version": VERSION,
+            "dtype": dtype,
+            "vocabulary_size": len(vocabulary),
+            "tokens": self.num_tokens,
+            "train_tokens": self.num_tokens - self.num_val,
+            "val_tokens": self.num_val,
+            "characters": self.num_characters,
+            "characters_per_token": self.num_characters / self.num_tokens,
+            "val_characters_per_token": self.val_characters_per_token,
+            "coverage": self.kept / self.num_tokens,
+            "seconds": time.monotonic() - started,
+            **self.source_records(),
+            "documents": self.documents_record(),
+            "tokenisation": self.options,
+        }
+        with open(os.path.join(directory, HEADER), "w", encoding="utf-8") as f:
+            f.write(json.dumps(header, indent=1, ensure_ascii=False))
+
+    def source_records(self):
+        """The header's `sources` (every file: path, size, mtime, SHA-256) and `source`: the one
+        file, as it always was, or for several their summary (the paths as given, their total
+        size, the latest mtime, a SHA-256 of the files' SHA-256s)."""
+        sources = []
+        for path, digest in zip(self.files, self.digests):
+            stat = os.stat(path)
+            sources.append(
+                {
+                    "path": os.path.abspath(path),
+                    "size": stat.st_size,
+                    "mtime_ns": stat.st_mtime_ns,
+                    "sha256": digest.hexdigest(),
+                }
+            )
+        if len(sources) == 1:
+            return {"source": dict(sources[0]), "sources": sources}
+        summary = {
+            "path": describe_data(os.path.abspath(path) for path in self.data),
+            "size": sum(source["size"] for source in sources),
+            "mtime_ns": max(source["mtime_ns"] for source in sources),
+            "sha256": files_sha256(source["sha256"] for source in sources),
+        }
+        return {"source": summary, "sources": sources}
+
+    def documents_record(self):
+        """The header's `documents`: how many, how they were cut and split, the end token."""
+        options = self.document_options
+        record = {
+            "count": self.num_documents,
+            "boundary": options["document_boundary"],
+            "glob": options["glob"],
+            "data": [os.path.abspath(path) for path in self.data],
+            "end_token": END_OF_DOCUMENT if self.uses_documents else None,
+            "split": "documents" if self.uses_documents else "tail",
+        }
+        if self.uses_documents:
+            train, val = self.document_counts
+            record.update(seed=options["seed"], train=train, val=val)
+        return record
+
+    # ---- pass 2: writing the ids ----
+    def write_documents(self, directory, vocabulary, token_ids, counts, dtype, end):
+        """Several documents: each ends with the end token, and validation holds out whole
+        documents (`held_out_documents`)."""
+        held_out = held_out_documents(
+            self.num_documents, self.options["val_fraction"], self.document_options["seed"]
+        )
+        end_id = vocabulary.id(END_OF_DOCUMENT)
+        unknown = vocabulary.id(vocabulary.unknown_token) if vocabulary.unknown_token else 0
+        lookup = np.where(token_ids >= 0, token_ids, unknown)
+        char_level = self.options["level"] == "char"
+        if char_level:
+            end = END_CODE
+            lookup = np.append(lookup, end_id)
+        else:
+            lookup[end] = end_id
+        lookup = lookup.astype(dtype)
+        if vocabulary.unknown_token:
+            known = counts[token_ids >= 0].sum()
+            self.kept = int(known) + (self.num_documents if char_level else 0)
+        else:
+            self.kept = self.num_tokens
+        self.val_characters, self.val_held = 0, np.zeros(0, dtype=np.uint32)
+        on_val = None if char_level else self.add_val_characters
+        writer = DocumentWriter(directory, dtype, held_out, end, lookup, on_val)
+        try:
+            if char_level:
+                pieces, size = [], 0
+                end_code = np.array([END_CODE], dtype=np.uint32)
+                for text in self.chunks("prepare: encoding"):
+                    codes = end_code if text is DOCUMENT_END else code_points(text)
+                    pieces.append(codes)
+                    size += len(codes)
+                    if size >= reading.CHUNK_BYTES:
+                        writer.write(np.concatenate(pieces))
+                        pieces, size = [], 0
+                if pieces:
+                    writer.write(np.concatenate(pieces))
+            else:
+                self.write_provisional(directory, writer.write)
+                self.add_val_characters(np.zeros(0, dtype=np.uint32), final=True)
+        finally:
+            writer.close()
+        self.num_val = writer.counts[1]
+        self.document_counts = writer.document_counts
+        if char_level:
+            self.val_characters_per_token = 1.0  # the end token counts as one character
+        else:
+            self.val_characters_per_token = self.val_characters / self.num_val
+
+    def write_provisional(self, directory, write, skip=None):
+        """Reads the provisional ids back and passes them to `write` in chunks (without the id
+        `skip`), then deletes their file. Read, not memory-mapped: mapped pages would count in
+        the process's RSS."""
+        provisional = os.path.join(directory, PROVISIONAL)
+        with open(provisional, "rb") as f:
+            step = reading.CHUNK_BYTES
+            while len(ids := np.fromfile(f, dtype=np.uint32, count=step)):
+                write(ids if skip is None else ids[ids != skip])
+        os.unlink(provisional)
+
+    def write_tail_split(self, directory, vocabulary, token_ids, counts, dtype, end):
+        """One document: train.bin is the text's head, val.bin its tail (`val_fraction`)."""
         num_val = validation_length(self.num_tokens, self.options["val_fraction"])
+        self.num_val = num_val
+        char_level = self.options["level"] == "char"
         writer = SplitWriter(directory, self.num_tokens - num_val, dtype)
         kept = int(counts[token_ids >= 0].sum()) if vocabulary.unknown_token else self.num_tokens
         unknown = vocabulary.id(vocabulary.unknown_token) if vocabulary.unknown_token else 0
@@ -236,21 +491,21 @@ class CorpusPreparation:
         try:
             if char_level:
                 for text in self.chunks("prepare: encoding"):
-                    writer.write(lookup[code_points(text)])
+                    if text is not DOCUMENT_END:
+                        writer.write(lookup[code_points(text)])
                 val_characters_per_token = 1.0
             else:
-                # Read, not memory-mapped: mapped pages would count in the process's RSS.
-                provisional = os.path.join(directory, PROVISIONAL)
                 val_start, position = self.num_tokens - num_val, 0
                 self.val_characters, self.val_held = 0, np.zeros(0, dtype=np.uint32)
-                with open(provisional, "rb") as f:
-                    step = reading.CHUNK_BYTES
-                    while len(ids := np.fromfile(f, dtype=np.uint32, count=step)):
-                        writer.write(lookup[ids])
-                        self.add_val_characters(ids[max(0, val_start - position) :])
-                        position += len(ids)
+
+                def write(ids):
+                    nonlocal position
+                    writer.write(lookup[ids])
+                    self.add_val_characters(ids[max(0, val_start - position) :])
+                    position += len(ids)
+
+                self.write_provisional(directory, write, skip=end)
                 self.add_val_characters(np.zeros(0, dtype=np.uint32), final=True)
-                os.unlink(provisional)
                 val_characters_per_token = (
                     self.val_characters / num_val
                     if num_val
@@ -258,51 +513,48 @@ class CorpusPreparation:
                 )
         finally:
             writer.close()
-        vocabulary.save(os.path.join(directory, VOCABULARY))
-        stat = os.stat(self.source)
-        header = {
-            "format": FORMAT,
-            "version": VERSION,
-            "dtype": dtype,
-            "vocabulary_size": len(vocabulary),
-            "tokens": self.num_tokens,
-            "train_tokens": self.num_tokens - num_val,
-            "val_tokens": num_val,
-            "characters": self.num_characters,
-            "characters_per_token": self.num_characters / self.num_tokens,
-            "val_characters_per_token": val_characters_per_token,
-            "coverage": kept / self.num_tokens,
-            "seconds": time.monotonic() - started,
-            "source": {
-                "path": os.path.abspath(self.source),
-                "size": stat.st_size,
-                "mtime_ns": stat.st_mtime_ns,
-                "sha256": digest.hexdigest(),
-            },
-            "tokenisation": self.options,
-        }
-        with open(os.path.join(directory, HEADER), "w", encoding="utf-8") as f:
-            f.write(json.dumps(header, indent=1, ensure_ascii=False))
+        self.kept, self.val_characters_per_token = kept, val_characters_per_token
 
     # ---- pass 1: counting ----
-    def count_characters(self, on_bytes):
-        """Counts of every code point (an array indexed by code point)."""
+    def count_characters(self):
+        """Counts of every code point (an array indexed by code point); the files are hashed on
+        the way."""
         counts = np.zeros(CODE_POINTS, dtype=np.int64)
         self.num_characters = 0
-        for text in self.chunks("prepare: counting", on_bytes):
+
+        def count(text):
             self.num_characters += len(text)
             codes = code_points(text)
             if codes.dtype == np.uint8:
                 counts[:128] += np.bincount(codes, minlength=128)
             else:
-                counts += np.bincount(codes, minlength=CODE_POINTS)
+                counts[:] += np.bincount(codes, minlength=CODE_POINTS)
+
+        # Short documents (lines) are counted a chunk's worth at a time.
+        pieces, size = [], 0
+        for text in self.chunks("prepare: counting", hashing=True):
+            if text is not DOCUMENT_END:
+                pieces.append(text)
+                size += len(text)
+            if size >= reading.CHUNK_BYTES:
+                count("".join(pieces))
+                pieces, size = [], 0
+        if pieces:
+            count("".join(pieces))
         return counts
 
-    def word_chunks(self, on_bytes):
-        """The text in pieces that the tokeniser may tokenise one by one (`chunk_end`)."""
+    def word_chunks(self):
+        """The text in pieces that the tokeniser may tokenise one by one (`chunk_end`), and
+        DOCUMENT_END after each document: no piece spans two."""
         held = ""
         self.num_characters = 0
-        for text in self.chunks("prepare: tokenising", on_bytes):
+        for text in self.chunks("prepare: tokenising", hashing=True):
+            if text is DOCUMENT_END:
+                if held:
+                    yield held
+                held = ""
+                yield DOCUMENT_END
+                continue
             self.num_characters += len(text)
             text = held + text
             cut = self.tokenizer.chunk_end(text)
@@ -324,18 +576,25 @@ class CorpusPreparation:
         if held:
             yield held
 
-    def provisional_ids(self, on_bytes):
-        """The provisional ids of every piece of the text, as uint32 arrays. regex and
-        whitespace tokens never span white space, so those pieces go through a WordSplitter;
-        jieba's are segmented in worker processes, one per core (jieba does about 1 MB/s on
-        one)."""
-        pieces = self.word_chunks(on_bytes)
+    def provisional_ids(self):
+        """The provisional ids of every piece of the text, as uint32 arrays, and of the end
+        token after each document. regex and whitespace tokens never span white space, so
+        those pieces go through a WordSplitter; jieba's are segmented in worker processes, one
+        per core (jieba does about 1 MB/s on one)."""
+        pieces = self.word_chunks()
         if self.tokenizer.name in ("regex", "whitespace"):
             splitter = WordSplitter(self.tokenizer, self.provisional)
-            yield from map(splitter.ids, pieces)
+            for piece in pieces:
+                if piece is DOCUMENT_END:
+                    yield np.array([self.provisional[END_OF_DOCUMENT]], dtype=np.uint32)
+                else:
+                    yield splitter.ids(piece)
             return
         if self.workers == 1:
-            token_lists = map(self.tokenizer.tokenize, pieces)
+            token_lists = (
+                [END_OF_DOCUMENT] if piece is DOCUMENT_END else self.tokenizer.tokenize(piece)
+                for piece in pieces
+            )
         else:
             # fork where there is one: a spawned worker would import textgen, and so TensorFlow
             # (seconds and hundreds of MB each). The forked workers run only jieba, never
@@ -352,12 +611,13 @@ class CorpusPreparation:
             if self.workers != 1:
                 pool.terminate()
 
-    def count_words(self, directory, on_bytes):
-        """Token counts indexed by provisional id; the provisional ids go to a temporary file."""
+    def count_words(self, directory):
+        """Token counts indexed by provisional id; the provisional ids go to a temporary file.
+        The files are hashed on the way."""
         self.provisional = ProvisionalIds()
         counts = np.zeros(0, dtype=np.int64)
         with open(os.path.join(directory, PROVISIONAL), "wb") as f:
-            for ids in self.provisional_ids(on_bytes):
+            for ids in self.provisional_ids():
                 f.write(ids.tobytes())
                 chunk_counts = np.bincount(ids, minlength=len(self.provisional))
                 counts = np.pad(counts, (0, len(chunk_counts) - len(counts)))
@@ -368,8 +628,10 @@ class CorpusPreparation:
     def vocabulary(self, counts):
         """(Vocabulary, id of every counted entry or -1 for <unk>): characters sorted by code
         point; words, and characters under --min-count or --max-vocab, by falling count, the
-        rare ones mapped to <unk>."""
+        rare ones mapped to <unk>. With several documents the end token comes first (after
+        <unk>), whatever its count."""
         options = self.options
+        ends = [END_OF_DOCUMENT] if self.uses_documents else []
         if options["level"] == "char":
             present = np.flatnonzero(counts)
             tokens = [chr(c) for c in present]
@@ -378,16 +640,16 @@ class CorpusPreparation:
             tokens = self.provisional.new
         limited = options["min_count"] > 1 or options["max_vocab"] > 0
         if options["level"] == "char" and not limited:
-            vocabulary = Vocabulary(tokens)
+            vocabulary = Vocabulary(ends + tokens)
         else:
             vocabulary = Vocabulary.from_counts(
                 dict(zip(tokens, counts[present].tolist())),
-                specials=[UNKNOWN],
+                specials=[UNKNOWN, *ends],
                 min_count=options["min_count"],
                 max_size=options["max_vocab"] or None,
                 unknown_token=UNKNOWN,
             )
-            if len(vocabulary) < 2:
+            if len(vocabulary) < 2 + len(ends):
                 raise UsageError(
                     f"`min_count` {options['min_count']} leaves no token in the vocabulary (the "
                     f"most frequent one occurs {int(counts.max())} times); lower `min_count`"
@@ -405,7 +667,10 @@ class CorpusPreparation:
             ids = np.concatenate([self.val_held, ids])
         cut = len(ids)
         if not final:
-            newlines = np.flatnonzero(ids == self.provisional.get(NEWLINE, -1))
+            newlines = np.flatnonzero(
+                (ids == self.provisional.get(NEWLINE, -1))
+                | (ids == self.provisional.get(END_OF_DOCUMENT, -1))
+            )
             if len(newlines):
                 cut = int(newlines[-1]) + 1
             elif len(ids) < MAX_HELD_CHARS:
@@ -414,4 +679,6 @@ class CorpusPreparation:
         if cut:
             tokens = self.provisional.new
             piece = [tokens[i] for i in ids[:cut].tolist()]
+            if self.uses_documents:  # the end token counts as one character, as a line end
+                piece = [NEWLINE if t == END_OF_DOCUMENT else t for t in piece]
             self.val_characters += len(self.tokenizer.detokenize(piece))

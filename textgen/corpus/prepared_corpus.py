@@ -3,19 +3,27 @@ training memory-maps, so that a corpus of any size trains in bounded memory (nan
 `train.bin`/`val.bin`, torch-rnn's preprocessing step).
 
     DIR/header.json   format and version, id dtype, counts, characters per token, the source
-                      file's path, size, mtime and SHA-256, the tokenisation flags
+                      files' paths, sizes, mtimes and SHA-256s (`sources`; `source` is the
+                      one file, or their summary), the documents (`documents`: how many, the
+                      boundary rule, how they were split, the end token), the tokenisation
+                      flags
     DIR/vocab.json    the Vocabulary (as in a run directory)
-    DIR/train.bin     the training token ids: the corpus's head, little-endian `dtype`
-    DIR/val.bin       the validation token ids: its contiguous tail
+    DIR/train.bin     the training token ids, little-endian `dtype`: the corpus's head, or with
+                      several documents the documents not held out, each ending with the
+                      end-of-document token
+    DIR/val.bin       the validation token ids: its contiguous tail, or the held-out documents
+    DIR/train_documents.bin, DIR/val_documents.bin
+                      with several documents: where each starts in train.bin's and val.bin's
+                      ids (little-endian uint64)
 
 The dtype is the narrowest that holds every id: uint8 up to 256 tokens, uint16 up to 65,536,
 uint32 beyond. `textgen.corpus.preparation` writes it, into a temporary directory that is
 renamed into place at the end, so a crash or a full disk leaves the previous directory, or
 none, never half of one.
 
-`textgen.train --data FILE` prepares into a cache directory keyed by the file's SHA-256 and the
-tokenisation flags (`corpus_for_training`); `--data DIR` takes a directory that
-`python -m textgen.prepare` wrote.
+`textgen.train --data FILE` (or a folder, or several paths) prepares into a cache directory keyed
+by the files' SHA-256 and the tokenisation and document flags (`corpus_for_training`);
+`--data DIR` takes a directory that `python -m textgen.prepare` wrote.
 """
 
 import hashlib
@@ -27,21 +35,32 @@ import time
 
 import numpy as np
 
+from textgen.corpus.documents import (
+    data_paths,
+    describe_data,
+    folder_files,
+    source_files,
+)
 from textgen.corpus.preparation import (
+    DOCUMENT_OPTIONS,
     DTYPES,
     FORMAT,
     HEADER,
+    OFFSET_DTYPE,
     TRAIN,
+    TRAIN_DOCUMENTS,
+    VAL_DOCUMENTS,
     VALIDATION,
     VERSION,
     VOCABULARY,
     CorpusPreparation,
+    files_sha256,
     ids_dtype,
     progress_bar,
     resolve_segmenter,
 )
-from textgen.corpus.reading import CHUNK_BYTES, check_corpus_file
-from textgen.corpus.vocabulary import Vocabulary
+from textgen.corpus.reading import CHUNK_BYTES
+from textgen.corpus.vocabulary import END_OF_DOCUMENT, Vocabulary
 from textgen.errors import UsageError
 from textgen.io import disk_full, is_disk_full, replace_directory, size_text
 
@@ -64,8 +83,23 @@ def tokenisation(config):
     return {name: getattr(config, name) for name in TOKENISATION}
 
 
-def prepare_command(source, directory):
-    return f"python -m textgen.prepare --data {source} --out {directory}"
+def document_options(config):
+    """The document flags of a TrainConfig or PrepareConfig (`--glob`, `--document-boundary`,
+    and `--seed`, which chooses the held-out documents), as a dict."""
+    return {name: getattr(config, name) for name in DOCUMENT_OPTIONS}
+
+
+def prepare_command(source, directory, documents=None):
+    """The command that prepares `source` into `directory` (with the document flags of
+    `documents`, a header's record, that are not the defaults)."""
+    flags = ""
+    if documents and documents.get("glob"):
+        flags += f" --glob '{documents['glob']}'"
+    if documents and documents.get("boundary", "file") != "file":
+        flags += f" --document-boundary '{documents['boundary']}'"
+    if documents and documents.get("split") == "documents":
+        flags += f" --seed {documents.get('seed', 0)}"
+    return f"python -m textgen.prepare --data {source}{flags} --out {directory}"
 
 
 def file_sha256(path, on_bytes=None):
@@ -79,14 +113,23 @@ def file_sha256(path, on_bytes=None):
     return digest.hexdigest()
 
 
-def prepare_corpus(source, out, options, progress=None, workers=0):
-    """Prepares `source` with the tokenisation `options` into the directory `out`, atomically;
-    returns its PreparedCorpus. UsageError for bad input and DiskFull for a disk too small, with
-    nothing written either way."""
-    source, out = os.fspath(source), os.fspath(out)
-    check_corpus_file(source, options["encoding"])
-    options = resolve_segmenter(source, options)
-    preparation = CorpusPreparation(source, options, progress, workers)
+def prepare_corpus(source, out, options, progress=None, workers=0, documents=None):
+    """Prepares `source` (a file, a folder or a list of them: `textgen.corpus.documents`) with
+    the tokenisation `options` and the document flags `documents` (DOCUMENT_OPTIONS; default:
+    each file one document) into the directory `out`, atomically; returns its PreparedCorpus.
+    UsageError for bad input and DiskFull for a disk too small, with nothing written either
+    way."""
+    out = os.fspath(out)
+    documents = {**DOCUMENT_OPTIONS, **(documents or {})}
+    files = source_files(source, documents["glob"], options["encoding"])
+    return prepare_files(files, source, out, options, documents, progress, workers)
+
+
+def prepare_files(files, source, out, options, documents, progress=None, workers=0):
+    """`prepare_corpus` of the checked `files` that `source` names."""
+    options = resolve_segmenter(files, options)
+    documents = {**documents, "data": data_paths(source)}
+    preparation = CorpusPreparation(files, options, progress, workers, documents)
     try:
         replace_directory(out, preparation.write)
     except OSError as error:
@@ -106,15 +149,26 @@ def prepare_corpus(source, out, options, progress=None, workers=0):
 class PreparedCorpus:
     """A prepared directory, opened: `vocabulary`, `train_ids` and `val_ids` (read-only memory
     maps), and the header's counts and flags. `open` checks the format, the files' sizes and,
-    when the source file is still there, that it has not changed."""
+    when the source files are still there, that they have not changed.
 
-    def __init__(self, path, header, vocabulary, train_ids, val_ids):
+    `documents` is the header's record of the documents (one, split at the tail, for a
+    directory prepared before documents existed); with several, `document_offsets` are the
+    (train, validation) memory maps of where each document starts in `train_ids` and
+    `val_ids`, else None."""
+
+    def __init__(self, path, header, vocabulary, train_ids, val_ids, document_offsets=None):
         self.path, self.header, self.vocabulary = path, header, vocabulary
         self.train_ids, self.val_ids = train_ids, val_ids
         self.tokenisation = header["tokenisation"]
         self.num_tokens = header["tokens"]
         self.coverage = header["coverage"]
         self.val_characters_per_token = header["val_characters_per_token"]
+        self.documents = header.get("documents") or SINGLE_DOCUMENT
+        self.document_offsets = document_offsets
+
+    @property
+    def num_documents(self):
+        return self.documents["count"]
 
     @classmethod
     def open(cls, path, check_source=True):
@@ -136,7 +190,8 @@ class PreparedCorpus:
             )
         source = header.get("source") if isinstance(header.get("source"), dict) else {}
         if isinstance(source.get("path"), str):
-            again = f"prepare it again with `{prepare_command(source['path'], path)}`"
+            documents = header.get("documents") if isinstance(header.get("documents"), dict) else {}
+            again = f"prepare it again with `{prepare_command(source['path'], path, documents)}`"
         if header.get("version") != VERSION:
             raise UsageError(
                 f"{path} is a prepared corpus of format version {header.get('version')!r}, and "
@@ -168,9 +223,10 @@ class PreparedCorpus:
             map_ids(os.path.join(path, name), dtype, header[count], again)
             for name, count in ((TRAIN, "train_tokens"), (VALIDATION, "val_tokens"))
         ]
+        offsets = check_documents(path, header, vocabulary, again)
         if check_source:
-            check_unchanged_source(path, source, again)
-        return cls(path, header, vocabulary, *arrays)
+            check_unchanged_source(path, source, again, header)
+        return cls(path, header, vocabulary, *arrays, offsets)
 
 
 def check_header(header, header_path, again):
@@ -196,6 +252,38 @@ def check_header(header, header_path, again):
         )
     if sorted(header["tokenisation"]) != sorted(TOKENISATION):
         raise UsageError(f"{header_path}: the tokenisation flags are incomplete; {again}")
+    optional = {"documents": dict, "sources": list}  # absent before documents existed
+    for name, types in optional.items():
+        if name in header and not isinstance(header[name], types):
+            raise UsageError(f"{header_path}: {name} is of the wrong type; {again}")
+
+
+# The `documents` of a header written before documents existed: one, split at its tail.
+SINGLE_DOCUMENT = {"count": 1, "boundary": "file", "glob": "", "end_token": None, "split": "tail"}
+
+
+def check_documents(path, header, vocabulary, again):
+    """The documents' offsets, (train, validation) memory maps, when the header says the corpus
+    has several (None otherwise); UsageError unless the record, the vocabulary's end token and
+    the offset files agree."""
+    documents = header.get("documents")
+    if documents is None or documents.get("split") != "documents":
+        return None
+    where = os.path.join(path, HEADER)
+    counts = [documents.get(split) for split in ("count", "train", "val")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts) or (
+        counts[0] != counts[1] + counts[2] or min(counts[1:]) < 1
+    ):
+        raise UsageError(f"{where}: the documents' counts are missing or disagree; {again}")
+    if documents.get("end_token") != END_OF_DOCUMENT or END_OF_DOCUMENT not in vocabulary:
+        raise UsageError(
+            f"{path}: its vocabulary lacks the end-of-document token {END_OF_DOCUMENT!r} that "
+            f"{HEADER} names; {again}"
+        )
+    return tuple(
+        map_ids(os.path.join(path, name), OFFSET_DTYPE.name, documents[split], again)
+        for name, split in ((TRAIN_DOCUMENTS, "train"), (VAL_DOCUMENTS, "val"))
+    )
 
 
 def map_ids(path, dtype, count, again):
@@ -210,9 +298,22 @@ def map_ids(path, dtype, count, again):
     return np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r")
 
 
-def check_unchanged_source(path, source, again):
-    """UsageError if the file the directory was prepared from is there but holds other bytes.
-    Same size and mtime are taken as unchanged; otherwise the hash decides."""
+def check_unchanged_source(path, source, again, header=None):
+    """UsageError if a file the directory was prepared from is there but holds other bytes
+    (every file of the header's `sources`, or its one `source`), or if a folder it was prepared
+    from now holds other files. Same size and mtime are taken as unchanged; otherwise the hash
+    decides."""
+    header = header or {}
+    sources = header.get("sources")
+    for record in sources if isinstance(sources, list) else [source]:
+        if isinstance(record, dict):
+            check_unchanged_file(path, record, again)
+    documents = header.get("documents")
+    if isinstance(documents, dict) and isinstance(sources, list):
+        check_unchanged_folders(path, documents, sources, again)
+
+
+def check_unchanged_file(path, source, again):
     source_path = source.get("path")
     if not isinstance(source_path, str) or not os.path.isfile(source_path):
         return  # moved or deleted: the prepared directory stands on its own
@@ -226,6 +327,26 @@ def check_unchanged_source(path, source, again):
         f"{size_text(stat.st_size)}, then {size_text(source.get('size') or 0)}, other "
         f"contents); {again}"
     )
+
+
+def check_unchanged_folders(path, documents, sources, again):
+    """UsageError if a folder of `documents["data"]` that is still there lists other files
+    (under the same `glob`) than it did: a file added or removed changes the corpus too."""
+    known = {record.get("path") for record in sources if isinstance(record, dict)}
+    for folder in documents.get("data") or []:
+        if not isinstance(folder, str) or not os.path.isdir(folder):
+            continue
+        try:
+            now = {os.path.abspath(f) for f in folder_files(folder, documents.get("glob") or "")}
+        except UsageError:
+            now = set()
+        then = {name for name in known if name.startswith(os.path.join(folder, ""))}
+        if now != then:
+            added, removed = len(now - then), len(then - now)
+            raise UsageError(
+                f"{path} was prepared from the folder {folder}, which holds other files since "
+                f"({added} added, {removed} gone); {again}"
+            )
 
 
 # ---- the cache of `textgen.train --data FILE` ----
@@ -247,15 +368,23 @@ def cache_key(sha256, options):
     return hashlib.sha256(flags.encode("utf-8")).hexdigest()[:24]
 
 
-def cached_corpus(source, options, progress=None, log=None):
-    """The PreparedCorpus of `source` with `options`, from the cache, prepared there first when
-    it is not (or is damaged). Hashing the file costs about 1 s per GB."""
-    source = os.fspath(source)
-    check_corpus_file(source, options["encoding"])
-    options = resolve_segmenter(source, options)
-    with progress_bar(os.path.getsize(source), "hashing the corpus", progress) as bar:
-        sha256 = file_sha256(source, lambda raw: bar.update(len(raw)))
-    entry = os.path.join(cache_root(), cache_key(sha256, options))
+def cached_corpus(source, options, progress=None, log=None, documents=None):
+    """The PreparedCorpus of `source` (a file, a folder or a list of them) with `options` and
+    the document flags `documents`, from the cache, prepared there first when it is not (or is
+    damaged). Hashing the files costs about 1 s per GB. One file cut at `file` boundaries (one
+    document) is keyed by its hash and the tokenisation flags, as it always was; anything else
+    by the files' hashes in order, the tokenisation flags and the document flags."""
+    documents = {**DOCUMENT_OPTIONS, **(documents or {})}
+    files = source_files(source, documents["glob"], options["encoding"])
+    options = resolve_segmenter(files, options)
+    size = sum(os.path.getsize(path) for path in files)
+    with progress_bar(size, "hashing the corpus", progress) as bar:
+        hashes = [file_sha256(path, lambda raw: bar.update(len(raw))) for path in files]
+    if len(files) == 1 and documents["document_boundary"] == "file":
+        key = cache_key(hashes[0], options)
+    else:
+        key = cache_key(files_sha256(hashes), {**options, **documents})
+    entry = os.path.join(cache_root(), key)
     if os.path.isfile(os.path.join(entry, HEADER)):
         try:
             corpus = PreparedCorpus.open(entry, check_source=False)
@@ -265,12 +394,13 @@ def cached_corpus(source, options, progress=None, log=None):
             pass  # a damaged entry is prepared again
     os.makedirs(cache_root(), exist_ok=True)
     started = time.monotonic()
-    corpus = prepare_corpus(source, entry, options, progress)
+    corpus = prepare_files(files, source, entry, options, documents, progress)
     if log is not None:
         seconds = time.monotonic() - started
+        what = "file" if len(files) == 1 else "files"
         log(
-            f"prepared {source} ({size_text(os.path.getsize(source))}) in {seconds:.1f} s into "
-            f"{entry}; later runs on the same file and flags reuse it"
+            f"prepared {describe_data(source)} ({size_text(size)}{documents_text(corpus)}) in "
+            f"{seconds:.1f} s into {entry}; later runs on the same {what} and flags reuse it"
         )
     prune_cache(keep=entry)
     return corpus
@@ -296,15 +426,45 @@ def prune_cache(keep, entries=CACHE_ENTRIES):
             shutil.rmtree(path, ignore_errors=True)
 
 
+def documents_text(corpus):
+    """', N documents (M held out)' for a corpus of several documents, else ''."""
+    documents = corpus.documents
+    if documents.get("split") != "documents":
+        return ""
+    return f", {documents['count']:,} documents ({documents['val']:,} held out for validation)"
+
+
+def is_prepared_directory(data):
+    """True when `data` is one directory that `textgen.prepare` wrote (it has a header.json),
+    or one that looks like it lost its header (it holds train.bin or vocab.json): a folder of
+    text files holds neither."""
+    paths = data_paths(data)
+    if len(paths) != 1 or not os.path.isdir(paths[0]):
+        return False
+    return any(os.path.isfile(os.path.join(paths[0], name)) for name in (HEADER, TRAIN, VOCABULARY))
+
+
 def corpus_for_training(config, explicit=(), progress=None, log=None):
-    """The PreparedCorpus that `textgen.train --data` names: a prepared directory, or a text file
-    prepared into the cache. With a directory, the config's tokenisation flags are set from its
-    header (so config.json records them); a flag given that differs is a UsageError."""
-    if not os.path.isdir(config.data):
-        corpus = cached_corpus(config.data, tokenisation(config), progress, log)
+    """The PreparedCorpus that `textgen.train --data` names: a prepared directory, or text files
+    (a file, a folder, several) prepared into the cache. With a directory, the config's
+    tokenisation and document flags are set from its header (so config.json records them); a
+    flag given that differs is a UsageError."""
+    if not is_prepared_directory(config.data):
+        corpus = cached_corpus(
+            config.data, tokenisation(config), progress, log, document_options(config)
+        )
         config.segmenter = corpus.tokenisation["segmenter"]  # auto resolved: reloads the same
         return corpus
     corpus = PreparedCorpus.open(config.data)
+    documents = corpus.documents
+    recorded = {"document_boundary": documents["boundary"], "glob": documents.get("glob", "")}
+    for name, prepared in recorded.items():
+        if name in explicit and getattr(config, name) != prepared:
+            raise UsageError(
+                f"`{name}` {getattr(config, name)!r} does not match {config.data}, prepared "
+                f"with {prepared!r}; drop the flag, or prepare the corpus again with it"
+            )
+        setattr(config, name, prepared)
     for name in TOKENISATION:
         prepared = corpus.tokenisation[name]
         if (
@@ -332,12 +492,20 @@ def main_prepare(config, progress=None):
             "choose another `out`"
         )
     started = time.monotonic()
-    corpus = prepare_corpus(config.data, out, tokenisation(config), progress, config.workers)
+    corpus = prepare_corpus(
+        config.data,
+        out,
+        tokenisation(config),
+        progress,
+        config.workers,
+        document_options(config),
+    )
     seconds = time.monotonic() - started
     header = corpus.header
     rate = header["source"]["size"] / 1e6 / max(seconds, 1e-9)
     print(
-        f"prepared {config.data} ({size_text(header['source']['size'])}) in {seconds:.1f} s "
+        f"prepared {describe_data(config.data)} ({size_text(header['source']['size'])}"
+        f"{documents_text(corpus)}) in {seconds:.1f} s "
         f"({rate:.1f} MB/s): {header['vocabulary_size']:,} tokens in the vocabulary, "
         f"{header['train_tokens']:,} train / {header['val_tokens']:,} validation ids as "
         f"{header['dtype']} in {out}",

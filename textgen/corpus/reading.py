@@ -11,8 +11,9 @@ from textgen.errors import UsageError
 CHUNK_BYTES = 4 << 20
 
 
-def check_corpus_file(path, encoding):
-    """UsageError unless `path` is an existing, non-empty file and `encoding` a text codec."""
+def check_corpus_file(path, encoding, allow_empty=False):
+    """UsageError unless `path` is an existing file, non-empty unless `allow_empty` (one file
+    of several), and `encoding` a text codec."""
     if os.path.isdir(path):
         raise UsageError(f"{path} is a directory; pass `data` with the path of a text file")
     if not os.path.exists(path):
@@ -28,7 +29,7 @@ def check_corpus_file(path, encoding):
             f"unknown encoding {encoding!r}; pass `encoding` with a Python codec name "
             "such as utf-8, gbk, gb18030, big5, latin-1 or utf-16"
         )
-    if os.path.getsize(path) == 0:
+    if os.path.getsize(path) == 0 and not allow_empty:
         raise UsageError(f"corpus file {path} is empty; pass `data` with a non-empty text file")
 
 

@@ -60,9 +60,13 @@ class StreamBatches:
 
     `ids` may be a memory map of any integer type: `inputs` and `targets` are views of it, and
     only the batch asked for is copied (as int32), so a corpus larger than memory trains.
+
+    `remap`, a table of int32 ids, maps the ids of `ids` to the run's ids (`remap[ids]`) in
+    that copy, one batch at a time: a corpus prepared with another vocabulary than the run's
+    (a fine-tuning run's merged one, or the run's own on --resume) stays a memory map.
     """
 
-    def __init__(self, ids, batch_size, seq_length):
+    def __init__(self, ids, batch_size, seq_length, remap=None):
         if not isinstance(ids, np.ndarray):
             ids = np.asarray(ids, dtype=np.int32)
         self.batch_size = batch_size
@@ -76,6 +80,7 @@ class StreamBatches:
         n = self.num_batches * batch_size * seq_length
         self.inputs = ids[:n].reshape(batch_size, -1)
         self.targets = ids[1 : n + 1].reshape(batch_size, -1)
+        self.remap = None if remap is None else np.asarray(remap, dtype=np.int32)
 
     def __len__(self):
         return self.num_batches
@@ -88,6 +93,8 @@ class StreamBatches:
         if not 0 <= k < self.num_batches:
             raise IndexError(k)
         cut = slice(k * self.seq_length, (k + 1) * self.seq_length)
+        if self.remap is not None:  # indexing copies, into a C-contiguous int32 array
+            return self.remap[self.inputs[:, cut]], self.remap[self.targets[:, cut]]
         return (
             np.ascontiguousarray(self.inputs[:, cut], dtype=np.int32),
             np.ascontiguousarray(self.targets[:, cut], dtype=np.int32),

@@ -7,6 +7,11 @@ import json
 from textgen.errors import UsageError
 from textgen.io import atomic_write_text
 
+# The token that ends every document of a corpus of several (`textgen.corpus.documents`). No
+# tokeniser produces it from text: characters are single code points, and no word tokeniser
+# emits a token holding a space, so a text that spells it out is still its characters or words.
+END_OF_DOCUMENT = "<|end of document|>"
+
 
 class Vocabulary:
     """An ordered list of tokens; a token's id is its position.

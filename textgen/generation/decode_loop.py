@@ -113,6 +113,7 @@ def compiled_decode_loop(
     seed=(0, 0),
     forbidden=None,
     steps_per_call=64,
+    end_token=None,
 ):
     """`decode_loop` (without an end token) with its steps compiled by XLA, `steps_per_call` at a
     time: for long generations, such as textgen's text.
@@ -128,6 +129,10 @@ def compiled_decode_loop(
     random kernels, which give other (equally random) numbers than TensorFlow's CPU kernels for
     the same seed. The same seed still gives the same text, whatever the batch size; greedy
     decoding gives exactly `decode_loop`'s tokens. `states` must be a flat list of tensors.
+
+    With `end_token`, the loop stops after the block in which every row has produced it, and
+    each row's positions after its first `end_token` are filled with it, as `decode_loop`
+    does; the tokens up to there are those without it.
     Returns tokens [batch, num_steps] int32.
     """
     first_tokens = tf.convert_to_tensor(first_tokens, tf.int32)
@@ -138,6 +143,10 @@ def compiled_decode_loop(
     some_steps = compiled_steps(step_fn, sampler, forbidden, steps_per_call)
 
     calls = (num_steps + steps_per_call - 1) // steps_per_call
+    if end_token is not None:
+        return _compiled_decode_until(
+            some_steps, first_tokens, states, num_steps, seed, calls, end_token
+        )
     blocks = tf.TensorArray(tf.int32, size=calls, element_shape=[None, steps_per_call])
 
     def body(i, tokens, states, blocks):
@@ -153,6 +162,48 @@ def compiled_decode_loop(
         lambda: tf.zeros([batch, 0], tf.int32),
     )
     return tokens[:, :num_steps]
+
+
+def _compiled_decode_until(some_steps, first_tokens, states, num_steps, seed, calls, end_token):
+    """`compiled_decode_loop` with an end token: blocks until every row has ended."""
+    batch = tf.shape(first_tokens)[0]
+    steps_per_call = some_steps.steps_per_call
+    end_token = tf.convert_to_tensor(end_token, tf.int32)
+    blocks = tf.TensorArray(
+        tf.int32, size=0, dynamic_size=True, element_shape=[None, steps_per_call]
+    )
+
+    def body(i, tokens, states, finished, blocks):
+        tokens, states, block = some_steps(i * steps_per_call, tokens, states, seed)
+        finished = finished | tf.reduce_any(tf.equal(block, end_token), axis=1)
+        return i + 1, tokens, states, finished, blocks.write(i, block)
+
+    def keep_going(i, tokens, states, finished, blocks):
+        return (i < calls) & ~tf.reduce_all(finished)
+
+    done, _, _, _, blocks = tf.while_loop(
+        keep_going,
+        body,
+        (0, first_tokens, list(states), tf.zeros([batch], tf.bool), blocks),
+    )
+    tokens = tf.cond(
+        done > 0,
+        lambda: tf.reshape(tf.transpose(blocks.stack(), [1, 0, 2]), [batch, -1]),
+        lambda: tf.zeros([batch, 0], tf.int32),
+    )
+    tokens = tf.pad(
+        tokens,
+        [[0, 0], [0, tf.maximum(0, num_steps - tf.shape(tokens)[1])]],
+        constant_values=end_token,
+    )[:, :num_steps]
+    return end_after_first(tokens, end_token)
+
+
+def end_after_first(tokens, end_token):
+    """`tokens` [batch, T] with every position after a row's first `end_token` set to it."""
+    is_end = tf.cast(tf.equal(tokens, end_token), tf.int32)
+    after = tf.cumsum(is_end, axis=1, exclusive=True) > 0
+    return tf.where(after, end_token, tokens)
 
 
 def compiled_decode_blocks(some_steps, first_tokens, states, num_steps, seed=(0, 0)):

@@ -18,6 +18,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from textgen.corpus.vocabulary import END_OF_DOCUMENT
 from textgen.errors import UsageError
 
 # How many logits one sequence call may hold ([streams, time, vocabulary] floats), so that a
@@ -157,14 +158,40 @@ def score_text(model, text, prime=None, unknown="error", streams=1, where="the t
     return result
 
 
-def score_texts(model, texts, prime=None, unknown="error", batch_size=64, where="the text"):
+def score_texts(
+    model, texts, prime=None, unknown="error", batch_size=64, where="the text", documents=False
+):
     """The score of each of `texts` on its own, from zero state after the prime, `batch_size`
     texts per batch; a list of dicts, each `summary` plus text, unknown_tokens and skipped. A
-    text with no tokens scores 0 nats over 0 tokens. Text i is line i + 1 in error messages."""
+    text with no tokens scores 0 nats over 0 tokens. Text i is line i + 1 in error messages.
+
+    With `documents` (and a model trained on several documents), each text is a document, read
+    as training read one: after the end-of-document token (then the prime, if one is given),
+    and closed by an end token that is scored too, so its log-probability is that of the
+    whole document, its length included. The end token counts as a token and as one
+    character, as in training's validation figures. Text i is document i + 1 in errors."""
     if batch_size <= 0:
         raise UsageError(f"`batch_size` must be a positive integer, got {batch_size}")
-    context = context_ids(model, prime, unknown)
-    encoded = [encode(model, text, unknown, where, line=i + 1) for i, text in enumerate(texts)]
+    end = None
+    if documents and END_OF_DOCUMENT in model.vocabulary:
+        end = model.vocabulary.id(END_OF_DOCUMENT)
+        context = np.asarray([end], np.int32)
+        if prime:
+            context = np.concatenate([context, context_ids(model, prime, unknown)])
+    else:
+        context = context_ids(model, prime, unknown)
+    if documents:
+        encoded = [
+            encode(model, text, unknown, f"{where}, document {i + 1}")
+            for i, text in enumerate(texts)
+        ]
+    else:
+        encoded = [encode(model, text, unknown, where, line=i + 1) for i, text in enumerate(texts)]
+    if end is not None:
+        encoded = [
+            (np.append(ids, end).astype(np.int32), skipped, unknown_tokens)
+            for ids, skipped, unknown_tokens in encoded
+        ]
     log_probs = np.zeros(len(texts), np.float64)
     # Rows of like length share a batch, so little of it is padding.
     order = [i for i in np.argsort([len(ids) for ids, _, _ in encoded], kind="stable")]
@@ -177,8 +204,9 @@ def score_texts(model, texts, prime=None, unknown="error", batch_size=64, where=
         mask[:, : len(context) - 1] = 0  # the context predicting itself
         log_probs[rows] = sum_log_probs(model, inputs, targets, mask)
     results = []
+    ends = 0 if end is None else 1  # the end token, one character
     for text, (ids, skipped, unknown_tokens), log_prob in zip(texts, encoded, log_probs):
-        result = {"text": text, **summary(log_prob, len(ids), len(text) - skipped)}
+        result = {"text": text, **summary(log_prob, len(ids), len(text) - skipped + ends)}
         result.update(unknown_tokens=unknown_tokens, skipped=skipped)
         results.append(result)
     return results

@@ -4,7 +4,7 @@ Written by `python -m textgen.export RUN_DIR OUT_DIR [--overwrite] [--no-xla]`.
 
 The SavedModel holds only TensorFlow objects (weights, vocabulary, config, traced graphs), so it
 loads with plain `tf.saved_model.load(OUT_DIR)` (or TF Serving) in a process that has never heard
-of textgen. It has three signatures:
+of textgen. It has four signatures:
 
 `generate` (also `serving_default`), everything in the graph:
     inputs:  prompt tf.string [B], length int32 (), temperature float32 (), top_k int32 (),
@@ -33,6 +33,15 @@ of textgen. It has three signatures:
       tokens, and `<unk>` is never sampled.
     Bad arguments (length shorter than the prompt, length <= 0, temperature < 0, top_k < 0,
     prompts of different lengths) fail with InvalidArgumentError naming the problem.
+
+`generate_document`, whole documents (`python -m textgen.sample --documents N`):
+    inputs and output: those of `generate`, which it equals but for two things, when the model
+    was trained on several documents (its vocabulary has the end-of-document token):
+    - every text starts after the end-of-document token, as a document did in training, and
+      then with the prompt (an empty one: the document's start is sampled too);
+    - each row stops at the next end-of-document token, which is not returned, or at `length`.
+    The same prompt and seed give the text of `LanguageModel.sample_documents`. For a model
+    trained on one text it is `generate`.
 
 `step`, for streaming one character at a time:
     inputs:  token_ids int32 [B], state_0 ... state_{N-1} float32 [B, hidden_size]
@@ -70,6 +79,7 @@ import json
 
 import tensorflow as tf
 
+from textgen.corpus.vocabulary import END_OF_DOCUMENT
 from textgen.errors import UsageError
 from textgen.generation import loop_choice
 from textgen.generation.log_probability import step_log_probs
@@ -160,6 +170,7 @@ class ExportedLanguageModel(tf.Module):
             "unknown_token": unknown_token,
             "state_names": self.state_names,
             "default_prime": model.default_prime(),
+            "end_of_document": END_OF_DOCUMENT if END_OF_DOCUMENT in model.vocabulary else None,
             "prompt_tokens_outside_the_vocabulary": "dropped"
             if unknown_token is None
             else f"mapped to {unknown_token}",
@@ -180,21 +191,24 @@ class ExportedLanguageModel(tf.Module):
         self.forbidden = (
             tf.Variable(forbidden, trainable=False, name="forbidden") if forbidden.any() else None
         )
+        # The end-of-document token's id (generate_document), or None for a one-text model.
+        self.end_of_document_id = model.vocabulary.index.get(END_OF_DOCUMENT)
         self.token_ids = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant(tokens), tf.range(len(tokens), dtype=tf.int32)
             ),
             default_value=-1 if unknown_token is None else tokens.index(unknown_token),
         )
-        self.generate = tf.function(
-            self._generate,
-            input_signature=[
-                tf.TensorSpec([None], tf.string, name="prompt"),
-                tf.TensorSpec([], tf.int32, name="length"),
-                tf.TensorSpec([], tf.float32, name="temperature"),
-                tf.TensorSpec([], tf.int32, name="top_k"),
-                tf.TensorSpec([], tf.int32, name="seed"),
-            ],
+        generate_inputs = [
+            tf.TensorSpec([None], tf.string, name="prompt"),
+            tf.TensorSpec([], tf.int32, name="length"),
+            tf.TensorSpec([], tf.float32, name="temperature"),
+            tf.TensorSpec([], tf.int32, name="top_k"),
+            tf.TensorSpec([], tf.int32, name="seed"),
+        ]
+        self.generate = tf.function(self._generate, input_signature=generate_inputs)
+        self.generate_document = tf.function(
+            self._generate_document, input_signature=generate_inputs
         )
         self.step = tf.function(
             self._step,
@@ -215,6 +229,15 @@ class ExportedLanguageModel(tf.Module):
         )
 
     def _generate(self, prompt, length, temperature, top_k, seed):
+        return self._generate_text(prompt, length, temperature, top_k, seed, None)
+
+    def _generate_document(self, prompt, length, temperature, top_k, seed):
+        return self._generate_text(
+            prompt, length, temperature, top_k, seed, self.end_of_document_id
+        )
+
+    def _generate_text(self, prompt, length, temperature, top_k, seed, end):
+        """`generate`; with `end` (the end-of-document id) `generate_document`."""
         unit = "characters" if self.level == "char" else "tokens"
         tf.debugging.assert_positive(length, f"length must be a positive number of {unit}")
         tf.debugging.assert_non_negative(temperature, "temperature must be >= 0 (0 means argmax)")
@@ -235,28 +258,32 @@ class ExportedLanguageModel(tf.Module):
         given = prompt_length > 0
         batch = tf.shape(prompt)[0]
         prompt_ids = ids.to_tensor(shape=[batch, prompt_length])
-        prime_ids = tf.cond(
-            given,
-            lambda: prompt_ids,
-            lambda: tf.fill([batch, 1], tf.convert_to_tensor(self.default_prime_id)),
-        )
-        num_new = tf.where(given, length - prompt_length, length)
+        if end is None:
+            prime_ids = tf.cond(
+                given,
+                lambda: prompt_ids,
+                lambda: tf.fill([batch, 1], tf.convert_to_tensor(self.default_prime_id)),
+            )
+            num_new = tf.where(given, length - prompt_length, length)
+        else:  # a document: after the end token, then the prompt
+            prime_ids = tf.concat([tf.fill([batch, 1], end), prompt_ids], axis=1)
+            num_new = length - prompt_length
         forbidden = None if self.forbidden is None else tf.convert_to_tensor(self.forbidden)
         # decode_loop cannot stack zero steps or zero rows of unknown shape: skip it then.
         new_ids = tf.cond(
             (num_new > 0) & (batch > 0),
             lambda: self.lean_model(
                 self.xla, tf.convert_to_tensor(self.xla_max_streams)
-            ).generate_ids(prime_ids, num_new, temperature, top_k, seed, forbidden),
+            ).generate_ids(prime_ids, num_new, temperature, top_k, seed, forbidden, end),
             lambda: tf.zeros([batch, 0], tf.int32),
         )
         # As model.sample: the prompt as it was fed (an empty one stays empty), then the new tokens.
         all_ids = tf.concat([prompt_ids, new_ids], axis=1)
-        return {
-            "text": self.tokenizer.detokenize(
-                tf.gather(tf.convert_to_tensor(self.vocabulary), all_ids)
-            )
-        }
+        tokens = tf.gather(tf.convert_to_tensor(self.vocabulary), all_ids)
+        if end is not None:  # each row up to its first end token
+            before_end = tf.cumsum(tf.cast(tf.equal(all_ids, end), tf.int32), axis=1) == 0
+            tokens = tf.ragged.boolean_mask(tokens, before_end)
+        return {"text": self.tokenizer.detokenize(tokens)}
 
     def _step(self, token_ids, *states):
         logits, new_states = self.lean_model().step(token_ids, list(states))
@@ -286,6 +313,7 @@ class ExportedLanguageModel(tf.Module):
         return {
             "serving_default": generate,
             "generate": generate,
+            "generate_document": self.generate_document.get_concrete_function(),
             "step": self.step.get_concrete_function(),
             "score": self.score.get_concrete_function(),
         }

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from textgen import config as config_lib
 from textgen.corpus.tokenizers import make_tokenizer
-from textgen.corpus.vocabulary import Vocabulary
+from textgen.corpus.vocabulary import END_OF_DOCUMENT, Vocabulary
 from textgen.errors import UsageError
 from textgen.network.recurrent_stack import RecurrentStack
 from textgen.training.run_directory import RunDirectory, assign_variables
@@ -100,15 +100,19 @@ class LanguageModel(keras.Model):
         return model
 
     @classmethod
-    def from_run_directory(cls, path):
+    def from_run_directory(cls, path, weights="best"):
         """The trained model of a `textgen.train` run directory: built from its config.json and
-        vocab.json, with the weights of its checkpoint. The run's TrainConfig is kept as
-        `model.train_config`. A missing or damaged file is a UsageError naming it."""
+        vocab.json, with the weights of its best evaluation (checkpoint.best.npz) when it has
+        one and `weights` is "best", else of its latest checkpoint ("latest"). The run's
+        TrainConfig is kept as `model.train_config`. A missing or damaged file is a UsageError
+        naming it."""
+        if weights not in ("best", "latest"):
+            raise UsageError(f"`weights` must be best or latest, got {weights!r}")
         run = RunDirectory(path)
         run.require_checkpoint()
         config = config_lib.from_dict(run.load_config(config_lib.TrainConfig))
         model = cls.from_train_config(config, run.load_vocabulary())
-        groups, _ = run.load_checkpoint()
+        groups, _ = run.load_checkpoint(weights)
         assign_variables(model.variables, groups.get("model", []), "model")
         model.train_config = config
         return model
@@ -159,6 +163,17 @@ class LanguageModel(keras.Model):
             return "\n"
         return next(t for t in self.vocabulary.tokens if t != self.unknown_token)
 
+    def end_of_document_id(self, parameter):
+        """The id of the end-of-document token, which a model trained on several documents
+        has; UsageError naming `parameter` (what needs it) for one trained on one text."""
+        if END_OF_DOCUMENT not in self.vocabulary:
+            raise UsageError(
+                f"`{parameter}` needs a model trained on several documents, whose vocabulary "
+                "holds the end-of-document token; this one was trained on one text (train on a "
+                "folder: python -m textgen.train --data FOLDER)"
+            )
+        return self.vocabulary.id(END_OF_DOCUMENT)
+
     def forbidden_tokens(self, allow_unknown=False):
         """Bool mask of tokens sampling must never emit: `<unk>` unless allowed."""
         mask = np.zeros(len(self.vocabulary), dtype=bool)
@@ -176,22 +191,65 @@ class LanguageModel(keras.Model):
         seed=0,
         unknown="error",
         allow_unknown=False,
+        until_end=False,
     ):
         """Generates `num_samples` texts of `length` tokens (characters at char level), each
         starting with `prime`.
 
         The prime is fed in one call to warm up the state; every new token then costs one
         recurrent step. With no prime the text starts after a newline, which is not returned.
+        With `until_end`, each text stops at the end-of-document token (not returned), or at
+        `length`; the model must have been trained on several documents.
         """
         check_sampling_arguments(length, temperature, top_k, num_samples)
+        end = self.end_of_document_id("until_end") if until_end else None
         prime_ids, given_prime = self.prime_ids(prime, length, unknown)
         num_new = length - len(prime_ids) if given_prime else length
         ids = np.tile(prime_ids[None, :], (num_samples, 1))
         tokens = self._generate(
-            ids, num_new, temperature, top_k, seed, self.forbidden_tokens(allow_unknown)
+            ids, num_new, temperature, top_k, seed, self.forbidden_tokens(allow_unknown), end
         )
         start = ids if given_prime else ids[:, :0]
-        return [self.decode(row) for row in np.concatenate([start, tokens.numpy()], axis=1)]
+        if end is None:
+            return [self.decode(row) for row in np.concatenate([start, tokens.numpy()], axis=1)]
+        return [
+            self.decode(np.concatenate([head, before_end(row, end)]))
+            for head, row in zip(start, tokens.numpy())
+        ]
+
+    def sample_documents(
+        self,
+        num_documents=1,
+        prime=None,
+        length=200,
+        temperature=1.0,
+        top_k=0,
+        seed=0,
+        unknown="error",
+        allow_unknown=False,
+    ):
+        """Generates `num_documents` whole documents, together as one batch: each starts after
+        the end-of-document token (as every document but the first did in training), with
+        `prime` when one is given, and stops at the next end token (not returned) or at
+        `length` tokens, the prime included. The model must have been trained on several
+        documents. The SavedModel's `generate_document` gives the same texts."""
+        check_sampling_arguments(length, temperature, top_k, 1)
+        if num_documents <= 0:
+            raise UsageError(f"`documents` must be a positive number, got {num_documents}")
+        end = self.end_of_document_id("documents")
+        prime_ids, given_prime = self.prime_ids(prime, length, unknown)
+        head = prime_ids if given_prime else prime_ids[:0]
+        ids = np.tile(np.concatenate([[end], head]).astype(np.int32)[None, :], (num_documents, 1))
+        tokens = self._generate(
+            ids,
+            length - len(head),
+            temperature,
+            top_k,
+            seed,
+            self.forbidden_tokens(allow_unknown),
+            end,
+        )
+        return [self.decode(np.concatenate([head, before_end(row, end)])) for row in tokens.numpy()]
 
     def prime_ids(self, prime, length, unknown="error"):
         """(ids [T] int32, given): the ids `sample` feeds for `prime`, and whether a prime was
@@ -228,13 +286,16 @@ class LanguageModel(keras.Model):
         seed=0,
         unknown="error",
         allow_unknown=False,
+        until_end=False,
     ):
         """Yields `sample(...)[0]` (one sample, the same arguments) piece by piece as it is
         generated: the prime at once, then the text of each compiled block of 64 tokens as soon
-        as XLA has run it. The pieces join to exactly the text `sample` returns."""
+        as XLA has run it. The pieces join to exactly the text `sample` returns; with
+        `until_end` it stops at the end-of-document token."""
         from textgen.generation.streaming_generator import StreamingGenerator
 
         check_sampling_arguments(length, temperature, top_k, 1)
+        end = self.end_of_document_id("until_end") if until_end else None
         prime_ids, given_prime = self.prime_ids(prime, length, unknown)
         if self._streaming is None:
             self._streaming = StreamingGenerator(self)
@@ -252,7 +313,10 @@ class LanguageModel(keras.Model):
             shown = self.decode(ids)
             yield shown
         for block in blocks:
-            ids.extend(block[0])
+            row = block[0] if end is None else before_end(block[0], end)
+            ids.extend(row)
+            if len(row) < len(block[0]):
+                break  # the end token: the document is done
             # Word-level detokenising joins a token to the next one, so only the text up to the
             # last token is final.
             text = self.decode(ids if self.level == "char" else ids[:-1])
@@ -301,24 +365,28 @@ class LanguageModel(keras.Model):
 
         return log_probability.score_texts(self, texts, prime, unknown, batch_size)
 
-    def _generate(self, prime_ids, num_new, temperature, top_k, seed, forbidden):
+    def _generate(self, prime_ids, num_new, temperature, top_k, seed, forbidden, end_token=None):
         """Runs the generation-time model (`textgen.network.lean_language_model`) on weights folded
         from the
         current ones, which is what the exported SavedModel runs too: the same prime, seed and
         settings give the same text here and from a SavedModel exported on this machine (both
         take the loop `textgen.generation.loop_choice` measured for this machine and batch size).
         The weights are arguments of one traced function, so sampling during training does not
-        retrace."""
+        retrace. With `end_token` (an id) every row stops at it (`generate_ids`)."""
         from textgen.generation import loop_choice
         from textgen.network.lean_language_model import LeanLanguageModel, lean_weights
 
         if self._generate_fn is None:
 
-            def generate(weights, limit, prime_ids, num_new, temperature, top_k, seed, forbidden):
+            def generate(
+                weights, limit, prime_ids, num_new, temperature, top_k, seed, forbidden, end=None
+            ):
                 lean = LeanLanguageModel(
                     weights, self.cell, self.num_layers, self.hidden_size, xla_max_streams=limit
                 )
-                return lean.generate_ids(prime_ids, num_new, temperature, top_k, seed, forbidden)
+                return lean.generate_ids(
+                    prime_ids, num_new, temperature, top_k, seed, forbidden, end
+                )
 
             self._generate_fn = tf.function(generate, reduce_retracing=True)
             self._xla_max_streams = loop_choice.xla_max_streams(self)
@@ -332,6 +400,7 @@ class LanguageModel(keras.Model):
             tf.constant(int(top_k)),
             tf.constant(int(seed)),
             tf.constant(forbidden),
+            None if end_token is None else int(end_token),
         )
 
     def get_config(self):
@@ -350,6 +419,12 @@ class LanguageModel(keras.Model):
             segmenter=self.segmenter,
         )
         return config
+
+
+def before_end(ids, end):
+    """The ids of a generated row up to its first `end` (a numpy array)."""
+    hits = np.flatnonzero(np.asarray(ids) == end)
+    return ids[: hits[0]] if len(hits) else ids
 
 
 def check_sampling_arguments(length, temperature, top_k, num_samples):

@@ -10,7 +10,7 @@ batch size.
 import numpy as np
 import tensorflow as tf
 
-from textgen.generation.decode_loop import compiled_decode_loop, decode_loop
+from textgen.generation.decode_loop import compiled_decode_loop, decode_loop, end_after_first
 from textgen.generation.samplers import GreedySampler, RandomSampler, TopKSampler
 from textgen.network import fused_kernels
 
@@ -222,11 +222,15 @@ class LeanLanguageModel:
             new_states.extend(layer_states)
         return new_states
 
-    def generate_ids(self, prime_ids, num_new, temperature, top_k, seed, forbidden=None):
+    def generate_ids(
+        self, prime_ids, num_new, temperature, top_k, seed, forbidden=None, end_token=None
+    ):
         """prime_ids [B, T] -> num_new new token ids [B, num_new]: primes with all but the last
         prime token in one sequence call, then samples one token per step from the last one.
 
-        temperature 0 is argmax, top_k 0 no cut; step t draws with the seed (seed, t).
+        temperature 0 is argmax, top_k 0 no cut; step t draws with the seed (seed, t). With
+        `end_token` (an id), generation stops once every row has produced it, and each row is
+        `end_token` after its first one; the tokens before it are those without it.
 
         With `xla` (the default), the loop is textgen's `compiled_decode_loop`: step, sampler and
         loop compiled together, 64 steps per XLA call, about twice as fast as a graph loop around
@@ -240,13 +244,29 @@ class LeanLanguageModel:
 
         def compiled(sampler):
             return compiled_decode_loop(
-                self.step, prime_ids[:, -1], states, num_new, sampler, seed_pair, forbidden
+                self.step,
+                prime_ids[:, -1],
+                states,
+                num_new,
+                sampler,
+                seed_pair,
+                forbidden,
+                end_token=end_token,
             )
 
         def graph(sampler):
-            return decode_loop(
-                self.step, prime_ids[:, -1], states, num_new, sampler, seed_pair, forbidden
+            tokens = decode_loop(
+                self.step,
+                prime_ids[:, -1],
+                states,
+                num_new,
+                sampler,
+                seed_pair,
+                forbidden,
+                end_token=end_token,
             )[0]
+            # A loop that stopped early leaves zeros after its last step: the end token there.
+            return tokens if end_token is None else end_after_first(tokens, end_token)
 
         def run(sampler):
             if not self.xla:

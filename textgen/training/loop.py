@@ -34,7 +34,12 @@ from textgen.network import kernel_choice, native_ops
 from textgen.training.distribution import is_chief, stop_agreement
 from textgen.training.metrics_log import MetricsLog
 from textgen.training.progress import Progress
-from textgen.training.run_directory import RunDirectory, assign_variables, releases_lock
+from textgen.training.run_directory import (
+    RunDirectory,
+    assign_variables,
+    read_checkpoint,
+    releases_lock,
+)
 from textgen.training.stop_request import StopRequest
 from textgen.training.tensorboard_log import TensorBoardLog
 
@@ -144,6 +149,8 @@ class TrainingLoop:
     unit = "tok"
     progress_type = Progress
     export_command = None
+    # Keep the best evaluation's weights in checkpoint.best.npz, and mark its metrics-log row.
+    keeps_best = False
 
     @classmethod
     def train_run(cls, config, explicit=(), log=None, progress_bar=None):
@@ -172,6 +179,7 @@ class TrainingLoop:
         self.tensorboard = None  # RUN/logs, opened by `prepare`
         self.kernel = None  # the kernel choice of `choose_kernels`, if it measured or read one
         self.eval_every = 0  # validation every this many steps as well (textgen's --eval-every)
+        self.patience = 0  # stop after this many evaluations without a better one (0: never)
 
     # ---- set-up: every check on the input happens before anything is written ----
     def prepare(self):
@@ -205,9 +213,10 @@ class TrainingLoop:
             groups, progress = run.load_checkpoint(config.resume_from)
             self.progress, self.legacy_history = self.progress_type.from_checkpoint(progress)
             self.restore(groups)
+            self.restore_best()
         elif self.chief:
             run.claim_new()
-            run.save_config(module.to_dict(config))
+            run.save_config({**module.to_dict(config), **self.run_record()})
             run.save_vocabulary(self.vocabulary)
         self.prepare_steps()
         self.open_logs()
@@ -351,6 +360,9 @@ class TrainingLoop:
         into the metrics log and TensorBoard; then the `after_evaluation` hook."""
         p = self.progress
         extra = self.validation_metrics(val)
+        best = p.note_evaluation(val, scheduled=reason != "final")
+        if best and self.keeps_best:
+            extra["best"] = True
         self.metrics_log.evaluation(
             reason,
             p.global_step,
@@ -360,6 +372,8 @@ class TrainingLoop:
             **extra,
             seconds=time.monotonic() - self.started,
         )
+        if best and self.keeps_best:
+            self.save_best()
         scalars = {
             "validation/nats_per_token": val,
             "validation/perplexity": math.exp(min(val, 700.0)),
@@ -369,6 +383,30 @@ class TrainingLoop:
             scalars["train/epoch_loss"] = fields.get("train")
         self.tensorboard.scalars(p.global_step, scalars)
         self.after_evaluation(reason)
+
+    def save_best(self):
+        """checkpoint.best.npz: this step's weights, the best evaluation so far. Every worker
+        gathers (a collective), the chief writes."""
+        groups = self.checkpoint_groups()
+        if self.chief:
+            self.run.save_best_checkpoint(
+                groups, self.progress.to_checkpoint(), self.variable_roots()
+            )
+
+    def restore_best(self):
+        """On --resume: the best so far is checkpoint.best.npz's, which may be newer than the
+        latest checkpoint (the final evaluation of a run stopped mid-epoch comes after it)."""
+        if not (self.keeps_best and self.run.has_best_checkpoint()):
+            return
+        _, values = read_checkpoint(
+            self.run.best_checkpoint_path(),
+            "delete it and resume again: the run keeps the best weights anew from its next "
+            "evaluation",
+        )
+        best, _ = self.progress_type.from_checkpoint(values)
+        p = self.progress
+        if best.best_val is not None and (p.best_val is None or best.best_val < p.best_val):
+            p.best_val, p.best_step = best.best_val, best.best_step
 
     def restore_variables(self, groups, name, variables, what):
         assign_variables(variables, groups.get(name, []), what, self.variable_roots())
@@ -407,6 +445,12 @@ class TrainingLoop:
                 f"{c.out} has already trained its {c.epochs} epochs: nothing to do; pass a "
                 "larger --epochs to train further"
             )
+        if self.patience_spent():
+            return (
+                f"{c.out} stopped early: {p.evaluations_since_best} evaluations without a "
+                f"better validation loss (--patience {self.patience}); nothing to do; pass a "
+                "larger --patience to train further"
+            )
         return None
 
     @releases_lock
@@ -435,6 +479,12 @@ class TrainingLoop:
             f"stopped by {stopped_by} at global step {p.global_step}: "
             f"{self.format_loss('val', final_val)}; checkpoint in {c.out}"
         )
+        if stopped_by == "patience":
+            self.log(
+                f"  (early stop: {p.evaluations_since_best} evaluations without a better "
+                f"validation loss than {self.format_loss('val', p.best_val)} at step "
+                f"{p.best_step}, whose weights are in {self.run.BEST_CHECKPOINT})"
+            )
         scores = self.finish() if self.chief else None
         return self.result(stopped_by, final_val, scores)
 
@@ -482,33 +532,47 @@ class TrainingLoop:
             steps = self.steps_per_epoch()
             if p.step_in_epoch == 0:
                 p.start_epoch()
-            with self.progress_bar_for(p.epoch, p.step_in_epoch) as bar:
-                for batch, units in self.batches(p.epoch, p.step_in_epoch):
-                    loss = self.train_one_step(batch, units)
-                    bar.update(units)
-                    bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-                    if agree(stop_request.requested):
-                        self.checkpoint()  # every worker
-                        raise stop_request.error(p.global_step)
-                    self.after_step()
-                    val = None
-                    if self.eval_every and p.global_step % self.eval_every == 0:
-                        if p.step_in_epoch < steps:  # an epoch's end is evaluated below
-                            val = self.evaluate_between_epochs()
-                    stopped_by = self.stop_reason()
-                    if stopped_by:
-                        break
-                    if p.step_in_epoch < steps and p.global_step % c.checkpoint_every == 0:
-                        self.checkpoint()
+            stopped_by, val = self.run_epoch(steps, stop_request, agree)
             if p.step_in_epoch < steps:  # stopped within the epoch
                 break
             val = self.evaluate()
             self.end_epoch(val)
+            stopped_by = stopped_by or self.patience_spent()
             if stopped_by or p.epoch >= c.epochs:
                 break
             self.checkpoint()
         self.checkpoint()
         return stopped_by or "epochs", val
+
+    def run_epoch(self, steps, stop_request, agree):
+        """The current epoch's steps from where the progress stands, until its end or a stop:
+        (stopped_by or None, the validation loss of an --eval-every evaluation after the last
+        step or None). SIGINT/SIGTERM checkpoint and raise TrainingInterrupted."""
+        c, p = self.config, self.progress
+        with self.progress_bar_for(p.epoch, p.step_in_epoch) as bar:
+            for batch, units in self.batches(p.epoch, p.step_in_epoch):
+                loss = self.train_one_step(batch, units)
+                bar.update(units)
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                if agree(stop_request.requested):
+                    self.checkpoint()  # every worker
+                    raise stop_request.error(p.global_step)
+                self.after_step()
+                val = self.evaluate_when_due(steps)
+                stopped_by = self.stop_reason()
+                if stopped_by:
+                    return stopped_by, val
+                if p.step_in_epoch < steps and p.global_step % c.checkpoint_every == 0:
+                    self.checkpoint()
+        return None, None
+
+    def evaluate_when_due(self, steps):
+        """--eval-every: the validation loss when this step is due for an evaluation within the
+        epoch (an epoch's last step is evaluated by the epoch's end instead), else None."""
+        p = self.progress
+        if self.eval_every and p.global_step % self.eval_every == 0 and p.step_in_epoch < steps:
+            return self.evaluate_between_epochs()
+        return None
 
     def train_one_step(self, batch, units):
         """Trains one batch at the schedule's rate and logs it; returns its loss (nats/token).
@@ -537,6 +601,12 @@ class TrainingLoop:
             return "max_steps"
         if c.max_minutes and time.monotonic() - self.started >= c.max_minutes * 60:
             return "max_minutes"
+        return self.patience_spent()
+
+    def patience_spent(self):
+        """ "patience" once --patience evaluations in a row did not beat the best one."""
+        if self.patience and self.progress.evaluations_since_best >= self.patience:
+            return "patience"
         return None
 
     def evaluate_between_epochs(self):
@@ -588,6 +658,11 @@ class TrainingLoop:
     def restore(self, groups):
         """Assigns a checkpoint's groups (after `self.progress` was set from it)."""
         raise NotImplementedError
+
+    def run_record(self):
+        """Keys that a new run's config.json holds beside the config's fields (textgen: where a
+        fine-tuning run's weights came from); read back by nothing that loads the config."""
+        return {}
 
     def compile_steps(self):
         """Traces the train and evaluation steps."""

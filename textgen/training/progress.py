@@ -24,6 +24,12 @@ class Progress:
     global_step: int = 0  # steps finished since the run began
     epoch_total: float = 0.0  # summed training loss of the current epoch's steps (nats)
     epoch_count: float = 0.0  # the tokens those steps predicted
+    # The best evaluation so far (lowest validation loss, nats/token) and its step; None before
+    # the first. Scheduled evaluations (epoch ends, --eval-every) that did not beat it since:
+    # --patience stops the run at that many.
+    best_val: float | None = None
+    best_step: int = 0
+    evaluations_since_best: int = 0
 
     def start_epoch(self):
         """The epoch's loss sums start again (its first step, not a resume within it)."""
@@ -42,6 +48,17 @@ class Progress:
     def epoch_loss(self):
         """The current epoch's mean training loss (nats/token), NaN before its first step."""
         return self.epoch_total / self.epoch_count if self.epoch_count else float("nan")
+
+    def note_evaluation(self, val, scheduled=True):
+        """Records an evaluation of the weights at `global_step`; True when it is the best so
+        far. An unscheduled one (the final weights of a run stopped mid-epoch) can be the best
+        but does not count towards the patience, so a resumed run counts as a straight one."""
+        improved = val == val and (self.best_val is None or val < self.best_val)  # not NaN
+        if improved:
+            self.best_val, self.best_step = float(val), self.global_step
+        if scheduled:
+            self.evaluations_since_best = 0 if improved else self.evaluations_since_best + 1
+        return improved
 
     def to_checkpoint(self):
         """A JSON-able dict, every field under its own name."""

@@ -106,6 +106,9 @@ class RunDirectory:
     VOCABULARY = "vocab.json"
     CHECKPOINT = "checkpoint.npz"
     PREVIOUS_CHECKPOINT = "checkpoint.prev.npz"  # the one before, kept when a new one is written
+    # The weights of the best evaluation so far (lowest validation loss), for sampling, scoring
+    # and export; training resumes from the latest.
+    BEST_CHECKPOINT = "checkpoint.best.npz"
     LOCK = "lock"  # flock'ed by the training process that writes the directory
 
     def __init__(self, path):
@@ -221,6 +224,12 @@ class RunDirectory:
     def previous_checkpoint_path(self):
         return self.file(self.PREVIOUS_CHECKPOINT)
 
+    def best_checkpoint_path(self):
+        return self.file(self.BEST_CHECKPOINT)
+
+    def has_best_checkpoint(self):
+        return os.path.lexists(self.best_checkpoint_path())  # a directory there is damage too
+
     def save_checkpoint(self, groups, progress, roots=()):
         """groups: {"model": variables, "optimizer": variables, "states": [arrays], ...}.
         Keras variables are stored under their path (`variable_keys`, relative to the `roots`,
@@ -230,26 +239,24 @@ class RunDirectory:
         The checkpoint it replaces becomes checkpoint.prev.npz (a hard link, so checkpoint.npz
         is there, old or new, at every instant), unless that one was found damaged: the previous
         checkpoint is then the last good one and is kept."""
-        arrays = {"progress": _json_array(progress)}
-        for group, values in groups.items():
-            values = list(values)
-            named = bool(values) and all(hasattr(v, "path") for v in values)
-            keys = (
-                variable_keys(values, roots) if named else [f"{i:04d}" for i in range(len(values))]
-            )
-            for key, value in zip(keys, values):
-                arrays[f"{group}/{key}"] = np.asarray(value)
-        arrays[CHECKSUM] = np.frombuffer(checksum(arrays).encode("ascii"), dtype=np.uint8)
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        data = checkpoint_bytes(groups, progress, roots)
         if self.latest_is_good and os.path.isfile(self.checkpoint_path):
             self._keep_as_previous()
         atomic_write(
             self.checkpoint_path,
-            buffer.getvalue(),
+            data,
             intact=f"the last checkpoint, {self.checkpoint_path}, is intact",
         )
         self.latest_is_good = True
+
+    def save_best_checkpoint(self, groups, progress, roots=()):
+        """checkpoint.best.npz: the same format and checksum as the others, replaced atomically
+        (a crash leaves the previous best)."""
+        atomic_write(
+            self.best_checkpoint_path(),
+            checkpoint_bytes(groups, progress, roots),
+            intact=f"the previous best checkpoint, {self.best_checkpoint_path()}, is intact",
+        )
 
     def _keep_as_previous(self):
         link = self.file(f".{self.PREVIOUS_CHECKPOINT}.tmp")
@@ -262,10 +269,15 @@ class RunDirectory:
         os.replace(link, self.previous_checkpoint_path())
 
     def load_checkpoint(self, which="latest"):
-        """Returns (groups, progress), the inverse of `save_checkpoint`. `which` is "latest" or
-        "previous". A damaged checkpoint is a UsageError that says whether the previous one is
-        good, and how to resume from it; nothing falls back to it silently."""
+        """Returns (groups, progress), the inverse of `save_checkpoint`. `which` is "latest",
+        "previous" or "best" (checkpoint.best.npz when there is one, else the latest). A
+        damaged checkpoint is a UsageError that says whether the previous one is good, and how
+        to resume from it; nothing falls back to it silently."""
         self.require_checkpoint()
+        if which == "best" and self.has_best_checkpoint():
+            return read_checkpoint(
+                self.best_checkpoint_path(), "pass `weights` latest to use the latest checkpoint"
+            )
         if which == "previous":
             path = self.previous_checkpoint_path()
             if not os.path.exists(path):
@@ -361,6 +373,21 @@ def releases_lock(method):
 
 
 CHECKSUM = "checksum"
+
+
+def checkpoint_bytes(groups, progress, roots=()):
+    """The .npz bytes of a checkpoint (`RunDirectory.save_checkpoint`), its checksum included."""
+    arrays = {"progress": _json_array(progress)}
+    for group, values in groups.items():
+        values = list(values)
+        named = bool(values) and all(hasattr(v, "path") for v in values)
+        keys = variable_keys(values, roots) if named else [f"{i:04d}" for i in range(len(values))]
+        for key, value in zip(keys, values):
+            arrays[f"{group}/{key}"] = np.asarray(value)
+    arrays[CHECKSUM] = np.frombuffer(checksum(arrays).encode("ascii"), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def checksum(arrays):

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from textgen import config as config_lib
+from textgen.corpus.documents import describe_data
 from textgen.corpus.prepared_corpus import corpus_for_training
 from textgen.corpus.stream_batches import (
     StreamBatches,
@@ -23,6 +24,7 @@ from textgen.corpus.stream_batches import (
 )
 from textgen.errors import UsageError
 from textgen.network.language_model import LanguageModel
+from textgen.training import fine_tuning
 from textgen.training.distribution import (
     StreamPlacement,
     batch_parts,
@@ -34,20 +36,20 @@ from textgen.training.loss_units import format_loss, metrics
 from textgen.training.progress import TextProgress
 
 
-def resumed_ids(corpus, vocabulary, data):
-    """The corpus's (train, validation) ids in the ids of the run's `vocabulary`: the memory maps
-    themselves when the corpus gives the run's vocabulary (the rule), arrays re-encoded in memory
-    when it gives a part of it, a UsageError naming what the run's vocabulary lacks otherwise."""
+def resumed_remap(corpus, vocabulary, data):
+    """The table from the corpus's ids to those of the run's `vocabulary` (`StreamBatches`'
+    `remap`): None when the corpus gives the run's vocabulary (the rule, but for a fine-tuning
+    run, whose vocabulary is merged), a table when it gives a part of it, a UsageError naming
+    what the run's vocabulary lacks otherwise."""
     if corpus.vocabulary == vocabulary:
-        return corpus.train_ids, corpus.val_ids
+        return None
     missing = [t for t in corpus.vocabulary.tokens if t not in vocabulary]
     if missing and vocabulary.unknown_token is None:
         raise UsageError(
             f"{data} has characters the run's vocabulary lacks "
             f"({''.join(missing[:20])!r}); resume with the corpus the run was started with"
         )
-    remap = np.array(vocabulary.encode(corpus.vocabulary.tokens), dtype=np.int32)
-    return remap[corpus.train_ids], remap[corpus.val_ids]
+    return np.array(vocabulary.encode(corpus.vocabulary.tokens), dtype=np.int32)
 
 
 class TextTrainer(TrainingLoop):
@@ -56,34 +58,53 @@ class TextTrainer(TrainingLoop):
     config_module = config_lib
     progress_type = TextProgress
     export_command = "textgen.export"
+    keeps_best = True
 
     # ---- set-up ----
     def prepare_run(self):
         config, run = self.config, self.run
+        # --init-from: the source's architecture is this run's, its level and segmenter decide
+        # how the corpus is tokenised. A resumed run has it all in its own files.
+        self.weight_source = None
+        if config.init_from and not config.resume:
+            self.weight_source = fine_tuning.WeightSource.open(config.init_from)
+            self.weight_source.configure(config, self.explicit)
         # A memory map of the prepared token ids (prepared first when --data is a text file):
         # batches are views of it, so the corpus never has to fit in memory.
         corpus = corpus_for_training(config, self.explicit, self.progress_bar, self.log)
         self.unit = "char" if config.level == "char" else "tok"
         self.unit_name = "characters" if config.level == "char" else "tokens"
         train_ids, val_ids = corpus.train_ids, corpus.val_ids
-        self.vocabulary = corpus.vocabulary
+        self.vocabulary, remap = corpus.vocabulary, None  # remap: corpus ids -> the run's
         if config.resume:
             self.vocabulary = run.load_vocabulary()
-            train_ids, val_ids = resumed_ids(corpus, self.vocabulary, config.data)
+            remap = resumed_remap(corpus, self.vocabulary, config.data)
+        elif self.weight_source is not None:
+            self.weight_source.check_corpus(corpus, describe_data(config.data))
+            self.vocabulary, remap = self.weight_source.merge(corpus.vocabulary)
+            self.log(self.weight_source.summary(describe_data(config.data), self.vocabulary))
         minimum = minimum_corpus_length(config.batch_size, config.seq_length, config.val_fraction)
         if corpus.num_tokens < minimum:
             raise UsageError(
-                f"{config.data} has {corpus.num_tokens} {self.unit_name}, too few for "
-                f"`batch_size` {config.batch_size} x `seq_length` {config.seq_length} with "
-                f"`val_fraction` {config.val_fraction}; it needs at least {minimum}: use a "
+                f"{describe_data(config.data)} has {corpus.num_tokens} {self.unit_name}, too "
+                f"few for `batch_size` {config.batch_size} x `seq_length` {config.seq_length} "
+                f"with `val_fraction` {config.val_fraction}; it needs at least {minimum}: use a "
                 "longer corpus or smaller `batch_size`/`seq_length`"
+            )
+        self.documents = corpus.documents
+        if len(val_ids) < config.seq_length + 1:  # whole documents held out: maybe short ones
+            raise UsageError(
+                f"validation holds out {self.documents.get('val', 0)} of the "
+                f"{self.documents['count']} documents of {describe_data(config.data)}, and they "
+                f"have {len(val_ids)} {self.unit_name}: too few for one validation row of "
+                f"`seq_length` {config.seq_length}; raise `val_fraction` or lower `seq_length`"
             )
         self.coverage = corpus.coverage
         # Bits per character are measured against the original text the validation tokens cover.
         self.characters_per_token = corpus.val_characters_per_token
-        self.train_batches = StreamBatches(train_ids, config.batch_size, config.seq_length)
+        self.train_batches = StreamBatches(train_ids, config.batch_size, config.seq_length, remap)
         val_rows = min(config.batch_size, (len(val_ids) - 1) // config.seq_length)
-        self.val_batches = StreamBatches(val_ids, val_rows, config.seq_length)
+        self.val_batches = StreamBatches(val_ids, val_rows, config.seq_length, remap)
         if not config.val_max_tokens:  # auto, resolved once and saved with the run
             config.val_max_tokens = auto_val_max_tokens(
                 config, len(self.train_batches), self.train_batches.tokens_per_batch
@@ -100,11 +121,21 @@ class TextTrainer(TrainingLoop):
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
             self.model = LanguageModel.from_train_config(config, self.vocabulary)
+            if self.weight_source is not None:
+                counts = fine_tuning.token_counts(train_ids, remap, len(self.vocabulary))
+                self.weight_source.transfer(self.model, self.vocabulary, counts)
+            fine_tuning.freeze(self.model, config)
             self.optimizer = make_optimizer(config.optimizer, config.learning_rate)
             self.optimizer.build(self.model.trainable_variables)
         self.rng = np.random.default_rng(config.seed)  # the periodic samples' seeds
         self.eval_every = config.eval_every
+        self.patience = config.patience
         self.states = self.zero_states()
+
+    def run_record(self):
+        if self.weight_source is None:
+            return {}
+        return {fine_tuning.RECORD: self.weight_source.record()}
 
     def restore(self, groups):
         self.restore_variables(groups, "model", self.model.variables, "model")
@@ -194,6 +225,9 @@ class TextTrainer(TrainingLoop):
             if self.vocabulary.unknown_token is not None
             else ""
         )
+        documents = self.documents
+        if documents.get("split") == "documents":
+            coverage += f"; {documents['count']:,} documents, {documents['val']:,} held out"
         return (
             f"vocabulary {len(self.vocabulary)} {self.unit_name}{coverage}; train "
             f"{batches.inputs.size:,} / validation {self.val_batches.inputs.size:,} "
@@ -292,9 +326,13 @@ class TextTrainer(TrainingLoop):
         return None
 
     def export_saved_model(self, path):
+        """RUN/saved_model holds the best evaluation's weights, as sample and score use."""
         from textgen.generation.saved_model import export_saved_model
 
-        export_saved_model(self.model, path, overwrite=True)
+        model = self.model
+        if self.progress.best_step != self.progress.global_step and self.run.has_best_checkpoint():
+            model = LanguageModel.from_run_directory(self.config.out, weights="best")
+        export_saved_model(model, path, overwrite=True)
 
     def show_sample(self):
         seed = int(self.rng.integers(2**31 - 1))
