@@ -84,6 +84,7 @@ assert result.global_step == 6 and result.epoch == 2, (result.global_step, resul
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # test_mirrored_captioning_matches_one_device is its quick form
 def test_mirrored_checkpoints_resume_onto_the_one_device_trajectory():
     out = run_python(
         SETUP

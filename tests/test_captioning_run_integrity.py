@@ -37,7 +37,10 @@ def straight(shapes_data, tmp_path_factory):
     )
 
 
-@pytest.mark.parametrize("stop", [2, 3, 5, 7])  # 2 and 5: before a short batch; 3: epoch end
+# 2 and 5: before a short batch; 3: epoch end. 5 and 7 are slow: 2 and 3 keep both cases quick.
+@pytest.mark.parametrize(
+    "stop", [2, 3, pytest.param(5, marks=pytest.mark.slow), pytest.param(7, marks=pytest.mark.slow)]
+)
 def test_every_stop_point_resumes_bit_for_bit(shapes_data, tmp_path, straight, stop):
     straight_out, straight_result = straight
     out = tmp_path / "split"
@@ -72,7 +75,9 @@ def cli_command(data, out, *extra):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize(  # SIGTERM slow: test_run_integrity resumes after one quickly
+    "signal_number", [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)]
+)
 def test_a_killed_or_terminated_run_resumes_bit_for_bit(
     shapes_data, tmp_path, capsys, signal_number
 ):

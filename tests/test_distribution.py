@@ -171,6 +171,7 @@ def test_multiworker_training_kill_and_resume(small_corpus, tmp_path):
     assert checkpoint_step(run) == killed_at + 8
 
 
+@pytest.mark.slow  # test_multiworker_training_kill_and_resume is the quick multiworker form
 def test_multiworker_sigterm_to_one_worker_stops_both_at_the_same_step(small_corpus, tmp_path):
     """A scheduler preempts one worker: every worker stops after the same step (they agree
     through a collective), the chief writes that step's checkpoint, both exit 143, and the run

@@ -115,6 +115,7 @@ def test_sample_and_export_use_the_best_weights_unless_told_latest(config, monke
     assert from_latest == latest.sample(length=40, temperature=0)[0] + "\n"
 
 
+@pytest.mark.slow  # test_damaged_run_directory damages checkpoint.best.npz for each CLI quickly
 def test_a_damaged_best_checkpoint_is_one_line_that_names_the_way_out(config, monkeypatch, capsys):
     scripted_validation(monkeypatch)
     TextTrainer.train_run(config, **QUIET)

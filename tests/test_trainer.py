@@ -44,7 +44,8 @@ def test_training_lowers_the_loss(tiny_config):
     assert np.mean(result.step_losses[-10:]) < np.mean(result.step_losses[:10]) - 0.5
 
 
-@pytest.mark.parametrize("split", [15, 50])  # mid-epoch, and across an epoch boundary (42 steps)
+# Mid-epoch (slow: test_run_integrity resumes mid-epoch quickly), and across an epoch boundary.
+@pytest.mark.parametrize("split", [pytest.param(15, marks=pytest.mark.slow), 50])
 def test_stop_and_resume_continues_the_same_trajectory(tiny_config, tmp_path, split):
     config = dataclasses.replace(tiny_config, dropout=0.1, max_steps=60)
     TextTrainer.train_run(dataclasses.replace(config, out=str(tmp_path / "straight")), **QUIET)
