@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import QUIET
 from textgen import prepare as prepare_cli
 from textgen import sample as sample_cli
 from textgen import score as score_cli
@@ -29,7 +30,6 @@ from textgen.errors import UsageError
 from textgen.network.language_model import LanguageModel
 from textgen.training.text_trainer import TextTrainer
 
-QUIET = {"log": lambda message: None, "progress_bar": False}
 TINY = ["--hidden-size", "16", "--embedding-size", "8", "--num-layers", "1"]
 TINY += ["--batch-size", "4", "--seq-length", "10", "--max-steps", "2", "--sample-every", "0"]
 TINY += ["--no-export", "--no-progress"]

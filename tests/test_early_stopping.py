@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from helpers import QUIET
 from textgen import export as export_cli
 from textgen import sample as sample_cli
 from textgen.errors import UsageError
@@ -15,8 +16,6 @@ from textgen.network.language_model import LanguageModel
 from textgen.training import metrics_log
 from textgen.training.run_directory import RunDirectory
 from textgen.training.text_trainer import TextTrainer
-
-QUIET = {"log": lambda message: None, "progress_bar": False}
 
 
 def scripted_validation(monkeypatch, best_at=6):

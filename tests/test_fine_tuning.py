@@ -13,6 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
+from helpers import QUIET
 from textgen import train as train_cli
 from textgen.config import FINE_TUNE_LEARNING_RATE, TrainConfig
 from textgen.corpus.prepared_corpus import corpus_for_training
@@ -22,8 +23,6 @@ from textgen.training import fine_tuning
 from textgen.training.metrics_log import FILE, read_rows, step_losses
 from textgen.training.run_directory import RunDirectory
 from textgen.training.text_trainer import TextTrainer
-
-QUIET = {"log": lambda message: None, "progress_bar": False}
 
 # The source learns these characters; the target text shares some (at other corpus ids: its
 # vocabulary is its own sorted characters), brings new ones (digits, ':', '&', '!', 'Z') and
