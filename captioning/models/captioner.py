@@ -5,11 +5,11 @@ The image enters through a learned projection at the FIRST step only, as in cs23
 RNN: h1 = tanh(Wxh x0 + Whh h0 + Wih v + b) with x0 the embedding of <start>. For an LSTM or GRU
 Wih v is added to the pre-activation of every gate at the first step only.
 
-This is done with the stock Keras recurrent layers of `RecurrentStack`, unchanged: the input at
-step t is concat(embedding(token_t), v * 1{t == 0}), i.e. the feature vector is an extra input
-channel that is zero at every later step. The first recurrent layer's kernel therefore has
-[embedding_size + feature_size] rows; rows [:embedding_size] are Wxh and rows [embedding_size:]
-are Wih (see `input_projections`).
+Wih is textgen's conditioning projection (`textgen.network.conditioning`), the one a
+label-conditioned language model uses too: the input at step t is concat(embedding(token_t),
+v * 1{t == 0}), i.e. the feature vector is an extra input channel that is zero at every later
+step, so the first recurrent layer's kernel has [embedding_size + feature_size] rows; rows
+[:embedding_size] are Wxh and rows [embedding_size:] are Wih (see `input_projections`).
 
 The model builds and loads itself (`from_train_config`, `from_run_directory`), so that training,
 captioning, evaluation and export all read a run directory the same way.
@@ -27,6 +27,7 @@ from textgen.errors import UsageError
 from textgen.generation.beam_search import beam_search
 from textgen.generation.decode_loop import decode_loop
 from textgen.generation.samplers import make_sampler
+from textgen.network import conditioning
 from textgen.network.recurrent_stack import RecurrentStack
 from textgen.training.run_directory import RunDirectory, assign_variables
 
@@ -170,8 +171,7 @@ class Captioner(keras.Model):
     def input_projections(self):
         """(Wxh [embedding_size, gates*H], Wih [feature_size, gates*H]): the two row blocks of
         the first recurrent layer's kernel (Keras gate order: LSTM i, f, c, o; GRU z, r, h)."""
-        kernel = self.recurrent_stack.recurrent_layers[0].cell.kernel
-        return kernel[: self.embedding_size], kernel[self.embedding_size :]
+        return conditioning.input_projections(self.recurrent_stack, self.embedding_size)
 
     def encoder_variables(self):
         return self.encoder.trainable_variables
@@ -190,11 +190,9 @@ class Captioner(keras.Model):
 
     def recurrent_inputs(self, features, tokens):
         """concat(embedding(tokens), v * 1{t == 0}): [B, T, embedding_size + feature_size]."""
-        embedded = self.embedding(tokens)
-        features = tf.cast(features, embedded.dtype)
-        steps = tf.shape(tokens)[1]
-        image_channel = tf.pad(features[:, None, :], [[0, 0], [0, steps - 1], [0, 0]])
-        return tf.concat([embedded, image_channel], axis=-1)
+        return conditioning.conditioned_inputs(
+            self.embedding(tokens), features, conditioning.first_step_mask(tokens)
+        )
 
     def decode(self, features, tokens, training=False):
         """features [B, F], tokens [B, T] (starting with <start>) ->
