@@ -124,6 +124,18 @@ class TrainConfig:
             "metavar": "RULE",
         },
     )
+    labels: str = dataclasses.field(
+        default="",
+        metadata={
+            "help": "condition the model on a label per document: folder (the name of the "
+            "top folder a file is in under a --data folder, or the file's own name without "
+            "its extension, as for ../fortunes/cookie) or jsonl (each line of the files a JSON "
+            'object {"text": ..., "label": ...}); a document without one gets <none>. Then '
+            "sample --label and score --label, --classify choose one",
+            "default_help": "none: an unconditioned model",
+            "metavar": "SOURCE",
+        },
+    )
     encoding: str = dataclasses.field(
         default="utf-8",
         metadata={
@@ -165,6 +177,27 @@ class TrainConfig:
     )
     embedding_size: int = dataclasses.field(
         default=64, metadata={"help": "size of the token embedding"}
+    )
+    label_embedding_size: int = dataclasses.field(
+        default=16,
+        metadata={"help": "with --labels: size of the label embedding v that Wih projects"},
+    )
+    label_injection: str = dataclasses.field(
+        default="every-step",
+        metadata={
+            "help": "with --labels: where Wih v enters the first layer's gates: every-step "
+            "(each step's input, so the label acts on every document wherever a stream "
+            "is) or document-start (the step that follows each end-of-document token, as "
+            "the captioner's image enters its first step)",
+            "metavar": "WHERE",
+        },
+    )
+    label_dropout: float = dataclasses.field(
+        default=0.1,
+        metadata={
+            "help": "with --labels: the share of training documents trained as <none> (a "
+            "fixed seeded choice), so that generating and scoring without a label works",
+        },
     )
     # Fine-tuning (textgen.training.fine_tuning).
     init_from: str = dataclasses.field(
@@ -327,6 +360,7 @@ RUN_IDENTITY = (
     "data",
     "glob",
     "document_boundary",
+    "labels",
     "encoding",
     "keep_newlines",
     "level",
@@ -337,6 +371,9 @@ RUN_IDENTITY = (
     "num_layers",
     "hidden_size",
     "embedding_size",
+    "label_embedding_size",
+    "label_injection",
+    "label_dropout",
     "init_from",
     "freeze_embedding",
     "freeze_layers",
@@ -350,6 +387,8 @@ RUN_IDENTITY = (
 )
 
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
+LABEL_SOURCES = ("folder", "jsonl")
+LABEL_INJECTIONS = ("every-step", "document-start")
 
 
 def validate(config):
@@ -358,6 +397,7 @@ def validate(config):
         "num_layers",
         "hidden_size",
         "embedding_size",
+        "label_embedding_size",
         "batch_size",
         "seq_length",
         "epochs",
@@ -382,6 +422,13 @@ def validate(config):
         )
     validate_shared(config)
     validate_tokenisation(config)
+    if config.label_injection not in LABEL_INJECTIONS:
+        raise UsageError(
+            f"`label_injection` must be {' or '.join(LABEL_INJECTIONS)}, got "
+            f"{config.label_injection!r}"
+        )
+    if not 0 <= config.label_dropout < 1:
+        raise UsageError(f"`label_dropout` must be in [0, 1), got {config.label_dropout}")
     if config.optimizer not in OPTIMIZERS:
         raise UsageError(
             f"`optimizer` must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}"
@@ -397,6 +444,8 @@ def validate_tokenisation(config):
     """The checks of the flags that say how a corpus is read and tokenised (textgen.train and
     textgen.prepare)."""
     parse_document_boundary(config.document_boundary)
+    if config.labels not in ("", *LABEL_SOURCES):
+        raise UsageError(f"`labels` must be folder or jsonl (or none), got {config.labels!r}")
     if not 0 < config.val_fraction <= 0.5:
         raise UsageError(f"`val_fraction` must be in (0, 0.5], got {config.val_fraction}")
     if config.level not in ("char", "word"):
@@ -495,6 +544,7 @@ class PrepareConfig:
     )
     glob: str = train_field("glob")
     document_boundary: str = train_field("document_boundary")
+    labels: str = train_field("labels")
     seed: int = train_field(
         "seed",
         help="which documents --val-fraction holds out, a fixed seeded choice (textgen.train "

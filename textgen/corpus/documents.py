@@ -16,9 +16,21 @@ separator document. `DocumentReader.pieces` yields a file's documents as text pi
 document followed by DOCUMENT_END, so that a file of any size is read in chunks
 (`textgen.corpus.preparation`); `split_documents` applies the same rule to a text in memory
 (`textgen.score --per-document`).
+
+A document may carry a label (`textgen.train --labels`, a conditioned model):
+
+    folder   the name of the top folder a file is in under a folder of `data`
+             (data/positive/a.txt: "positive"), or for a file directly in it, or named in
+             `data` itself, the file's name without its extension (fortunes/cookie: "cookie")
+    jsonl    each line of the files is a JSON object {"text": ..., "label": ...}: one
+             document, its label (absent or null: none)
+
+A document without a label has NO_LABEL, "<none>", which is also what an unconditioned
+generation asks for.
 """
 
 import fnmatch
+import json
 import os
 
 from textgen.config import parse_document_boundary
@@ -27,6 +39,8 @@ from textgen.errors import UsageError
 
 # What DocumentReader yields after the last piece of each document.
 DOCUMENT_END = None
+# The label of a document that has none, first in every label vocabulary.
+NO_LABEL = "<none>"
 
 
 def data_paths(data):
@@ -105,6 +119,24 @@ def source_files(data, pattern="", encoding="utf-8"):
     return files
 
 
+def file_labels(data, pattern=""):
+    """The `--labels folder` label of each file of `source_files(data, pattern)`, in order."""
+    labels = []
+    for path in data_paths(data):
+        if not os.path.isdir(path):
+            labels.append(file_label(os.path.basename(path)))
+            continue
+        for file in folder_files(path, pattern):
+            parts = os.path.relpath(file, path).split(os.sep)
+            labels.append(parts[0] if len(parts) > 1 else file_label(parts[0]))
+    return labels
+
+
+def file_label(name):
+    stem, extension = os.path.splitext(name)
+    return stem if stem else name
+
+
 def split_lines(chunks):
     """The lines of the text that `chunks` hold, without their line ends (the last one is the
     text after the last line end, when there is any)."""
@@ -119,16 +151,24 @@ def split_lines(chunks):
 
 class DocumentReader:
     """Reads files as documents under one `document_boundary` rule, and counts what it saw:
-    `documents` (non-empty ones) and `separators` (separator lines)."""
+    `documents` (non-empty ones) and `separators` (separator lines). With `labels` ("folder"
+    or "jsonl") it keeps each document's label in `labels` (None for none); "jsonl" reads each
+    line as a JSON document, whatever the boundary."""
 
-    def __init__(self, encoding="utf-8", keep_newlines=False, boundary="file"):
+    def __init__(self, encoding="utf-8", keep_newlines=False, boundary="file", labels=""):
         self.encoding, self.keep_newlines = encoding, keep_newlines
         self.kind, self.separator = parse_document_boundary(boundary)
+        self.label_source = labels
+        if labels == "jsonl":
+            self.kind = "jsonl"
         self.documents = self.separators = 0
+        self.labels, self.file_label, self.path = [], None, "<text>"
 
-    def pieces(self, path, on_bytes=None, chunk_bytes=None):
+    def pieces(self, path, on_bytes=None, chunk_bytes=None, label=None):
         """The documents of the file `path`: pieces of text, DOCUMENT_END after each document.
-        `on_bytes(raw)` sees every block of raw bytes read (`reading.read_chunks`)."""
+        `on_bytes(raw)` sees every block of raw bytes read (`reading.read_chunks`). `label` is
+        the file's label (--labels folder)."""
+        self.file_label, self.path = label, path
         if os.path.getsize(path) == 0:
             return  # an empty file of several: no document
         chunks = reading.read_chunks(
@@ -136,20 +176,28 @@ class DocumentReader:
         )
         yield from self.split(chunks)
 
+    def counted(self, label=None):
+        """One more document, with `label` (the file's when None)."""
+        self.documents += 1
+        if self.label_source:
+            self.labels.append(self.file_label if label is None else label)
+
     def split(self, chunks):
         """The documents of the text that `chunks` hold (one file), as `pieces` yields them."""
-        if self.kind == "file":
+        if self.kind == "jsonl":
+            yield from self.split_json_lines(chunks)
+        elif self.kind == "file":
             any_text = False
             for text in chunks:
                 any_text = True
                 yield text
             if any_text:
-                self.documents += 1
+                self.counted()
                 yield DOCUMENT_END
         elif self.kind == "line":
             for line in split_lines(chunks):
                 if line.strip():
-                    self.documents += 1
+                    self.counted()
                     yield line
                     yield DOCUMENT_END
         else:
@@ -167,7 +215,7 @@ class DocumentReader:
                 self.separators += boundary
             if boundary:
                 if started:
-                    self.documents += 1
+                    self.counted()
                     yield DOCUMENT_END
                 started, blank = False, 0
             elif not line.strip():
@@ -176,8 +224,58 @@ class DocumentReader:
                 yield "\n" * (blank + 1) + line if started else line
                 started, blank = True, 0
         if started:
-            self.documents += 1
+            self.counted()
             yield DOCUMENT_END
+
+    def split_json_lines(self, chunks):
+        """--labels jsonl: each non-blank line is {"text": ..., "label": ...}; UsageError
+        naming the file and line for one that is not."""
+        for number, line in enumerate(split_lines(chunks), 1):
+            if not line.strip():
+                continue
+            where = f"{self.path}, line {number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UsageError(
+                    f"{where}: not JSON ({error.msg} at column {error.colno}); with `labels` "
+                    'jsonl every line is an object such as {"text": "...", "label": "..."}'
+                ) from None
+            text = record.get("text") if isinstance(record, dict) else None
+            label = record.get("label") if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                raise UsageError(
+                    f'{where}: no "text" string; with `labels` jsonl every line is an object '
+                    'such as {"text": "...", "label": "..."}'
+                )
+            if label is not None and not isinstance(label, (str, int)) or label == "":
+                raise UsageError(
+                    f'{where}: "label" must be a non-empty string (or absent, or null for '
+                    f"none), got {json.dumps(label)}"
+                )
+            if not text:
+                continue
+            self.counted(NO_LABEL if label is None else str(label))
+            yield text
+            yield DOCUMENT_END
+
+
+def labelled_documents(data, boundary="file", labels="folder", glob="", encoding="utf-8"):
+    """[(text, label)] of every document of `data`, in corpus order, as `textgen.train
+    --labels` reads them (a document without a label has NO_LABEL): the order that
+    `textgen.corpus.preparation.held_out_documents` chooses the held-out ones in."""
+    reader = DocumentReader(encoding, False, boundary, labels)
+    files = source_files(data, glob, encoding)
+    names = file_labels(data, glob) if labels == "folder" else [None] * len(files)
+    documents, pieces = [], []
+    for path, name in zip(files, names):
+        for piece in reader.pieces(path, label=name):
+            if piece is DOCUMENT_END:
+                documents.append("".join(pieces))
+                pieces = []
+            else:
+                pieces.append(piece)
+    return [(text, label or NO_LABEL) for text, label in zip(documents, reader.labels)]
 
 
 def split_documents(text, boundary="file"):

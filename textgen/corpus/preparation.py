@@ -12,6 +12,10 @@ A corpus of several documents (`textgen.corpus.documents`: files, or the documen
 validation holds out whole documents, a seeded choice of them (`held_out_documents`). One
 document, such as a single file, is prepared as it always was: no end token, validation the
 text's tail.
+
+With `labels` (`--labels folder` or `jsonl`, `textgen.corpus.documents`), every document's
+label is kept too: LABELS lists the label names (NO_LABEL first), and TRAIN_LABELS and
+VAL_LABELS hold each document's label id (little-endian uint32), parallel to the offsets.
 """
 
 import hashlib
@@ -25,7 +29,14 @@ import numpy as np
 from tqdm import tqdm
 
 from textgen.corpus import reading
-from textgen.corpus.documents import DOCUMENT_END, DocumentReader, data_paths, describe_data
+from textgen.corpus.documents import (
+    DOCUMENT_END,
+    NO_LABEL,
+    DocumentReader,
+    data_paths,
+    describe_data,
+    file_labels,
+)
 from textgen.corpus.stream_batches import validation_length
 from textgen.corpus.tokenizers import NEWLINE, looks_chinese, make_tokenizer
 from textgen.corpus.vocabulary import END_OF_DOCUMENT, Vocabulary
@@ -38,6 +49,10 @@ HEADER, VOCABULARY, TRAIN, VALIDATION = "header.json", "vocab.json", "train.bin"
 # when the corpus has several documents.
 TRAIN_DOCUMENTS, VAL_DOCUMENTS = "train_documents.bin", "val_documents.bin"
 OFFSET_DTYPE = np.dtype("<u8")
+# With --labels: the label names (a JSON list), and each document's label id in train.bin's
+# and val.bin's document order.
+LABELS, TRAIN_LABELS, VAL_LABELS = "labels.json", "train_labels.bin", "val_labels.bin"
+LABEL_DTYPE = np.dtype("<u4")
 PROVISIONAL = "provisional_ids.tmp"
 UNKNOWN = "<unk>"
 # (dtype, how many distinct ids it holds), narrowest first.
@@ -46,7 +61,7 @@ CODE_POINTS = 0x110000
 # The end of a document among a text's code points (one past the last code point).
 END_CODE = CODE_POINTS
 # The document flags a preparation takes, and their defaults: one file is one document.
-DOCUMENT_OPTIONS = {"document_boundary": "file", "glob": "", "seed": 0}
+DOCUMENT_OPTIONS = {"document_boundary": "file", "glob": "", "seed": 0, "labels": ""}
 # Text without a place to cut it (a newline, or a space outside jieba) held back at most.
 MAX_HELD_CHARS = 16 << 20
 # Text per task handed to a jieba worker process.
@@ -290,7 +305,12 @@ class CorpusPreparation:
             options["encoding"],
             options["keep_newlines"],
             self.document_options["document_boundary"],
+            self.document_options["labels"],
         )
+        if self.document_options["labels"] == "folder":
+            self.file_labels = file_labels(self.data, self.document_options["glob"])
+        else:
+            self.file_labels = [None] * len(self.files)
         self.progress, self.workers = progress, workers or os.cpu_count() or 1
         self.size = sum(os.path.getsize(path) for path in self.files)
         self.tokenizer = make_tokenizer(options["level"], options["segmenter"])
@@ -300,15 +320,16 @@ class CorpusPreparation:
         """The documents' text in pieces, DOCUMENT_END after each document, with a progress bar
         over the files' bytes; with `hashing`, each file's bytes go into its `digests` too."""
         self.reader.documents = self.reader.separators = 0
+        self.reader.labels = []
         with progress_bar(self.size, description, self.progress) as bar:
-            for path, digest in zip(self.files, self.digests):
+            for path, digest, label in zip(self.files, self.digests, self.file_labels):
 
                 def seen(raw, digest=digest):
                     bar.update(len(raw))
                     if hashing:
                         digest.update(raw)
 
-                yield from self.reader.pieces(path, on_bytes=seen)
+                yield from self.reader.pieces(path, on_bytes=seen, label=label)
 
     def check_documents(self):
         """After the first pass: UsageError for a separator that never occurs. Sets
@@ -323,6 +344,20 @@ class CorpusPreparation:
             )
         self.num_documents = reader.documents
         self.uses_documents = reader.documents > 1
+        self.label_names, self.document_labels = None, None
+        if reader.label_source:
+            if not self.uses_documents:
+                raise UsageError(
+                    f"`labels` {reader.label_source} needs several documents, and "
+                    f"{describe_data(self.data)} holds {reader.documents}; pass a folder of "
+                    "files or a `document_boundary` that cuts them into documents"
+                )
+            names = [NO_LABEL] + sorted({label for label in reader.labels} - {NO_LABEL})
+            index = {name: i for i, name in enumerate(names)}
+            self.label_names = names
+            self.document_labels = np.array(
+                [index[label] for label in reader.labels], dtype=LABEL_DTYPE
+            )
 
     def write(self, directory):
         started = time.monotonic()
@@ -416,6 +451,8 @@ class CorpusPreparation:
         if self.uses_documents:
             train, val = self.document_counts
             record.update(seed=options["seed"], train=train, val=val)
+        if self.label_names is not None:
+            record.update(labels=options["labels"], label_count=len(self.label_names))
         return record
 
     # ---- pass 2: writing the ids ----
@@ -463,10 +500,25 @@ class CorpusPreparation:
             writer.close()
         self.num_val = writer.counts[1]
         self.document_counts = writer.document_counts
+        if self.label_names is not None:
+            self.write_labels(directory, held_out)
         if char_level:
             self.val_characters_per_token = 1.0  # the end token counts as one character
         else:
             self.val_characters_per_token = self.val_characters / self.num_val
+
+    def write_labels(self, directory, held_out):
+        """LABELS, and each document's label id in its split's order."""
+        for name, labels in (
+            (TRAIN_LABELS, self.document_labels[~held_out]),
+            (VAL_LABELS, self.document_labels[held_out]),
+        ):
+            with open(os.path.join(directory, name), "wb") as f:
+                f.write(labels.astype(LABEL_DTYPE).tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+        with open(os.path.join(directory, LABELS), "w", encoding="utf-8") as f:
+            f.write(json.dumps(self.label_names, ensure_ascii=False))
 
     def write_provisional(self, directory, write, skip=None):
         """Reads the provisional ids back and passes them to `write` in chunks (without the id

@@ -15,6 +15,9 @@ training memory-maps, so that a corpus of any size trains in bounded memory (nan
     DIR/train_documents.bin, DIR/val_documents.bin
                       with several documents: where each starts in train.bin's and val.bin's
                       ids (little-endian uint64)
+    DIR/labels.json, DIR/train_labels.bin, DIR/val_labels.bin
+                      with --labels: the label names (<none> first), and each document's
+                      label id, in the order of the offsets (little-endian uint32)
 
 The dtype is the narrowest that holds every id: uint8 up to 256 tokens, uint16 up to 65,536,
 uint32 beyond. `textgen.corpus.preparation` writes it, into a temporary directory that is
@@ -38,6 +41,7 @@ import numpy as np
 from textgen.corpus.documents import (
     data_paths,
     describe_data,
+    file_labels,
     folder_files,
     source_files,
 )
@@ -46,10 +50,14 @@ from textgen.corpus.preparation import (
     DTYPES,
     FORMAT,
     HEADER,
+    LABEL_DTYPE,
+    LABELS,
     OFFSET_DTYPE,
     TRAIN,
     TRAIN_DOCUMENTS,
+    TRAIN_LABELS,
     VAL_DOCUMENTS,
+    VAL_LABELS,
     VALIDATION,
     VERSION,
     VOCABULARY,
@@ -97,6 +105,8 @@ def prepare_command(source, directory, documents=None):
         flags += f" --glob '{documents['glob']}'"
     if documents and documents.get("boundary", "file") != "file":
         flags += f" --document-boundary '{documents['boundary']}'"
+    if documents and documents.get("labels"):
+        flags += f" --labels {documents['labels']}"
     if documents and documents.get("split") == "documents":
         flags += f" --seed {documents.get('seed', 0)}"
     return f"python -m textgen.prepare --data {source}{flags} --out {directory}"
@@ -154,9 +164,13 @@ class PreparedCorpus:
     `documents` is the header's record of the documents (one, split at the tail, for a
     directory prepared before documents existed); with several, `document_offsets` are the
     (train, validation) memory maps of where each document starts in `train_ids` and
-    `val_ids`, else None."""
+    `val_ids`, else None. With labels, `label_names` lists them (<none> first) and
+    `document_labels` are the (train, validation) arrays of each document's label id; both
+    None without."""
 
-    def __init__(self, path, header, vocabulary, train_ids, val_ids, document_offsets=None):
+    def __init__(
+        self, path, header, vocabulary, train_ids, val_ids, document_offsets=None, labels=None
+    ):
         self.path, self.header, self.vocabulary = path, header, vocabulary
         self.train_ids, self.val_ids = train_ids, val_ids
         self.tokenisation = header["tokenisation"]
@@ -165,6 +179,7 @@ class PreparedCorpus:
         self.val_characters_per_token = header["val_characters_per_token"]
         self.documents = header.get("documents") or SINGLE_DOCUMENT
         self.document_offsets = document_offsets
+        self.label_names, self.document_labels = labels or (None, None)
 
     @property
     def num_documents(self):
@@ -224,9 +239,10 @@ class PreparedCorpus:
             for name, count in ((TRAIN, "train_tokens"), (VALIDATION, "val_tokens"))
         ]
         offsets = check_documents(path, header, vocabulary, again)
+        labels = check_labels(path, header, again)
         if check_source:
             check_unchanged_source(path, source, again, header)
-        return cls(path, header, vocabulary, *arrays, offsets)
+        return cls(path, header, vocabulary, *arrays, offsets, labels)
 
 
 def check_header(header, header_path, again):
@@ -284,6 +300,37 @@ def check_documents(path, header, vocabulary, again):
         map_ids(os.path.join(path, name), OFFSET_DTYPE.name, documents[split], again)
         for name, split in ((TRAIN_DOCUMENTS, "train"), (VAL_DOCUMENTS, "val"))
     )
+
+
+def check_labels(path, header, again):
+    """(label names, (train, validation) label ids of the documents) of a corpus prepared with
+    --labels, None otherwise; UsageError unless labels.json and the label files agree."""
+    documents = header.get("documents") or {}
+    if not documents.get("labels"):
+        return None
+    from textgen.training.run_directory import read_json_file
+
+    labels_path = os.path.join(path, LABELS)
+    if not os.path.isfile(labels_path):
+        raise UsageError(f"{path} has no {LABELS}; {again}")
+    names = read_json_file(labels_path, fix=again)
+    if (
+        not isinstance(names, list)
+        or not all(isinstance(name, str) for name in names)
+        or len(names) != documents.get("label_count")
+        or len(set(names)) != len(names)
+    ):
+        raise UsageError(
+            f"{labels_path} is not the list of {documents.get('label_count')} "
+            f"distinct label names that {HEADER} says; {again}"
+        )
+    arrays = tuple(
+        map_ids(os.path.join(path, name), LABEL_DTYPE.name, documents[split], again)
+        for name, split in ((TRAIN_LABELS, "train"), (VAL_LABELS, "val"))
+    )
+    if any(len(a) and int(np.max(a)) >= len(names) for a in arrays):
+        raise UsageError(f"{path}: a document's label id is outside {LABELS}; {again}")
+    return names, arrays
 
 
 def map_ids(path, dtype, count, again):
@@ -380,8 +427,11 @@ def cached_corpus(source, options, progress=None, log=None, documents=None):
     size = sum(os.path.getsize(path) for path in files)
     with progress_bar(size, "hashing the corpus", progress) as bar:
         hashes = [file_sha256(path, lambda raw: bar.update(len(raw))) for path in files]
-    if len(files) == 1 and documents["document_boundary"] == "file":
+    if len(files) == 1 and documents["document_boundary"] == "file" and not documents["labels"]:
         key = cache_key(hashes[0], options)
+    elif documents["labels"] == "folder":  # the labels come from the paths, not the bytes
+        labels = file_labels(source, documents["glob"])
+        key = cache_key(files_sha256(hashes), {**options, **documents, "file_labels": labels})
     else:
         key = cache_key(files_sha256(hashes), {**options, **documents})
     entry = os.path.join(cache_root(), key)
@@ -431,7 +481,10 @@ def documents_text(corpus):
     documents = corpus.documents
     if documents.get("split") != "documents":
         return ""
-    return f", {documents['count']:,} documents ({documents['val']:,} held out for validation)"
+    labels = f", {documents['label_count'] - 1:,} labels" if documents.get("labels") else ""
+    return (
+        f", {documents['count']:,} documents ({documents['val']:,} held out for validation){labels}"
+    )
 
 
 def is_prepared_directory(data):
@@ -457,7 +510,11 @@ def corpus_for_training(config, explicit=(), progress=None, log=None):
         return corpus
     corpus = PreparedCorpus.open(config.data)
     documents = corpus.documents
-    recorded = {"document_boundary": documents["boundary"], "glob": documents.get("glob", "")}
+    recorded = {
+        "document_boundary": documents["boundary"],
+        "glob": documents.get("glob", ""),
+        "labels": documents.get("labels", ""),
+    }
     for name, prepared in recorded.items():
         if name in explicit and getattr(config, name) != prepared:
             raise UsageError(
