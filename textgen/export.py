@@ -64,10 +64,10 @@ def main(argv=None):
 
     model = LanguageModel.from_run_directory(config.run_directory, config.weights)
     export_saved_model(model, config.out_directory, config.overwrite, config.xla)
-    print(
-        f"exported {config.run_directory} to {config.out_directory} "
-        "(signatures: generate = serving_default, step, score)"
-    )
+    names = "generate = serving_default, generate_document, step, score"
+    if model.labels:
+        names += f", labels; {len(model.labels) - 1} labels as the `label` input"
+    print(f"exported {config.run_directory} to {config.out_directory} (signatures: {names})")
     return 0
 
 

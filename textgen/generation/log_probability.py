@@ -86,18 +86,24 @@ def encode(model, text, unknown="error", where="the text", line=None):
 
 
 def context_ids(model, prime, unknown="error"):
-    """The ids fed before the text: the prime's, or the default prime's (as `sample` does)."""
+    """The ids fed before the text: the prime's, or the default prime's (as `sample` does).
+    A conditioned model reads the text as a new document, as it samples one: after the
+    end-of-document token, then the prime."""
+    first = [model.vocabulary.id(model.default_prime())] if model.labels else []
     if prime:
         ids, _, _ = encode(model, prime, unknown, where="`prime`")
         if len(ids):
-            return ids
+            return np.concatenate([first, ids]).astype(np.int32)
         raise UsageError(f"every {model.unit} of `prime` is outside the vocabulary")
     return np.asarray([model.vocabulary.id(model.default_prime())], np.int32)
 
 
-def sum_log_probs(model, inputs, targets, mask):
+def sum_log_probs(model, inputs, targets, mask, labels=None):
     """Sum over t of mask[b, t] * log p(targets[b, t] | inputs[b, :t + 1]), from zero state, in
-    float64: [B]. Long rows run in pieces of time, the state carried from one to the next."""
+    float64: [B]. Long rows run in pieces of time, the state carried from one to the next.
+    `labels` [B] are the rows' label ids for a conditioned model."""
+    if labels is not None:
+        inputs = model.joint_ids(inputs, np.asarray(labels, np.int32)[:, None])
     batch, steps = inputs.shape
     chunk = int(max(16, min(MAX_CHUNK, LOGITS_PER_CALL // max(1, batch * model.vocabulary_size))))
     states = model.initial_states(batch)
@@ -140,10 +146,11 @@ def stream_rows(sequence, context_length, streams):
     return inputs, targets, mask * scored
 
 
-def score_text(model, text, prime=None, unknown="error", streams=1, where="the text"):
+def score_text(model, text, prime=None, unknown="error", streams=1, where="the text", labels=None):
     """The score of `text` read in one pass (see the module docstring), or in `streams`
     contiguous streams (0: one per 10,000 tokens, at most 32). A dict: `summary` plus
-    unknown_tokens, skipped (characters) and streams."""
+    unknown_tokens, skipped (characters) and streams. `labels`: [1] label id of a
+    conditioned model."""
     ids, skipped, unknown_tokens = encode(model, text, unknown, where)
     if not len(ids):
         raise UsageError(
@@ -152,14 +159,23 @@ def score_text(model, text, prime=None, unknown="error", streams=1, where="the t
     context = context_ids(model, prime, unknown)
     streams = auto_streams(len(ids)) if streams == 0 else min(int(streams), len(ids))
     inputs, targets, mask = stream_rows(np.concatenate([context, ids]), len(context), streams)
-    log_prob = float(np.sum(sum_log_probs(model, inputs, targets, mask)))
+    if labels is not None:
+        labels = np.repeat(np.asarray(labels, np.int32)[:1], len(inputs))
+    log_prob = float(np.sum(sum_log_probs(model, inputs, targets, mask, labels)))
     result = summary(log_prob, len(ids), len(text) - skipped)
     result.update(unknown_tokens=unknown_tokens, skipped=skipped, streams=streams)
     return result
 
 
 def score_texts(
-    model, texts, prime=None, unknown="error", batch_size=64, where="the text", documents=False
+    model,
+    texts,
+    prime=None,
+    unknown="error",
+    batch_size=64,
+    where="the text",
+    documents=False,
+    labels=None,
 ):
     """The score of each of `texts` on its own, from zero state after the prime, `batch_size`
     texts per batch; a list of dicts, each `summary` plus text, unknown_tokens and skipped. A
@@ -169,14 +185,17 @@ def score_texts(
     as training read one: after the end-of-document token (then the prime, if one is given),
     and closed by an end token that is scored too, so its log-probability is that of the
     whole document, its length included. The end token counts as a token and as one
-    character, as in training's validation figures. Text i is document i + 1 in errors."""
+    character, as in training's validation figures. Text i is document i + 1 in errors.
+    `labels` [len(texts)] are the label ids a conditioned model scores each text under."""
     if batch_size <= 0:
         raise UsageError(f"`batch_size` must be a positive integer, got {batch_size}")
     end = None
     if documents and END_OF_DOCUMENT in model.vocabulary:
         end = model.vocabulary.id(END_OF_DOCUMENT)
         context = np.asarray([end], np.int32)
-        if prime:
+        if model.labels:  # its context starts with the end token already
+            context = context_ids(model, prime, unknown)
+        elif prime:
             context = np.concatenate([context, context_ids(model, prime, unknown)])
     else:
         context = context_ids(model, prime, unknown)
@@ -202,7 +221,8 @@ def score_texts(
         inputs, mask = pad([s[:-1] for s in sequences])
         targets, _ = pad([s[1:] for s in sequences])
         mask[:, : len(context) - 1] = 0  # the context predicting itself
-        log_probs[rows] = sum_log_probs(model, inputs, targets, mask)
+        row_labels = None if labels is None else np.asarray(labels)[rows]
+        log_probs[rows] = sum_log_probs(model, inputs, targets, mask, row_labels)
     results = []
     ends = 0 if end is None else 1  # the end token, one character
     for text, (ids, skipped, unknown_tokens), log_prob in zip(texts, encoded, log_probs):

@@ -4,7 +4,7 @@ Written by `python -m textgen.export RUN_DIR OUT_DIR [--overwrite] [--no-xla]`.
 
 The SavedModel holds only TensorFlow objects (weights, vocabulary, config, traced graphs), so it
 loads with plain `tf.saved_model.load(OUT_DIR)` (or TF Serving) in a process that has never heard
-of textgen. It has four signatures:
+of textgen. Its signatures:
 
 `generate` (also `serving_default`), everything in the graph:
     inputs:  prompt tf.string [B], length int32 (), temperature float32 (), top_k int32 (),
@@ -56,6 +56,13 @@ in Python):
     zero state, after the default prime (a newline), every token predicted from those before
     it. Characters outside the vocabulary are dropped and not counted, as in `generate`; a
     word-level model maps them to `<unk>`. Bits per character: -log_prob / ln 2 / characters.
+
+A conditioned model (trained with --labels) has one more input in `generate`,
+`generate_document`, `score` and `step`: `label` tf.string [B], each row's label ("" or
+"<none>": none), and one more signature, `labels`, with no inputs and the output labels
+tf.string [L], the names it knows, "<none>" first. An unknown label fails with
+InvalidArgumentError naming the known ones. Its texts start after the end-of-document token,
+as `LanguageModel.sample` and `score` start theirs.
 
 Also on the loaded object: `vocabulary` (string variable, token i is id i), `config_json`
 (string variable: cell, sizes, state names, the generation loop) and `default_prime_id`, and
@@ -155,6 +162,8 @@ class ExportedLanguageModel(tf.Module):
             name: tf.Variable(value, trainable=False, name=name)
             for name, value in lean_weights(model).items()
         }
+        self.label_names = model.labels
+        self.end_of_document = model.lean_end_of_document()
         num_states = model.num_layers * model.recurrent_stack.states_per_layer
         self.state_names = [f"state_{i}" for i in range(num_states)]
         config = {
@@ -171,6 +180,8 @@ class ExportedLanguageModel(tf.Module):
             "state_names": self.state_names,
             "default_prime": model.default_prime(),
             "end_of_document": END_OF_DOCUMENT if END_OF_DOCUMENT in model.vocabulary else None,
+            "labels": model.labels,
+            "label_injection": model.label_injection if model.labels else None,
             "prompt_tokens_outside_the_vocabulary": "dropped"
             if unknown_token is None
             else f"mapped to {unknown_token}",
@@ -199,12 +210,25 @@ class ExportedLanguageModel(tf.Module):
             ),
             default_value=-1 if unknown_token is None else tokens.index(unknown_token),
         )
+        label_input = []
+        if model.labels:
+            self.labels = tf.Variable(model.labels, trainable=False, dtype=tf.string, name="labels")
+            names = ["", *model.labels]
+            self.label_table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(
+                    tf.constant(names), tf.constant([0, *range(len(model.labels))], tf.int32)
+                ),
+                default_value=-1,
+            )
+            label_input = [tf.TensorSpec([None], tf.string, name="label")]
+            self.list_labels = tf.function(lambda: {"labels": tf.identity(self.labels)})
         generate_inputs = [
             tf.TensorSpec([None], tf.string, name="prompt"),
             tf.TensorSpec([], tf.int32, name="length"),
             tf.TensorSpec([], tf.float32, name="temperature"),
             tf.TensorSpec([], tf.int32, name="top_k"),
             tf.TensorSpec([], tf.int32, name="seed"),
+            *label_input,
         ]
         self.generate = tf.function(self._generate, input_signature=generate_inputs)
         self.generate_document = tf.function(
@@ -215,28 +239,52 @@ class ExportedLanguageModel(tf.Module):
             input_signature=[
                 tf.TensorSpec([None], tf.int32, name="token_ids"),
                 *[tf.TensorSpec([None, self.units], tf.float32, name=n) for n in self.state_names],
+                *label_input,
             ],
         )
         self.score = tf.function(
-            self._score, input_signature=[tf.TensorSpec([None], tf.string, name="text")]
+            self._score,
+            input_signature=[tf.TensorSpec([None], tf.string, name="text"), *label_input],
         )
 
     def lean_model(self, xla=False, xla_max_streams=None):
         # Each weight is read once per call; the loop body then uses plain tensors.
         weights = {name: tf.convert_to_tensor(v) for name, v in self.lean_weights.items()}
         return LeanLanguageModel(
-            weights, self.cell, self.num_layers, self.units, xla, xla_max_streams
+            weights,
+            self.cell,
+            self.num_layers,
+            self.units,
+            xla,
+            xla_max_streams,
+            end_of_document=self.end_of_document,
         )
 
-    def _generate(self, prompt, length, temperature, top_k, seed):
-        return self._generate_text(prompt, length, temperature, top_k, seed, None)
+    def label_ids(self, label, batch):
+        """int32 [B] label ids of the `label` strings (None without labels); an unknown one
+        fails naming the known ones."""
+        if label is None:
+            return None
+        ids = self.label_table.lookup(label)
+        known = ", ".join(self.label_names[1:])
+        checks = [
+            tf.debugging.assert_non_negative(
+                ids, f"unknown label; this model knows {known} (or <none>, or an empty label)"
+            ),
+            tf.debugging.assert_equal(tf.shape(label)[0], batch, "give one label per row"),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(ids)
 
-    def _generate_document(self, prompt, length, temperature, top_k, seed):
+    def _generate(self, prompt, length, temperature, top_k, seed, label=None):
+        return self._generate_text(prompt, length, temperature, top_k, seed, None, label)
+
+    def _generate_document(self, prompt, length, temperature, top_k, seed, label=None):
         return self._generate_text(
-            prompt, length, temperature, top_k, seed, self.end_of_document_id
+            prompt, length, temperature, top_k, seed, self.end_of_document_id, label
         )
 
-    def _generate_text(self, prompt, length, temperature, top_k, seed, end):
+    def _generate_text(self, prompt, length, temperature, top_k, seed, end, label=None):
         """`generate`; with `end` (the end-of-document id) `generate_document`."""
         unit = "characters" if self.level == "char" else "tokens"
         tf.debugging.assert_positive(length, f"length must be a positive number of {unit}")
@@ -257,8 +305,12 @@ class ExportedLanguageModel(tf.Module):
         )
         given = prompt_length > 0
         batch = tf.shape(prompt)[0]
+        labels = self.label_ids(label, batch)
         prompt_ids = ids.to_tensor(shape=[batch, prompt_length])
-        if end is None:
+        if labels is not None:  # a new document of the label, as `LanguageModel.sample`
+            prime_ids = tf.concat([tf.fill([batch, 1], self.default_prime_id), prompt_ids], 1)
+            num_new = length - prompt_length
+        elif end is None:
             prime_ids = tf.cond(
                 given,
                 lambda: prompt_ids,
@@ -274,7 +326,7 @@ class ExportedLanguageModel(tf.Module):
             (num_new > 0) & (batch > 0),
             lambda: self.lean_model(
                 self.xla, tf.convert_to_tensor(self.xla_max_streams)
-            ).generate_ids(prime_ids, num_new, temperature, top_k, seed, forbidden, end),
+            ).generate_ids(prime_ids, num_new, temperature, top_k, seed, forbidden, end, labels),
             lambda: tf.zeros([batch, 0], tf.int32),
         )
         # As model.sample: the prompt as it was fed (an empty one stays empty), then the new tokens.
@@ -286,10 +338,17 @@ class ExportedLanguageModel(tf.Module):
         return {"text": self.tokenizer.detokenize(tokens)}
 
     def _step(self, token_ids, *states):
-        logits, new_states = self.lean_model().step(token_ids, list(states))
+        lean = self.lean_model()
+        states = list(states)
+        if self.label_names:  # the label state, from the last input
+            label_state = lean.initial_states(
+                tf.shape(token_ids)[0], self.label_ids(states.pop(), tf.shape(token_ids)[0])
+            )[-1]
+            states.append(label_state)
+        logits, new_states = lean.step(token_ids, states)
         return {"logits": logits, **dict(zip(self.state_names, new_states))}
 
-    def _score(self, text):
+    def _score(self, text, label=None):
         """log p(text) from zero state after the default prime, per text; see the module
         docstring. Runs the lean step token by token
         (`textgen.generation.log_probability.step_log_probs`)."""
@@ -301,7 +360,8 @@ class ExportedLanguageModel(tf.Module):
         first = tf.fill([batch, 1], tf.convert_to_tensor(self.default_prime_id))
         inputs = tf.concat([first, targets[:, :-1]], axis=1)[:, : tf.shape(targets)[1]]
         lean = self.lean_model()
-        log_prob = step_log_probs(lean.step, inputs, targets, lengths, lean.initial_states(batch))
+        states = lean.initial_states(batch, self.label_ids(label, batch))
+        log_prob = step_log_probs(lean.step, inputs, targets, lengths, states)
         if self.level == "char":
             characters = lengths
         else:
@@ -316,6 +376,7 @@ class ExportedLanguageModel(tf.Module):
             "generate_document": self.generate_document.get_concrete_function(),
             "step": self.step.get_concrete_function(),
             "score": self.score.get_concrete_function(),
+            **({"labels": self.list_labels.get_concrete_function()} if self.label_names else {}),
         }
 
 

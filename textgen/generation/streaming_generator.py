@@ -40,11 +40,20 @@ class StreamingGenerator:
             }
             model = self.model
             self.lean = LeanLanguageModel(
-                self.weights, model.cell, model.num_layers, model.hidden_size
+                self.weights,
+                model.cell,
+                model.num_layers,
+                model.hidden_size,
+                end_of_document=model.lean_end_of_document(),
             )
             self.prime = tf.function(
-                lambda ids: self.lean.prime(ids, self.lean.initial_states(tf.shape(ids)[0])),
-                input_signature=[tf.TensorSpec([None, None], tf.int32)],
+                lambda ids, labels: self.lean.prime(
+                    ids, self.lean.initial_states(tf.shape(ids)[0], labels)
+                ),
+                input_signature=[
+                    tf.TensorSpec([None, None], tf.int32),
+                    tf.TensorSpec([None], tf.int32),
+                ],
             )
         else:
             for name, value in values.items():
@@ -60,16 +69,20 @@ class StreamingGenerator:
             )
         return self.blocks[key]
 
-    def generate(self, prime_ids, num_new, temperature, top_k, seed, forbidden):
+    def generate(self, prime_ids, num_new, temperature, top_k, seed, forbidden, labels=None):
         """Yields the new token ids after `prime_ids` [B, T] (T >= 1) as numpy [B, k] blocks,
         as `LeanLanguageModel.generate_ids` makes them: prime with all but the last token, then
-        sample from the last one, step t drawing with the seed (seed, t)."""
+        sample from the last one, step t drawing with the seed (seed, t). `labels` [B]: the
+        label ids of a conditioned model."""
         self.refresh()
         prime_ids = np.asarray(prime_ids, np.int32)
+        if labels is None:
+            labels = np.zeros(len(prime_ids), np.int32)
+        labels = tf.constant(labels, tf.int32)
         if prime_ids.shape[1] > 1:
-            states = self.prime(tf.constant(prime_ids[:, :-1]))
+            states = self.prime(tf.constant(prime_ids[:, :-1]), labels)
         else:  # what `prime` returns for no tokens, without the second its tracing takes
-            states = self.lean.initial_states(prime_ids.shape[0])
+            states = self.lean.initial_states(prime_ids.shape[0], labels)
         some_steps = self.block_function(temperature, top_k, np.asarray(forbidden, bool))
         yield from compiled_decode_blocks(
             some_steps, prime_ids[:, -1], states, num_new, tf.constant([int(seed), 0], tf.int32)

@@ -3,6 +3,12 @@
 The model owns encode, decode and sample, and its own building and loading (`from_train_config`,
 `from_run_directory`), so that training, sampling and export build a run's model the same way and
 no script has to import the trainer to load one.
+
+A conditioned model (`labels`, `textgen.train --labels`) also has a label embedding: the label
+v of each document enters the first layer's gates through Wih, the projection the captioner
+feeds its image through (`textgen.network.conditioning`). Its input ids are joint ids,
+label * vocabulary_size + token (`joint_ids`), so that training's batches, the kernels and the
+scoring code carry the label with each token.
 """
 
 import keras
@@ -10,9 +16,11 @@ import numpy as np
 import tensorflow as tf
 
 from textgen import config as config_lib
+from textgen.corpus.documents import NO_LABEL
 from textgen.corpus.tokenizers import make_tokenizer
 from textgen.corpus.vocabulary import END_OF_DOCUMENT, Vocabulary
 from textgen.errors import UsageError
+from textgen.network import conditioning
 from textgen.network.recurrent_stack import RecurrentStack
 from textgen.training.run_directory import RunDirectory, assign_variables
 
@@ -33,6 +41,11 @@ class LanguageModel(keras.Model):
         cell, num_layers, hidden_size, dropout, fused: see `RecurrentStack`.
         embedding_size: size of the token embedding.
         seed: seed of the dropout masks.
+        labels: for a conditioned model, the label names (NO_LABEL, "<none>", first); the
+            vocabulary must hold the end-of-document token.
+        label_embedding_size: size of the label embedding v.
+        label_injection: "every-step" (Wih v enters every step) or "document-start" (only
+            the steps that feed the end-of-document token, where the next document starts).
     """
 
     def __init__(
@@ -48,6 +61,9 @@ class LanguageModel(keras.Model):
         unknown_token=None,
         level="char",
         segmenter=None,
+        labels=None,
+        label_embedding_size=16,
+        label_injection="every-step",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -73,6 +89,16 @@ class LanguageModel(keras.Model):
             cell, num_layers, hidden_size, dropout, fused, seed, name="recurrent_stack"
         )
         self.output_layer = keras.layers.Dense(len(self.vocabulary), name="logits")
+        self.labels = list(labels) if labels else None
+        self.label_embedding_size = label_embedding_size
+        self.label_injection = label_injection
+        if self.labels:
+            if self.labels[0] != NO_LABEL or len(set(self.labels)) != len(self.labels):
+                raise ValueError(f"labels must be distinct, {NO_LABEL} first; got {labels}")
+            self.end_of_document_id("labels")
+            self.label_embedding = keras.layers.Embedding(
+                len(self.labels), label_embedding_size, name="label_embedding"
+            )
         self._generate_fn = None
         self._log_probs_fn = None
         self._streaming = (
@@ -81,8 +107,9 @@ class LanguageModel(keras.Model):
 
     # ---- building and loading, beside the model (nanoGPT's `from_pretrained`) ----------------
     @classmethod
-    def from_train_config(cls, config, vocabulary):
-        """The built, untrained model that the TrainConfig `config` describes."""
+    def from_train_config(cls, config, vocabulary, labels=None):
+        """The built, untrained model that the TrainConfig `config` describes (conditioned on
+        `labels`, the label names, when its --labels is set)."""
         fused = {"auto": None, "on": True, "off": False}[config.fused]
         model = cls(
             vocabulary,
@@ -95,6 +122,9 @@ class LanguageModel(keras.Model):
             seed=config.seed,
             level=config.level,
             segmenter=None if config.level == "char" else config.segmenter,
+            labels=labels if getattr(config, "labels", "") else None,
+            label_embedding_size=getattr(config, "label_embedding_size", 16),
+            label_injection=getattr(config, "label_injection", "every-step"),
         )
         model.build()
         return model
@@ -111,7 +141,8 @@ class LanguageModel(keras.Model):
         run = RunDirectory(path)
         run.require_checkpoint()
         config = config_lib.from_dict(run.load_config(config_lib.TrainConfig))
-        model = cls.from_train_config(config, run.load_vocabulary())
+        labels = run.load_labels() if config.labels else None
+        model = cls.from_train_config(config, run.load_vocabulary(), labels)
         groups, _ = run.load_checkpoint(weights)
         assign_variables(model.variables, groups.get("model", []), "model")
         model.train_config = config
@@ -121,16 +152,25 @@ class LanguageModel(keras.Model):
     def vocabulary_size(self):
         return len(self.vocabulary)
 
+    @property
+    def conditioning_size(self):
+        return self.label_embedding_size if self.labels else 0
+
     def build(self, input_shape=None):
         self.embedding.build((None, None))
-        self.recurrent_stack.build((None, None, self.embedding_size))
+        self.recurrent_stack.build((None, None, self.embedding_size + self.conditioning_size))
         self.output_layer.build((None, None, self.hidden_size))
+        if self.labels:
+            self.label_embedding.build((None,))
         self.built = True
 
     def initial_states(self, batch_size):
         return self.recurrent_stack.initial_states(batch_size)
 
     def call(self, token_ids, states=None, training=False):
+        """token ids [B, T] (joint ids for a conditioned model) -> (logits, new states)."""
+        if self.labels:
+            return self.conditioned_call(token_ids, states, training)
         # The stack embeds the ids itself, so that the lean LSTM kernel can fold the embedding
         # into the first layer's input projection (RecurrentStack.call).
         x, states = self.recurrent_stack(
@@ -138,11 +178,85 @@ class LanguageModel(keras.Model):
         )
         return self.output_layer(x), states
 
-    def step(self, token_ids, states):
-        """One generation step: token_ids [batch] -> (logits [batch, vocab], new states)."""
+    def conditioned_call(self, joint, states, training):
+        tokens, labels = self.split_joint_ids(joint)
+        acts = self.label_acts(tokens)
+        vocabulary, groups = self.vocabulary_size, len(self.labels) + 1
+        count = joint.shape.num_elements()
+        if count is not None and groups * vocabulary < count:
+            # One joint table row per (label, token) and a last group of zero labels for the
+            # steps where the label does not act: the stack's table lookup (the C++ LSTM ops)
+            # then runs a conditioned model as fast as a plain one.
+            label_rows = tf.concat(
+                [self.label_embedding.embeddings, tf.zeros([1, self.label_embedding_size])], 0
+            )
+            table = tf.concat(
+                [
+                    tf.tile(self.embedding.embeddings, [groups, 1]),
+                    tf.repeat(label_rows, vocabulary, axis=0),
+                ],
+                axis=1,
+            )
+            ids = tf.where(acts, labels, groups - 1) * vocabulary + tokens
+            x, states = self.recurrent_stack(ids, states, training=training, embeddings=table)
+        else:
+            inputs = conditioning.conditioned_inputs(
+                tf.gather(self.embedding.embeddings, tokens),
+                tf.gather(self.label_embedding.embeddings, labels),
+                acts,
+            )
+            x, states = self.recurrent_stack(inputs, states, training=training)
+        return self.output_layer(x), states
+
+    def step(self, token_ids, states, labels=None):
+        """One generation step: token_ids [batch] -> (logits [batch, vocab], new states);
+        `labels` [batch] are the label ids of a conditioned model (None: <none>)."""
         x = tf.gather(self.embedding.embeddings, token_ids)
+        if self.labels:
+            labels = tf.zeros_like(token_ids) if labels is None else labels
+            x = conditioning.conditioned_inputs(
+                x[:, None],
+                tf.gather(self.label_embedding.embeddings, labels),
+                self.label_acts(token_ids)[:, None],
+            )[:, 0]
         x, states = self.recurrent_stack.step(x, states)
         return self.output_layer(x), states
+
+    # ---- labels ----
+    def label_acts(self, token_ids):
+        """Where Wih v enters (m_t, bool like token_ids): every step, or the steps that feed
+        the end-of-document token (--label-injection document-start)."""
+        if self.label_injection == "document-start":
+            return tf.equal(token_ids, self.end_of_document_id("labels"))
+        return tf.ones_like(token_ids, tf.bool)
+
+    def joint_ids(self, token_ids, label_ids):
+        """label * vocabulary_size + token: a conditioned model's input ids (numpy or tf)."""
+        return label_ids * self.vocabulary_size + token_ids
+
+    def split_joint_ids(self, joint):
+        return joint % self.vocabulary_size, joint // self.vocabulary_size
+
+    def label_ids(self, label, count=1):
+        """int32 [count] label ids for `label`: one name (or None: <none>) for every row, or a
+        list of `count` names. UsageError for a model without labels given one, and for a name
+        the model does not know (naming those it knows)."""
+        names = [label] * count if label is None or isinstance(label, str) else list(label)
+        if not self.labels:
+            if any(name not in (None, "", NO_LABEL) for name in names):
+                raise UsageError(
+                    "`label` needs a conditioned model, and this one was trained without "
+                    "labels (train with `labels` folder or jsonl)"
+                )
+            return None
+        index = {name: i for i, name in enumerate(self.labels)}
+        unknown = [name for name in names if name not in (None, "") and name not in index]
+        if unknown:
+            raise UsageError(
+                f"unknown `label` {unknown[0]!r}; this model knows "
+                f"{', '.join(self.labels[1:])} (or {NO_LABEL})"
+            )
+        return np.array([index.get(name or NO_LABEL) for name in names], np.int32)
 
     # The model owns the mapping between text and ids, so scripts never touch token ids.
     @property
@@ -159,6 +273,10 @@ class LanguageModel(keras.Model):
         return self.tokenizer.detokenize(self.vocabulary.decode(ids))
 
     def default_prime(self):
+        """What generation and scoring start after: for a conditioned model the end-of-document
+        token (a new document, of the label asked for), else a newline where there is one."""
+        if self.labels:
+            return END_OF_DOCUMENT
         if "\n" in self.vocabulary:
             return "\n"
         return next(t for t in self.vocabulary.tokens if t != self.unknown_token)
@@ -192,6 +310,7 @@ class LanguageModel(keras.Model):
         unknown="error",
         allow_unknown=False,
         until_end=False,
+        label=None,
     ):
         """Generates `num_samples` texts of `length` tokens (characters at char level), each
         starting with `prime`.
@@ -200,16 +319,37 @@ class LanguageModel(keras.Model):
         recurrent step. With no prime the text starts after a newline, which is not returned.
         With `until_end`, each text stops at the end-of-document token (not returned), or at
         `length`; the model must have been trained on several documents.
+
+        A conditioned model generates under `label` (a name, or a list of one per sample;
+        None: <none>), each text a new document of it: after the end-of-document token, then
+        the prime.
         """
         check_sampling_arguments(length, temperature, top_k, num_samples)
         end = self.end_of_document_id("until_end") if until_end else None
+        labels = self.label_ids(label, num_samples)
+        if labels is not None and not isinstance(label, (str, type(None))):
+            num_samples = len(labels)
         prime_ids, given_prime = self.prime_ids(prime, length, unknown)
-        num_new = length - len(prime_ids) if given_prime else length
+        if labels is not None:  # a new document: the end token, then the prime
+            head = prime_ids if given_prime else prime_ids[:0]
+            document_end = [self.end_of_document_id("labels")]
+            prime_ids = np.concatenate([document_end, head]).astype(np.int32)
+            num_new = length - len(head)
+        else:
+            head = prime_ids if given_prime else prime_ids[:0]
+            num_new = length - len(prime_ids) if given_prime else length
         ids = np.tile(prime_ids[None, :], (num_samples, 1))
         tokens = self._generate(
-            ids, num_new, temperature, top_k, seed, self.forbidden_tokens(allow_unknown), end
+            ids,
+            num_new,
+            temperature,
+            top_k,
+            seed,
+            self.forbidden_tokens(allow_unknown),
+            end,
+            labels,
         )
-        start = ids if given_prime else ids[:, :0]
+        start = np.tile(head[None, :], (num_samples, 1))
         if end is None:
             return [self.decode(row) for row in np.concatenate([start, tokens.numpy()], axis=1)]
         return [
@@ -227,16 +367,19 @@ class LanguageModel(keras.Model):
         seed=0,
         unknown="error",
         allow_unknown=False,
+        label=None,
     ):
         """Generates `num_documents` whole documents, together as one batch: each starts after
         the end-of-document token (as every document but the first did in training), with
         `prime` when one is given, and stops at the next end token (not returned) or at
         `length` tokens, the prime included. The model must have been trained on several
-        documents. The SavedModel's `generate_document` gives the same texts."""
+        documents. The SavedModel's `generate_document` gives the same texts. A conditioned
+        model writes documents of `label` (a name; None: <none>)."""
         check_sampling_arguments(length, temperature, top_k, 1)
         if num_documents <= 0:
             raise UsageError(f"`documents` must be a positive number, got {num_documents}")
         end = self.end_of_document_id("documents")
+        labels = self.label_ids(label, num_documents)
         prime_ids, given_prime = self.prime_ids(prime, length, unknown)
         head = prime_ids if given_prime else prime_ids[:0]
         ids = np.tile(np.concatenate([[end], head]).astype(np.int32)[None, :], (num_documents, 1))
@@ -248,6 +391,7 @@ class LanguageModel(keras.Model):
             seed,
             self.forbidden_tokens(allow_unknown),
             end,
+            labels,
         )
         return [self.decode(np.concatenate([head, before_end(row, end)])) for row in tokens.numpy()]
 
@@ -287,6 +431,7 @@ class LanguageModel(keras.Model):
         unknown="error",
         allow_unknown=False,
         until_end=False,
+        label=None,
     ):
         """Yields `sample(...)[0]` (one sample, the same arguments) piece by piece as it is
         generated: the prime at once, then the text of each compiled block of 64 tokens as soon
@@ -296,18 +441,25 @@ class LanguageModel(keras.Model):
 
         check_sampling_arguments(length, temperature, top_k, 1)
         end = self.end_of_document_id("until_end") if until_end else None
+        labels = self.label_ids(label, 1)
         prime_ids, given_prime = self.prime_ids(prime, length, unknown)
+        head = prime_ids if given_prime else prime_ids[:0]
+        num_new = length - len(prime_ids) if given_prime else length
+        if labels is not None:  # a new document, as `sample`
+            prime_ids = np.concatenate([[self.end_of_document_id("labels")], head]).astype(np.int32)
+            num_new = length - len(head)
         if self._streaming is None:
             self._streaming = StreamingGenerator(self)
         blocks = self._streaming.generate(
             prime_ids[None, :],
-            length - len(prime_ids) if given_prime else length,
+            num_new,
             temperature,
             top_k,
             seed,
             self.forbidden_tokens(allow_unknown),
+            labels,
         )
-        ids = list(prime_ids) if given_prime else []
+        ids = list(head)
         shown = ""
         if ids:
             shown = self.decode(ids)
@@ -347,25 +499,56 @@ class LanguageModel(keras.Model):
             tf.constant(input_ids, tf.int32), tf.constant(target_ids, tf.int32), list(states)
         )
 
-    def score(self, text, prime=None, unknown="error", streams=1):
+    def score(self, text, prime=None, unknown="error", streams=1, label=None):
         """How likely `text` is: a dict with log_prob (nats), tokens, characters, nats_per_token,
         bits_per_char, perplexity, unknown_tokens (`<unk>`), skipped (characters dropped by
         `unknown="skip"`) and streams. The state runs through the whole text from zero state
         after `prime` (default: the default prime, as in `sample`); `streams` > 1 scores it
         as that many contiguous pieces in one batch, each from zero state
-        (textgen.generation.log_probability)."""
+        (textgen.generation.log_probability). A conditioned model scores it under `label`
+        (None: <none>)."""
         from textgen.generation import log_probability
 
-        return log_probability.score_text(self, text, prime, unknown, streams)
+        return log_probability.score_text(
+            self, text, prime, unknown, streams, labels=self.label_ids(label, 1)
+        )
 
-    def score_each(self, texts, prime=None, unknown="error", batch_size=64):
+    def score_each(
+        self, texts, prime=None, unknown="error", batch_size=64, documents=False, label=None
+    ):
         """`score` of each of `texts` on its own (from zero state after `prime`), `batch_size`
-        of them per batch; a list of dicts, in order."""
+        of them per batch; a list of dicts, in order. With `documents` each text is a whole
+        document (`log_probability.score_texts`). A conditioned model scores them under
+        `label`: one name for all, or a list of one per text (None: <none>)."""
         from textgen.generation import log_probability
 
-        return log_probability.score_texts(self, texts, prime, unknown, batch_size)
+        return log_probability.score_texts(
+            self,
+            texts,
+            prime,
+            unknown,
+            batch_size,
+            documents=documents,
+            labels=self.label_ids(label, len(texts)),
+        )
 
-    def _generate(self, prime_ids, num_new, temperature, top_k, seed, forbidden, end_token=None):
+    def classify(self, texts, batch_size=64, prime=None, unknown="error", documents=True):
+        """A generative classifier: (log-probabilities float64 [len(texts), labels], names),
+        each text scored (as a whole document, its end token included, with `documents`)
+        under every label but <none>; the most likely label of text i is
+        names[argmax(row i)]."""
+        if not self.labels:
+            self.label_ids("classify")  # the error for a model without labels
+        names = self.labels[1:]
+        scores = np.zeros((len(texts), len(names)))
+        for column, name in enumerate(names):
+            results = self.score_each(texts, prime, unknown, batch_size, documents, name)
+            scores[:, column] = [result["log_prob"] for result in results]
+        return scores, names
+
+    def _generate(
+        self, prime_ids, num_new, temperature, top_k, seed, forbidden, end_token=None, labels=None
+    ):
         """Runs the generation-time model (`textgen.network.lean_language_model`) on weights folded
         from the
         current ones, which is what the exported SavedModel runs too: the same prime, seed and
@@ -379,13 +562,27 @@ class LanguageModel(keras.Model):
         if self._generate_fn is None:
 
             def generate(
-                weights, limit, prime_ids, num_new, temperature, top_k, seed, forbidden, end=None
+                weights,
+                limit,
+                prime_ids,
+                num_new,
+                temperature,
+                top_k,
+                seed,
+                forbidden,
+                end=None,
+                labels=None,
             ):
                 lean = LeanLanguageModel(
-                    weights, self.cell, self.num_layers, self.hidden_size, xla_max_streams=limit
+                    weights,
+                    self.cell,
+                    self.num_layers,
+                    self.hidden_size,
+                    xla_max_streams=limit,
+                    end_of_document=self.lean_end_of_document(),
                 )
                 return lean.generate_ids(
-                    prime_ids, num_new, temperature, top_k, seed, forbidden, end
+                    prime_ids, num_new, temperature, top_k, seed, forbidden, end, labels
                 )
 
             self._generate_fn = tf.function(generate, reduce_retracing=True)
@@ -401,7 +598,15 @@ class LanguageModel(keras.Model):
             tf.constant(int(seed)),
             tf.constant(forbidden),
             None if end_token is None else int(end_token),
+            None if labels is None else tf.constant(labels, tf.int32),
         )
+
+    def lean_end_of_document(self):
+        """The `end_of_document` of this model's LeanLanguageModel: the token the label acts
+        at under --label-injection document-start, else None."""
+        if self.labels and self.label_injection == "document-start":
+            return self.end_of_document_id("labels")
+        return None
 
     def get_config(self):
         config = super().get_config()
@@ -417,6 +622,9 @@ class LanguageModel(keras.Model):
             unknown_token=self.unknown_token,
             level=self.level,
             segmenter=self.segmenter,
+            labels=self.labels,
+            label_embedding_size=self.label_embedding_size,
+            label_injection=self.label_injection,
         )
         return config
 

@@ -24,7 +24,9 @@ def lean_weights(model):
         input_table [V, G*H]: embedding @ kernel_0 + biases, the whole of layer 0's input side;
         recurrent_kernel_0 [H, G*H];
         stacked_kernel_l [in + H, G*H] and stacked_bias_l [G*H] for each upper layer l >= 1;
-        output_kernel [H, V], output_bias [V].
+        output_kernel [H, V], output_bias [V];
+        label_table [labels, G*H] for a conditioned model: label_embedding @ Wih, the
+        first layer's gains for each label (`textgen.network.conditioning`).
 
     Gate layouts (G*H columns) are those `gates` expects:
         LSTM: (i, f, o, c), Keras' (i, f, c, o) permuted so the sigmoid gates are contiguous.
@@ -52,7 +54,11 @@ def lean_weights(model):
         else:
             input_bias = bias
         if index == 0:
-            weights["input_table"] = embedding @ kernel + input_bias
+            rows = model.embedding_size
+            weights["input_table"] = embedding @ kernel[:rows] + input_bias
+            if model.labels:
+                label_embedding = model.label_embedding.embeddings.numpy().astype(np.float64)
+                weights["label_table"] = label_embedding @ kernel[rows:]
             weights["recurrent_kernel_0"] = recurrent_kernel
         else:
             weights[f"stacked_kernel_{index}"] = np.concatenate([kernel, recurrent_kernel], axis=0)
@@ -126,6 +132,12 @@ GATE_FUNCTIONS = {"lstm": lstm_gates, "gru": gru_gates, "rnn": rnn_gates}
 class LeanLanguageModel:
     """The generation-time model on `lean_weights` tensors: a sequence call to prime, a lean step.
 
+    A conditioned model (`weights` has a label_table) carries one more state after the
+    recurrent ones: Wih v of each row's label [B, G*H] (`label_states`), which the first layer
+    adds at every step, or with `end_of_document` only at the steps that feed that token
+    (--label-injection document-start). It rides along the states, so every decoding loop
+    carries it unchanged.
+
     Args:
         weights: dict of tensors, as `lean_weights` returns (read once per traced call, so the
             loop body captures plain tensors, not variable reads).
@@ -137,8 +149,19 @@ class LeanLanguageModel:
             the graph loop can be faster: `textgen.generation.loop_choice` measures where.
     """
 
-    def __init__(self, weights, cell, num_layers, units, xla=True, xla_max_streams=None):
+    def __init__(
+        self,
+        weights,
+        cell,
+        num_layers,
+        units,
+        xla=True,
+        xla_max_streams=None,
+        end_of_document=None,
+    ):
         self.weights = weights
+        self.conditioned = "label_table" in weights
+        self.end_of_document = end_of_document
         self.xla = xla
         self.xla_max_streams = xla_max_streams
         self.cell = cell
@@ -147,11 +170,31 @@ class LeanLanguageModel:
         self.states_per_layer = 2 if cell == "lstm" else 1
         self.gates = GATE_FUNCTIONS[cell]
 
-    def initial_states(self, batch_size):
-        return [
+    def initial_states(self, batch_size, labels=None):
+        """Zero recurrent states; for a conditioned model also the label state of `labels`
+        (int32 [B] label ids; None: <none>, id 0)."""
+        states = [
             tf.zeros([batch_size, self.units])
             for _ in range(self.num_layers * self.states_per_layer)
         ]
+        if self.conditioned:
+            if labels is None:
+                labels = tf.zeros([batch_size], tf.int32)
+            states.append(tf.gather(self.weights["label_table"], labels))
+        return states
+
+    def split_label_state(self, states):
+        """(recurrent states, the label state or None)."""
+        if self.conditioned:
+            return list(states[:-1]), states[-1]
+        return list(states), None
+
+    def label_gain(self, token_ids, label_state):
+        """What the label adds to layer 0's pre-activations for token_ids [...] fed."""
+        if self.end_of_document is None:
+            return label_state
+        acts = tf.cast(tf.equal(token_ids, self.end_of_document), label_state.dtype)
+        return label_state * acts[..., None]
 
     def layer_states(self, states, index):
         n = self.states_per_layer
@@ -165,6 +208,7 @@ class LeanLanguageModel:
     def step(self, token_ids, states):
         """token_ids [B] -> (logits [B, V], new states): one gather, one matmul per layer."""
         w = self.weights
+        states, label_state = self.split_label_state(states)
         new_states = []
         x = None
         for index in range(self.num_layers):
@@ -172,6 +216,8 @@ class LeanLanguageModel:
             h = layer_states[0]
             if index == 0:
                 z = tf.gather(w["input_table"], token_ids) + tf.matmul(h, w["recurrent_kernel_0"])
+                if label_state is not None:
+                    z += self.label_gain(token_ids, label_state)
             else:
                 z = tf.nn.bias_add(
                     tf.matmul(tf.concat([x, h], axis=1), w[f"stacked_kernel_{index}"]),
@@ -180,6 +226,8 @@ class LeanLanguageModel:
             layer_states = self.gates(z, layer_states, self.units)
             new_states.extend(layer_states)
             x = layer_states[0]
+        if label_state is not None:
+            new_states.append(label_state)
         return tf.nn.bias_add(tf.matmul(x, w["output_kernel"]), w["output_bias"]), new_states
 
     def prime(self, token_ids, states):
@@ -194,8 +242,11 @@ class LeanLanguageModel:
 
     def _prime(self, token_ids, states):
         w = self.weights
+        states, label_state = self.split_label_state(states)
         steps, batch = tf.shape(token_ids)[1], tf.shape(token_ids)[0]
         x_proj = tf.gather(w["input_table"], tf.transpose(token_ids))  # time-major [T, B, G*H]
+        if label_state is not None:
+            x_proj += self.label_gain(tf.transpose(token_ids), label_state[None])
         new_states = []
         x = None  # the previous layer's outputs, set at the end of each iteration
         for index in range(self.num_layers):
@@ -220,10 +271,20 @@ class LeanLanguageModel:
                 x, h = fused_kernels.scan_sequence(one_step, x_proj, layer_states[0])
                 layer_states = [h]
             new_states.extend(layer_states)
+        if label_state is not None:
+            new_states.append(label_state)
         return new_states
 
     def generate_ids(
-        self, prime_ids, num_new, temperature, top_k, seed, forbidden=None, end_token=None
+        self,
+        prime_ids,
+        num_new,
+        temperature,
+        top_k,
+        seed,
+        forbidden=None,
+        end_token=None,
+        labels=None,
     ):
         """prime_ids [B, T] -> num_new new token ids [B, num_new]: primes with all but the last
         prime token in one sequence call, then samples one token per step from the last one.
@@ -237,9 +298,10 @@ class LeanLanguageModel:
         an XLA-compiled step for one stream (bench/generate_speed.py), since in an ordinary loop
         every small op costs the graph executor a few microseconds per character. Without it,
         `decode_loop`: the same argmax text; random draws from TensorFlow's CPU kernels instead of
-        XLA's, so a seeded sample differs from the XLA one.
+        XLA's, so a seeded sample differs from the XLA one. `labels` (int32 [B]) are the rows'
+        label ids for a conditioned model.
         """
-        states = self.prime(prime_ids[:, :-1], self.initial_states(tf.shape(prime_ids)[0]))
+        states = self.prime(prime_ids[:, :-1], self.initial_states(tf.shape(prime_ids)[0], labels))
         seed_pair = tf.stack([seed, 0])
 
         def compiled(sampler):

@@ -91,6 +91,7 @@ class WeightSource:
     vocabulary: Vocabulary
     model_arrays: list
     counts: dict = dataclasses.field(default_factory=dict)  # kept/added/unused, from `merge`
+    labels: list = None  # a conditioned source's label names
 
     @classmethod
     def open(cls, init_from):
@@ -115,6 +116,7 @@ class WeightSource:
         config = config_lib.from_dict(run.load_config(config_lib.TrainConfig))
         vocabulary = run.load_vocabulary()
         groups, progress, digest = hashed_checkpoint(checkpoint, "pass another run to `init_from`")
+        labels = run.load_labels() if config.labels else None
         return cls(
             init_from,
             os.path.abspath(checkpoint),
@@ -123,6 +125,7 @@ class WeightSource:
             config,
             vocabulary,
             groups.get("model", SavedGroup()),
+            labels=labels,
         )
 
     def record(self):
@@ -136,6 +139,13 @@ class WeightSource:
         contradict the source."""
         source = self.config
         taken = [n for n in ARCHITECTURE if n != "segmenter" or source.level == "word"]
+        if self.labels:  # a conditioned source: its label embedding and where it acts
+            taken += ["label_embedding_size", "label_injection"]
+            if not config.labels:
+                raise UsageError(
+                    f"`init_from` {self.init_from} is conditioned on labels; fine-tune it "
+                    "with `labels` folder or jsonl"
+                )
         conflicts = [
             name
             for name in taken
@@ -199,6 +209,17 @@ class WeightSource:
         remap = np.array([vocabulary.id(t) for t in corpus_vocabulary.tokens], dtype=np.int32)
         return vocabulary, remap
 
+    def merge_labels(self, corpus_labels):
+        """(the run's label names, the int32 table from the corpus's label ids to the run's,
+        or None when they are the same): a conditioned source's labels keep their ids, the
+        corpus's new ones come after them."""
+        if not self.labels:
+            return list(corpus_labels), None
+        labels = self.labels + [name for name in corpus_labels if name not in self.labels]
+        if labels == list(corpus_labels):
+            return labels, None
+        return labels, np.array([labels.index(name) for name in corpus_labels], np.int32)
+
     def summary(self, data, vocabulary):
         """The log line of the start: where from, and the tokens kept, added and unused."""
         c = self.counts
@@ -258,9 +279,17 @@ class WeightSource:
         value = embedding.numpy()
         value[rows] = source(embedding, (n, value.shape[1]))
         embedding.assign(value)
-        for layer in model.recurrent_stack.recurrent_layers:
+        for index, layer in enumerate(model.recurrent_stack.recurrent_layers):
             for weight in layer.weights:
-                weight.assign(source(weight, weight.shape))
+                if index == 0 and weight is layer.cell.kernel and model.labels:
+                    self.transfer_first_kernel(model, weight, arrays[keys[weight.path]])
+                else:
+                    weight.assign(source(weight, weight.shape))
+        if model.labels and self.labels:
+            label_embedding = model.label_embedding.embeddings
+            value = label_embedding.numpy()
+            value[: len(self.labels)] = source(label_embedding, (len(self.labels), value.shape[1]))
+            label_embedding.assign(value)
         kernel, bias = model.output_layer.kernel, model.output_layer.bias
         value = kernel.numpy()
         value[:, rows] = source(kernel, (value.shape[0], n))
@@ -282,6 +311,24 @@ class WeightSource:
         value = (logsumexp(source_bias) + np.log(np.maximum(counts, 1) / total)).astype(np.float32)
         value[rows] = source_bias
         bias.assign(value)
+
+    def transfer_first_kernel(self, model, kernel, array):
+        """A conditioned model's first kernel: Wxh from the source; Wih the source's when it
+        is conditioned too, else zero, so that the new model computes exactly the source's
+        function until Wih learns. The label embedding keeps its random start: were it zero
+        too, neither it nor Wih would get a gradient (each one's is the other times the
+        error)."""
+        rows = model.embedding_size
+        expected = (rows + (model.label_embedding_size if self.labels else 0), kernel.shape[1])
+        if tuple(array.shape) != expected:
+            raise UsageError(
+                f"`init_from` {self.init_from}: its first recurrent kernel in "
+                f"{self.checkpoint_path} has shape {tuple(array.shape)} where its config "
+                f"gives {expected}; the run directory is damaged"
+            )
+        value = np.zeros(kernel.shape, np.float32)
+        value[: array.shape[0]] = array
+        kernel.assign(value)
 
 
 def token_counts(ids, remap, size, chunk=1 << 24):

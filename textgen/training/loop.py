@@ -218,9 +218,13 @@ class TrainingLoop:
             run.claim_new()
             run.save_config({**module.to_dict(config), **self.run_record()})
             run.save_vocabulary(self.vocabulary)
+            self.save_run_files(run)
         self.prepare_steps()
         self.open_logs()
         self.choose_kernels()
+
+    def save_run_files(self, run):
+        """Hook: files a new run keeps beside config.json and vocab.json."""
 
     def choose_kernels(self):
         """With --fused auto on a CPU and one replica, times a few steps of each recurrent kernel

@@ -104,6 +104,7 @@ def check_field_types(values, schema, path, fix=DAMAGED_RUN):
 class RunDirectory:
     CONFIG = "config.json"
     VOCABULARY = "vocab.json"
+    LABELS = "labels.json"
     CHECKPOINT = "checkpoint.npz"
     PREVIOUS_CHECKPOINT = "checkpoint.prev.npz"  # the one before, kept when a new one is written
     # The weights of the best evaluation so far (lowest validation loss), for sampling, scoring
@@ -191,6 +192,28 @@ class RunDirectory:
             raise UsageError(
                 f"{self.vocabulary_path} is not a valid vocabulary ({error}); {DAMAGED_RUN}"
             ) from None
+
+    def save_labels(self, labels):
+        """labels.json: a conditioned model's label names, <none> first."""
+        atomic_write_text(self.file(self.LABELS), json.dumps(list(labels), ensure_ascii=False))
+
+    def load_labels(self):
+        path = self.file(self.LABELS)
+        try:
+            labels = read_json_file(path)
+        except FileNotFoundError:
+            raise UsageError(
+                f"{self.path} has no {self.LABELS}, and its config.json says the model is "
+                f"conditioned on labels; {DAMAGED_RUN}"
+            ) from None
+        if (
+            not isinstance(labels, list)
+            or not labels
+            or not all(isinstance(name, str) for name in labels)
+            or len(set(labels)) != len(labels)
+        ):
+            raise UsageError(f"{path} is not a list of distinct label names; {DAMAGED_RUN}")
+        return labels
 
     def resumed_config(self, requested, explicit, from_dict, run_identity):
         """The config to --resume with: the run's own config.json, with the flags the user gave

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from textgen import config as config_lib
 from textgen.corpus.documents import describe_data
+from textgen.corpus.labelled_stream_batches import LabelledStreamBatches
 from textgen.corpus.prepared_corpus import corpus_for_training
 from textgen.corpus.stream_batches import (
     StreamBatches,
@@ -102,9 +103,34 @@ class TextTrainer(TrainingLoop):
         self.coverage = corpus.coverage
         # Bits per character are measured against the original text the validation tokens cover.
         self.characters_per_token = corpus.val_characters_per_token
-        self.train_batches = StreamBatches(train_ids, config.batch_size, config.seq_length, remap)
         val_rows = min(config.batch_size, (len(val_ids) - 1) // config.seq_length)
-        self.val_batches = StreamBatches(val_ids, val_rows, config.seq_length, remap)
+        self.labels = self.run_labels(corpus) if config.labels else None
+        if self.labels is None:
+            self.train_batches = StreamBatches(
+                train_ids, config.batch_size, config.seq_length, remap
+            )
+            self.val_batches = StreamBatches(val_ids, val_rows, config.seq_length, remap)
+        else:
+            self.train_batches, self.val_batches = (
+                LabelledStreamBatches(
+                    ids,
+                    rows,
+                    config.seq_length,
+                    remap,
+                    offsets,
+                    labels,
+                    len(self.vocabulary),
+                    dropout,
+                    config.seed,
+                )
+                for ids, rows, offsets, labels, dropout in zip(
+                    (train_ids, val_ids),
+                    (config.batch_size, val_rows),
+                    corpus.document_offsets,
+                    self.document_labels,
+                    (config.label_dropout, 0.0),  # validation: every document's true label
+                )
+            )
         if not config.val_max_tokens:  # auto, resolved once and saved with the run
             config.val_max_tokens = auto_val_max_tokens(
                 config, len(self.train_batches), self.train_batches.tokens_per_batch
@@ -120,7 +146,7 @@ class TextTrainer(TrainingLoop):
         self.placement = StreamPlacement(self.strategy, config.batch_size)
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
-            self.model = LanguageModel.from_train_config(config, self.vocabulary)
+            self.model = LanguageModel.from_train_config(config, self.vocabulary, self.labels)
             if self.weight_source is not None:
                 counts = fine_tuning.token_counts(train_ids, remap, len(self.vocabulary))
                 self.weight_source.transfer(self.model, self.vocabulary, counts)
@@ -131,6 +157,32 @@ class TextTrainer(TrainingLoop):
         self.eval_every = config.eval_every
         self.patience = config.patience
         self.states = self.zero_states()
+
+    def run_labels(self, corpus):
+        """The run's label names, and `document_labels`: the (train, validation) documents'
+        label ids in them. A resumed run keeps its labels.json; a fine-tuning run from a
+        conditioned source keeps the source's ids and adds the corpus's new labels."""
+        names, remap = list(corpus.label_names), None
+        if self.config.resume:
+            names = self.run.load_labels()
+            missing = [name for name in corpus.label_names if name not in names]
+            if missing:
+                raise UsageError(
+                    f"{describe_data(self.config.data)} has labels the run does not know "
+                    f"({', '.join(missing[:5])}); resume with the corpus the run was started with"
+                )
+            remap = np.array([names.index(name) for name in corpus.label_names], np.int32)
+        elif self.weight_source is not None:
+            names, remap = self.weight_source.merge_labels(corpus.label_names)
+        self.document_labels = [
+            labels if remap is None else remap[np.asarray(labels)]
+            for labels in corpus.document_labels
+        ]
+        return names
+
+    def save_run_files(self, run):
+        if self.labels:
+            run.save_labels(self.labels)
 
     def run_record(self):
         if self.weight_source is None:
@@ -228,6 +280,11 @@ class TextTrainer(TrainingLoop):
         documents = self.documents
         if documents.get("split") == "documents":
             coverage += f"; {documents['count']:,} documents, {documents['val']:,} held out"
+        if self.labels:
+            coverage += (
+                f"; {len(self.labels) - 1} labels, entering {c.label_injection}, "
+                f"{c.label_dropout:.0%} of training documents as <none>"
+            )
         return (
             f"vocabulary {len(self.vocabulary)} {self.unit_name}{coverage}; train "
             f"{batches.inputs.size:,} / validation {self.val_batches.inputs.size:,} "
