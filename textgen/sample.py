@@ -68,6 +68,17 @@ class SampleConfig:
             "--length; needs a model trained on several documents"
         },
     )
+    label: str = dataclasses.field(
+        default="",
+        metadata={
+            "metavar": "NAME",
+            "nargs": "+",
+            "default_help": "none (<none>)",
+            "help": "a model trained with --labels: generate under this label, each sample a new "
+            "document of it (after the end-of-document token, then --prime); several labels "
+            "give --num-samples samples (--documents documents) of each",
+        },
+    )
     seed: int = dataclasses.field(
         default=0, metadata={"help": "random seed: the same seed gives the same text"}
     )
@@ -133,9 +144,16 @@ def load_model(config):
     )
 
 
+def labels_of(config):
+    """The --label names as a list ([None]: no label)."""
+    if not config.label:
+        return [None]
+    return [config.label] if isinstance(config.label, str) else list(config.label)
+
+
 def sample(config):
     """Loads the run and returns its samples (a list of strings): `documents` whole documents,
-    or `num_samples` samples."""
+    or `num_samples` samples, of each --label in turn."""
     if config.documents < 0:
         raise UsageError(f"--documents must be >= 0 (0: plain samples), got {config.documents}")
     if config.documents and config.num_samples != 1:
@@ -143,27 +161,39 @@ def sample(config):
             f"--documents {config.documents} samples that many documents; drop --num-samples"
         )
     model = load_model(config)
+    labels = labels_of(config)
+    for label in labels:
+        model.label_ids(label)  # an unknown label fails before anything is generated
     if config.documents:
-        return model.sample_documents(
-            config.documents,
-            config.prime,
-            config.length,
-            config.temperature,
-            config.top_k,
-            config.seed,
-            config.unknown,
-            config.allow_unk,
-        )
+        count = config.documents
+        return [
+            text
+            for label in labels
+            for text in model.sample_documents(
+                count,
+                config.prime,
+                config.length,
+                config.temperature,
+                config.top_k,
+                config.seed,
+                config.unknown,
+                config.allow_unk,
+                label=label,
+            )
+        ]
+    # One batch for every label: the labels are per row.
+    rows = [label for label in labels for _ in range(config.num_samples)]
     return model.sample(
         config.prime,
         config.length,
         config.temperature,
         config.top_k,
-        config.num_samples,
+        len(rows),
         config.seed,
         config.unknown,
         config.allow_unk,
         config.until_end,
+        label=rows if labels != [None] else None,
     )
 
 
@@ -182,6 +212,8 @@ def stream(config, stdout):
         )
     if config.documents:
         raise UsageError("--documents prints whole documents when they are done; drop --stream")
+    if len(labels_of(config)) > 1:
+        raise UsageError("--stream shows one sample as it is made; give one --label")
     model = load_model(config)
     pieces = model.stream(
         config.prime,
@@ -192,6 +224,7 @@ def stream(config, stdout):
         config.unknown,
         config.allow_unk,
         config.until_end,
+        label=labels_of(config)[0],
     )
     for piece in pieces:
         write(stdout, piece)
@@ -253,6 +286,7 @@ def continue_line(model, line, settings, seed, config, stdout):
         config.unknown,
         config.allow_unk,
         config.until_end,
+        label=labels_of(config)[0],
     )
     for i, piece in enumerate(pieces):
         if i or not line:  # piece 0 is the prime
@@ -302,13 +336,18 @@ def main(argv=None):
     config = SampleConfig(**vars(build_parser().parse_args(argv)))
     if config.interactive:
         return interactive(config, sys.stdin, sys.stdout, sys.stderr)
-    if config.stream or (sys.stdout.isatty() and config.num_samples == 1 and not config.documents):
+    single = config.num_samples == 1 and not config.documents and len(labels_of(config)) == 1
+    if config.stream or (sys.stdout.isatty() and single):
         stream(config, sys.stdout)
         return 0
     texts = sample(config)
+    labels = labels_of(config)
+    each = len(texts) // len(labels)
     for i, text in enumerate(texts):
         if len(texts) > 1:
-            print(f"---- {'document' if config.documents else 'sample'} {i + 1} ----")
+            label = labels[i // each]
+            under = f" ({label})" if label else ""
+            print(f"---- {'document' if config.documents else 'sample'} {i + 1}{under} ----")
         print(text)
     return 0
 

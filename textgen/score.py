@@ -77,6 +77,24 @@ class ScoreConfig:
         default=False,
         metadata={"help": "one stream: the state carried through the whole text (--streams 1)"},
     )
+    label: str = dataclasses.field(
+        default="",
+        metadata={
+            "metavar": "NAME",
+            "default_help": "none (<none>)",
+            "help": "a model trained with --labels: score under this label (the text read as a "
+            "new document of it, after the end-of-document token)",
+        },
+    )
+    classify: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "a model trained with --labels: score the text (each line with --per-line, "
+            "each document with --per-document) under every label, and name the most likely "
+            "one: a generative classifier. Prints the best label, its log-probability and the "
+            "runner-up's (with --json every label's log-probability)"
+        },
+    )
     batch_size: int = dataclasses.field(
         default=64,
         metadata={
@@ -167,6 +185,8 @@ def score(config):
         raise UsageError(f"--batch-size must be a positive integer, got {config.batch_size}")
     if config.per_line and config.per_document:
         raise UsageError("--per-line and --per-document cut the text two ways; pass one of them")
+    if config.classify and config.label:
+        raise UsageError("--classify scores under every label; drop --label")
     name, text = read_input(config.file, config.encoding)
     # Imported here, so that --help and flag errors answer without loading TensorFlow.
     from textgen.generation import log_probability
@@ -175,21 +195,21 @@ def score(config):
     model = LanguageModel.from_run_directory(
         run_directory_or_bundled(config.run_directory), config.weights
     )
+    labels = model.label_ids(config.label or None)
+    if config.classify:
+        return classify(config, model, name, text), model
     if config.per_line:
-        lines = text.split("\n")
-        if lines[-1] == "":
-            lines.pop()  # the text's final line end does not start another line
         return log_probability.score_texts(
-            model, lines, config.prime, config.unknown, config.batch_size, where=name
+            model,
+            lines_of(text),
+            config.prime,
+            config.unknown,
+            config.batch_size,
+            where=name,
+            labels=None if labels is None else labels.repeat(len(lines_of(text))),
         ), model
     if config.per_document:
-        from textgen.corpus.documents import split_documents
-
-        train_config = getattr(model, "train_config", None)
-        boundary = train_config.document_boundary if train_config is not None else "file"
-        documents = split_documents(text, boundary)
-        if not documents:
-            raise UsageError(f"{name} holds no document (only blank lines): nothing to score")
+        documents = documents_of(model, name, text)
         return log_probability.score_texts(
             model,
             documents,
@@ -198,11 +218,63 @@ def score(config):
             config.batch_size,
             where=name,
             documents=True,
+            labels=None if labels is None else labels.repeat(len(documents)),
         ), model
     result = log_probability.score_text(
-        model, text, config.prime, config.unknown, streams, where=name
+        model, text, config.prime, config.unknown, streams, where=name, labels=labels
     )
+    if config.label:
+        result["label"] = config.label
     return {"file": name, **result}, model
+
+
+def lines_of(text):
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the text's final line end does not start another line
+    return lines
+
+
+def documents_of(model, name, text):
+    """The documents of `text`, cut as the run's --document-boundary cut its corpus."""
+    from textgen.corpus.documents import split_documents
+
+    train_config = getattr(model, "train_config", None)
+    boundary = train_config.document_boundary if train_config is not None else "file"
+    documents = split_documents(text, boundary)
+    if not documents:
+        raise UsageError(f"{name} holds no document (only blank lines): nothing to score")
+    return documents
+
+
+def classify(config, model, name, text):
+    """--classify: a list of one dict per text (the whole text, each line or each document):
+    text, label (the most likely), log_prob (under it), runner_up and its log_prob, and
+    log_probs (every label's)."""
+    if config.per_line:
+        texts = lines_of(text)
+    elif config.per_document:
+        texts = documents_of(model, name, text)
+    else:
+        texts = [text]
+    scores, names = model.classify(
+        texts, config.batch_size, config.prime, config.unknown, documents=config.per_document
+    )
+    results = []
+    for text, row in zip(texts, scores):
+        order = row.argsort()[::-1]
+        best, second = order[0], order[min(1, len(order) - 1)]
+        results.append(
+            {
+                "text": text,
+                "label": names[best],
+                "log_prob": float(row[best]),
+                "runner_up": names[second],
+                "runner_up_log_prob": float(row[second]),
+                "log_probs": dict(zip(names, map(float, row))),
+            }
+        )
+    return results
 
 
 def number(value, digits=4):
@@ -220,6 +292,16 @@ def document_start(text, width=60):
 def report(config, result, model):
     """The lines `main` prints for a result of `score`."""
     has_unk = model.vocabulary.unknown_token is not None
+    if config.classify:
+        for line in result:
+            if config.json:
+                yield json.dumps(line, ensure_ascii=False)
+            else:
+                yield (
+                    f"{line['label']}\t{line['log_prob']:.4f}\t{line['runner_up']}\t"
+                    f"{line['runner_up_log_prob']:.4f}\t{document_start(line['text'])}"
+                )
+        return
     if config.per_line or config.per_document:
         keys = ["text", "tokens", "characters", "log_prob", "bits_per_char"]
         keys += ["unknown_tokens"] if has_unk else []
