@@ -17,7 +17,7 @@ def test_config_round_trip():
     model, clone = assert_config_round_trip(
         LanguageModel,
         dict(
-            vocabulary=["<unk>", "the", "cat", "sat", "\n"],
+            vocabulary=["<unk>", "the", "cat", "sat", "\n", "<|end of document|>"],
             cell="gru",
             num_layers=3,
             hidden_size=8,
@@ -28,6 +28,9 @@ def test_config_round_trip():
             unknown_token="<unk>",
             level="word",
             segmenter="whitespace",
+            labels=["<none>", "verse"],
+            label_embedding_size=5,
+            label_injection="document-start",
         ),
     )
     model.build()
