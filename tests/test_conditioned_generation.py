@@ -19,7 +19,7 @@ from textgen.config import TrainConfig
 from textgen.corpus.documents import NO_LABEL, file_labels, labelled_documents
 from textgen.corpus.labelled_stream_batches import LabelledStreamBatches
 from textgen.corpus.preparation import held_out_documents
-from textgen.corpus.prepared_corpus import PreparedCorpus, prepare_corpus
+from textgen.corpus.prepared_corpus import PreparedCorpus, document_options, prepare_corpus
 from textgen.corpus.vocabulary import END_OF_DOCUMENT
 from textgen.errors import UsageError
 from textgen.generation.log_probability import step_log_probs
@@ -387,3 +387,49 @@ def test_a_stopped_conditioned_run_resumes_to_the_same_checkpoint(folder, tmp_pa
     assert_same_checkpoint(straight.out, split.out)
     with open(os.path.join(split.out, "labels.json"), encoding="utf-8") as f:
         assert json.load(f) == [NO_LABEL, "ex", "why"]
+
+
+# ---- the order of the training documents ----
+
+
+def test_labelled_training_documents_are_shuffled_with_their_labels(folder, tmp_path):
+    """--document-order auto shuffles a labelled corpus (the two label files would otherwise
+    run one after the other), each label moving with its document; validation keeps order."""
+    options = {
+        "encoding": "utf-8",
+        "keep_newlines": False,
+        "level": "char",
+        "segmenter": "auto",
+        "min_count": 1,
+        "max_vocab": 0,
+        "val_fraction": 0.25,
+    }
+    corpora = {}
+    for order in ("corpus", "shuffled"):
+        documents = {"document_boundary": "separator:%", "labels": "folder", "seed": 3}
+        prepare_corpus(
+            str(folder), tmp_path / order, options, False, 1, {**documents, "document_order": order}
+        )
+        corpora[order] = PreparedCorpus.open(tmp_path / order)
+    plain, shuffled = corpora["corpus"], corpora["shuffled"]
+    assert shuffled.documents["order"] == "shuffled" and plain.documents["order"] == "corpus"
+    end = plain.vocabulary.id(END_OF_DOCUMENT)
+
+    def documents(corpus, split):
+        ids = np.asarray((corpus.train_ids, corpus.val_ids)[split])
+        offsets = list(corpus.document_offsets[split]) + [len(ids)]
+        names = np.array(corpus.label_names)[corpus.document_labels[split]]
+        texts = [tuple(ids[a:b]) for a, b in zip(offsets, offsets[1:])]
+        assert all(text[-1] == end for text in texts)
+        return list(zip(texts, names))
+
+    before, after = documents(plain, 0), documents(shuffled, 0)
+    assert sorted(before) == sorted(after) and before != after
+    labels = [name for _, name in before]
+    assert labels == sorted(labels)  # one label's documents in a row, as the files hold them
+    assert [name for _, name in after] != sorted(labels)
+    assert documents(plain, 1) == documents(shuffled, 1)
+    config = labelled_config(folder, tmp_path / "run")
+    assert document_options(config)["document_order"] == "shuffled"
+    unlabelled = dataclasses.replace(config, labels="")
+    assert document_options(unlabelled)["document_order"] == "corpus"

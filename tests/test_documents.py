@@ -161,6 +161,7 @@ def test_documents_end_with_the_token_and_validation_holds_out_whole_ones(
         "seed": 0,
         "train": 8,
         "val": 2,
+        "order": "corpus",
     }
     assert header["tokens"] == sum(len(t) for t in texts) + 10
     assert header["val_tokens"] == len(corpus.val_ids)

@@ -136,6 +136,16 @@ class TrainConfig:
             "metavar": "SOURCE",
         },
     )
+    document_order: str = dataclasses.field(
+        default="auto",
+        metadata={
+            "help": "the order of the training documents in the streams: corpus (as read), "
+            "shuffled (a fixed random order, seeded by --seed), or auto: shuffled with "
+            "--labels, where documents of one label in a row would let the carried state stand "
+            "in for the label, corpus order otherwise. Validation keeps corpus order",
+            "metavar": "ORDER",
+        },
+    )
     encoding: str = dataclasses.field(
         default="utf-8",
         metadata={
@@ -361,6 +371,7 @@ RUN_IDENTITY = (
     "glob",
     "document_boundary",
     "labels",
+    "document_order",
     "encoding",
     "keep_newlines",
     "level",
@@ -389,6 +400,7 @@ RUN_IDENTITY = (
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
 LABEL_SOURCES = ("folder", "jsonl")
 LABEL_INJECTIONS = ("every-step", "document-start")
+DOCUMENT_ORDERS = ("auto", "corpus", "shuffled")
 
 
 def validate(config):
@@ -444,6 +456,10 @@ def validate_tokenisation(config):
     """The checks of the flags that say how a corpus is read and tokenised (textgen.train and
     textgen.prepare)."""
     parse_document_boundary(config.document_boundary)
+    if config.document_order not in DOCUMENT_ORDERS:
+        raise UsageError(
+            f"`document_order` must be {', '.join(DOCUMENT_ORDERS)}, got {config.document_order!r}"
+        )
     if config.labels not in ("", *LABEL_SOURCES):
         raise UsageError(f"`labels` must be folder or jsonl (or none), got {config.labels!r}")
     if not 0 < config.val_fraction <= 0.5:
@@ -545,6 +561,7 @@ class PrepareConfig:
     glob: str = train_field("glob")
     document_boundary: str = train_field("document_boundary")
     labels: str = train_field("labels")
+    document_order: str = train_field("document_order")
     seed: int = train_field(
         "seed",
         help="which documents --val-fraction holds out, a fixed seeded choice (textgen.train "

@@ -61,7 +61,13 @@ CODE_POINTS = 0x110000
 # The end of a document among a text's code points (one past the last code point).
 END_CODE = CODE_POINTS
 # The document flags a preparation takes, and their defaults: one file is one document.
-DOCUMENT_OPTIONS = {"document_boundary": "file", "glob": "", "seed": 0, "labels": ""}
+DOCUMENT_OPTIONS = {
+    "document_boundary": "file",
+    "glob": "",
+    "seed": 0,
+    "labels": "",
+    "document_order": "corpus",
+}
 # Text without a place to cut it (a newline, or a space outside jieba) held back at most.
 MAX_HELD_CHARS = 16 << 20
 # Text per task handed to a jieba worker process.
@@ -151,6 +157,39 @@ def held_out_documents(num_documents, val_fraction, seed):
     held_out = np.zeros(num_documents, dtype=bool)
     held_out[np.random.default_rng(seed).choice(num_documents, count, replace=False)] = True
     return held_out
+
+
+def shuffle_training_documents(directory, dtype, seed):
+    """Rewrites train.bin and its offsets with the training documents in a fixed random order
+    (seeded by `seed`, drawn apart from the held-out choice), and returns that order: old
+    document index of each new position. The ids are copied through a memory map in pieces of
+    about CHUNK_BYTES, so a corpus of any size is shuffled in bounded memory."""
+    path = os.path.join(directory, TRAIN)
+    offsets_path = os.path.join(directory, TRAIN_DOCUMENTS)
+    ids = np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r")
+    starts = np.fromfile(offsets_path, dtype=OFFSET_DTYPE).astype(np.int64)
+    ends = np.append(starts[1:], len(ids))
+    order = np.random.default_rng([seed, 1]).permutation(len(starts))
+    lengths = (ends - starts)[order]
+    with open(path + ".shuffled", "wb") as f:
+        pieces, size = [], 0
+        for document in order:
+            pieces.append(ids[starts[document] : ends[document]])
+            size += len(pieces[-1])
+            if size * ids.itemsize >= reading.CHUNK_BYTES:
+                f.write(np.concatenate(pieces).tobytes())
+                pieces, size = [], 0
+        if pieces:
+            f.write(np.concatenate(pieces).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    del ids
+    os.replace(path + ".shuffled", path)
+    with open(offsets_path, "wb") as f:
+        f.write(np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(OFFSET_DTYPE).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    return order
 
 
 class DocumentWriter:
@@ -385,7 +424,8 @@ class CorpusPreparation:
         dtype = ids_dtype(len(vocabulary))
         itemsize = np.dtype(dtype).itemsize
         free = shutil.disk_usage(directory).free
-        if free < self.num_tokens * itemsize:
+        copies = 2 if self.document_options["document_order"] == "shuffled" else 1
+        if free < copies * self.num_tokens * itemsize:  # shuffling writes train.bin twice
             raise OSError(28, os.strerror(28))  # ENOSPC before writing, not midway
         if self.uses_documents:
             self.write_documents(directory, vocabulary, token_ids, counts, dtype, end)
@@ -451,6 +491,8 @@ class CorpusPreparation:
         if self.uses_documents:
             train, val = self.document_counts
             record.update(seed=options["seed"], train=train, val=val)
+        if self.uses_documents:
+            record.update(order=options["document_order"])
         if self.label_names is not None:
             record.update(labels=options["labels"], label_count=len(self.label_names))
         return record
@@ -500,17 +542,22 @@ class CorpusPreparation:
             writer.close()
         self.num_val = writer.counts[1]
         self.document_counts = writer.document_counts
+        order = None
+        if self.document_options["document_order"] == "shuffled":
+            order = shuffle_training_documents(directory, dtype, self.document_options["seed"])
         if self.label_names is not None:
-            self.write_labels(directory, held_out)
+            self.write_labels(directory, held_out, order)
         if char_level:
             self.val_characters_per_token = 1.0  # the end token counts as one character
         else:
             self.val_characters_per_token = self.val_characters / self.num_val
 
-    def write_labels(self, directory, held_out):
-        """LABELS, and each document's label id in its split's order."""
+    def write_labels(self, directory, held_out, order=None):
+        """LABELS, and each document's label id in its split's order (`order`: the training
+        documents' shuffled order)."""
+        train = self.document_labels[~held_out]
         for name, labels in (
-            (TRAIN_LABELS, self.document_labels[~held_out]),
+            (TRAIN_LABELS, train if order is None else train[order]),
             (VAL_LABELS, self.document_labels[held_out]),
         ):
             with open(os.path.join(directory, name), "wb") as f:

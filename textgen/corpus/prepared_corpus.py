@@ -93,8 +93,12 @@ def tokenisation(config):
 
 def document_options(config):
     """The document flags of a TrainConfig or PrepareConfig (`--glob`, `--document-boundary`,
-    and `--seed`, which chooses the held-out documents), as a dict."""
-    return {name: getattr(config, name) for name in DOCUMENT_OPTIONS}
+    `--labels`, `--document-order` with auto resolved, and `--seed`, which chooses the
+    held-out documents and the shuffled order), as a dict."""
+    options = {name: getattr(config, name) for name in DOCUMENT_OPTIONS}
+    if options["document_order"] == "auto":
+        options["document_order"] = "shuffled" if config.labels else "corpus"
+    return options
 
 
 def prepare_command(source, directory, documents=None):
@@ -107,6 +111,8 @@ def prepare_command(source, directory, documents=None):
         flags += f" --document-boundary '{documents['boundary']}'"
     if documents and documents.get("labels"):
         flags += f" --labels {documents['labels']}"
+    if documents and documents.get("order", "corpus") != "corpus":
+        flags += f" --document-order {documents['order']}"
     if documents and documents.get("split") == "documents":
         flags += f" --seed {documents.get('seed', 0)}"
     return f"python -m textgen.prepare --data {source}{flags} --out {directory}"
@@ -514,6 +520,7 @@ def corpus_for_training(config, explicit=(), progress=None, log=None):
         "document_boundary": documents["boundary"],
         "glob": documents.get("glob", ""),
         "labels": documents.get("labels", ""),
+        "document_order": documents.get("order", "corpus"),
     }
     for name, prepared in recorded.items():
         if name in explicit and getattr(config, name) != prepared:
