@@ -17,7 +17,7 @@ train: $(VENV)/.installed
 	$(PY) -m textgen.train $(ARGS)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadfile $(ARGS)
 
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -m slow $(ARGS)
