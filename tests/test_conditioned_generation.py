@@ -433,3 +433,18 @@ def test_labelled_training_documents_are_shuffled_with_their_labels(folder, tmp_
     assert document_options(config)["document_order"] == "shuffled"
     unlabelled = dataclasses.replace(config, labels="")
     assert document_options(unlabelled)["document_order"] == "corpus"
+
+
+@pytest.mark.parametrize("content", [None, "{}", '["<none>", "ex", "ex"]'])
+def test_a_missing_or_damaged_labels_file_is_one_error_naming_it(trained, tmp_path, content):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("saved_model", "lock"))
+    if content is None:
+        (run / "labels.json").unlink()
+    else:
+        (run / "labels.json").write_text(content, encoding="utf-8")
+    with pytest.raises(UsageError, match="labels.json") as error:
+        LanguageModel.from_run_directory(str(run))
+    assert "\n" not in str(error.value)
