@@ -32,6 +32,18 @@ from textgen.training.text_trainer import TextTrainer
 DOCUMENTS = {"ex": "x", "why": "y"}
 
 
+# The tokenisation flags of `prepare_corpus`: characters, every one kept, a quarter held out.
+PREPARE_OPTIONS = {
+    "encoding": "utf-8",
+    "keep_newlines": False,
+    "level": "char",
+    "segmenter": "auto",
+    "min_count": 1,
+    "max_vocab": 0,
+    "val_fraction": 0.25,
+}
+
+
 def write_folder(root, count=40):
     """A folder of two category files, documents between % lines, lengths 6 to 15."""
     root.mkdir(parents=True, exist_ok=True)
@@ -124,17 +136,8 @@ def test_a_bad_jsonl_line_is_one_error_naming_file_and_line(tmp_path, line, frag
 
 
 def test_the_prepared_corpus_keeps_every_documents_label_in_its_split(folder, tmp_path):
-    options = {
-        "encoding": "utf-8",
-        "keep_newlines": False,
-        "level": "char",
-        "segmenter": "auto",
-        "min_count": 1,
-        "max_vocab": 0,
-        "val_fraction": 0.25,
-    }
     documents = {"document_boundary": "separator:%", "labels": "folder", "seed": 3}
-    prepare_corpus(str(folder), tmp_path / "prepared", options, False, 1, documents)
+    prepare_corpus(str(folder), tmp_path / "prepared", PREPARE_OPTIONS, False, 1, documents)
     corpus = PreparedCorpus.open(tmp_path / "prepared")
     assert corpus.label_names == [NO_LABEL, "ex", "why"]
     expected = labelled_documents(str(folder), "separator:%", "folder")
@@ -395,20 +398,16 @@ def test_a_stopped_conditioned_run_resumes_to_the_same_checkpoint(folder, tmp_pa
 def test_labelled_training_documents_are_shuffled_with_their_labels(folder, tmp_path):
     """--document-order auto shuffles a labelled corpus (the two label files would otherwise
     run one after the other), each label moving with its document; validation keeps order."""
-    options = {
-        "encoding": "utf-8",
-        "keep_newlines": False,
-        "level": "char",
-        "segmenter": "auto",
-        "min_count": 1,
-        "max_vocab": 0,
-        "val_fraction": 0.25,
-    }
     corpora = {}
     for order in ("corpus", "shuffled"):
         documents = {"document_boundary": "separator:%", "labels": "folder", "seed": 3}
         prepare_corpus(
-            str(folder), tmp_path / order, options, False, 1, {**documents, "document_order": order}
+            str(folder),
+            tmp_path / order,
+            PREPARE_OPTIONS,
+            False,
+            1,
+            {**documents, "document_order": order},
         )
         corpora[order] = PreparedCorpus.open(tmp_path / order)
     plain, shuffled = corpora["corpus"], corpora["shuffled"]

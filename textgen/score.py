@@ -198,27 +198,17 @@ def score(config):
     labels = model.label_ids(config.label or None)
     if config.classify:
         return classify(config, model, name, text), model
-    if config.per_line:
+    if config.per_line or config.per_document:
+        texts = texts_of(config, model, name, text)
         return log_probability.score_texts(
             model,
-            lines_of(text),
+            texts,
             config.prime,
             config.unknown,
             config.batch_size,
             where=name,
-            labels=None if labels is None else labels.repeat(len(lines_of(text))),
-        ), model
-    if config.per_document:
-        documents = documents_of(model, name, text)
-        return log_probability.score_texts(
-            model,
-            documents,
-            config.prime,
-            config.unknown,
-            config.batch_size,
-            where=name,
-            documents=True,
-            labels=None if labels is None else labels.repeat(len(documents)),
+            documents=config.per_document,
+            labels=None if labels is None else labels.repeat(len(texts)),
         ), model
     result = log_probability.score_text(
         model, text, config.prime, config.unknown, streams, where=name, labels=labels
@@ -247,16 +237,21 @@ def documents_of(model, name, text):
     return documents
 
 
+def texts_of(config, model, name, text):
+    """What is scored on its own: each line (--per-line), each document (--per-document), or
+    the whole text."""
+    if config.per_line:
+        return lines_of(text)
+    if config.per_document:
+        return documents_of(model, name, text)
+    return [text]
+
+
 def classify(config, model, name, text):
     """--classify: a list of one dict per text (the whole text, each line or each document):
     text, label (the most likely), log_prob (under it), runner_up and its log_prob, and
     log_probs (every label's)."""
-    if config.per_line:
-        texts = lines_of(text)
-    elif config.per_document:
-        texts = documents_of(model, name, text)
-    else:
-        texts = [text]
+    texts = texts_of(config, model, name, text)
     scores, names = model.classify(
         texts, config.batch_size, config.prime, config.unknown, documents=config.per_document
     )

@@ -272,6 +272,21 @@ class LanguageModel(keras.Model):
     def decode(self, ids):
         return self.tokenizer.detokenize(self.vocabulary.decode(ids))
 
+    def generation_start(self, prime, length, unknown, end_token=None):
+        """(the ids generation is primed with, `head`: the prime ids returned with the text,
+        the number of new tokens for `length` in all). With `end_token` the text is a new
+        document: the end-of-document token first, then the prime."""
+        prime_ids, given_prime = self.prime_ids(prime, length, unknown)
+        head = prime_ids if given_prime else prime_ids[:0]
+        if end_token is not None:
+            prime_ids = np.concatenate([[end_token], head]).astype(np.int32)
+        return prime_ids, head, length - len(head)
+
+    def label_document_start(self, labels):
+        """The end-of-document token a labelled sample starts after (each is a new document of
+        its label), or None without labels."""
+        return None if labels is None else self.end_of_document_id("labels")
+
     def default_prime(self):
         """What generation and scoring start after: for a conditioned model the end-of-document
         token (a new document, of the label asked for), else a newline where there is one."""
@@ -329,15 +344,9 @@ class LanguageModel(keras.Model):
         labels = self.label_ids(label, num_samples)
         if labels is not None and not isinstance(label, (str, type(None))):
             num_samples = len(labels)
-        prime_ids, given_prime = self.prime_ids(prime, length, unknown)
-        if labels is not None:  # a new document: the end token, then the prime
-            head = prime_ids if given_prime else prime_ids[:0]
-            document_end = [self.end_of_document_id("labels")]
-            prime_ids = np.concatenate([document_end, head]).astype(np.int32)
-            num_new = length - len(head)
-        else:
-            head = prime_ids if given_prime else prime_ids[:0]
-            num_new = length - len(prime_ids) if given_prime else length
+        prime_ids, head, num_new = self.generation_start(
+            prime, length, unknown, self.label_document_start(labels)
+        )
         ids = np.tile(prime_ids[None, :], (num_samples, 1))
         tokens = self._generate(
             ids,
@@ -380,12 +389,11 @@ class LanguageModel(keras.Model):
             raise UsageError(f"`documents` must be a positive number, got {num_documents}")
         end = self.end_of_document_id("documents")
         labels = self.label_ids(label, num_documents)
-        prime_ids, given_prime = self.prime_ids(prime, length, unknown)
-        head = prime_ids if given_prime else prime_ids[:0]
-        ids = np.tile(np.concatenate([[end], head]).astype(np.int32)[None, :], (num_documents, 1))
+        prime_ids, head, num_new = self.generation_start(prime, length, unknown, end)
+        ids = np.tile(prime_ids[None, :], (num_documents, 1))
         tokens = self._generate(
             ids,
-            length - len(head),
+            num_new,
             temperature,
             top_k,
             seed,
@@ -442,12 +450,9 @@ class LanguageModel(keras.Model):
         check_sampling_arguments(length, temperature, top_k, 1)
         end = self.end_of_document_id("until_end") if until_end else None
         labels = self.label_ids(label, 1)
-        prime_ids, given_prime = self.prime_ids(prime, length, unknown)
-        head = prime_ids if given_prime else prime_ids[:0]
-        num_new = length - len(prime_ids) if given_prime else length
-        if labels is not None:  # a new document, as `sample`
-            prime_ids = np.concatenate([[self.end_of_document_id("labels")], head]).astype(np.int32)
-            num_new = length - len(head)
+        prime_ids, head, num_new = self.generation_start(
+            prime, length, unknown, self.label_document_start(labels)
+        )
         if self._streaming is None:
             self._streaming = StreamingGenerator(self)
         blocks = self._streaming.generate(
