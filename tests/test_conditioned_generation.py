@@ -447,3 +447,80 @@ def test_a_missing_or_damaged_labels_file_is_one_error_naming_it(trained, tmp_pa
     with pytest.raises(UsageError, match="labels.json") as error:
         LanguageModel.from_run_directory(str(run))
     assert "\n" not in str(error.value)
+
+
+# ---- classify's prior ----
+
+
+def test_the_run_keeps_each_labels_training_documents(trained, folder):
+    """label_counts.json counts the training documents of each label: the held-out ones and
+    the documents that label dropout trains as <none> are still their label's."""
+    documents = labelled_documents(str(folder), boundary="separator:%")
+    held = held_out_documents(len(documents), 0.1, TrainConfig().seed)
+    expected = {name: 0 for name in DOCUMENTS}
+    for (_, name), out in zip(documents, held):
+        expected[name] += not out
+    with open(os.path.join(trained, "label_counts.json"), encoding="utf-8") as f:
+        assert json.load(f) == {"training_documents": expected}
+    model = LanguageModel.from_run_directory(trained)
+    assert model.label_counts == [expected["ex"], expected["why"]]
+    smoothed = np.array([expected["ex"] + 1, expected["why"] + 1]) / (sum(expected.values()) + 2)
+    np.testing.assert_allclose(model.label_log_prior(), np.log(smoothed))
+    np.testing.assert_allclose(model.label_log_prior("uniform"), np.log([0.5, 0.5]))
+    with pytest.raises(UsageError, match="`prior` must be training or uniform"):
+        model.label_log_prior("flat")
+
+
+def copy_of_run(trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("saved_model", "lock"))
+    return run
+
+
+def test_classify_decides_by_bayes_rule_with_the_training_prior(trained, tmp_path, capsys):
+    """A text that fits both labels alike (a lone full stop) goes to the label the training
+    documents favour, and --prior uniform leaves it to the likelihood alone."""
+    run = copy_of_run(trained, tmp_path)
+    text = tmp_path / "ambiguous.txt"
+    text.write_text(".", encoding="utf-8")
+
+    def classify(counts, *flags):
+        (run / "label_counts.json").write_text(
+            json.dumps({"training_documents": counts}), encoding="utf-8"
+        )
+        status, out, err = run_main(
+            score_cli.main, capsys, str(run), str(text), "--classify", "--json", *flags
+        )
+        assert status == 0, err
+        return json.loads(out)
+
+    # A prior of e^-20 against a likelihood ratio of a few nats at most.
+    favour_ex = classify({"ex": 10**9, "why": 0})
+    favour_why = classify({"ex": 0, "why": 10**9})
+    assert favour_ex["label"] == "ex" and favour_why["label"] == "why"
+    assert favour_ex["log_probs"] == favour_why["log_probs"]  # the likelihood is the same
+    assert favour_ex["probability"] > 0.99 and favour_ex["runner_up"] == "why"
+    assert favour_ex["probability"] + favour_ex["runner_up_probability"] == pytest.approx(1)
+    uniform = classify({"ex": 10**9, "why": 0}, "--prior", "uniform")
+    likelihood = uniform["log_probs"]
+    assert uniform["label"] == max(likelihood, key=likelihood.get)
+    assert uniform["log_prior"] == pytest.approx({"ex": np.log(0.5), "why": np.log(0.5)})
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"training_documents": {"ex": 3}}'])
+def test_a_damaged_label_counts_file_is_one_error_naming_it(trained, tmp_path, content):
+    run = copy_of_run(trained, tmp_path)
+    (run / "label_counts.json").write_text(content, encoding="utf-8")
+    with pytest.raises(UsageError, match="label_counts.json") as error:
+        LanguageModel.from_run_directory(str(run))
+    assert "\n" not in str(error.value)
+
+
+def test_a_run_without_label_counts_classifies_with_a_uniform_prior(trained, tmp_path):
+    run = copy_of_run(trained, tmp_path)
+    (run / "label_counts.json").unlink()
+    model = LanguageModel.from_run_directory(str(run))
+    assert model.label_counts is None
+    np.testing.assert_allclose(model.label_log_prior(), np.log([0.5, 0.5]))

@@ -91,8 +91,18 @@ class ScoreConfig:
         metadata={
             "help": "a model trained with --labels: score the text (each line with --per-line, "
             "each document with --per-document) under every label, and name the most likely "
-            "one: a generative classifier. Prints the best label, its log-probability and the "
-            "runner-up's (with --json every label's log-probability)"
+            "one by Bayes' rule (log p(text | label) + log p(label), the prior from --prior): a "
+            "generative classifier. Prints the best label, its probability given the text, "
+            "its log p(text | label) and the runner-up's (with --json every label's)"
+        },
+    )
+    prior: str = dataclasses.field(
+        default="training",
+        metadata={
+            "choices": ("training", "uniform"),
+            "help": "with --classify: the labels' prior, the share of training documents each "
+            "label had (training; add-one smoothed; uniform for a run trained before "
+            "label_counts.json) or the same for every label (uniform)",
         },
     )
     batch_size: int = dataclasses.field(
@@ -251,22 +261,32 @@ def classify(config, model, name, text):
     """--classify: a list of one dict per text (the whole text, each line or each document):
     text, label (the most likely), log_prob (under it), runner_up and its log_prob, and
     log_probs (every label's)."""
+    import numpy as np
+
+    log_prior = model.label_log_prior(config.prior)
     texts = texts_of(config, model, name, text)
     scores, names = model.classify(
         texts, config.batch_size, config.prime, config.unknown, documents=config.per_document
     )
+    joint = scores + log_prior
+    # log p(label | text): the joint normalised over the labels (log-sum-exp, kept finite).
+    top = joint.max(axis=1, keepdims=True)
+    posterior = joint - (top + np.log(np.exp(joint - top).sum(axis=1, keepdims=True)))
     results = []
-    for text, row in zip(texts, scores):
-        order = row.argsort()[::-1]
+    for text, row, chance in zip(texts, scores, posterior):
+        order = chance.argsort()[::-1]
         best, second = order[0], order[min(1, len(order) - 1)]
         results.append(
             {
                 "text": text,
                 "label": names[best],
+                "probability": float(np.exp(chance[best])),
                 "log_prob": float(row[best]),
                 "runner_up": names[second],
+                "runner_up_probability": float(np.exp(chance[second])),
                 "runner_up_log_prob": float(row[second]),
                 "log_probs": dict(zip(names, map(float, row))),
+                "log_prior": dict(zip(names, map(float, log_prior))),
             }
         )
     return results
@@ -293,7 +313,8 @@ def report(config, result, model):
                 yield json.dumps(line, ensure_ascii=False)
             else:
                 yield (
-                    f"{line['label']}\t{line['log_prob']:.4f}\t{line['runner_up']}\t"
+                    f"{line['label']}\t{line['probability']:.3f}\t{line['log_prob']:.4f}\t"
+                    f"{line['runner_up']}\t{line['runner_up_probability']:.3f}\t"
                     f"{line['runner_up_log_prob']:.4f}\t{document_start(line['text'])}"
                 )
         return

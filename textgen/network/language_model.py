@@ -24,6 +24,9 @@ from textgen.network import conditioning
 from textgen.network.recurrent_stack import RecurrentStack
 from textgen.training.run_directory import RunDirectory, assign_variables
 
+# classify's prior over labels: the training documents' label frequencies, or uniform.
+PRIORS = ("training", "uniform")
+
 
 @keras.saving.register_keras_serializable(package="textgen")
 class LanguageModel(keras.Model):
@@ -99,6 +102,9 @@ class LanguageModel(keras.Model):
             self.label_embedding = keras.layers.Embedding(
                 len(self.labels), label_embedding_size, name="label_embedding"
             )
+        # The training documents of each label but <none>: classify's prior (a run's
+        # label_counts.json; None, a uniform prior, for a model built in code or an older run).
+        self.label_counts = None
         self._generate_fn = None
         self._log_probs_fn = None
         self._streaming = (
@@ -143,6 +149,8 @@ class LanguageModel(keras.Model):
         config = config_lib.from_dict(run.load_config(config_lib.TrainConfig))
         labels = run.load_labels() if config.labels else None
         model = cls.from_train_config(config, run.load_vocabulary(), labels)
+        if labels:
+            model.label_counts = run.load_label_counts(labels)
         groups, _ = run.load_checkpoint(weights)
         assign_variables(model.variables, groups.get("model", []), "model")
         model.train_config = config
@@ -550,6 +558,22 @@ class LanguageModel(keras.Model):
             results = self.score_each(texts, prime, unknown, batch_size, documents, name)
             scores[:, column] = [result["log_prob"] for result in results]
         return scores, names
+
+    def label_log_prior(self, prior="training"):
+        """log p(label) for every label but <none>, in `classify`'s order: with `prior`
+        "training", the training documents' label frequencies, add-one smoothed (a label a
+        fine-tuning source knows but the new corpus lacks keeps a small share); "uniform", or
+        a model without label counts, 1/labels each. Bayes' rule then gives classify's
+        posterior: log p(label | text) = log p(text | label) + log p(label) - log p(text)."""
+        if prior not in PRIORS:
+            raise UsageError(f"`prior` must be {' or '.join(PRIORS)}, got {prior!r}")
+        if not self.labels:
+            self.label_ids("classify")  # the error for a model without labels
+        names = self.labels[1:]
+        if prior == "uniform" or self.label_counts is None:
+            return np.full(len(names), -np.log(len(names)))
+        counts = np.asarray(self.label_counts, np.float64) + 1.0
+        return np.log(counts / counts.sum())
 
     def _generate(
         self, prime_ids, num_new, temperature, top_k, seed, forbidden, end_token=None, labels=None

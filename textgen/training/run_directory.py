@@ -105,6 +105,8 @@ class RunDirectory:
     CONFIG = "config.json"
     VOCABULARY = "vocab.json"
     LABELS = "labels.json"
+    # How many training documents each label has: the prior of `textgen.score --classify`.
+    LABEL_COUNTS = "label_counts.json"
     CHECKPOINT = "checkpoint.npz"
     PREVIOUS_CHECKPOINT = "checkpoint.prev.npz"  # the one before, kept when a new one is written
     # The weights of the best evaluation so far (lowest validation loss), for sampling, scoring
@@ -196,6 +198,36 @@ class RunDirectory:
     def save_labels(self, labels):
         """labels.json: a conditioned model's label names, <none> first."""
         atomic_write_text(self.file(self.LABELS), json.dumps(list(labels), ensure_ascii=False))
+
+    def save_label_counts(self, labels, counts):
+        """label_counts.json: {"training_documents": {name: count}} for every label but <none>,
+        the label frequencies a generative classifier takes as its prior."""
+        counts = {name: int(count) for name, count in zip(labels[1:], counts[1:])}
+        atomic_write_text(
+            self.file(self.LABEL_COUNTS), json.dumps({"training_documents": counts}, indent=1)
+        )
+
+    def load_label_counts(self, labels):
+        """The training documents of each label but <none> (a list in `labels` order), or None
+        for a run trained before label_counts.json was written (its classifier's prior is then
+        uniform). A damaged file, or one that does not name exactly these labels, is a
+        UsageError naming it."""
+        path = self.file(self.LABEL_COUNTS)
+        try:
+            values = read_json_file(path)
+        except FileNotFoundError:
+            return None
+        counts = values.get("training_documents") if isinstance(values, dict) else None
+        if (
+            not isinstance(counts, dict)
+            or set(counts) != set(labels[1:])
+            or not all(isinstance(c, int) and c >= 0 for c in counts.values())
+        ):
+            raise UsageError(
+                f"{path} does not hold the training documents of each of the run's labels "
+                f'({{"training_documents": {{"NAME": COUNT, ...}}}}); {DAMAGED_RUN}'
+            )
+        return [counts[name] for name in labels[1:]]
 
     def load_labels(self):
         path = self.file(self.LABELS)

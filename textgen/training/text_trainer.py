@@ -183,6 +183,8 @@ class TextTrainer(TrainingLoop):
     def save_run_files(self, run):
         if self.labels:
             run.save_labels(self.labels)
+            counts = np.bincount(self.document_labels[0], minlength=len(self.labels))
+            run.save_label_counts(self.labels, counts)
 
     def run_record(self):
         if self.weight_source is None:
