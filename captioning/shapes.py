@@ -10,6 +10,18 @@ relation; the first one is canonical (always the same words in the same order) s
 model can learn it. The scene itself is stored with each image entry, so that
 `captioning.metrics.scene_parser.caption_is_correct` can grade any generated caption exactly.
 
+--references (the default, canonical, is what the paragraph above describes):
+    canonical  reference 0 the canonical caption, references 1-4 paraphrases of it from one
+               template family: all five name every shape and the relation.
+    varied     reference 0 the same canonical caption (what --first-captions 1 trains on),
+               references 1-4 as if by four different people, as COCO's are
+               (`captioning.datasets.varied_references`): each names some of the shapes, in its
+               own words, order, length and sentence form, now and then vaguely or with a wrong
+               article, and says only what is true of the scene. The scene parser still
+               grades the full description, which reference 0 is and most of the others are
+               not. The images and scenes are those of canonical; the annotation files' `info`
+               records "references": "varied".
+
 Layout written under --out:
     images/train_000000.png, ..., images/val_000000.png, ...
     annotations/captions_train.json, annotations/captions_val.json   (COCO caption format)
@@ -21,8 +33,9 @@ Scene format (the "scene" key of each COCO image entry):
       2 objects: "left of" or "above", read as objects[0] R objects[1]
       3 or 4 objects: "left to right": objects are listed in that order
 
-Generation is deterministic: image i of a split depends only on (seed, split, i), so the same
-flags give byte-identical files, and the validation images do not change with --train-size.
+Generation is deterministic: image i of a split (its varied references too) depends only on
+(seed, split, i), so the same flags give byte-identical files, and the validation images do not
+change with --train-size.
 Re-running into the same --out overwrites; images of an earlier, larger run stay on disk but
 are not listed in the new annotation files.
 """
@@ -38,6 +51,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # importing textgen loads Te
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from captioning.datasets.varied_references import varied_references  # noqa: E402
 from textgen import cli  # noqa: E402
 from textgen.errors import UsageError, cli_errors  # noqa: E402
 from textgen.io import atomic_write_text  # noqa: E402
@@ -76,6 +90,7 @@ SIZE_SYNONYMS = {
 }
 
 SPLIT_CODES = {"train": 0, "val": 1}  # part of each image's random seed
+REFERENCE_STYLES = ("canonical", "varied")
 
 
 @dataclasses.dataclass
@@ -109,6 +124,17 @@ class ShapesConfig:
             "sixth colour and a third size (the harder benchmark set)"
         },
     )
+    references: str = dataclasses.field(
+        default="canonical",
+        metadata={
+            "help": "the five reference captions of an image: canonical (the canonical caption "
+            "and four paraphrases of it, each naming every shape and the relation) or varied "
+            "(the canonical caption and four written as if by different people, like COCO's: "
+            "each names some of the shapes, the salient ones more often, with its own words, "
+            "order, relations and length, sometimes vaguely or with a wrong article, and stays "
+            "true of the scene); the images are the same"
+        },
+    )
 
 
 def validate(config):
@@ -128,6 +154,8 @@ def validate(config):
         raise UsageError(f"--image-size must be at most 1024, got {config.image_size}")
     if config.max_objects not in (1, 2, 3, 4):
         raise UsageError(f"--max-objects must be 1, 2, 3 or 4, got {config.max_objects}")
+    if config.references not in REFERENCE_STYLES:
+        raise UsageError(f"--references must be canonical or varied, got {config.references!r}")
     if config.max_objects == 4 and config.image_size < 48:
         raise UsageError(
             f"--max-objects 4 needs --image-size 48 or more so that four shapes fit, got "
@@ -143,6 +171,12 @@ def image_rng(seed, split, index):
     """The generator for one image: independent of every other image, so any subset (or a
     parallel run) reproduces the same bytes."""
     return np.random.default_rng([seed, SPLIT_CODES[split], index])
+
+
+def references_rng(seed, split, index):
+    """The varied references' own generator: drawing from image_rng instead would shift the
+    pixels' draws, and the two styles would no longer share their images."""
+    return np.random.default_rng([seed, SPLIT_CODES[split], index, 1])
 
 
 def boxes_apart(a, b, gap):
@@ -364,11 +398,16 @@ def render(scene, rng, image_size):
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
-def generate_example(seed, split, index, image_size, max_objects=3):
-    """(pixels, scene, captions) for image `index` of `split`; deterministic."""
+def generate_example(seed, split, index, image_size, max_objects=3, references="canonical"):
+    """(pixels, scene, captions) for image `index` of `split`; deterministic. `references`:
+    "canonical" or "varied" (see the module doc); the pixels and scene do not depend on it."""
     rng = image_rng(seed, split, index)
     scene = sample_scene(rng, image_size, max_objects)
-    captions = scene_captions(scene, rng)
+    captions = scene_captions(scene, rng)  # drawn in both styles: the pixels come next
+    if references == "varied":
+        captions = captions[:1] + varied_references(
+            scene, references_rng(seed, split, index), image_size, avoid=captions[:1]
+        )
     pixels = render(scene, rng, image_size)
     return pixels, scene, captions
 
@@ -407,6 +446,8 @@ def coco_document(split, entries, config):
         "seed": config.seed,
         "image_size": config.image_size,
     }
+    if config.references != "canonical":  # only then: the default files stay as they were
+        info["references"] = config.references
     return {
         "info": info,
         "licenses": [{"id": 1, "name": "CC0 1.0 (synthetic data)", "url": ""}],
@@ -438,7 +479,7 @@ def generate(config, log=None):
         entries = []
         for index in range(count):
             pixels, scene, captions = generate_example(
-                config.seed, split, index, config.image_size, config.max_objects
+                config.seed, split, index, config.image_size, config.max_objects, config.references
             )
             file_name = f"{split}_{index:06d}.png"
             # compress_level 6 is zlib's default: the same bytes on every run with this zlib.
