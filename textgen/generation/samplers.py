@@ -65,6 +65,29 @@ class TopKSampler(Sampler):
         return tf.gather(top_ids, choice[:, None], batch_dims=1)[:, 0]
 
 
+class NucleusSampler(Sampler):
+    """Draws from the smallest set of most probable tokens whose probabilities add up to at
+    least `top_p` (Holtzman et al.'s nucleus sampling), after a top-k cut when `k` > 0. Both
+    may be tensors (an exported model's inputs): `top_p` 1 and `k` 0 cut nothing."""
+
+    def __init__(self, k=0, top_p=1.0, temperature=1.0):
+        super().__init__(temperature)
+        self.k, self.top_p = k, top_p
+
+    def get_next_token(self, probabilities, seed):
+        size = tf.shape(probabilities)[-1]
+        k = tf.cast(self.k, tf.int32)
+        k = tf.where(k > 0, tf.minimum(k, size), size)
+        top_probabilities, top_ids = tf.math.top_k(probabilities, k=k)  # most probable first
+        total = tf.reduce_sum(top_probabilities, axis=-1, keepdims=True)
+        before = tf.cumsum(top_probabilities, axis=-1, exclusive=True) / total
+        # A token is kept while the ones before it have not reached top_p: the first always is.
+        top_p = tf.cast(self.top_p, probabilities.dtype)
+        kept = tf.where(before < top_p, top_probabilities, tf.zeros_like(top_probabilities))
+        choice = draw(kept, seed)
+        return tf.gather(top_ids, choice[:, None], batch_dims=1)[:, 0]
+
+
 def draw(probabilities, seed):
     """One token id per row of `probabilities` [batch, vocab] (rows need not sum to 1), drawn by
     inverting the cumulative distribution with one uniform number per row.
@@ -89,10 +112,12 @@ def draw(probabilities, seed):
     return tf.where(chosen > 0, tokens, tf.argmax(probabilities, axis=-1, output_type=tf.int32))
 
 
-def make_sampler(temperature=1.0, top_k=0):
-    """temperature 0 is argmax; top_k 0 means no top-k cut."""
+def make_sampler(temperature=1.0, top_k=0, top_p=1.0):
+    """temperature 0 is argmax; top_k 0 means no top-k cut, top_p 1 no nucleus cut."""
     if temperature == 0:
         return GreedySampler()
+    if top_p < 1:
+        return NucleusSampler(top_k, top_p, temperature)
     if top_k:
         return TopKSampler(top_k, temperature)
     return RandomSampler(temperature)
