@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from captioning.inference.decoding_flags import decode_options, decoding_field
 from captioning.metrics.coco_metrics import (
     coco_metrics,
     correct_share,
@@ -60,10 +61,19 @@ class EvaluateConfig:
             "ignored for COCO files"
         },
     )
-    beam_size: int = dataclasses.field(
-        default=3, metadata={"help": "beams per image, >= 1; 1 is greedy decoding"}
-    )
-    max_length: int = dataclasses.field(default=20, metadata={"help": "most words per caption"})
+    beam_size: int = decoding_field("beam_size")
+    max_length: int = decoding_field("max_length")
+    length_penalty: float = decoding_field("length_penalty")
+    length_normalization: float = decoding_field("length_normalization")
+    block_repeat_ngrams: int = decoding_field("block_repeat_ngrams")
+    no_repeat_words: bool = decoding_field("no_repeat_words")
+    bad_endings: bool = decoding_field("bad_endings")
+    diverse_groups: int = decoding_field("diverse_groups")
+    diversity: float = decoding_field("diversity")
+    temperature: float = decoding_field("temperature")
+    top_k: int = decoding_field("top_k")
+    top_p: float = decoding_field("top_p")
+    seed: int = decoding_field("seed")
     batch_size: int = dataclasses.field(default=32, metadata={"help": "images captioned together"})
     max_images: int = dataclasses.field(
         default=0,
@@ -101,7 +111,7 @@ def evaluate(config, out=None, err=None):
     """Captions and scores the images of `config.annotations`; prints the scores and returns
     {"images", "skipped", "metrics": {pycocoevalcap key: score}, "correct": share or None}."""
     from captioning.coco_data import read_captions
-    from captioning.inference.loading import DecodeOptions, caption_files, load_caption_model
+    from captioning.inference.loading import caption_files, load_caption_model
     from textgen.io import atomic_write_text
 
     out = sys.stdout if out is None else out
@@ -110,7 +120,7 @@ def evaluate(config, out=None, err=None):
     def log(message):
         print(message, file=err, flush=True)
 
-    options = DecodeOptions(beam_size=config.beam_size, max_length=config.max_length)
+    options = decode_options(config)
     options.check()
     if config.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {config.batch_size}")
@@ -152,7 +162,12 @@ def evaluate(config, out=None, err=None):
         correct = correct_share([c for _, c in pairs], [r.scene for r, _ in pairs])
 
     skipped = f", {len(unreadable)} skipped (unreadable)" if unreadable else ""
-    print(f"{len(pairs)} images captioned (beam {config.beam_size}){skipped}", file=out)
+    how = (
+        f"temperature {config.temperature:g}"
+        if config.temperature > 0
+        else f"beam {config.beam_size}"
+    )
+    print(f"{len(pairs)} images captioned ({how}){skipped}", file=out)
     print(format_coco_metrics(metrics), file=out)
     if correct is not None:
         right = round(correct * len(pairs))

@@ -263,8 +263,13 @@ def test_cli_on_the_saved_model_equals_the_run_directory(
     np.testing.assert_allclose(
         [r["log_prob"] for r in from_export], [r["log_prob"] for r in from_run], rtol=1e-4
     )
-    status, out, err = run_cli(capsys, images[0], "--model", saved_model, "--temperature", 1)
-    assert status == 2 and "need a run directory" in err and err.count("\n") == 1
+    # Sampling goes through the caption_with_options signature: the same draws as the run's.
+    sampled = ("--temperature", "0.9", "--top-p", "0.95", "--seed", "5")
+    from_export = cli_captions(capsys, *images, "--model", saved_model, *sampled)
+    from_run = cli_captions(capsys, *images, "--model", run_directory, *sampled)
+    assert [r["caption"] for r in from_export] == [r["caption"] for r in from_run]
+    status, out, err = run_cli(capsys, images[0], "--model", saved_model, "--allow-unk")
+    assert status == 2 and "needs a run directory" in err and err.count("\n") == 1
 
 
 @pytest.mark.integration
@@ -287,6 +292,9 @@ def test_saved_model_cli_lists_the_signatures(saved_model):
         "log_prob",
         "signature_def['caption_n_best']",
         "n_best",
+        "signature_def['caption_with_options']",
+        "block_repeat_ngrams",
+        "top_p",
     ):
         assert name in result.stdout
 

@@ -17,6 +17,15 @@ from textgen.training.run_directory import DAMAGED_RUN
 PAD, START, END, UNKNOWN = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNKNOWN)  # in id order: <pad> is 0
 
+# Words a caption should not end on (--bad-endings): self-critical.pytorch's list, with "and"
+# and "or". A sequence that ends on one was cut off, however likely the model finds the cut.
+BAD_ENDINGS = "a an the in for at of with before after on upon near to is are am and or".split()
+# Words --no-repeat-words lets repeat: articles, prepositions, conjunctions, punctuation, which
+# a caption of several objects needs more than once ("a red circle and a blue square").
+REPEATABLE_WORDS = (
+    "a an the and or of with in on at to by for from near next is are , ; :".split() + [END]
+)
+
 # A word (letters/digits, with inner apostrophes: "man's") or one punctuation character.
 # Specials can never come out of it: "<pad>" in a caption becomes "<", "pad", ">".
 TOKEN_PATTERN = re.compile(r"\w+(?:'\w+)*|[^\w\s]")

@@ -29,6 +29,8 @@ def decode_features(
     allow_unknown=False,
     length_normalization=0.0,
     batch_size=256,
+    controls=None,
+    top_p=1.0,
 ):
     """(captions, log-probabilities) for encoder features [N, F], `batch_size` rows at a time;
     see `Captioner.caption` for the decoding arguments."""
@@ -44,6 +46,8 @@ def decode_features(
             seed,
             allow_unknown,
             length_normalization,
+            controls,
+            top_p,
         )
         captions.extend(ids_to_captions(tokens, lengths, vocabulary))
         log_probs.extend(float(s) for s in scores)
@@ -60,6 +64,7 @@ def decode_n_best(
     allow_unknown=False,
     length_normalization=0.0,
     batch_size=256,
+    controls=None,
 ):
     """(captions [N][n_best], log-probabilities [N][n_best]) for encoder features [N, F]: the
     `n_best` best distinct beams of each image, best first (the first is `decode_features`'
@@ -74,6 +79,7 @@ def decode_n_best(
             n_best,
             allow_unknown,
             length_normalization,
+            controls,
         )
         for row_tokens, row_scores, row_lengths in zip(tokens, scores, lengths):
             captions.append(ids_to_captions(row_tokens, row_lengths, vocabulary))

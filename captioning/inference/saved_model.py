@@ -17,6 +17,16 @@ Signatures (`saved_model_cli show --dir OUT_DIR --all` lists them):
                  n_best      int32 scalar  beams kept per image, 1 <= n_best <= beam_size
         outputs: captions    string[B, n_best]  each image's best distinct beams, best first
                  log_probs   float32[B, n_best] their log-probabilities
+    caption_with_options
+        inputs:  image_bytes, beam_size, max_length, n_best as above, and the decoding controls
+                 of `captioning.caption` (docs/captioning.md#decoding-controls), every one a
+                 scalar whose value below gives the plain signatures' output:
+                 length_penalty float32 0, length_normalization float32 0,
+                 block_repeat_ngrams int32 0, no_repeat_words bool false, bad_endings bool false,
+                 diverse_groups int32 1, diversity float32 0,
+                 temperature float32 0 (> 0 samples one caption per image instead of beam
+                 search, then n_best must be 1), top_k int32 0, top_p float32 1, seed int32 0
+        outputs: captions, log_probs as caption_n_best's
     config
         no inputs; outputs config_json (string: the model's settings and the default beam size and
         max length) and vocabulary (string[V]).
@@ -129,6 +139,64 @@ def build_module(model, beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENG
         )
         return {"captions": tf.reshape(text, shape[:2]), "log_probs": log_probs}
 
+    def caption_with_options(
+        image_bytes,
+        beam_size,
+        max_length,
+        n_best,
+        length_penalty,
+        length_normalization,
+        block_repeat_ngrams,
+        no_repeat_words,
+        bad_endings,
+        diverse_groups,
+        diversity,
+        temperature,
+        top_k,
+        top_p,
+        seed,
+    ):
+        tf.debugging.assert_positive(beam_size, "beam_size must be >= 1")
+        tf.debugging.assert_positive(max_length, "max_length must be >= 1")
+        tf.debugging.assert_positive(n_best, "n_best must be >= 1")
+        tf.debugging.assert_less_equal(n_best, beam_size, "n_best must be <= beam_size")
+        tf.debugging.assert_positive(diverse_groups, "diverse_groups must be >= 1")
+        tf.debugging.assert_non_negative(temperature, "temperature must be >= 0")
+        tf.debugging.assert_positive(top_p, "top_p must be in (0, 1]")
+        sampled = temperature > 0
+        tf.debugging.Assert(
+            ~sampled | tf.equal(n_best, 1), ["n_best must be 1 when temperature > 0"]
+        )
+        pixels = decode_image_bytes(image_bytes, model.image_size)
+        features = model.encode(pixels, training=False)
+        controls = model.beam_controls(
+            length_penalty=length_penalty,
+            length_normalization=length_normalization,
+            block_repeat_ngrams=block_repeat_ngrams,
+            no_repeat_words=no_repeat_words,
+            bad_endings=bad_endings,
+            diverse_groups=diverse_groups,
+            diversity=diversity,
+        )
+
+        def searched():
+            return model.caption_ids(
+                features, max_length, beam_size, n_best=n_best, controls=controls
+            )
+
+        def drawn():
+            ids, log_probs, lengths = model.sample_ids(
+                features, max_length, temperature, top_k, seed, top_p=top_p
+            )
+            return ids[:, None], log_probs[:, None], lengths[:, None]
+
+        ids, log_probs, lengths = tf.cond(sampled, drawn, searched)
+        shape = tf.shape(ids)
+        text = ids_to_text(
+            tf.reshape(ids, [shape[0] * shape[1], shape[2]]), tf.reshape(lengths, [-1])
+        )
+        return {"captions": tf.reshape(text, shape[:2]), "log_probs": log_probs}
+
     def model_config():
         return {"config_json": tf.constant(config_json), "vocabulary": words}
 
@@ -149,6 +217,31 @@ def build_module(model, beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENG
         ],
         autograph=False,
     )
+    scalars = [
+        (name, dtype)
+        for name, dtype in (
+            ("beam_size", tf.int32),
+            ("max_length", tf.int32),
+            ("n_best", tf.int32),
+            ("length_penalty", tf.float32),
+            ("length_normalization", tf.float32),
+            ("block_repeat_ngrams", tf.int32),
+            ("no_repeat_words", tf.bool),
+            ("bad_endings", tf.bool),
+            ("diverse_groups", tf.int32),
+            ("diversity", tf.float32),
+            ("temperature", tf.float32),
+            ("top_k", tf.int32),
+            ("top_p", tf.float32),
+            ("seed", tf.int32),
+        )
+    ]
+    module.caption_with_options = tf.function(
+        caption_with_options,
+        input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
+        + [tf.TensorSpec([], dtype, name=name) for name, dtype in scalars],
+        autograph=False,
+    )
     bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
     full = module.caption.get_concrete_function(
         bytes_spec,
@@ -161,6 +254,7 @@ def build_module(model, beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENG
         "serving_default": full,
         "config": module.config.get_concrete_function(),
         "caption_n_best": module.caption_n_best.get_concrete_function(),
+        "caption_with_options": module.caption_with_options.get_concrete_function(),
     }
     return module, signatures
 
@@ -179,8 +273,15 @@ def export_saved_model(
     import tensorflow as tf
 
     check_out_directory(out_directory, overwrite)
-    module, signatures = build_module(model, beam_size, max_length)
-    replace_directory(out_directory, lambda path: tf.saved_model.save(module, path, signatures))
+    # The sampled branch of caption_with_options scores its captions with a teacher-forced
+    # pass, which would trace textgen's C++ LSTM ops: a SavedModel must run without them.
+    native = model.recurrent_stack.use_native_ops
+    model.recurrent_stack.use_native_ops = False
+    try:
+        module, signatures = build_module(model, beam_size, max_length)
+        replace_directory(out_directory, lambda path: tf.saved_model.save(module, path, signatures))
+    finally:
+        model.recurrent_stack.use_native_ops = native
     return out_directory
 
 

@@ -20,13 +20,22 @@ import numpy as np
 import tensorflow as tf
 
 from captioning import config as config_lib
-from captioning.datasets.tokens import END, PAD, START, UNKNOWN, check_vocabulary
+from captioning.datasets.tokens import (
+    BAD_ENDINGS,
+    END,
+    PAD,
+    REPEATABLE_WORDS,
+    START,
+    UNKNOWN,
+    check_vocabulary,
+)
 from captioning.models.image_encoder import ImageEncoder
 from textgen.corpus.vocabulary import Vocabulary
 from textgen.errors import UsageError
+from textgen.generation.beam_controls import BeamControls, word_mask
 from textgen.generation.beam_search import beam_search
 from textgen.generation.decode_loop import decode_loop
-from textgen.generation.samplers import make_sampler
+from textgen.generation.samplers import NucleusSampler, make_sampler
 from textgen.network import conditioning
 from textgen.network.recurrent_stack import RecurrentStack
 from textgen.training.run_directory import RunDirectory, assign_variables
@@ -239,6 +248,17 @@ class Captioner(keras.Model):
             mask[self.unknown_id] = True
         return tf.constant(mask)
 
+    def beam_controls(self, **values):
+        """textgen's BeamControls for this vocabulary: `values` are BeamControls' fields
+        (numbers, or tensors in an exported model), and the word lists of --no-repeat-words and
+        --bad-endings become masks over the vocabulary."""
+        tokens = self.vocabulary.tokens
+        return BeamControls(
+            **values,
+            repeatable=word_mask(tokens, REPEATABLE_WORDS),
+            bad_ending_tokens=word_mask(tokens, BAD_ENDINGS),
+        )
+
     def caption_ids(
         self,
         features,
@@ -247,6 +267,7 @@ class Captioner(keras.Model):
         length_normalization=0.0,
         allow_unknown=False,
         n_best=None,
+        controls=None,
     ):
         """Beam search (beam_size 1: greedy) from <start> to <end>, all TensorFlow ops, so the
         exported SavedModel runs exactly this. `max_length` and `beam_size` may be tensors.
@@ -255,6 +276,8 @@ class Captioner(keras.Model):
         of the captions, <end> included; lengths [B]: words before <end>, at most max_length).
         With `n_best` k (<= beam_size): the k best distinct beams of every image, best first, as
         [B, k, max_length + 1], [B, k] and [B, k] (textgen's beam_search `num_results`).
+        `controls`: a BeamControls (`beam_controls`), whose length normalisation then replaces
+        the argument's.
         """
         max_length = tf.convert_to_tensor(max_length, tf.int32)
 
@@ -272,21 +295,25 @@ class Captioner(keras.Model):
             self.forbidden_tokens(allow_unknown),
             length_normalization,
             n_best,
+            controls,
         )
 
     def sample_ids(
-        self, features, max_length, temperature=1.0, top_k=0, seed=0, allow_unknown=False
+        self, features, max_length, temperature=1.0, top_k=0, seed=0, allow_unknown=False, top_p=1.0
     ):
         """Captions drawn with textgen's samplers through textgen's decode_loop; returns the same
         triple as `caption_ids`, the log-probabilities being the model's (temperature 1)."""
         tokens, lengths = self.draw_ids(
-            features, max_length, temperature, top_k, seed, allow_unknown
+            features, max_length, temperature, top_k, seed, allow_unknown, top_p
         )
         return tokens, self.sequence_log_probs(features, tokens, lengths, allow_unknown), lengths
 
-    def draw_ids(self, features, max_length, temperature=1.0, top_k=0, seed=0, allow_unknown=False):
+    def draw_ids(
+        self, features, max_length, temperature=1.0, top_k=0, seed=0, allow_unknown=False, top_p=1.0
+    ):
         """(token ids [B, max_length + 1] padded with <end>, lengths [B]) drawn by textgen's
-        decode_loop with its sampler; `seed` (an int32 scalar, may be a tensor) fixes the draws."""
+        decode_loop with its sampler; `seed` (an int32 scalar, may be a tensor) fixes the draws.
+        `top_p` below 1 (or a tensor) draws from the nucleus (textgen's NucleusSampler)."""
         max_length = tf.convert_to_tensor(max_length, tf.int32)
 
         def step(tokens, states):
@@ -298,7 +325,11 @@ class Captioner(keras.Model):
             start,
             self.start_states(features),
             max_length + 1,
-            make_sampler(temperature, top_k),
+            (
+                NucleusSampler(top_k, top_p, temperature)
+                if tf.is_tensor(top_p)
+                else make_sampler(temperature, top_k, top_p)
+            ),
             tf.stack([tf.cast(seed, tf.int32), 0]),
             self.forbidden_tokens(allow_unknown),
             self.end_id,
@@ -328,31 +359,47 @@ class Captioner(keras.Model):
         seed=0,
         allow_unknown=False,
         length_normalization=0.0,
+        controls=None,
+        top_p=1.0,
     ):
         """Captions for features [B, F]: beam search at temperature 0 (beam_size 1 is greedy),
-        else sampled. Never <pad> or <start>; <unk> only with `allow_unknown`.
+        else sampled (`top_k`, `top_p`). Never <pad> or <start>; <unk> only with
+        `allow_unknown`. `controls`: a dict of BeamControls' values (length_penalty,
+        block_repeat_ngrams, no_repeat_words, bad_endings, diverse_groups, diversity); None or
+        the defaults leave beam search as it is without them.
 
         Returns numpy (token ids [B, max_length + 1], log-probabilities [B], lengths [B]).
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         sampled = temperature > 0
+        controls = active_controls(controls)
         key = (
             sampled,
             float(temperature),
             int(top_k),
+            float(top_p),
             bool(allow_unknown),
             float(length_normalization),
+            tuple(sorted(controls.items())) if controls else None,
         )
         if key not in self._generate_fns:
             if sampled:
 
                 def run(f, n, beam, seed):
-                    return self.sample_ids(f, n, temperature, top_k, seed, allow_unknown)
+                    return self.sample_ids(f, n, temperature, top_k, seed, allow_unknown, top_p)
             else:
 
                 def run(f, n, beam, seed):
-                    return self.caption_ids(f, n, beam, length_normalization, allow_unknown)
+                    return self.caption_ids(
+                        f,
+                        n,
+                        beam,
+                        length_normalization,
+                        allow_unknown,
+                        None,
+                        self.controls_for(controls, length_normalization),
+                    )
 
             self._generate_fns[key] = tf.function(run, reduce_retracing=True, autograph=False)
         tokens, log_probs, lengths = self._generate_fns[key](
@@ -363,6 +410,12 @@ class Captioner(keras.Model):
         )
         return tokens.numpy(), log_probs.numpy(), lengths.numpy()
 
+    def controls_for(self, controls, length_normalization):
+        """The BeamControls of `controls` (from `active_controls`), or None for none."""
+        if not controls:
+            return None
+        return self.beam_controls(**controls, length_normalization=length_normalization)
+
     def n_best(
         self,
         features,
@@ -371,14 +424,30 @@ class Captioner(keras.Model):
         n_best=3,
         allow_unknown=False,
         length_normalization=0.0,
+        controls=None,
     ):
         """The `n_best` best beams of each image: numpy (token ids [B, n_best, max_length + 1],
-        log-probabilities [B, n_best], lengths [B, n_best]), best first."""
-        key = ("n_best", bool(allow_unknown), float(length_normalization))
+        log-probabilities [B, n_best], lengths [B, n_best]), best first. `controls` as in
+        `caption`."""
+        controls = active_controls(controls)
+        key = (
+            "n_best",
+            bool(allow_unknown),
+            float(length_normalization),
+            tuple(sorted(controls.items())) if controls else None,
+        )
         if key not in self._generate_fns:
 
             def run(f, n, beam, k):
-                return self.caption_ids(f, n, beam, length_normalization, allow_unknown, k)
+                return self.caption_ids(
+                    f,
+                    n,
+                    beam,
+                    length_normalization,
+                    allow_unknown,
+                    k,
+                    self.controls_for(controls, length_normalization),
+                )
 
             self._generate_fns[key] = tf.function(run, reduce_retracing=True, autograph=False)
         tokens, log_probs, lengths = self._generate_fns[key](
@@ -408,3 +477,28 @@ class Captioner(keras.Model):
             encoder_spatial=self.encoder_spatial,
         )
         return config
+
+
+# The beam controls (textgen.generation.beam_controls) at the values that change nothing.
+DEFAULT_CONTROLS = {
+    "length_penalty": 0.0,
+    "block_repeat_ngrams": 0,
+    "no_repeat_words": False,
+    "bad_endings": False,
+    "diverse_groups": 1,
+    "diversity": 0.0,
+}
+
+
+def active_controls(controls):
+    """`controls` (a dict of DEFAULT_CONTROLS' keys) completed with the defaults, or None when
+    every value is a default, so that decoding without controls runs the search it always ran.
+    An unknown key is a ValueError."""
+    controls = dict(controls or {})
+    unknown = set(controls) - set(DEFAULT_CONTROLS)
+    if unknown:
+        raise ValueError(
+            f"unknown beam controls {sorted(unknown)}; known: {list(DEFAULT_CONTROLS)}"
+        )
+    controls = {**DEFAULT_CONTROLS, **controls}
+    return None if controls == DEFAULT_CONTROLS else controls
