@@ -148,6 +148,15 @@ class CaptionTrainConfig:
             "encoder runs in inference mode) or train (the encoder learns from it too)"
         },
     )
+    scst_end_token: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "self-critical training: reward the words alone; by default <end> counts as "
+            "the last word of every sample and reference in the reward's n-grams, as in the "
+            "SCST paper's appendix, so that a caption cut off after 'with a' earns less than "
+            "one that ends where the references end"
+        },
+    )
     scst_learning_rate: float = dataclasses.field(
         default=2e-4,
         metadata={
@@ -415,5 +424,7 @@ def from_dict(values):
     values = dict(values)
     # Runs saved before --encoder-spatial existed flattened the whole map (the bundled model too).
     values.setdefault("encoder_spatial", "flatten")
+    # Runs saved before --scst-end-token existed rewarded the words alone; they resume so.
+    values.setdefault("scst_end_token", False)
     known = {f.name for f in dataclasses.fields(CaptionTrainConfig)}
     return CaptionTrainConfig(**{k: v for k, v in values.items() if k in known})

@@ -123,10 +123,19 @@ class FakeModel:
         self.end_id = end_id
 
 
-def test_rewards_score_each_sample_against_its_own_image(caption_set):
-    config = types.SimpleNamespace(
-        scst_samples=2, scst_baseline="greedy", max_length=24, scst_encoder="freeze"
+def scst_config(samples, end_token=False):
+    """The config fields SelfCritical reads."""
+    return types.SimpleNamespace(
+        scst_samples=samples,
+        scst_baseline="greedy",
+        max_length=24,
+        scst_encoder="freeze",
+        scst_end_token=end_token,
     )
+
+
+def test_rewards_score_each_sample_against_its_own_image(caption_set):
+    config = scst_config(samples=2)
     end = caption_set.vocabulary.id("<end>")
     scst = SelfCritical(FakeModel(end), caption_set, config, log=lambda message: None)
     references = reference_ids(caption_set, end)
@@ -148,6 +157,38 @@ def test_rewards_score_each_sample_against_its_own_image(caption_set):
     assert (sample_reward[0::2] > sample_reward[1::2]).all()
     np.testing.assert_allclose(greedy_reward, sample_reward[0::2])
     assert seconds > 0 and sample_reward.dtype == np.float32
+
+
+def test_the_end_token_in_the_reward_costs_a_cut_off_caption_more(caption_set):
+    """A reference without its last word ("... above a") against the whole reference: with
+    <end> among the reward's n-grams, "a <end>" matches no reference, so the cut-off caption
+    loses more of its reward than on the words alone."""
+    end = caption_set.vocabulary.id("<end>")
+    own = [refs[1] for refs in reference_ids(caption_set, end)]
+    width = max(map(len, own)) + 1
+    whole = np.full((len(own), width), end)
+    for i, words in enumerate(own):
+        whole[i, : len(words)] = words
+    cut = whole.copy()
+    cut[np.arange(len(own)), [len(words) - 1 for words in own]] = end
+    lengths = np.array([len(words) for words in own])
+    images = np.arange(len(own))
+    losses = {}
+    for end_token in (False, True):
+        config = scst_config(samples=1, end_token=end_token)
+        scst = SelfCritical(FakeModel(end), caption_set, config, log=lambda message: None)
+        reward_whole, reward_cut, _ = scst.rewards(whole, lengths, cut, lengths - 1, images)
+        losses[end_token] = reward_whole - reward_cut
+    # On the words alone a cut-off caption can even out-score the whole one (consensus).
+    assert np.mean(losses[True]) > np.mean(losses[False])
+    assert np.mean(losses[True] > losses[False]) > 0.9, losses
+
+
+def test_a_run_saved_before_the_end_token_reward_resumes_without_it():
+    from captioning.config import from_dict
+
+    assert from_dict({}).scst_end_token is False
+    assert from_dict({"scst_end_token": True}).scst_end_token is True
 
 
 def test_step_seeds_depend_on_the_step_only():

@@ -36,11 +36,14 @@ from textgen.training.loop import apply_gradients, global_mean
 STATISTICS = ("sample_reward", "greedy_reward", "beat_baseline", "samples", "images", "seconds")
 
 
-def reference_ids(caption_set, end_id):
-    """Every image's references as token-id lists (no <start>, <end> or <pad>), all of them
-    (also with --first-captions)."""
+def reference_ids(caption_set, end_id, end_token=False):
+    """Every image's references as token-id lists (no <start> or <pad>; <end> only with
+    `end_token`, then as each reference's last word), all of them (also with
+    --first-captions)."""
     rows = caption_set.captions[:, 1:]
-    ends = np.where((rows == end_id).any(axis=1), np.argmax(rows == end_id, axis=1), rows.shape[1])
+    has_end = (rows == end_id).any(axis=1)
+    ends = np.where(has_end, np.argmax(rows == end_id, axis=1), rows.shape[1])
+    ends = ends + (has_end & end_token)
     offsets = caption_set.offsets
     return [
         [rows[k, : ends[k]].tolist() for k in range(offsets[i], offsets[i + 1])]
@@ -65,7 +68,10 @@ class SelfCritical:
         self.encoder = config.scst_encoder
         self.max_length = config.max_length
         started = time.perf_counter()
-        references = reference_ids(caption_set, model.end_id)
+        # With --scst-end-token the samples' <end> (the token after their words: decoding pads
+        # with it) is scored as a word, as the references' is.
+        self.end_token = config.scst_end_token
+        references = reference_ids(caption_set, model.end_id, self.end_token)
         self.scorer = CiderD(references)
         log(
             f"self-critical training: CIDEr-D document frequencies of {len(references)} training "
@@ -81,7 +87,7 @@ class SelfCritical:
         count = len(sample_tokens)
         scores = self.scorer.score(
             np.concatenate([sample_tokens, greedy_tokens]),
-            np.concatenate([sample_lengths, greedy_lengths]),
+            np.concatenate([sample_lengths, greedy_lengths]) + int(self.end_token),
             np.concatenate([np.repeat(images, self.samples), images]),
         ).astype(np.float32)
         seconds = np.float32(time.perf_counter() - started)
