@@ -46,7 +46,7 @@ POSITIONALS = {
     "textgen.sample": "[RUN_DIR] ",
     "textgen.score": "[RUN_DIR] [FILE] ",
     "textgen.export": "RUN_DIR OUT_DIR ",
-    "captioning.caption": "IMAGE [IMAGE ...] ",
+    "captioning.caption": "[IMAGE ...] ",
     "captioning.export": "RUN_DIR OUT_DIR ",
 }
 

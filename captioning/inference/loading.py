@@ -4,9 +4,10 @@
 `caption_pixels(pixels, options) -> (captions, log_probs)`. Both kinds decode the same way for
 the same options (beam search from <start> to <end> in the graph), and both get the same pixels
 (`captioning.datasets.images.load_image`: Pillow, EXIF orientation, any mode to RGB), so a run
-directory
-and its export give the same captions. Sampling (`temperature` > 0), `allow_unknown` and length
-normalisation need the run directory: the SavedModel signature takes beam size and length only.
+directory and its export give the same captions. A SavedModel decodes with the default options
+through its `caption` and `caption_n_best` signatures, and with any other (the decoding
+controls, sampling) through `caption_with_options`; only `allow_unknown` needs the run
+directory.
 """
 
 import dataclasses
@@ -35,6 +36,30 @@ class DecodeOptions:
         0.0  # beam search ranks by log_prob / length**alpha (0: plain log_prob)
     )
     n_best: int = 1  # > 1: the n best distinct beams of each image, best first
+    # The beam controls (textgen.generation.beam_controls); the defaults change nothing.
+    length_penalty: float = 0.0  # Wu et al.'s alpha: rank by log_prob / ((5 + length) / 6)**alpha
+    block_repeat_ngrams: int = 0  # > 0: no n-gram of this many words twice in a caption
+    no_repeat_words: bool = False  # no word twice but function words (tokens.REPEATABLE_WORDS)
+    bad_endings: bool = False  # no caption ends on "a", "with", ... (tokens.BAD_ENDINGS)
+    diverse_groups: int = 1  # > 1: diverse beam search with this many groups of beams
+    diversity: float = 0.0  # with diverse_groups: nats a token costs per earlier group's use
+    top_p: float = 1.0  # with temperature: sample from the nucleus of this probability
+
+    def controls(self):
+        """The beam controls as `Captioner.caption` takes them."""
+        return {
+            "length_penalty": self.length_penalty,
+            "block_repeat_ngrams": self.block_repeat_ngrams,
+            "no_repeat_words": self.no_repeat_words,
+            "bad_endings": self.bad_endings,
+            "diverse_groups": self.diverse_groups,
+            "diversity": self.diversity,
+        }
+
+    def is_default_search(self):
+        """Whether these options decode as a SavedModel's plain `caption` signature does."""
+        plain = DecodeOptions(self.beam_size, self.max_length, n_best=self.n_best)
+        return self == plain
 
     def check(self):
         if self.beam_size < 1:
@@ -62,6 +87,26 @@ class DecodeOptions:
             raise UsageError(
                 f"`n_best` {self.n_best} ranks beams, so it needs beam search: drop `temperature`"
             )
+        if self.length_penalty < 0:
+            raise UsageError(f"`length_penalty` must be >= 0, got {self.length_penalty}")
+        if self.length_penalty > 0 and self.length_normalization > 0:
+            raise UsageError(
+                "`length_penalty` and `length_normalization` both rank by length; pass one"
+            )
+        if self.block_repeat_ngrams < 0:
+            raise UsageError(
+                f"`block_repeat_ngrams` must be >= 0 (0: no blocking), got "
+                f"{self.block_repeat_ngrams}"
+            )
+        if self.diverse_groups < 1 or self.beam_size % self.diverse_groups:
+            raise UsageError(
+                f"`diverse_groups` {self.diverse_groups} must divide `beam_size` "
+                f"{self.beam_size} (each group keeps beam_size / diverse_groups beams)"
+            )
+        if self.diversity < 0:
+            raise UsageError(f"`diversity` must be >= 0, got {self.diversity}")
+        if not 0 < self.top_p <= 1:
+            raise UsageError(f"`top_p` must be in (0, 1] (1: no cut), got {self.top_p}")
 
 
 class RunDirectoryModel:
@@ -90,6 +135,8 @@ class RunDirectoryModel:
             options.seed,
             options.allow_unknown,
             options.length_normalization,
+            controls=options.controls(),
+            top_p=options.top_p,
         )
 
     def n_best_pixels(self, pixels, options):
@@ -106,6 +153,7 @@ class RunDirectoryModel:
             options.n_best,
             options.allow_unknown,
             options.length_normalization,
+            controls=options.controls(),
         )
 
 
@@ -121,20 +169,45 @@ class SavedModelCaptioner:
         self.signature = self.loaded.signatures["caption"]
 
     def _check_options(self, options):
-        unsupported = [
-            flag
-            for flag, used in (
-                ("--temperature", options.temperature > 0),
-                ("--allow-unk", options.allow_unknown),
-                ("--length-normalization", options.length_normalization > 0),
-            )
-            if used
-        ]
-        if unsupported:
+        if options.allow_unknown:
             raise UsageError(
-                f"{' and '.join(unsupported)} need a run directory as `model`; a "
-                "SavedModel's signature takes only beam size and length"
+                "--allow-unk needs a run directory as `model`; a SavedModel never emits <unk>"
             )
+        if not options.is_default_search() and "caption_with_options" not in self.loaded.signatures:
+            raise UsageError(
+                f"{self.path} was exported before the caption_with_options signature, which "
+                "takes the decoding controls, existed; export it again with `python -m "
+                "captioning.export RUN_DIR OUT_DIR` or pass the run directory as `model`"
+            )
+
+    def _with_options(self, pixels, options):
+        """(captions [B][n], log_probs [B][n]) from the caption_with_options signature."""
+        import tensorflow as tf
+
+        scalars = {
+            "beam_size": tf.int32,
+            "max_length": tf.int32,
+            "n_best": tf.int32,
+            "length_penalty": tf.float32,
+            "length_normalization": tf.float32,
+            "block_repeat_ngrams": tf.int32,
+            "no_repeat_words": tf.bool,
+            "bad_endings": tf.bool,
+            "diverse_groups": tf.int32,
+            "diversity": tf.float32,
+            "temperature": tf.float32,
+            "top_k": tf.int32,
+            "top_p": tf.float32,
+            "seed": tf.int32,
+        }
+        out = self.loaded.signatures["caption_with_options"](
+            image_bytes=tf.constant(self._encoded(pixels)),
+            **{name: tf.constant(getattr(options, name), dtype) for name, dtype in scalars.items()},
+        )
+        return (
+            [[c.decode("utf-8") for c in row] for row in out["captions"].numpy()],
+            [[float(x) for x in row] for row in out["log_probs"].numpy()],
+        )
 
     @staticmethod
     def _encoded(pixels):
@@ -152,6 +225,9 @@ class SavedModelCaptioner:
         import tensorflow as tf
 
         self._check_options(options)
+        if not options.is_default_search():
+            captions, log_probs = self._with_options(pixels, options)
+            return [row[0] for row in captions], [row[0] for row in log_probs]
         encoded = self._encoded(pixels)
         out = self.signature(
             image_bytes=tf.constant(encoded),
@@ -168,6 +244,8 @@ class SavedModelCaptioner:
         import tensorflow as tf
 
         self._check_options(options)
+        if not options.is_default_search():
+            return self._with_options(pixels, options)
         if "caption_n_best" not in self.loaded.signatures:
             raise UsageError(
                 f"{self.path} was exported before the caption_n_best signature existed; export "
@@ -214,50 +292,59 @@ class CaptionResult:
     n_best: list | None = None
 
 
-def caption_files(paths, model, options, batch_size=32, on_error=None):
+def caption_batch(model, paths, pixels, options):
+    """[CaptionResult] for one batch: `pixels` uint8 [B, S, S, 3] of the files `paths`."""
+    if options.n_best > 1:
+        captions, log_probs = model.n_best_pixels(pixels, options)
+        return [
+            CaptionResult(
+                os.fspath(p), c[0], s[0], [{"caption": ci, "log_prob": si} for ci, si in zip(c, s)]
+            )
+            for p, c, s in zip(paths, captions, log_probs)
+        ]
+    captions, log_probs = model.caption_pixels(pixels, options)
+    return [CaptionResult(os.fspath(p), c, s) for p, c, s in zip(paths, captions, log_probs)]
+
+
+def caption_files(paths, model, options, batch_size=32, on_error=None, workers=0, on_progress=None):
     """Captions for image files, `batch_size` at a time. A file that cannot be used (missing, a
     directory, corrupt, not an image, unsupported, too large) is reported to `on_error(ImageError)`
-    and left out; the others are still captioned. Returns [CaptionResult] in the order given."""
-    from captioning.datasets.images import ImageError, load_image
+    and left out; the others are still captioned. Returns [CaptionResult] in the order given.
+
+    The files are decoded on `workers` threads (0: min(4, the CPU count)), the next batch while
+    the model captions this one (`image_pipeline.decoded_images`), so that a folder of JPEGs is
+    captioned at nearly the model's own rate. `on_progress(count)` hears of every image done,
+    captioned or reported."""
+    from captioning.datasets.images import ImageError
+    from captioning.inference.image_pipeline import decoded_images
 
     options.check()
     if batch_size < 1:
         raise UsageError(f"`batch_size` must be >= 1, got {batch_size}")
     results = []
-    pending_paths, pending_pixels = [], []
+    batch_paths, batch_pixels = [], []
 
     def flush():
-        if pending_paths and options.n_best > 1:
-            captions, log_probs = model.n_best_pixels(np.stack(pending_pixels), options)
-            results.extend(
-                CaptionResult(
-                    os.fspath(p),
-                    c[0],
-                    s[0],
-                    [{"caption": ci, "log_prob": si} for ci, si in zip(c, s)],
-                )
-                for p, c, s in zip(pending_paths, captions, log_probs)
-            )
-        elif pending_paths:
-            captions, log_probs = model.caption_pixels(np.stack(pending_pixels), options)
-            results.extend(
-                CaptionResult(os.fspath(p), c, s)
-                for p, c, s in zip(pending_paths, captions, log_probs)
-            )
-        if pending_paths:
-            pending_paths.clear()
-            pending_pixels.clear()
+        if batch_paths:
+            results.extend(caption_batch(model, batch_paths, np.stack(batch_pixels), options))
+            if on_progress is not None:
+                on_progress(len(batch_paths))
+            batch_paths.clear()
+            batch_pixels.clear()
 
-    for path in paths:
-        try:
-            pending_pixels.append(load_image(path, model.image_size))
-        except ImageError as error:
+    # Two batches ahead: the whole next batch is decoding while the model runs, with slack for
+    # the bad files that a batch skips.
+    for path, pixels in decoded_images(paths, model.image_size, workers, 2 * batch_size):
+        if isinstance(pixels, ImageError):
             if on_error is None:
-                raise
-            on_error(error)
+                raise pixels
+            on_error(pixels)
+            if on_progress is not None:
+                on_progress(1)
             continue
-        pending_paths.append(path)
-        if len(pending_paths) == batch_size:
+        batch_paths.append(path)
+        batch_pixels.append(pixels)
+        if len(batch_paths) == batch_size:
             flush()
     flush()
     return results
