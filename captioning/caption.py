@@ -208,14 +208,6 @@ def image_ids(paths, annotations=""):
     return ids
 
 
-def write_results(path, entries):
-    """The COCO results file `[{"image_id", "caption"}]`, written atomically, as
-    captioning.evaluate writes it."""
-    from textgen.io import atomic_write_text
-
-    atomic_write_text(path, json.dumps(entries, indent=1, ensure_ascii=False) + "\n")
-
-
 def caption_images(config, out=None, err=None, stdin=None):
     """Captions the images of `config.images` and `config.list`; prints them; returns the exit
     status (1 if any image failed)."""
@@ -223,7 +215,7 @@ def caption_images(config, out=None, err=None, stdin=None):
     err = err or sys.stderr
     from tqdm import tqdm
 
-    from captioning.evaluate import check_results_path
+    from captioning.evaluate import check_results_path, write_results
     from captioning.inference.gallery import write_gallery
     from captioning.inference.image_pipeline import explained, image_paths, read_path_list
     from captioning.inference.loading import caption_files, load_caption_model

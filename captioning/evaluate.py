@@ -96,6 +96,13 @@ def build_parser():
     )
 
 
+def write_results(path, entries):
+    """The COCO results file `[{"image_id", "caption"}]`, written atomically."""
+    from textgen.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(entries, indent=1, ensure_ascii=False) + "\n")
+
+
 def check_results_path(path):
     """UsageError now, not after captioning thousands of images, if `path` cannot be written."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -112,7 +119,6 @@ def evaluate(config, out=None, err=None):
     {"images", "skipped", "metrics": {pycocoevalcap key: score}, "correct": share or None}."""
     from captioning.coco_data import read_captions
     from captioning.inference.loading import caption_files, load_caption_model
-    from textgen.io import atomic_write_text
 
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
@@ -153,7 +159,7 @@ def evaluate(config, out=None, err=None):
 
     if config.results:
         entries = [{"image_id": r.image_id, "caption": c} for r, c in pairs]
-        atomic_write_text(config.results, json.dumps(entries, indent=1, ensure_ascii=False) + "\n")
+        write_results(config.results, entries)
     metrics = coco_metrics(
         {r.image_id: r.captions for r, _ in pairs}, {r.image_id: c for r, c in pairs}, log=log
     )

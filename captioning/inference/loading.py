@@ -184,25 +184,14 @@ class SavedModelCaptioner:
         """(captions [B][n], log_probs [B][n]) from the caption_with_options signature."""
         import tensorflow as tf
 
-        scalars = {
-            "beam_size": tf.int32,
-            "max_length": tf.int32,
-            "n_best": tf.int32,
-            "length_penalty": tf.float32,
-            "length_normalization": tf.float32,
-            "block_repeat_ngrams": tf.int32,
-            "no_repeat_words": tf.bool,
-            "bad_endings": tf.bool,
-            "diverse_groups": tf.int32,
-            "diversity": tf.float32,
-            "temperature": tf.float32,
-            "top_k": tf.int32,
-            "top_p": tf.float32,
-            "seed": tf.int32,
-        }
+        from captioning.inference.saved_model import OPTION_INPUTS
+
         out = self.loaded.signatures["caption_with_options"](
             image_bytes=tf.constant(self._encoded(pixels)),
-            **{name: tf.constant(getattr(options, name), dtype) for name, dtype in scalars.items()},
+            **{
+                name: tf.constant(getattr(options, name), dtype)
+                for name, dtype in OPTION_INPUTS.items()
+            },
         )
         return (
             [[c.decode("utf-8") for c in row] for row in out["captions"].numpy()],

@@ -56,6 +56,23 @@ from textgen.errors import UsageError
 from textgen.io import check_out_directory, replace_directory
 
 DEFAULT_BEAM_SIZE = 3
+# caption_with_options' scalar inputs after image_bytes, in order: name -> dtype name.
+OPTION_INPUTS = {
+    "beam_size": "int32",
+    "max_length": "int32",
+    "n_best": "int32",
+    "length_penalty": "float32",
+    "length_normalization": "float32",
+    "block_repeat_ngrams": "int32",
+    "no_repeat_words": "bool",
+    "bad_endings": "bool",
+    "diverse_groups": "int32",
+    "diversity": "float32",
+    "temperature": "float32",
+    "top_k": "int32",
+    "top_p": "float32",
+    "seed": "int32",
+}
 DEFAULT_MAX_LENGTH = 20
 
 
@@ -217,29 +234,10 @@ def build_module(model, beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENG
         ],
         autograph=False,
     )
-    scalars = [
-        (name, dtype)
-        for name, dtype in (
-            ("beam_size", tf.int32),
-            ("max_length", tf.int32),
-            ("n_best", tf.int32),
-            ("length_penalty", tf.float32),
-            ("length_normalization", tf.float32),
-            ("block_repeat_ngrams", tf.int32),
-            ("no_repeat_words", tf.bool),
-            ("bad_endings", tf.bool),
-            ("diverse_groups", tf.int32),
-            ("diversity", tf.float32),
-            ("temperature", tf.float32),
-            ("top_k", tf.int32),
-            ("top_p", tf.float32),
-            ("seed", tf.int32),
-        )
-    ]
     module.caption_with_options = tf.function(
         caption_with_options,
         input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
-        + [tf.TensorSpec([], dtype, name=name) for name, dtype in scalars],
+        + [tf.TensorSpec([], dtype, name=name) for name, dtype in OPTION_INPUTS.items()],
         autograph=False,
     )
     bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
