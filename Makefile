@@ -10,7 +10,7 @@ ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,zh,eval,lint,tensorboard]'
+	$(PY) -m pip install --quiet -e '.[test,zh,eval,lint,tensorboard,serve,edge]'
 	touch $@
 
 train: $(VENV)/.installed
