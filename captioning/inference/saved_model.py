@@ -46,11 +46,13 @@ model's size, so its captions are the same from a run directory and from the exp
 """
 
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
 import os
 
+from captioning.inference.loading import DecodeOptions
 from textgen._quiet_import import import_tensorflow_quietly
 from textgen.errors import UsageError
 from textgen.io import check_out_directory, replace_directory
@@ -122,6 +124,18 @@ def build_module(model, beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENG
         "vocabulary_size": len(tokens),
         "default_beam_size": beam_size,
         "default_max_length": max_length,
+        # What `python -m textgen.serve` fills in for inputs a request leaves out (a signature
+        # has no optional inputs): the values that give the plain `caption` output.
+        "serving_defaults": {
+            "beam_size": beam_size,
+            "max_length": max_length,
+            "n_best": 1,
+            **{
+                name: value
+                for name, value in dataclasses.asdict(DecodeOptions()).items()
+                if name in OPTION_INPUTS and name not in ("beam_size", "max_length", "n_best")
+            },
+        },
     }
     config_json = json.dumps(config)
     words = tf.constant(tokens)

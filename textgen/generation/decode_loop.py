@@ -77,15 +77,17 @@ def decode_loop(
     return tokens, lengths
 
 
-def compiled_steps(step_fn, sampler, forbidden=None, steps_per_call=64):
+def compiled_steps(step_fn, sampler, forbidden=None, steps_per_call=64, jit_compile=True):
     """The XLA-compiled block of `compiled_decode_loop`: a function
     (start, tokens, states, seed) -> (tokens, states, block [batch, steps_per_call]) that runs
     steps start ... start + steps_per_call - 1 of `decode_loop` (without an end token) in one
     call. Built once, it compiles once per batch size; `compiled_decode_loop` runs it in a graph
-    loop, `compiled_decode_blocks` from Python, one block at a time, for streaming."""
+    loop, `compiled_decode_blocks` from Python, one block at a time, for streaming.
+    `jit_compile=False` runs the same steps with TensorFlow's kernels (a SavedModel exported
+    without XLA streams with it: `decode_loop`'s random draws)."""
     steps_per_call = int(steps_per_call)
 
-    @tf.function(jit_compile=True, autograph=False)
+    @tf.function(jit_compile=jit_compile, autograph=False)
     def some_steps(start, tokens, states, seed):
         one_step = _sample_step(step_fn, sampler, seed, forbidden, None)
         outputs = tf.TensorArray(tf.int32, size=steps_per_call)

@@ -57,8 +57,24 @@ in Python):
     it. Characters outside the vocabulary are dropped and not counted, as in `generate`; a
     word-level model maps them to `<unk>`. Bits per character: -log_prob / ln 2 / characters.
 
+`stream_start` and `stream_block`, `generate` one block of 64 tokens at a time (the server's
+`:stream`, `python -m textgen.serve`):
+    stream_start inputs: prompt tf.string [B], length int32 ()
+                 outputs: prompt tf.string [B] (as fed: unknown characters dropped),
+                          token_ids int32 [B], num_new int32 [B], state_0 ... state_{N-1}
+    stream_block inputs: start int32 () (0, 64, 128, ...), count int32 () (how many of the
+                          block's 64 tokens to return, <= 64), token_ids int32 [B], the states,
+                          temperature float32 (), top_k int32 (), seed int32 ()
+                 outputs: text tf.string [B] (the first `count` new tokens), token_ids, states
+    Feed each call's token_ids and states to the next, with start += 64, until num_new tokens
+    are out. The prompt, then the blocks' texts, are `generate`'s text for the same arguments
+    and seed, wherever `generate` runs its loop with XLA (fewer streams than xla_max_streams)
+    or the export has none (`--no-xla`). Word-level models return each block's words joined as
+    `generate` joins them; a block boundary is a word boundary.
+
 A conditioned model (trained with --labels) has one more input in `generate`,
-`generate_document`, `score` and `step`: `label` tf.string [B], each row's label ("" or
+`generate_document`, `score`, `step`, `stream_start` and `stream_block`: `label` tf.string [B],
+each row's label ("" or
 "<none>": none), and one more signature, `labels`, with no inputs and the output labels
 tf.string [L], the names it knows, "<none>" first. An unknown label fails with
 InvalidArgumentError naming the known ones. Its texts start after the end-of-document token,
@@ -89,7 +105,9 @@ import tensorflow as tf
 from textgen.corpus.vocabulary import END_OF_DOCUMENT
 from textgen.errors import UsageError
 from textgen.generation import loop_choice
+from textgen.generation.decode_loop import compiled_steps
 from textgen.generation.log_probability import step_log_probs
+from textgen.generation.samplers import GreedySampler, RandomSampler, TopKSampler
 from textgen.io import check_out_directory, replace_directory
 from textgen.network.lean_language_model import LeanLanguageModel, lean_weights
 
@@ -182,6 +200,9 @@ class ExportedLanguageModel(tf.Module):
             "end_of_document": END_OF_DOCUMENT if END_OF_DOCUMENT in model.vocabulary else None,
             "labels": model.labels,
             "label_injection": model.label_injection if model.labels else None,
+            # What `python -m textgen.serve` fills in for inputs a request leaves out (a
+            # SavedModel signature has no optional inputs; TF Serving needs every one).
+            "serving_defaults": {"length": 200, "temperature": 1.0, "top_k": 0, "label": ""},
             "prompt_tokens_outside_the_vocabulary": "dropped"
             if unknown_token is None
             else f"mapped to {unknown_token}",
@@ -246,6 +267,30 @@ class ExportedLanguageModel(tf.Module):
             self._score,
             input_signature=[tf.TensorSpec([None], tf.string, name="text"), *label_input],
         )
+        state_inputs = [
+            tf.TensorSpec([None, self.units], tf.float32, name=n) for n in self.state_names
+        ]
+        self.stream_start = tf.function(
+            self._stream_start,
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name="prompt"),
+                tf.TensorSpec([], tf.int32, name="length"),
+                *label_input,
+            ],
+        )
+        self.stream_block = tf.function(
+            self._stream_block,
+            input_signature=[
+                tf.TensorSpec([], tf.int32, name="start"),
+                tf.TensorSpec([], tf.int32, name="count"),
+                tf.TensorSpec([None], tf.int32, name="token_ids"),
+                *state_inputs,
+                tf.TensorSpec([], tf.float32, name="temperature"),
+                tf.TensorSpec([], tf.int32, name="top_k"),
+                tf.TensorSpec([], tf.int32, name="seed"),
+                *label_input,
+            ],
+        )
 
     def lean_model(self, xla=False, xla_max_streams=None):
         # Each weight is read once per call; the loop body then uses plain tensors.
@@ -284,12 +329,11 @@ class ExportedLanguageModel(tf.Module):
             prompt, length, temperature, top_k, seed, self.end_of_document_id, label
         )
 
-    def _generate_text(self, prompt, length, temperature, top_k, seed, end, label=None):
-        """`generate`; with `end` (the end-of-document id) `generate_document`."""
+    def _prime_plan(self, prompt, length, end, label):
+        """What `generate` primes with: (prompt_ids [B, P] as fed, prime_ids [B, T >= 1], the
+        number of new tokens, label ids or None), after checking the arguments."""
         unit = "characters" if self.level == "char" else "tokens"
         tf.debugging.assert_positive(length, f"length must be a positive number of {unit}")
-        tf.debugging.assert_non_negative(temperature, "temperature must be >= 0 (0 means argmax)")
-        tf.debugging.assert_non_negative(top_k, "top_k must be >= 0 (0 means no cut)")
         ids = self.token_ids.lookup(self.tokenizer.tokenize(prompt))  # ragged [B, None]
         ids = tf.ragged.boolean_mask(ids, ids >= 0)  # unknown ones are dropped (module docstring)
         prompt_lengths = tf.cast(ids.row_lengths(), tf.int32)
@@ -320,6 +364,17 @@ class ExportedLanguageModel(tf.Module):
         else:  # a document: after the end token, then the prompt
             prime_ids = tf.concat([tf.fill([batch, 1], end), prompt_ids], axis=1)
             num_new = length - prompt_length
+        return prompt_ids, prime_ids, num_new, labels
+
+    def _check_sampler(self, temperature, top_k):
+        tf.debugging.assert_non_negative(temperature, "temperature must be >= 0 (0 means argmax)")
+        tf.debugging.assert_non_negative(top_k, "top_k must be >= 0 (0 means no cut)")
+
+    def _generate_text(self, prompt, length, temperature, top_k, seed, end, label=None):
+        """`generate`; with `end` (the end-of-document id) `generate_document`."""
+        self._check_sampler(temperature, top_k)
+        prompt_ids, prime_ids, num_new, labels = self._prime_plan(prompt, length, end, label)
+        batch = tf.shape(prompt)[0]
         forbidden = None if self.forbidden is None else tf.convert_to_tensor(self.forbidden)
         # decode_loop cannot stack zero steps or zero rows of unknown shape: skip it then.
         new_ids = tf.cond(
@@ -336,6 +391,55 @@ class ExportedLanguageModel(tf.Module):
             before_end = tf.cumsum(tf.cast(tf.equal(all_ids, end), tf.int32), axis=1) == 0
             tokens = tf.ragged.boolean_mask(tokens, before_end)
         return {"text": self.tokenizer.detokenize(tokens)}
+
+    def _stream_start(self, prompt, length, label=None):
+        """`stream_start`: `generate`'s priming, with the states it reaches as outputs."""
+        prompt_ids, prime_ids, num_new, labels = self._prime_plan(prompt, length, None, label)
+        lean = self.lean_model()
+        batch = tf.shape(prompt)[0]
+        states = lean.prime(prime_ids[:, :-1], lean.initial_states(batch, labels))
+        states, _ = lean.split_label_state(states)  # stream_block derives it from `label` again
+        prompt_tokens = tf.gather(tf.convert_to_tensor(self.vocabulary), prompt_ids)
+        return {
+            "prompt": self.tokenizer.detokenize(prompt_tokens),
+            "token_ids": prime_ids[:, -1],
+            "num_new": tf.fill([batch], num_new),
+            **dict(zip(self.state_names, states)),
+        }
+
+    def _stream_block(self, start, count, token_ids, *rest):
+        """`stream_block`: steps start ... start + 63 of `generate`'s loop (the same compiled
+        block, the same seed per step), the first `count` of them detokenized."""
+        num_states = len(self.state_names)
+        states = list(rest[:num_states])
+        temperature, top_k, seed = rest[num_states : num_states + 3]
+        self._check_sampler(temperature, top_k)
+        lean = self.lean_model()
+        batch = tf.shape(token_ids)[0]
+        if self.label_names:
+            label = rest[num_states + 3]
+            states.append(lean.initial_states(batch, self.label_ids(label, batch))[-1])
+        forbidden = None if self.forbidden is None else tf.convert_to_tensor(self.forbidden)
+        seed_pair = tf.stack([seed, 0])
+
+        def run(sampler):
+            block = compiled_steps(lean.step, sampler, forbidden, jit_compile=self.xla)
+            return block(start, token_ids, states, seed_pair)
+
+        next_ids, new_states, block = tf.case(
+            [
+                (tf.equal(temperature, 0.0), lambda: run(GreedySampler())),
+                (top_k > 0, lambda: run(TopKSampler(top_k, temperature))),
+            ],
+            default=lambda: run(RandomSampler(temperature)),
+        )
+        new_states, _ = lean.split_label_state(new_states)
+        kept = tf.gather(tf.convert_to_tensor(self.vocabulary), block[:, :count])
+        return {
+            "text": self.tokenizer.detokenize(kept),
+            "token_ids": next_ids,
+            **dict(zip(self.state_names, new_states)),
+        }
 
     def _step(self, token_ids, *states):
         lean = self.lean_model()
@@ -376,6 +480,8 @@ class ExportedLanguageModel(tf.Module):
             "generate_document": self.generate_document.get_concrete_function(),
             "step": self.step.get_concrete_function(),
             "score": self.score.get_concrete_function(),
+            "stream_start": self.stream_start.get_concrete_function(),
+            "stream_block": self.stream_block.get_concrete_function(),
             **({"labels": self.list_labels.get_concrete_function()} if self.label_names else {}),
         }
 
