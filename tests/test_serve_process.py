@@ -142,3 +142,15 @@ def test_a_model_path_that_is_neither_an_export_nor_a_run_is_one_line(tmp_path):
         done.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path}: neither a SavedModel")
     )
     assert "Traceback" not in done.stderr
+
+
+def test_the_listening_socket_says_tcp_so_nagle_is_turned_off():
+    # asyncio sets TCP_NODELAY only on sockets whose proto says TCP; without it every keep-alive
+    # answer waited 40 ms for the client's delayed ACK (22 req/s on /healthz instead of 5,700).
+    from textgen.serving.server import listening_socket
+
+    sock = listening_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()

@@ -40,8 +40,18 @@ class ServeConfig:
         default=64, metadata={"help": "most rows in one merged model call"}
     )
     batch_timeout_ms: float = dataclasses.field(
-        default=2.0,
-        metadata={"help": "how long the first request of a batch waits for others, in ms"},
+        default=0.0,
+        metadata={
+            "help": "how long the first request of a batch waits for others, in ms (0: a batch "
+            "is what queued while the model was busy, so a lone request never waits)"
+        },
+    )
+    warmup: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "before serving, compile each text model's generation for every batch size "
+            "batching can make (about a second each), so that no request waits for XLA"
+        },
     )
     max_queue: int = dataclasses.field(
         default=256,

@@ -5,7 +5,8 @@ until the batch holds `max_batch` rows or `timeout_s` has passed since the first
 batch is split into groups that can share a call (`ServedModel.merge_key`: the same signature
 and scalar inputs; for text generation, prompts of one length); each group is one call with
 its rows concatenated, padded up to the next power of two (TF Serving's allowed_batch_sizes:
-XLA compiles once per batch size, so a handful of sizes keeps compiling out of the way), and
+XLA compiles once per batch size, a second or so each, so a few sizes keep compiling out of the
+way; `--warmup` compiles them before the server takes requests), and
 each request gets its own rows back. While a call runs, the next batch fills, so under load
 batches grow by themselves.
 
@@ -28,6 +29,11 @@ import numpy as np
 
 from textgen.serving.served_model import pad_rows
 from textgen.serving.tensor_json import RequestError
+
+
+def padded_rows(rows):
+    """The batch size a call of `rows` rows runs at: the next power of two."""
+    return 1 << (max(1, rows) - 1).bit_length()
 
 
 class Pending:
@@ -153,9 +159,9 @@ class Batcher:
         rows = [p.rows for p in group]
         total = sum(rows)
         self.metrics.batch_size.labels(self.model.name).observe(total)
-        if len(group) == 1 and (not batched or total & (total - 1) == 0):
+        padded = padded_rows(total)
+        if len(group) == 1 and (not batched or padded == total):
             return [self.model.call(signature, group[0].inputs)]
-        padded = 1 << (total - 1).bit_length()
         inputs = dict(group[0].inputs)
         for name in batched:
             inputs[name] = pad_rows(np.concatenate([p.inputs[name] for p in group]), padded)

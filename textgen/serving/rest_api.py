@@ -54,7 +54,7 @@ class ServeSettings:
     def __init__(
         self,
         max_batch=64,
-        batch_timeout_ms=2.0,
+        batch_timeout_ms=0.0,
         max_queue=256,
         max_streams=16,
         max_length=2000,

@@ -197,6 +197,24 @@ class ServedModel:
             raise RequestError(argument_error(error)) from None
         return {name: value.numpy() for name, value in result.items()}
 
+    def warm_up(self, max_batch):
+        """Compiles a text model's generation loop for every batch size batching can make (the
+        powers of two up to `max_batch`), with the sampler of temperature > 0, so that no request
+        waits for XLA. Other models need no warm-up (their graphs are not compiled per size)."""
+        if self.kind != "text":
+            return 0
+        sizes = [1 << k for k in range(max(1, max_batch).bit_length()) if 1 << k <= max_batch]
+        for rows in sizes:
+            inputs = {"prompt": np.array([b""] * rows, dtype=object)}
+            scalars = {"length": 2, "temperature": 1.0, "top_k": 0, "seed": 0}
+            for name, value in scalars.items():
+                spec = self.inputs["generate"][name]
+                inputs[name] = np.array(value, dtype=NUMPY_TYPES[spec["dtype"]])
+            if "label" in self.inputs["generate"]:
+                inputs["label"] = np.array([b""] * rows, dtype=object)
+            self.call("generate", inputs)
+        return len(sizes)
+
     def check_lengths(self, inputs, max_length):
         for name in LENGTH_INPUTS:
             if name in inputs and inputs[name].ndim == 0 and int(inputs[name]) > max_length:

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 from textgen.errors import UsageError
 
@@ -32,8 +33,13 @@ def parse_model_arguments(arguments):
 
 def listening_socket(host, port):
     try:
-        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )[0]
+        # proto must say TCP: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on TCP
+        # sockets that say so, and with it on every keep-alive answer waits 40 ms for the
+        # client's delayed ACK.
+        sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
     except OSError as error:
@@ -69,6 +75,12 @@ def serve(config):
         max_body=config.max_body,
         token=config.token,
     )
+    if config.warmup:
+        for model in models.values():
+            started = time.monotonic()
+            if model.warm_up(settings.max_batch):
+                took = time.monotonic() - started
+                print(f"warmed up {model.name} in {took:.1f} s", file=sys.stderr, flush=True)
     app = build_app(models, settings)
     server = uvicorn.Server(
         uvicorn.Config(
