@@ -163,6 +163,31 @@ def test_a_b64_image_is_captioned_as_the_saved_model_captions_it(models, direct)
     assert np.allclose([p["log_prob"] for p in predictions], log_probs)
 
 
+def test_the_documents_one_input_forms_and_its_404(models, direct):
+    """The API document's `{"instances": [1.0, 2.0, 5.0]}`: rows as bare values for a signature
+    with one input (a text model's `score`), and its 404 for an unknown model."""
+    texts = ["the cat", "a die"]
+
+    async def requests(client):
+        rows = await client.post(
+            "/v1/models/tiny:predict", json={"signature_name": "score", "instances": texts}
+        )
+        columns = await client.post(
+            "/v1/models/tiny:predict", json={"signature_name": "score", "inputs": texts}
+        )
+        missing = await client.post("/v1/models/half:predict", json={"instances": [1.0, 5.0]})
+        return rows, columns, missing
+
+    rows, columns, missing = serve(models, requests)
+    expected = direct["tiny"].signatures["score"](text=tf.constant(texts))
+    predictions = rows.json()["predictions"]
+    assert [p["characters"] for p in predictions] == [7, 5]
+    assert np.allclose([p["log_prob"] for p in predictions], expected["log_prob"].numpy())
+    assert np.allclose(columns.json()["outputs"]["log_prob"], expected["log_prob"].numpy())
+    assert missing.status_code == 404
+    assert missing.json()["error"].startswith("Servable not found for request: Latest(half)")
+
+
 # ---- bad input: one JSON error with the right status, and the server goes on ----
 
 
