@@ -1,12 +1,16 @@
-"""python -m captioning.export RUN_DIR OUT_DIR [--overwrite]: a trained captioner as a
-self-contained TensorFlow SavedModel (`captioning.inference.saved_model` lists its signatures)."""
+"""python -m captioning.export RUN_DIR OUT_DIR [--overwrite] [--tflite] [--onnx]: a trained
+captioner as a self-contained TensorFlow SavedModel (`captioning.inference.saved_model` lists its
+signatures), and with --tflite / --onnx its encoder and decoding step for phones and other
+runtimes in OUT_DIR/edge/ (`captioning.inference.edge_export`)."""
 
 import dataclasses
+import os
 import sys
 
 from captioning.inference.saved_model import DEFAULT_BEAM_SIZE, DEFAULT_MAX_LENGTH
 from textgen import cli
 from textgen.errors import cli_errors
+from textgen.extras import require_edge
 from textgen.io import check_out_directory
 
 
@@ -38,6 +42,22 @@ class CaptionExportConfig:
         default=DEFAULT_MAX_LENGTH,
         metadata={"help": "most words per caption when a caller passes only the image bytes, >= 1"},
     )
+    tflite: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "also write OUT_DIR/edge/encoder.tflite (uint8 pixels at the model's square "
+            "size -> the first word's logits and the recurrent states) and step.tflite (word id "
+            "and states -> logits and new states) for LiteRT (ai-edge-litert), with model.json "
+            "(vocabulary, start and end ids, state names) beside them"
+        },
+    )
+    onnx: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "also write OUT_DIR/edge/encoder.onnx and step.onnx: the same two models as "
+            "ONNX (converted by tf2onnx, checked in onnxruntime), with model.json beside them"
+        },
+    )
 
 
 def build_parser():
@@ -46,7 +66,9 @@ def build_parser():
         "python -m captioning.export",
         "Export a trained captioning run as a self-contained TensorFlow SavedModel with the "
         "signature `caption` (image bytes -> caption, log_prob; also serving_default), "
-        "`caption_n_best` (-> captions[B, K], log_probs[B, K]) and `config`.",
+        "`caption_n_best` (-> captions[B, K], log_probs[B, K]) and `config`; with --tflite / "
+        "--onnx also its encoder and decoding step for LiteRT and ONNX runtimes in "
+        "OUT_DIR/edge/.",
         positionals=("run_directory", "out_directory"),
     )
 
@@ -55,18 +77,31 @@ def build_parser():
 def main(argv=None):
     config = CaptionExportConfig(**vars(build_parser().parse_args(argv)))
     check_out_directory(config.out_directory, config.overwrite)  # before the slow part
+    require_edge(config.tflite, config.onnx)
     # Keras and TensorFlow: after the quick checks.
+    from captioning.inference.edge_export import edge_writer
     from captioning.inference.saved_model import export_saved_model
     from captioning.models.captioner import Captioner
+    from textgen.edge import EDGE_DIRECTORY
 
     model = Captioner.from_run_directory(config.run_directory)
     export_saved_model(
-        model, config.out_directory, config.overwrite, config.beam_size, config.max_length
+        model,
+        config.out_directory,
+        config.overwrite,
+        config.beam_size,
+        config.max_length,
+        also=edge_writer(model, config.tflite, config.onnx, config.max_length),
     )
     print(
         f"exported {config.run_directory} to {config.out_directory} "
         "(signatures: caption = serving_default, caption_n_best, config)"
     )
+    formats = [flag for flag in ("tflite", "onnx") if getattr(config, flag)]  # also the suffixes
+    if formats:
+        folder = os.path.join(config.out_directory, EDGE_DIRECTORY)
+        files = [f"{part}.{suffix}" for suffix in formats for part in ("encoder", "step")]
+        print(f"edge exports in {folder}: {', '.join(files)}, model.json")
     return 0
 
 

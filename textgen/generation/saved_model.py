@@ -489,20 +489,26 @@ class ExportedLanguageModel(tf.Module):
 # ---- writing it, atomically ----
 
 
-def export_saved_model(model, out_directory, overwrite=False, xla=True):
+def export_saved_model(model, out_directory, overwrite=False, xla=True, also=None):
     """Writes `model` (a textgen LanguageModel) as a SavedModel in `out_directory`.
 
     `overwrite` allows replacing a non-empty `out_directory`; `xla=False` leaves the generation
     loop uncompiled (slower, and seeded samples differ from `model.sample`'s; for servers without
-    XLA).
+    XLA). `also`, a function of the folder being written, writes more files beside the
+    SavedModel (the edge exports: `textgen.edge.language_model.edge_writer`).
 
     The SavedModel is written into a temporary directory beside `out_directory` and renamed into
     place; an existing export (with `overwrite`) is renamed aside first and deleted last. So a
-    failed or interrupted export leaves the old model (or nothing), never a half-written one.
+    failed or interrupted export (`also` included) leaves the old model (or nothing), never a
+    half-written one.
     """
     check_out_directory(out_directory, overwrite)
     module = ExportedLanguageModel(model, xla)
-    replace_directory(
-        out_directory, lambda path: tf.saved_model.save(module, path, module.signatures())
-    )
+
+    def write(path):
+        tf.saved_model.save(module, path, module.signatures())
+        if also is not None:
+            also(path)
+
+    replace_directory(out_directory, write)
     return out_directory

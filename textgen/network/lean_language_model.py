@@ -18,7 +18,8 @@ from textgen.network import fused_kernels
 
 
 def lean_weights(model):
-    """The weights of `model` rearranged for the lean step.
+    """The weights of `model` (a LanguageModel, or anything with its embedding, recurrent stack
+    and output layer, such as a captioner) rearranged for the lean step.
 
     Returns a dict of float32 arrays:
         input_table [V, G*H]: embedding @ kernel_0 + biases, the whole of layer 0's input side;
@@ -56,7 +57,10 @@ def lean_weights(model):
         if index == 0:
             rows = model.embedding_size
             weights["input_table"] = embedding @ kernel[:rows] + input_bias
-            if model.labels:
+            # Rows [rows:] of layer 0's kernel are Wih. A captioner (no `labels`; its edge export
+            # runs this step after the first word) feeds its image through them at the first
+            # step only, so its lean weights leave them out.
+            if getattr(model, "labels", None):
                 label_embedding = model.label_embedding.embeddings.numpy().astype(np.float64)
                 weights["label_table"] = label_embedding @ kernel[rows:]
             weights["recurrent_kernel_0"] = recurrent_kernel
