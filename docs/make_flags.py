@@ -22,6 +22,7 @@ CLIS = (
     "textgen.sample",
     "textgen.score",
     "textgen.export",
+    "textgen.serve",
     "captioning.train",
     "captioning.caption",
     "captioning.evaluate",

@@ -441,6 +441,21 @@ def test_a_token_guards_every_route_but_the_page_and_health(models):
     assert right.status_code == health.status_code == page.status_code == 200
 
 
+def test_a_captioners_serving_defaults_are_its_plain_decoding(models):
+    """What a request may leave out takes DecodeOptions' defaults, the plain `caption` output."""
+    import dataclasses
+
+    from captioning.inference.loading import DecodeOptions
+    from captioning.inference.saved_model import OPTION_INPUTS
+
+    plain = dataclasses.asdict(DecodeOptions())
+    defaults = models["shapes"].defaults
+    assert set(defaults) == set(OPTION_INPUTS)
+    for name, value in defaults.items():
+        if name not in ("beam_size", "max_length"):  # the export's own, from its flags
+            assert value == plain[name], name
+
+
 def test_the_page_and_the_model_list(models):
     async def requests(client):
         return await client.get("/"), await client.get("/models"), await client.get("/healthz")

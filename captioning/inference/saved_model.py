@@ -46,13 +46,11 @@ model's size, so its captions are the same from a run directory and from the exp
 """
 
 import contextlib
-import dataclasses
 import gc
 import json
 import logging
 import os
 
-from captioning.inference.loading import DecodeOptions
 from textgen._quiet_import import import_tensorflow_quietly
 from textgen.errors import UsageError
 from textgen.io import check_out_directory, replace_directory
@@ -76,6 +74,21 @@ OPTION_INPUTS = {
     "seed": "int32",
 }
 DEFAULT_MAX_LENGTH = 20
+# The decoding controls' values that give the plain `caption` output (DecodeOptions' defaults;
+# tests/test_serve.py checks that they agree).
+OPTION_DEFAULTS = {
+    "length_penalty": 0.0,
+    "length_normalization": 0.0,
+    "block_repeat_ngrams": 0,
+    "no_repeat_words": False,
+    "bad_endings": False,
+    "diverse_groups": 1,
+    "diversity": 0.0,
+    "temperature": 0.0,
+    "top_k": 0,
+    "top_p": 1.0,
+    "seed": 0,
+}
 
 
 def decode_image_bytes(image_bytes, image_size):
@@ -130,11 +143,7 @@ def build_module(model, beam_size=DEFAULT_BEAM_SIZE, max_length=DEFAULT_MAX_LENG
             "beam_size": beam_size,
             "max_length": max_length,
             "n_best": 1,
-            **{
-                name: value
-                for name, value in dataclasses.asdict(DecodeOptions()).items()
-                if name in OPTION_INPUTS and name not in ("beam_size", "max_length", "n_best")
-            },
+            **OPTION_DEFAULTS,
         },
     }
     config_json = json.dumps(config)
@@ -277,10 +286,13 @@ def export_saved_model(
     overwrite=False,
     beam_size=DEFAULT_BEAM_SIZE,
     max_length=DEFAULT_MAX_LENGTH,
+    also=None,
 ):
     """Writes `model` as a SavedModel in `out_directory`, atomically: into a temporary directory
     that is renamed into place (textgen.io.replace_directory), so a failed export leaves the
-    old model or nothing, never half of one."""
+    old model or nothing, never half of one. `also`, a function of the folder being written,
+    writes more files beside the SavedModel in the same write (the edge exports:
+    `captioning.inference.edge_export.edge_writer`)."""
     import_tensorflow_quietly()
     import tensorflow as tf
 
@@ -291,7 +303,13 @@ def export_saved_model(
     model.recurrent_stack.use_native_ops = False
     try:
         module, signatures = build_module(model, beam_size, max_length)
-        replace_directory(out_directory, lambda path: tf.saved_model.save(module, path, signatures))
+
+        def write(path):
+            tf.saved_model.save(module, path, signatures)
+            if also is not None:
+                also(path)
+
+        replace_directory(out_directory, write)
     finally:
         model.recurrent_stack.use_native_ops = native
     return out_directory
