@@ -19,6 +19,12 @@ temperature 1 (sampling), with the same model and weights:
 Each figure is the best of `--repeats` timed runs after one warm-up run (which also pays for
 tracing and XLA compilation). The machine may be shared, so absolute numbers are noisy; the
 ratios, taken in the same run, are the comparison.
+
+"% limit" is the SavedModel's rate (the step's matmul FLOPs per second) against the float32 matmul
+limit at the step's own shape, streams x 256 x 1024 (bench/limits.py): the larger of numpy's
+rate in a subprocess without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (which halve current
+OpenBLAS's rate, issue 28; this process keeps them) and `tf.matmul`'s, chained in a tf.function.
+Where the CPU has bf16 instructions, "% bf16" is against `tf.matmul`'s bfloat16 rate there.
 """
 
 import argparse
@@ -31,9 +37,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as textgen sets it (textgen/_quiet_import.py)
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from host import describe_host  # noqa: E402  (bench/host.py, beside this script)
+from limits import Limits  # noqa: E402  (bench/limits.py)
 
 from textgen.config import DEFAULT_DATA  # noqa: E402
 from textgen.corpus.vocabulary import Vocabulary  # noqa: E402
@@ -43,7 +49,7 @@ from textgen.generation.saved_model import export_saved_model  # noqa: E402
 from textgen.network.language_model import LanguageModel  # noqa: E402
 
 PROMPT = "ROMEO:"
-TARGETS = {1: 10_000}  # chars/s the issues ask for; 64 streams: 80% of sgemm at its shape
+TARGETS = {1: 10_000}  # chars/s the issues ask for; 64 streams: 80% of the limit at its shape
 
 
 class OneStep(tf.Module):
@@ -120,7 +126,7 @@ def main(argv=None):
         "--paired",
         type=int,
         default=9,
-        help="generation calls each paired with a numpy sgemm timing (default: 9)",
+        help="generation calls each paired with a timing of the matmul limit (default: 9)",
     )
     args = parser.parse_args(argv)
 
@@ -148,7 +154,10 @@ def main(argv=None):
         loops = {"auto": limit, "XLA loop": loop_choice.ALWAYS_XLA, "graph loop": 0}
 
         rows, paired = [], {}
-        sgemm = {size: numpy_sgemm(size, model.hidden_size) for size in args.streams}
+        units = model.hidden_size
+        shape_of = {size: (size, units, 4 * units) for size in args.streams}
+        limits = Limits([(f"{size} streams", *shape_of[size]) for size in args.streams])
+        limits.measure(seconds=0.5)
         for streams in args.streams:
             inputs = dict(
                 prompt=tf.constant([PROMPT] * streams),
@@ -169,42 +178,48 @@ def main(argv=None):
                 if name == "auto":
                     auto_first_call = first_call
             loaded.xla_max_streams.assign(loop_choice.as_tensor(limit))
-            # Paired: each generation call of auto's path is followed by numpy's rate, taken over
-            # about as long, and the ratio of the two is kept; the median ratio is then immune to
-            # the host's busy and quiet moments, which a best-of on each side is not.
+            # Paired: each generation call of auto's path is followed by the limit's engines
+            # (numpy unset, tf float32, numpy as set), each timed over about as long, and the
+            # ratio of the call's rate to the largest of theirs is kept; the median ratio is then
+            # immune to the host's busy and quiet moments, which a best-of on each side is not.
             ratios = []
             for _ in range(args.paired):
                 start = time.perf_counter()
                 generate(**inputs)["text"].numpy()
                 elapsed = time.perf_counter() - start
                 rate = streams * args.length * flops_per_character(model) / elapsed
-                ratios.append(rate / numpy_sgemm_over(streams, model.hidden_size, elapsed))
+                ratios.append(rate / limits.paired_limit(shape_of[streams], elapsed))
             paired[streams] = sorted(ratios)
             seconds["tutorial"] = best_seconds(
                 lambda streams=streams: tutorial_generate(one_step, model, streams, args.length),
                 args.repeats,
             )
             rows.append((streams, auto_first_call, seconds))
-            # numpy's rate is taken after each row as well as here, and the best kept: a busy
+            # The limit is taken after each row as well as before, and the best kept: a busy
             # moment on a shared machine then does not stand for the machine's rate.
-            for size in args.streams:
-                sgemm[size] = max(sgemm[size], numpy_sgemm(size, model.hidden_size))
+            limits.measure(seconds=0.5)
 
     characters = args.length
     flops = flops_per_character(model)
+    bf16 = limits.bf16
     print(
         f"\n{'case':<20}{'auto chars/s':>14}{'XLA loop':>11}{'graph loop':>12}{'tutorial':>10}"
-        f"{'auto/tut.':>10}{'target':>9}{'GFLOP/s':>9}{'% sgemm':>9}{'first call':>12}"
+        f"{'auto/tut.':>10}{'target':>9}{'GFLOP/s':>9}{'% limit':>9}"
+        + (f"{'% bf16':>8}" if bf16 else "")
+        + f"{'first call':>12}"
     )
     for streams, first_call, seconds in rows:
         rate = {name: streams * characters / value for name, value in seconds.items()}
         target = TARGETS.get(streams)
         achieved = rate["auto"] * flops
+        shape = shape_of[streams]
         print(
             f"{f'{streams} x {characters} chars':<20}{rate['auto']:>14,.0f}"
             f"{rate['XLA loop']:>11,.0f}{rate['graph loop']:>12,.0f}{rate['tutorial']:>10,.0f}"
             f"{rate['auto'] / rate['tutorial']:>9.1f}x{f'{target:,}' if target else '-':>9}"
-            f"{achieved / 1e9:>9.1f}{100 * achieved / sgemm[streams]:>8.0f}%{first_call:>11.2f}s"
+            f"{achieved / 1e9:>9.1f}{100 * achieved / limits.limit(shape):>8.0f}%"
+            + (f"{100 * achieved / limits.bf16_limit(shape):>7.0f}%" if bf16 else "")
+            + f"{first_call:>11.2f}s"
         )
     print(
         f"\nThe step's matmuls cost {flops / 1e6:.2f} MFLOP per character, so a target of T "
@@ -212,15 +227,15 @@ def main(argv=None):
         "the SavedModel achieved; 'first call' includes XLA compilation for that batch size)."
     )
     print(
-        "% sgemm: against numpy's float32 matmul at the step's own shape, streams x "
-        f"{model.hidden_size} x {4 * model.hidden_size}, measured in this run: "
-        + ", ".join(
-            f"{streams} streams {rate / 1e9:.1f} GFLOP/s" for streams, rate in sgemm.items()
-        )
+        "% limit: against the float32 matmul limit at the step's own shape, streams x "
+        f"{units} x {4 * units}, measured in this run (bench/limits.py; "
+        f"{limits.legend()}; GFLOP/s):"
     )
+    print("\n".join(limits.describe()))
+    print("\n".join(limits.table()))
     print(
-        "Paired (each generation call of auto's path against numpy's rate right after it, for "
-        f"as long): {args.paired} pairs per row; % of sgemm, median and range:"
+        "Paired (each generation call of auto's path against the limit's engines right after "
+        f"it, each for as long): {args.paired} pairs per row; % of limit, median and range:"
     )
     for streams, ratios in paired.items():
         median = 100 * ratios[len(ratios) // 2]
@@ -228,39 +243,8 @@ def main(argv=None):
             f"  {streams} streams: median {median:.0f}% (min {100 * ratios[0]:.0f}%, "
             f"max {100 * ratios[-1]:.0f}%)"
         )
+    limits.close()
     return 0
-
-
-def sgemm_operands(rows, units):
-    rng = np.random.default_rng(0)
-    return rng.random((rows, units), dtype=np.float32), rng.random((units, 4 * units), np.float32)
-
-
-def numpy_sgemm(rows, units, seconds=0.5):
-    """numpy's best float32 matmul rate (FLOP/s) at rows x units x 4*units, timed as a chain of
-    calls lasting about `seconds`."""
-    a, b = sgemm_operands(rows, units)
-    flops = 2.0 * rows * units * 4 * units
-    chain = max(1, int(2e8 // flops))
-    best = 0.0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        for _ in range(chain):
-            a @ b
-        best = max(best, chain * flops / (time.perf_counter() - start))
-    return best
-
-
-def numpy_sgemm_over(rows, units, seconds):
-    """numpy's mean float32 matmul rate (FLOP/s) at rows x units x 4*units over calls that last
-    `seconds` in all: a generation call's own mean rate is compared with it."""
-    a, b = sgemm_operands(rows, units)
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        calls += 1
-    return calls * 2.0 * rows * units * 4 * units / (time.perf_counter() - start)
 
 
 def flops_per_character(model):

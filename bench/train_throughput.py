@@ -17,7 +17,7 @@ In one process, on the embedded tiny-shakespeare corpus (vocabulary 65), it time
   embeddings @ kernel) and the default `--batch-parts` (one group of streams per core, run as
   parallel branches with one TensorFlow thread each), states carried from batch to batch as in
   stateful training, dropout 0 as in the PyTorch loop. The thread setting is process-wide, so
-  `tf.matmul` below is then measured on one thread per op. FLOP/s are the model's nominal FLOPs
+  `tf.matmul`'s limit below is measured in another process. FLOP/s are the model's nominal FLOPs
   (the formula printed first) over time, for every contender alike; the last line also gives
   ours on the FLOPs it really executes;
 - ours on TF ops only: the same step traced with textgen's C++ LSTM ops switched off
@@ -27,9 +27,14 @@ In one process, on the embedded tiny-shakespeare corpus (vocabulary 65), it time
 - PyTorch: a same-size `nn.LSTM` truncated-BPTT loop (embedding -> nn.LSTM(num_layers,
   batch_first) -> Linear; detached states carried between batches; Adam lr 2e-3;
   clip_grad_norm_ 5). Skipped with a message when torch is not installed;
-- the best single-precision matmul rate of this machine, numpy's `a @ b` and TensorFlow's
-  `tf.matmul` in a `tf.function`, on 2048^3 and on the shapes the LSTM uses; the best of all of
-  them is the denominator of the "% of sgemm" column.
+- the matmul limit of this machine (bench/limits.py), on 2048^3 and on the shapes the LSTM uses:
+  numpy's `a @ b` in a subprocess without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (which halve
+  current OpenBLAS's rate, issue 28; this process keeps them, and numpy's rate with them is shown
+  too), and TensorFlow's `tf.matmul` chained in a `tf.function`, in float32 and, where the CPU has
+  bf16 instructions, bfloat16. `tf.matmul` runs in a second subprocess, on TensorFlow's default
+  threads: this process has one thread per op (above), and a one-thread rate is no limit. The
+  float32 limit at a shape is the larger of numpy's and tf.matmul's (bench/limits.py); the highest
+  over the shapes is the denominator of the "% of limit" column (the bf16 limit's, of "% of bf16").
 
 Every contender is warmed up, then timed `--repeats` times over `--steps` consecutive training
 steps; the repeats of the contenders are interleaved so that a noisy machine hurts them alike. The
@@ -54,6 +59,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as textgen sets it (textg
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from host import describe_host  # noqa: E402  (bench/host.py, beside this script)
+from limits import Limits  # noqa: E402  (bench/limits.py)
 
 tf.get_logger().setLevel("ERROR")  # one tf.function per matmul shape is intended
 
@@ -91,59 +97,6 @@ def executed_flops_per_char(embedding, hidden, layers, vocab, tokens_per_part):
     its two gradient matmuls, once per batch part (2*V*E*4H each)."""
     table = 3 * 2 * vocab * embedding * 4 * hidden / tokens_per_part
     return flops_per_char(embedding, hidden, layers, vocab) - 3 * 2 * embedding * 4 * hidden + table
-
-
-# ---------------------------------------------------------------- sgemm ----
-class Sgemm:
-    """Best single-precision matmul rates, numpy's `a @ b` and TensorFlow's `tf.matmul`.
-
-    Small shapes are timed as chains of dependent matmuls inside one call (a Python loop for
-    numpy, a tf.while_loop in a tf.function for TensorFlow) so per-call overhead does not hide the
-    matmul rate. `measure()` is called once per repeat, between the training contenders, so the
-    rates see the same machine load; the best of all calls is kept."""
-
-    def __init__(self, shapes):
-        rng = np.random.default_rng(0)
-        self.cases = []
-        for label, m, k, n in shapes:
-            a = rng.random((m, k), dtype=np.float32) / k
-            b = rng.random((k, n), dtype=np.float32)
-            flops = 2.0 * m * k * n
-            chain = max(1, int(1e9 // flops))  # about 1 GFLOP per timed call
-
-            def numpy_fn(a=a, b=b, chain=chain):
-                for _ in range(chain):
-                    out = a @ b
-                return out
-
-            ta, tb = tf.constant(a), tf.constant(b)
-
-            @tf.function
-            def tf_chain(ta=ta, tb=tb, chain=chain):
-                # Each matmul depends on the previous one through a zero-scaled term, so none
-                # can be skipped or merged.
-                def body(i, acc):
-                    out = tf.matmul(ta + acc, tb)
-                    return i + 1, out[:1, :1] * 0.0
-
-                return tf.while_loop(lambda i, _: i < chain, body, (0, tf.zeros([1, 1])))[1]
-
-            def tf_fn(tf_chain=tf_chain):
-                return tf_chain().numpy()
-
-            numpy_fn()
-            tf_fn()
-            self.cases.append(((label, m, k, n), chain * flops, numpy_fn, tf_fn))
-        self.rates = {case[0]: [0.0, 0.0] for case in self.cases}
-
-    def measure(self, number=2):
-        for key, flops, numpy_fn, tf_fn in self.cases:
-            for column, fn in enumerate((numpy_fn, tf_fn)):
-                for _ in range(number):
-                    start = time.perf_counter()
-                    fn()
-                    rate = flops / (time.perf_counter() - start)
-                    self.rates[key][column] = max(self.rates[key][column], rate)
 
 
 # -------------------------------------------------------------- contenders --
@@ -342,7 +295,7 @@ def main(argv=None):
         ("input projection", args.batch_size * args.seq_length, H, 4 * H),
         ("weight gradient", H, args.batch_size * args.seq_length, 4 * H),
     ]
-    sgemm = Sgemm(shapes)
+    limits = Limits(shapes, tf_here=False)
     for contender in contenders:
         contender.run(args.warmup)
     times = {c.name: [] for c in contenders}
@@ -351,23 +304,32 @@ def main(argv=None):
             start = time.perf_counter()
             contender.run(args.steps)
             times[contender.name].append(time.perf_counter() - start)
-        sgemm.measure()
+        limits.measure(seconds=0.25)
 
-    rates = sgemm.rates
-    print(f"single-precision matmul, best of {args.repeats} x 2 (GFLOP/s):")
-    print(f"  {'shape':<24}{'m x k x n':>20}{'numpy':>10}{'tf.matmul':>11}")
-    for (label, m, k, n), (numpy_rate, tf_rate) in rates.items():
-        print(f"  {label:<24}{f'{m}x{k}x{n}':>20}{numpy_rate / 1e9:>10.1f}{tf_rate / 1e9:>11.1f}")
-    best_numpy = max(r[0] for r in rates.values())
-    best_tf = max(r[1] for r in rates.values())
-    best = max(best_numpy, best_tf)
+    print("\n".join(limits.describe()))
+    limits.close()
+    print(f"matmul rates, best call of {args.repeats} x 0.25 s per column and shape (GFLOP/s):")
+    print("\n".join(limits.table()))
+    best, best_shape = limits.best_limit()
+    bf16, bf16_shape = limits.best_bf16_limit()
     print(
-        f"  best numpy {best_numpy / 1e9:.1f}, best tf.matmul {best_tf / 1e9:.1f}: "
-        f"denominator {best / 1e9:.1f} GFLOP/s\n"
+        f"  {limits.legend()}\n  denominator of '% of limit': the highest float32 limit, "
+        f"{best / 1e9:.1f} GFLOP/s ({limits.labels[best_shape]})"
+        + (
+            f"; of '% of bf16': the highest bf16 limit, {bf16 / 1e9:.1f} GFLOP/s "
+            f"({limits.labels[bf16_shape]})"
+            if bf16
+            else "; no bf16 instructions on this CPU"
+        )
+        + "\n"
     )
 
     print(f"training, {args.steps} steps x {args.repeats} repeats, best (median):")
-    print(f"  {'':<48}{'chars/s':>18}{'ms/step':>10}{'GFLOP/s':>10}{'% of sgemm':>12}{'loss':>8}")
+    print(
+        f"  {'':<48}{'chars/s':>18}{'ms/step':>10}{'GFLOP/s':>10}{'% of limit':>12}"
+        + (f"{'% of bf16':>11}" if bf16 else "")
+        + f"{'loss':>8}"
+    )
     speed = {}
     for contender in contenders:
         seconds = times[contender.name]
@@ -377,29 +339,34 @@ def main(argv=None):
         print(
             f"  {contender.name:<48}{f'{best_rate:,.0f} ({median_rate:,.0f})':>18}"
             f"{min(seconds) / args.steps * 1e3:>10.1f}{best_rate * per_char / 1e9:>10.1f}"
-            f"{100 * best_rate * per_char / best:>11.1f}%{contender.losses[-1]:>8.3f}"
+            f"{100 * best_rate * per_char / best:>11.1f}%"
+            + (f"{100 * best_rate * per_char / bf16:>10.1f}%" if bf16 else "")
+            + f"{contender.losses[-1]:>8.3f}"
         )
     ours = speed[contenders[0].name]
     print()
     for contender in contenders[1:]:
         print(f"ours, default / {contender.name}: {ours / speed[contender.name]:.2f}x")
-    print(f"ours, default achieved / best sgemm: {100 * ours * per_char / best:.1f}%")
+    print(
+        f"ours, default achieved / the float32 limit: {100 * ours * per_char / best:.1f}%"
+        + (f" (of the bf16 limit: {100 * ours * per_char / bf16:.1f}%)" if bf16 else "")
+    )
     # The rate the step's own matmuls could reach: the recurrent matmuls (forward h @ R and
-    # the two backward ones, one batch part's rows each) at the "recurrent step" row's rate,
+    # the two backward ones, one batch part's rows each) at the "recurrent step" row's limit,
     # every other counted matmul (input projections, output layer, their gradients, all over
-    # the batch's B x T rows) at the "input projection" row's rate.
+    # the batch's B x T rows) at the "input projection" row's limit.
     recurrent_flops = 3 * L * 2 * H * 4 * H
-    shapes_rate = {label: max(pair) for (label, *_), pair in rates.items()}
+    shapes_rate = {label: limits.limit((m, k, n)) for label, m, k, n in shapes}
     ideal_seconds_per_char = (
         recurrent_flops / shapes_rate["recurrent step h@R"]
         + (per_char - recurrent_flops) / shapes_rate["input projection"]
     )
     print(
-        "ours, default / sgemm at the step's own shapes: "
+        "ours, default / the float32 limit at the step's own shapes: "
         f"{100 * ours * ideal_seconds_per_char:.1f}% "
-        f"(recurrent matmuls, {recurrent_flops / 1e6:.3f} MFLOP/char, at the recurrent-step rate "
+        f"(recurrent matmuls, {recurrent_flops / 1e6:.3f} MFLOP/char, at the recurrent-step limit "
         f"{shapes_rate['recurrent step h@R'] / 1e9:.1f} GFLOP/s; the other "
-        f"{(per_char - recurrent_flops) / 1e6:.3f} at the input-projection rate "
+        f"{(per_char - recurrent_flops) / 1e6:.3f} at the input-projection limit "
         f"{shapes_rate['input projection'] / 1e9:.1f})"
     )
     if native_ops.lstm_ops() is None:
@@ -409,7 +376,7 @@ def main(argv=None):
         print(
             f"ours executes {executed / 1e6:.3f} MFLOP/char (layer 1's input projection is a "
             f"lookup in embeddings @ kernel on textgen's C++ ops): "
-            f"{100 * ours * executed / best:.1f}% of sgemm on the FLOPs it runs"
+            f"{100 * ours * executed / best:.1f}% of the float32 limit on the FLOPs it runs"
         )
     if torch_note:
         print(torch_note)
