@@ -230,7 +230,12 @@ def export_with_edge(model, out, tflite=True, onnx=True, overwrite=False):
 LABELS = ["<none>", "happy", "sad"]
 
 
-@pytest.fixture(scope="module", params=["every-step", "document-start"])
+@pytest.fixture(
+    scope="module",
+    # The document-start injection converts the same ops (a gain that is zero after the first
+    # step): `make test-slow` checks it.
+    params=["every-step", pytest.param("document-start", marks=pytest.mark.slow)],
+)
 def labelled_export(request, tmp_path_factory):
     require_edge_packages()
     vocabulary = list("\n abcdefgh") + [END_OF_DOCUMENT]

@@ -41,9 +41,13 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(train_tiny_run):
-    run = train_tiny_run("serve_page", SMALL_TEXT * 3, max_steps=10)
-    process, url = start_server(f"{run}=tiny", f"{resources.bundled_model('shapes')}=shapes")
+def text_run(train_tiny_run):
+    return train_tiny_run("serve_page", SMALL_TEXT * 3, max_steps=10)
+
+
+@pytest.fixture(scope="module")
+def server(text_run):
+    process, url = start_server(f"{text_run}=tiny", f"{resources.bundled_model('shapes')}=shapes")
     yield url
     process.terminate()
     process.wait(30)
@@ -88,9 +92,8 @@ def test_upload_a_scene_and_see_its_caption_and_n_best_list(browser, server, tmp
     assert ImageStat.Stat(image).stddev[0] > 10, "the screenshot is blank"
 
 
-def test_a_server_without_a_captioner_shows_no_caption_panel(browser, train_tiny_run):
-    run = train_tiny_run("serve_page_text_only", SMALL_TEXT * 3, max_steps=2)
-    process, url = start_server(f"{run}=only")
+def test_a_server_without_a_captioner_shows_no_caption_panel(browser, text_run):
+    process, url = start_server(f"{text_run}=only")
     try:
         browser.get(url + "/")
         wait(browser, lambda: browser.find_element(By.ID, "text-panel").is_displayed())
