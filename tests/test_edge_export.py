@@ -14,6 +14,7 @@ import pytest
 
 from captioning import export as caption_export
 from helpers import ROOT, one_error_line, run_main
+from test_export import random_model  # a tiny model with weights far from a tie
 from textgen import export as text_export
 from textgen.corpus.vocabulary import END_OF_DOCUMENT
 from textgen.errors import UsageError
@@ -203,20 +204,6 @@ def test_edge_step_equals_the_saved_model_step(shakespeare_export):
 
 
 # ---- models built in code: a conditioned one, every cell ----
-
-
-def random_model(cell, vocabulary, **kwargs):
-    """A tiny model with weights large enough that each step's argmax is far from a tie."""
-    from textgen.network.language_model import LanguageModel
-
-    model = LanguageModel(
-        vocabulary, cell=cell, num_layers=2, hidden_size=16, embedding_size=8, **kwargs
-    )
-    model.build()
-    rng = np.random.default_rng(1)
-    for variable in model.variables:
-        variable.assign(rng.normal(0, 0.6, variable.shape).astype(np.float32))
-    return model
 
 
 def export_with_edge(model, out, tflite=True, onnx=True, overwrite=False):
