@@ -219,9 +219,12 @@ LABELS = ["<none>", "happy", "sad"]
 
 @pytest.fixture(
     scope="module",
-    # The document-start injection converts the same ops (a gain that is zero after the first
-    # step): `make test-slow` checks it.
-    params=["every-step", pytest.param("document-start", marks=pytest.mark.slow)],
+    # A label is one more int32 input on the same step; `make test-slow` checks both injections
+    # (the default suite's exports of the bundled models take the same code path).
+    params=[
+        pytest.param("every-step", marks=pytest.mark.slow),
+        pytest.param("document-start", marks=pytest.mark.slow),
+    ],
 )
 def labelled_export(request, tmp_path_factory):
     require_edge_packages()
