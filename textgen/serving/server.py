@@ -55,6 +55,9 @@ def serve(config):
     """Serves the models of `config` (a textgen.serve.ServeConfig); returns when stopped."""
     import uvicorn
 
+    from textgen._quiet_import import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # without TensorFlow's start-up lines on stderr
     from textgen.serving.rest_api import ServeSettings, build_app
     from textgen.serving.served_model import ServedModel
 
