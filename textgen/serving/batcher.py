@@ -27,8 +27,15 @@ import time
 
 import numpy as np
 
-from textgen.serving.served_model import pad_rows
 from textgen.serving.tensor_json import RequestError
+
+
+def pad_rows(array, rows):
+    """`array` [B, ...] padded to `rows` rows by repeating its last row (the padding's outputs
+    are dropped)."""
+    if len(array) >= rows:
+        return array
+    return np.concatenate([array, np.repeat(array[-1:], rows - len(array), axis=0)])
 
 
 def padded_rows(rows):

@@ -281,14 +281,3 @@ def saved_model_folder(path):
 
     export_saved_model(LanguageModel.from_run_directory(path), out)
     return out
-
-
-def pad_rows(array, rows):
-    """`array` [B, ...] padded to `rows` rows by repeating its last row (outputs of the padding
-    are dropped), so XLA sees few batch sizes."""
-    if len(array) >= rows:
-        return array
-    return np.concatenate([array, np.repeat(array[-1:], rows - len(array), axis=0)])
-
-
-__all__ = ["ServedModel", "NUMPY_TYPES", "pad_rows"]
