@@ -16,6 +16,10 @@ temperature 1 (sampling), with the same model and weights:
   ids, one call of the model on the last character with the carried states, categorical draw,
   ids -> strings) once per character.
 
+The SavedModel is exported as `textgen.export` does by default (`--precision auto`): on a CPU
+with bfloat16 instructions its graph loop (the one many streams take) runs its matmuls in
+bfloat16. Then a float32 export's graph loop is timed beside it ("graph f32").
+
 Each figure is the best of `--repeats` timed runs after one warm-up run (which also pays for
 tracing and XLA compilation). The machine may be shared, so absolute numbers are noisy; the
 ratios, taken in the same run, are the comparison.
@@ -47,6 +51,7 @@ from textgen.generation import loop_choice  # noqa: E402
 from textgen.generation.loop_choice import best_seconds  # noqa: E402
 from textgen.generation.saved_model import export_saved_model  # noqa: E402
 from textgen.network.language_model import LanguageModel  # noqa: E402
+from textgen.network.precision import resolve as resolve_precision  # noqa: E402
 
 PROMPT = "ROMEO:"
 TARGETS = {1: 10_000}  # chars/s the issues ask for; 64 streams: 80% of the limit at its shape
@@ -135,12 +140,22 @@ def main(argv=None):
     # What a default export does: measure (or read from the cache) from how many streams the
     # graph loop beats the XLA one on this machine; the SavedModel carries the answer.
     os.environ.pop("TEXTGEN_GENERATION", None)
-    limit = loop_choice.xla_max_streams(model)
-    print(f"auto: generation takes {loop_choice.describe(limit)}")
+    # And in the precision a default export takes: bfloat16 in the graph loop where the CPU has
+    # the instructions (textgen.network.precision); a float32 export is timed beside it.
+    precision = resolve_precision("auto")
+    limit = loop_choice.xla_max_streams(model, precision=precision)
+    print(f"auto: generation takes {loop_choice.describe(limit)}; the graph loop in {precision}")
     with tempfile.TemporaryDirectory() as directory:
         out = os.path.join(directory, "saved_model")
         start = time.perf_counter()
         export_saved_model(model, out)
+        float32 = None
+        if precision != "float32":
+            model.generation_precision = "float32"
+            export_saved_model(model, os.path.join(directory, "float32"))
+            model.generation_precision = "auto"
+            float32 = tf.saved_model.load(os.path.join(directory, "float32"))
+            float32.xla_max_streams.assign(loop_choice.as_tensor(0))
         print(
             f"exported in {time.perf_counter() - start:.1f} s; "
             f"{model.count_params():,} parameters, vocabulary {model.vocabulary_size}; "
@@ -178,6 +193,11 @@ def main(argv=None):
                 if name == "auto":
                     auto_first_call = first_call
             loaded.xla_max_streams.assign(loop_choice.as_tensor(limit))
+            if float32 is not None:
+                seconds["graph f32"] = best_seconds(
+                    lambda inputs=inputs: float32.signatures["generate"](**inputs)["text"].numpy(),
+                    args.repeats,
+                )
             # Paired: each generation call of auto's path is followed by the limit's engines
             # (numpy unset, tf float32, numpy as set), each timed over about as long, and the
             # ratio of the call's rate to the largest of theirs is kept; the median ratio is then
@@ -202,8 +222,11 @@ def main(argv=None):
     characters = args.length
     flops = flops_per_character(model)
     bf16 = limits.bf16
+    graph_name = "graph loop" if precision == "float32" else "graph bf16"
     print(
-        f"\n{'case':<20}{'auto chars/s':>14}{'XLA loop':>11}{'graph loop':>12}{'tutorial':>10}"
+        f"\n{'case':<20}{'auto chars/s':>14}{'XLA loop':>11}{graph_name:>12}"
+        + (f"{'graph f32':>11}" if precision != "float32" else "")
+        + f"{'tutorial':>10}"
         f"{'auto/tut.':>10}{'target':>9}{'GFLOP/s':>9}{'% limit':>9}"
         + (f"{'% bf16':>8}" if bf16 else "")
         + f"{'first call':>12}"
@@ -215,7 +238,9 @@ def main(argv=None):
         shape = shape_of[streams]
         print(
             f"{f'{streams} x {characters} chars':<20}{rate['auto']:>14,.0f}"
-            f"{rate['XLA loop']:>11,.0f}{rate['graph loop']:>12,.0f}{rate['tutorial']:>10,.0f}"
+            f"{rate['XLA loop']:>11,.0f}{rate['graph loop']:>12,.0f}"
+            + (f"{rate['graph f32']:>11,.0f}" if "graph f32" in rate else "")
+            + f"{rate['tutorial']:>10,.0f}"
             f"{rate['auto'] / rate['tutorial']:>9.1f}x{f'{target:,}' if target else '-':>9}"
             f"{achieved / 1e9:>9.1f}{100 * achieved / limits.limit(shape):>8.0f}%"
             + (f"{100 * achieved / limits.bf16_limit(shape):>7.0f}%" if bf16 else "")

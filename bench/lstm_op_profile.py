@@ -16,6 +16,11 @@ The gap between an op and its products alone is what the op's gate math and laun
 gap between Eigen's products (inside the op) and tf.matmul's is what routing the products
 through TensorFlow's GEMM could gain. Run it with TensorFlow on one intra-op thread
 (`--threads 1`, what each batch part gets in training) and on all cores.
+
+Whether a bfloat16 path inside the ops would pay (issue 28): the same product chains in bfloat16,
+through oneDNN (`tf.matmul`, TF_ENABLE_ONEDNN_OPTS=1) and through Eigen's contraction (a
+subprocess with TF_ENABLE_ONEDNN_OPTS=0, where `tf.matmul` runs on Eigen, as the ops' products
+do), float32 and bfloat16 each.
 """
 
 import argparse
@@ -27,6 +32,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import numpy as np  # noqa: E402
+
+# TF_ENABLE_ONEDNN_OPTS must be set before TensorFlow loads: the Eigen rows run in a child.
+EIGEN_CHILD = "TEXTGEN_PROFILE_EIGEN_CHILD"
 
 
 def best(fn, repeats):
@@ -87,9 +95,9 @@ def main(argv=None):
     def backward():
         return backward_op(gates, cs, c0, kernel, d_hs, h0, c0, inputs, rows)
 
-    def matmul_chain(m, k, n):
-        a = tf.constant(rng.standard_normal((m, k), dtype=np.float32) * 0.01)
-        b = tf.constant(rng.standard_normal((k, n), dtype=np.float32) * 0.01)
+    def matmul_chain(m, k, n, dtype=tf.float32):
+        a = tf.cast(tf.constant(rng.standard_normal((m, k), dtype=np.float32) * 0.01), dtype)
+        b = tf.cast(tf.constant(rng.standard_normal((k, n), dtype=np.float32) * 0.01), dtype)
 
         @tf.function
         def chain():
@@ -97,9 +105,18 @@ def main(argv=None):
                 out = tf.matmul(a + acc, b)
                 return i + 1, out[:1, :1] * 0.0
 
-            return tf.while_loop(lambda i, _: i < T, body, (0, tf.zeros([1, 1])))[1]
+            return tf.while_loop(lambda i, _: i < T, body, (0, tf.zeros([1, 1], dtype)))[1]
 
-        return chain
+        # One traced function, timed after best's untimed first call (which traces it).
+        return lambda: chain().numpy()
+
+    flops_forward = 2.0 * T * B * H * 4 * H
+    if os.environ.get(EIGEN_CHILD):
+        for dtype in (tf.float32, tf.bfloat16):
+            for side, shape in (("forward", (B, H, 4 * H)), ("backward", (B, 4 * H, H))):
+                seconds = best(matmul_chain(*shape, dtype), args.repeats)
+                print(f"eigen {dtype.name} {side} {flops_forward / seconds / 1e9:.1f}")
+        return 0
 
     def numpy_chain(m, k, n):
         a = rng.standard_normal((m, k), dtype=np.float32)
@@ -118,7 +135,6 @@ def main(argv=None):
     def tf_ops_forward():
         return fused_kernels.lstm_sequence(x_proj, h0, c0, permuted)
 
-    flops_forward = 2.0 * T * B * H * 4 * H
     rows_out = [
         (
             "TextgenLstmForward (Eigen products + gates)",
@@ -126,9 +142,13 @@ def main(argv=None):
         ),
         (
             "  its products alone, tf.matmul chain",
-            best(lambda: matmul_chain(B, H, 4 * H)().numpy(), args.repeats),
+            best(matmul_chain(B, H, 4 * H), args.repeats),
         ),
         ("  its products alone, numpy chain", best(numpy_chain(B, H, 4 * H), args.repeats)),
+        (
+            "  its products alone in bf16, tf.matmul (oneDNN)",
+            best(matmul_chain(B, H, 4 * H, tf.bfloat16), args.repeats),
+        ),
         (
             "  the same forward on TF ops (while_loop)",
             best(lambda: tf_ops_forward()[0].numpy(), args.repeats),
@@ -139,9 +159,13 @@ def main(argv=None):
         ),
         (
             "  its products alone, tf.matmul chain",
-            best(lambda: matmul_chain(B, 4 * H, H)().numpy(), args.repeats),
+            best(matmul_chain(B, 4 * H, H), args.repeats),
         ),
         ("  its products alone, numpy chain", best(numpy_chain(B, 4 * H, H), args.repeats)),
+        (
+            "  its products alone in bf16, tf.matmul (oneDNN)",
+            best(matmul_chain(B, 4 * H, H, tf.bfloat16), args.repeats),
+        ),
     ]
     print(
         f"\n{T} steps x {B} streams x {H} units; {flops_forward / 1e6:.0f} MFLOP of products per op"
@@ -149,7 +173,34 @@ def main(argv=None):
     print(f"  {'':<48}{'ms':>8}{'GFLOP/s of the products':>26}")
     for label, seconds in rows_out:
         print(f"  {label:<48}{seconds * 1e3:>8.2f}{flops_forward / seconds / 1e9:>26.1f}")
+    eigen_rows(argv)
     return 0
+
+
+def eigen_rows(argv):
+    """The products on Eigen (oneDNN off, in a child process), float32 and bfloat16."""
+    import subprocess
+
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", **{EIGEN_CHILD: "1"})
+    child = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *(argv or sys.argv[1:])],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    rates = {}
+    for line in child.stdout.splitlines():
+        if line.startswith("eigen "):
+            _, dtype, side, rate = line.split()
+            rates[(dtype, side)] = rate
+    print("\nEigen's products (TF_ENABLE_ONEDNN_OPTS=0, tf.matmul runs Eigen's contraction, as the")
+    print("C++ ops' products are Eigen's), GFLOP/s:")
+    print(f"  {'':<20}{'float32':>10}{'bfloat16':>10}")
+    for side in ("forward", "backward"):
+        print(
+            f"  {side + ' products':<20}{rates.get(('float32', side), '?'):>10}"
+            f"{rates.get(('bfloat16', side), '?'):>10}"
+        )
 
 
 if __name__ == "__main__":

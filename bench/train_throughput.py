@@ -22,11 +22,15 @@ In one process, on the embedded tiny-shakespeare corpus (vocabulary 65), it time
   ours on the FLOPs it really executes;
 - ours on TF ops only: the same step traced with textgen's C++ LSTM ops switched off
   (`native_ops.disabled()`), i.e. what a machine without a C++ compiler runs;
+- ours, C++ ops bf16 and TF ops bf16 (where the CPU has bfloat16 instructions; `--no-bf16`
+  skips them): the same step under `--precision bfloat16 --fused on`, on the C++ ops (the
+  matmuls outside the op in bf16) and on TF ops (every matmul in bf16);
 - stock Keras: the same step and model with `--fused off` (the stock `keras.layers.LSTM` path)
   and `--batch-parts 1`;
 - PyTorch: a same-size `nn.LSTM` truncated-BPTT loop (embedding -> nn.LSTM(num_layers,
   batch_first) -> Linear; detached states carried between batches; Adam lr 2e-3;
-  clip_grad_norm_ 5). Skipped with a message when torch is not installed;
+  clip_grad_norm_ 5). Skipped with a message when torch is not installed. On a bf16 CPU also
+  the same loop under `torch.autocast("cpu", dtype=torch.bfloat16)`;
 - the matmul limit of this machine (bench/limits.py), on 2048^3 and on the shapes the LSTM uses:
   numpy's `a @ b` in a subprocess without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (which halve
   current OpenBLAS's rate, issue 28; this process keeps them, and numpy's rate with them is shown
@@ -68,6 +72,7 @@ from textgen.corpus.reading import read_text  # noqa: E402
 from textgen.corpus.stream_batches import StreamBatches  # noqa: E402
 from textgen.corpus.vocabulary import Vocabulary  # noqa: E402
 from textgen.network import native_ops
+from textgen.network.precision import native_bfloat16
 from textgen.training.text_trainer import TextTrainer  # noqa: E402
 
 FLOP_FORMULA = (
@@ -105,7 +110,9 @@ class KerasContender:
     directory), timed through `trainer.train_step` exactly as `TextTrainer.train` calls it, with the
     states each step returns fed to the next one."""
 
-    def __init__(self, name, fused, args, workdir, batch_parts=0, native=True, log=None):
+    def __init__(
+        self, name, fused, args, workdir, batch_parts=0, native=True, log=None, precision="auto"
+    ):
         # dropout 0, as the PyTorch reference: the benchmark compares the recurrent layers, and
         # Keras' dropout masks (one Philox draw per activation) cost about 4% of our step.
         config = config_lib.TrainConfig(
@@ -118,11 +125,12 @@ class KerasContender:
             batch_size=args.batch_size,
             seq_length=args.seq_length,
             fused=fused,
+            precision=precision,
             optimizer="adam",
             learning_rate=2e-3,
             grad_clip=5.0,
             sample_every=0,
-            out=os.path.join(workdir, f"fused-{fused}"),
+            out=os.path.join(workdir, f"fused-{fused}-{precision}"),
         )
         trainer = TextTrainer(config, log=log or (lambda message: None), progress_bar=False)
         trainer.prepare()
@@ -151,12 +159,15 @@ class KerasContender:
 
 
 class TorchContender:
-    def __init__(self, name, args, vocabulary, batches):
+    def __init__(self, name, args, vocabulary, batches, autocast=False):
         import torch
         from torch import nn
 
         torch.manual_seed(0)
         self.torch, self.name, self.batches = torch, name, batches
+        # torch.autocast("cpu", bfloat16): the matmuls (and nn.LSTM) in bf16, master weights
+        # and the optimizer float32, as ours under --precision bfloat16.
+        self.autocast = autocast
 
         class Model(nn.Module):
             def __init__(self):
@@ -190,8 +201,12 @@ class TorchContender:
             inputs = torch.from_numpy(inputs.astype(np.int64))
             targets = torch.from_numpy(targets.astype(np.int64))
             state = tuple(s.detach() for s in self.state)
-            logits, self.state = self.model(inputs, state)
-            loss = self.loss_fn(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+                logits, self.state = self.model(inputs, state)
+                loss = self.loss_fn(
+                    logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1)
+                )
+            self.state = tuple(s.float() for s in self.state)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
@@ -212,6 +227,11 @@ def parse_args(argv=None):
     parser.add_argument("--data", default=config_lib.DEFAULT_DATA)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--no-keras", action="store_true", help="skip the stock Keras layers")
+    parser.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="skip the bfloat16 contenders (ours forced to bf16, PyTorch under autocast)",
+    )
     parser.add_argument(
         "--no-tf-ops",
         action="store_true",
@@ -266,6 +286,27 @@ def main(argv=None):
                 "ours on TF ops", "on", args, os.path.join(workdir, "tf-ops"), native=False
             )
         )
+    if native_bfloat16() and not args.no_bf16:
+        # The bfloat16 kernels forced, whatever auto chose (--precision bfloat16 --fused on).
+        contenders.append(
+            KerasContender(
+                "ours, C++ ops bf16",
+                "on",
+                args,
+                os.path.join(workdir, "bf16"),
+                precision="bfloat16",
+            )
+        )
+        contenders.append(
+            KerasContender(
+                "ours, TF ops bf16",
+                "on",
+                args,
+                os.path.join(workdir, "tf-bf16"),
+                native=False,
+                precision="bfloat16",
+            )
+        )
     if not args.no_keras:
         contenders.append(
             KerasContender("stock Keras (fused off)", "off", args, workdir, batch_parts=1)
@@ -284,6 +325,12 @@ def main(argv=None):
             contenders.append(
                 TorchContender(f"PyTorch {torch.__version__} nn.LSTM", args, vocabulary, batches)
             )
+            if native_bfloat16() and not args.no_bf16:
+                contenders.append(
+                    TorchContender(
+                        "PyTorch nn.LSTM, autocast bf16", args, vocabulary, batches, autocast=True
+                    )
+                )
             print(f"PyTorch threads {torch.get_num_threads()}")
     if torch_note:
         print(torch_note)

@@ -261,6 +261,7 @@ class CaptionTrainConfig:
         },
     )
     fused: str = loop_field("fused")
+    precision: str = loop_field("precision")
     strategy: str = dataclasses.field(
         default="auto",
         metadata={

@@ -57,7 +57,7 @@ def test_batches_from_the_limit_take_the_graph_loop(model):
 def test_measures_once_then_reads_the_cache(model, measuring, monkeypatch, capsys):
     calls = []
 
-    def fake_measure(measured):
+    def fake_measure(measured, precision="float32"):
         calls.append(measured)
         return {8: (100.0, 50.0), 64: (100.0, 200.0)}, 64
 
@@ -93,7 +93,9 @@ def test_the_environment_presets_the_loop(model, monkeypatch):
 
 
 def test_the_saved_model_carries_the_exporting_machines_choice(model, monkeypatch, tmp_path):
-    monkeypatch.setattr(loop_choice, "xla_max_streams", lambda model: 2)
+    monkeypatch.setattr(
+        loop_choice, "xla_max_streams", lambda model, path=None, precision="float32": 2
+    )
     export_saved_model(model, str(tmp_path / "saved"))
     loaded = tf.saved_model.load(str(tmp_path / "saved"))
     assert int(loaded.xla_max_streams.numpy()) == 2

@@ -311,7 +311,8 @@ def test_a_kernel_that_raises_is_skipped_in_a_real_run(tiny_config, measuring, m
     trainer, result = _train(tiny_config, log)
     line = next(line for line in log if line.startswith("recurrent kernel:"))
     assert "TF ops failed (RuntimeError: this kernel cannot run here)" in line
-    assert trainer.kernel.candidate in (NATIVE, STOCK)
+    # (the bfloat16 TF-op kernel fails too; the C++ ops bf16 may win where the CPU has bf16)
+    assert trainer.kernel.candidate in (NATIVE, STOCK, kernel_choice.NATIVE_BF16)
     assert result.global_step == 2
 
 

@@ -73,6 +73,16 @@ LOOP_FIELDS = {
         "cuDNN; under several replicas: the lean kernels). on: the lean kernels, the LSTM "
         "on the C++ ops where they build. off: the stock Keras layers",
     ),
+    "precision": (
+        "auto",
+        "auto, float32 or bfloat16: the matmuls of the lean recurrent kernels and the output "
+        "layer (weights, states, gates, softmax, loss and optimizer stay float32, and so do "
+        "checkpoints: a run resumes under either). auto: with --fused auto on a CPU that has "
+        "bfloat16 instructions (AVX512_BF16, AMX, Arm BF16), the kernel measurement also times "
+        "the bfloat16 kernels and keeps the fastest; elsewhere float32. bfloat16: only the "
+        "bfloat16 kernels (needs --fused auto or on; emulated, so slow, on a CPU without "
+        "bfloat16 instructions)",
+    ),
     "cell": ("lstm", "recurrent cell: lstm, gru or rnn (tanh)"),
 }
 
@@ -85,6 +95,21 @@ def weights_field():
             "choices": ("best", "latest"),
             "help": "best: the weights of the run's best evaluation (RUN/checkpoint.best.npz, "
             "lowest validation loss), when it has one; latest: its latest checkpoint",
+        },
+    )
+
+
+def generation_precision_field():
+    """--precision of the CLIs that generate (sample, export)."""
+    return dataclasses.field(
+        default="auto",
+        metadata={
+            "choices": ("auto", "float32", "bfloat16"),
+            "help": "the matmuls of the graph generation loop, the one many streams take "
+            "(textgen.generation.loop_choice; the XLA loop of few streams is float32: XLA "
+            "has no fast bfloat16 product on the CPU). auto: bfloat16 where the CPU has "
+            "bfloat16 instructions. An exported SavedModel records it and runs float32 on a "
+            "CPU without them",
         },
     )
 
@@ -350,6 +375,7 @@ class TrainConfig:
         },
     )
     fused: str = loop_field("fused")
+    precision: str = loop_field("precision")
     # Parts, because TensorFlow's per-op threading keeps two cores only ~1.5x as busy as one on
     # the small per-step matmuls.
     batch_parts: int = dataclasses.field(
@@ -526,6 +552,13 @@ def validate_shared(config):
         )
     if config.fused not in ("auto", "on", "off"):
         raise UsageError(f"`fused` must be auto, on or off, got {config.fused!r}")
+    if config.precision not in ("auto", "float32", "bfloat16"):
+        raise UsageError(f"`precision` must be auto, float32 or bfloat16, got {config.precision!r}")
+    if config.precision == "bfloat16" and config.fused == "off":
+        raise UsageError(
+            "`precision` bfloat16 runs on the lean kernels, and `fused` off asks for the stock "
+            "Keras layers: use --fused auto or on, or --precision float32"
+        )
     if config.resume_from not in ("latest", "previous"):
         raise UsageError(f"`resume_from` must be latest or previous, got {config.resume_from!r}")
     if config.resume_from != "latest" and not config.resume:

@@ -10,7 +10,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from textgen import cli  # noqa: E402
-from textgen.config import weights_field  # noqa: E402
+from textgen.config import generation_precision_field, weights_field  # noqa: E402
 from textgen.errors import cli_errors  # noqa: E402
 from textgen.extras import require_edge  # noqa: E402
 from textgen.io import check_out_directory  # noqa: E402
@@ -31,6 +31,7 @@ class ExportConfig:
         }
     )
     weights: str = weights_field()
+    precision: str = generation_precision_field()
     overwrite: bool = dataclasses.field(
         default=False,
         metadata={
@@ -88,6 +89,7 @@ def main(argv=None):
     from textgen.network.language_model import LanguageModel
 
     model = LanguageModel.from_run_directory(config.run_directory, config.weights)
+    model.generation_precision = config.precision
     export_saved_model(
         model,
         config.out_directory,

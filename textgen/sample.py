@@ -8,7 +8,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from textgen import cli, resources  # noqa: E402
-from textgen.config import weights_field  # noqa: E402
+from textgen.config import generation_precision_field, weights_field  # noqa: E402
 from textgen.errors import UsageError, as_cli_message, cli_errors  # noqa: E402
 
 BUNDLED_MODEL = "shakespeare"
@@ -26,6 +26,7 @@ class SampleConfig:
         },
     )
     weights: str = weights_field()
+    precision: str = generation_precision_field()
     # Fed in one call, so it warms up the state as well as starting the text.
     prime: str = dataclasses.field(
         default="", metadata={"default_help": "none", "help": "text the samples start with"}
@@ -139,9 +140,11 @@ def load_model(config):
     from textgen.network.language_model import LanguageModel, check_sampling_arguments
 
     check_sampling_arguments(config.length, config.temperature, config.top_k, config.num_samples)
-    return LanguageModel.from_run_directory(
+    model = LanguageModel.from_run_directory(
         run_directory_or_bundled(config.run_directory), config.weights
     )
+    model.generation_precision = config.precision
+    return model
 
 
 def labels_of(config):

@@ -90,16 +90,19 @@ def compare(first, second, min_rounds=3, max_rounds=12, budget=10.0, clock=time.
     return min(times[0]), min(times[1]), rounds
 
 
-def measure(model):
-    """({size: (xla chars/s, graph chars/s)}, xla_max_streams) for `model` (a LanguageModel):
-    sizes are timed from the smallest until the graph loop wins."""
+def measure(model, precision="float32"):
+    """({size: (xla chars/s, graph chars/s)}, xla_max_streams) for `model` (a LanguageModel),
+    the graph loop's matmuls in `precision`: sizes are timed from the smallest until the graph
+    loop wins."""
     from textgen.network.lean_language_model import LeanLanguageModel, lean_weights
 
     weights = {name: tf.constant(value) for name, value in lean_weights(model).items()}
     signature = [tf.TensorSpec([None, 1], tf.int32), tf.TensorSpec([], tf.int32)]
 
     def loop(xla):
-        lean = LeanLanguageModel(weights, model.cell, model.num_layers, model.hidden_size, xla)
+        lean = LeanLanguageModel(
+            weights, model.cell, model.num_layers, model.hidden_size, xla, precision=precision
+        )
 
         def generate(prime_ids, seed):
             return lean.generate_ids(
@@ -120,14 +123,17 @@ def measure(model):
     return rates, limit
 
 
-def model_key(model):
-    return kernel_choice.cache_key(
+def model_key(model, precision="float32"):
+    shape = dict(
         kind="generation",
         cell=model.cell,
         num_layers=model.num_layers,
         hidden_size=model.hidden_size,
         vocabulary=int(model.vocabulary_size),
     )
+    if precision != "float32":  # float32 keeps the key of the entries cached before precision
+        shape["precision"] = precision
+    return kernel_choice.cache_key(**shape)
 
 
 def describe(limit):
@@ -138,27 +144,28 @@ def describe(limit):
     return f"the XLA-compiled loop below {limit} streams, the graph loop from {limit}"
 
 
-def xla_max_streams(model, path=None):
-    """The batch size from which `model` generates on the graph loop on this machine: preset,
-    cached, or measured (a few seconds, once per machine and model shape, with one line on
-    stderr)."""
+def xla_max_streams(model, path=None, precision="float32"):
+    """The batch size from which `model` generates on the graph loop on this machine, that loop's
+    matmuls in `precision`: preset, cached, or measured (a few seconds, once per machine, model
+    shape and precision, with one line on stderr)."""
     chosen = preset()
     if chosen is not None:
         return chosen
     path = kernel_choice.cache_path() if path is None else path
-    key = model_key(model)
+    key = model_key(model, precision)
     entry = kernel_choice.read_cache(path).get(key)
     if isinstance(entry, dict) and isinstance(entry.get("xla_max_streams"), int):
         return entry["xla_max_streams"]
     start = time.perf_counter()
-    rates, limit = measure(model)
+    rates, limit = measure(model, precision)
     seconds = time.perf_counter() - start
     measured = "; ".join(
         f"{size} streams: XLA {xla:,.0f}, graph {graph:,.0f} tokens/s"
         for size, (xla, graph) in rates.items()
     )
     print(
-        f"textgen: generation takes {describe(limit)} on this machine ({measured}; measured in "
+        f"textgen: generation takes {describe(limit)} on this machine ({measured}"
+        f"{'; the graph loop in bfloat16' if precision == 'bfloat16' else ''}; measured in "
         f"{seconds:.0f} s, cached for later runs)",
         file=sys.stderr,
         flush=True,

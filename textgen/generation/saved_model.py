@@ -110,6 +110,8 @@ from textgen.generation.log_probability import step_log_probs
 from textgen.generation.samplers import GreedySampler, RandomSampler, TopKSampler
 from textgen.io import check_out_directory, replace_directory
 from textgen.network.lean_language_model import LeanLanguageModel, lean_weights
+from textgen.network.precision import CPUINFO, native_bfloat16_tensor
+from textgen.network.precision import resolve as resolve_precision
 
 # ---- text <-> tokens in the graph ----
 
@@ -166,9 +168,16 @@ class ExportedLanguageModel(tf.Module):
         super().__init__(name="textgen_language_model")
         self.cell, self.num_layers, self.units = model.cell, model.num_layers, model.hidden_size
         self.xla = xla
+        # The graph loop's matmul precision (model.generation_precision, resolved here: auto is
+        # bfloat16 where the exporting CPU has the instructions). A bfloat16 export checks the
+        # CPU it runs on and runs float32 where bfloat16 would be emulated.
+        self.precision = resolve_precision(model.generation_precision)
+        # Where a bfloat16 export reads the CPU's flags at run time; a variable, so it can be
+        # pointed elsewhere (the tests point it at files of other CPUs).
+        self.cpuinfo = tf.Variable(CPUINFO, trainable=False, name="cpuinfo")
         # From how many streams `generate` takes the graph loop instead of XLA's: measured on
         # the exporting machine (textgen.generation.loop_choice); a variable, so it can be changed.
-        limit = loop_choice.xla_max_streams(model) if xla else 0
+        limit = loop_choice.xla_max_streams(model, precision=self.precision) if xla else 0
         self.xla_max_streams = tf.Variable(
             loop_choice.as_tensor(limit), trainable=False, name="xla_max_streams"
         )
@@ -187,6 +196,9 @@ class ExportedLanguageModel(tf.Module):
         config = {
             "format": "textgen-saved-model-1",
             "generation_loop": loop_choice.describe(limit),
+            # The graph loop's matmuls; bfloat16 only where the CPU running the model has
+            # bfloat16 instructions (read from /proc/cpuinfo at run time), else float32.
+            "precision": self.precision,
             "cell": model.cell,
             "num_layers": model.num_layers,
             "hidden_size": model.hidden_size,
@@ -292,7 +304,10 @@ class ExportedLanguageModel(tf.Module):
             ],
         )
 
-    def lean_model(self, xla=False, xla_max_streams=None):
+    def _bfloat16_here(self):
+        return native_bfloat16_tensor(tf.convert_to_tensor(self.cpuinfo))
+
+    def lean_model(self, xla=False, xla_max_streams=None, precision="float32"):
         # Each weight is read once per call; the loop body then uses plain tensors.
         weights = {name: tf.convert_to_tensor(v) for name, v in self.lean_weights.items()}
         return LeanLanguageModel(
@@ -303,6 +318,7 @@ class ExportedLanguageModel(tf.Module):
             xla,
             xla_max_streams,
             end_of_document=self.end_of_document,
+            precision=precision,
         )
 
     def label_ids(self, label, batch):
@@ -380,7 +396,9 @@ class ExportedLanguageModel(tf.Module):
         new_ids = tf.cond(
             (num_new > 0) & (batch > 0),
             lambda: self.lean_model(
-                self.xla, tf.convert_to_tensor(self.xla_max_streams)
+                self.xla,
+                tf.convert_to_tensor(self.xla_max_streams),
+                self._bfloat16_here if self.precision == "bfloat16" else "float32",
             ).generate_ids(prime_ids, num_new, temperature, top_k, seed, forbidden, end, labels),
             lambda: tf.zeros([batch, 0], tf.int32),
         )

@@ -27,6 +27,12 @@ same function (same weights, gate order and activations as `keras.layers.LSTM`, 
 - GRU and SimpleRNN: one large input-projection matmul before the loop, one recurrent matmul and
   a handful of element-wise ops per step, autodiff backward.
 
+Every kernel takes a `precision`: "float32", or "bfloat16" for its matmuls only (operands cast
+to bfloat16, products back to float32; gates, states and gradients' sums stay float32; see
+`textgen.network.precision`). On the C++ ops that covers the large matmuls outside the op (input
+projection, input and weight gradients); the recurrence inside the op stays float32 (Eigen has
+no fast bfloat16 product; bench/README.md measures both).
+
 All sequences here are time-major: [time, batch, features]. The measurements behind these choices
 are in bench/README.md ("Training throughput", "Findings behind design choices in the code").
 """
@@ -34,6 +40,7 @@ are in bench/README.md ("Training throughput", "Findings behind design choices i
 import tensorflow as tf
 
 from textgen.network import native_ops
+from textgen.network.precision import matmul, operand
 
 
 def lstm_gate_permutation(units):
@@ -91,7 +98,7 @@ def _none_to_zeros(grad, like):
     return tf.zeros_like(like) if grad is None else grad
 
 
-def lstm_layer(x, h0, c0, kernel, recurrent_kernel, bias, native=True):
+def lstm_layer(x, h0, c0, kernel, recurrent_kernel, bias, native=True, precision="float32"):
     """Runs a `keras.layers.LSTM` over a time-major sequence, on its own weights.
 
     Through textgen's C++ recurrence ops (`lstm_layer_native`) when `native` and they are
@@ -108,12 +115,20 @@ def lstm_layer(x, h0, c0, kernel, recurrent_kernel, bias, native=True):
     """
     ops = native_ops.lstm_ops() if native else None
     if ops is not None:
-        return lstm_layer_native(ops, x, h0, c0, kernel, recurrent_kernel, bias)
-    return lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias)
+        return lstm_layer_native(ops, x, h0, c0, kernel, recurrent_kernel, bias, precision)
+    return lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias, precision)
 
 
 def _native_recurrence(
-    ops, inputs, input_rows, bias, h0, c0, recurrent_kernel, input_gradient=False
+    ops,
+    inputs,
+    input_rows,
+    bias,
+    h0,
+    c0,
+    recurrent_kernel,
+    input_gradient=False,
+    precision="float32",
 ):
     """The forward recurrence on the C++ op, and its backward pass up to the gate pre-activations.
 
@@ -150,12 +165,13 @@ def _native_recurrence(
         )
         d_z = tf.reshape(d_z, [-1, 4 * units])
         prev_h = tf.reshape(tf.concat([h0[None], outputs[:-1]], 0), [-1, units])
-        return d_z, d_inputs, d_bias, d_h0, d_c0, tf.matmul(prev_h, d_z, transpose_a=True)
+        d_recurrent = matmul(prev_h, d_z, precision, transpose_a=True)
+        return d_z, d_inputs, d_bias, d_h0, d_c0, d_recurrent
 
     return outputs, cs[-1], backward
 
 
-def lstm_layer_native(ops, x, h0, c0, kernel, recurrent_kernel, bias):
+def lstm_layer_native(ops, x, h0, c0, kernel, recurrent_kernel, bias, precision="float32"):
     """`lstm_layer` on the C++ recurrence ops (`native_ops.lstm_ops()`): the input projection, the
     input gradient and the weight gradients are each one large matmul over all time steps, as in
     `lstm_layer_tf`; the step-by-step parts (the forward recurrence, and the backward one up to
@@ -167,13 +183,20 @@ def lstm_layer_native(ops, x, h0, c0, kernel, recurrent_kernel, bias):
         flat_x = tf.reshape(x, [-1, features])
         rows = tf.reshape(tf.range(steps * batch, dtype=tf.int32), [steps, batch])
         outputs, c_t, backward = _native_recurrence(
-            ops, tf.matmul(flat_x, kernel), rows, bias, h0, c0, recurrent_kernel
+            ops,
+            matmul(flat_x, kernel, precision),
+            rows,
+            bias,
+            h0,
+            c0,
+            recurrent_kernel,
+            precision=precision,
         )
 
         def grad(d_outputs, d_h, d_c):
             d_z, _, d_bias, d_h0, d_c0, d_recurrent = backward(d_outputs, d_h, d_c)
-            d_kernel = tf.matmul(flat_x, d_z, transpose_a=True)
-            d_x = tf.reshape(tf.matmul(d_z, kernel, transpose_b=True), tf.shape(x))
+            d_kernel = matmul(flat_x, d_z, precision, transpose_a=True)
+            d_x = tf.reshape(matmul(d_z, kernel, precision, transpose_b=True), tf.shape(x))
             return d_x, d_h0, d_c0, d_kernel, d_recurrent, d_bias
 
         return (outputs, outputs[-1], c_t), grad
@@ -188,7 +211,7 @@ def lstm_layer_native(ops, x, h0, c0, kernel, recurrent_kernel, bias):
     )
 
 
-def lstm_layer_on_table(ops, token_ids, table, bias, h0, c0, recurrent_kernel):
+def lstm_layer_on_table(ops, token_ids, table, bias, h0, c0, recurrent_kernel, precision="float32"):
     """`lstm_layer` on embedded tokens, with the input projection looked up instead of computed.
 
     When a layer's input is an embedding, x_t @ kernel is row token_t of the table
@@ -211,7 +234,15 @@ def lstm_layer_on_table(ops, token_ids, table, bias, h0, c0, recurrent_kernel):
     @tf.custom_gradient
     def run(table, bias, h0, c0, recurrent_kernel):
         outputs, c_t, backward = _native_recurrence(
-            ops, table, token_ids, bias, h0, c0, recurrent_kernel, input_gradient=True
+            ops,
+            table,
+            token_ids,
+            bias,
+            h0,
+            c0,
+            recurrent_kernel,
+            input_gradient=True,
+            precision=precision,
         )
 
         def grad(d_outputs, d_h, d_c):
@@ -229,7 +260,7 @@ def lstm_layer_on_table(ops, token_ids, table, bias, h0, c0, recurrent_kernel):
     )
 
 
-def lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias):
+def lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias, precision="float32"):
     """`lstm_layer` on TensorFlow ops only.
 
     Inside, every per-step tensor is feature-major ([features, batch]): the recurrent matmuls are
@@ -244,12 +275,12 @@ def lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias):
         steps, batch, features = tf.unstack(tf.shape(x))
         units = tf.shape(h0)[1]
         flat_x = tf.reshape(x, [-1, features])
-        x_proj = tf.reshape(tf.matmul(flat_x, kernel) + bias, [steps, batch, 4 * units])
+        x_proj = tf.reshape(matmul(flat_x, kernel, precision) + bias, [steps, batch, 4 * units])
         x_proj = tf.transpose(x_proj, [0, 2, 1])  # [T, 4H, B]
-        recurrent_t = tf.transpose(recurrent_kernel)  # [4H, H]
+        recurrent_t = operand(tf.transpose(recurrent_kernel), precision)  # [4H, H]
 
         def forward(t, h, c, sigs, gs, cs, cos, hs):
-            z = x_proj[t] + tf.matmul(recurrent_t, h)  # [4H, B]
+            z = x_proj[t] + matmul(recurrent_t, h, precision)  # [4H, B]
             sig = tf.sigmoid(z)  # rows 2H:3H unused
             g = tf.tanh(z[2 * units : 3 * units])
             c = sig[units : 2 * units] * c + sig[:units] * g
@@ -286,13 +317,15 @@ def lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias):
             factors = tf.concat(
                 [g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), co * o * (1 - o)], 1
             )  # [T, 4H, B]
+            recurrent = operand(recurrent_kernel, precision)
 
             def backward(k, d_h_rec, d_c_carry, d_z):
                 t = steps - 1 - k
                 d_h = d_hs[t] + d_h_rec
                 d_c = d_c_carry + d_h * d_c_from_h[t]
                 d_zt = tf.concat([d_c, d_c, d_c, d_h], 0) * factors[t]
-                return (k + 1, tf.matmul(recurrent_kernel, d_zt), d_c * f[t], d_z.write(t, d_zt))
+                d_h_rec = matmul(recurrent, d_zt, precision)
+                return (k + 1, d_h_rec, d_c * f[t], d_z.write(t, d_zt))
 
             _, d_h0, d_c0, d_z = tf.while_loop(
                 lambda k, *_: k < steps,
@@ -302,10 +335,10 @@ def lstm_layer_tf(x, h0, c0, kernel, recurrent_kernel, bias):
             )
             d_z = tf.reshape(tf.transpose(d_z.stack(), [1, 0, 2]), [4 * units, -1])  # [4H, T*B]
             prev_h = tf.reshape(tf.concat([h0[None], outputs[:-1]], 0), [-1, units])
-            d_kernel = tf.transpose(tf.matmul(d_z, flat_x))
-            d_recurrent = tf.transpose(tf.matmul(d_z, prev_h))
+            d_kernel = tf.transpose(matmul(d_z, flat_x, precision))
+            d_recurrent = tf.transpose(matmul(d_z, prev_h, precision))
             d_bias = tf.reduce_sum(d_z, 1)
-            d_x = tf.reshape(tf.transpose(tf.matmul(kernel, d_z)), tf.shape(x))
+            d_x = tf.reshape(tf.transpose(matmul(kernel, d_z, precision)), tf.shape(x))
             return d_x, tf.transpose(d_h0), tf.transpose(d_c0), d_kernel, d_recurrent, d_bias
 
         return (outputs, tf.transpose(h_t), tf.transpose(c_t)), grad
@@ -380,20 +413,20 @@ def lstm_step(x_proj, h, c, recurrent_kernel):
     return s[:, 2 * units :] * tf.tanh(c), c
 
 
-def gru_step(x_proj, h, recurrent_kernel, recurrent_bias):
+def gru_step(x_proj, h, recurrent_kernel, recurrent_bias, precision="float32"):
     """One step of Keras' GRU (reset_after=True), gates (z, r, h); x_proj includes the input
     bias."""
     units = tf.shape(h)[1]
-    inner = tf.matmul(h, recurrent_kernel) + recurrent_bias
+    inner = matmul(h, recurrent_kernel, precision) + recurrent_bias
     zr = tf.sigmoid(x_proj[:, : 2 * units] + inner[:, : 2 * units])
     candidate = tf.tanh(x_proj[:, 2 * units :] + zr[:, units:] * inner[:, 2 * units :])
     z = zr[:, :units]
     return z * h + (1 - z) * candidate
 
 
-def simple_rnn_step(x_proj, h, recurrent_kernel):
+def simple_rnn_step(x_proj, h, recurrent_kernel, precision="float32"):
     """One step of Keras' SimpleRNN (tanh); x_proj includes the bias."""
-    return tf.tanh(x_proj + tf.matmul(h, recurrent_kernel))
+    return tf.tanh(x_proj + matmul(h, recurrent_kernel, precision))
 
 
 def scan_sequence(step, x_proj, h0):

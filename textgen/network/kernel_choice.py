@@ -17,6 +17,12 @@ The candidates take turns, one timed step each per round, until the leader is ah
 the noise for two rounds in a row, or a round cap or time budget is hit (`time_training`): one
 lucky or unlucky second must not decide for the cache's whole life.
 
+Under `--precision auto` (the default) on a CPU with bfloat16 instructions the candidates also
+include the lean kernels with bfloat16 matmuls ("C++ ops bf16", "TF ops bf16";
+`textgen.network.precision`), so a host where they are faster trains on them, and one where they
+are not (or that lacks the instructions) never does; `--precision bfloat16` times only those,
+`--precision float32` only the float32 ones.
+
 This module holds the choice logic; `TrainingLoop.choose_kernels` supplies the timing. Forced
 choices skip it: `--fused on` (lean kernels, on the C++ ops where they build), `--fused off`
 (stock layers), `TEXTGEN_NATIVE_OPS=0` (never the C++ ops).
@@ -56,21 +62,35 @@ KERNEL_SOURCES = (
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    name: str  # as printed and cached: "C++ ops", "TF ops", "stock Keras"
+    name: str  # as printed and cached: "C++ ops", "TF ops", "stock Keras", "TF ops bf16"
     fused: bool  # RecurrentStack.fused: the lean kernels (True) or the stock layers (False)
     native: bool  # RecurrentStack.use_native_ops: the LSTM's recurrence on textgen's C++ ops
+    precision: str = "float32"  # RecurrentStack.precision: the lean kernels' matmuls
 
 
 NATIVE = Candidate("C++ ops", fused=True, native=True)
 TF_OPS = Candidate("TF ops", fused=True, native=False)
 STOCK = Candidate("stock Keras", fused=False, native=False)
+# bfloat16 matmuls (`textgen.network.precision`): on the TF-op kernel all of them, on the C++ ops
+# those outside the op (the recurrence inside stays float32). The stock layers have no such path
+# (Keras' mixed_bfloat16 LSTM fails or falls back on the CPU).
+NATIVE_BF16 = Candidate("C++ ops bf16", fused=True, native=True, precision="bfloat16")
+TF_OPS_BF16 = Candidate("TF ops bf16", fused=True, native=False, precision="bfloat16")
 
 
-def candidates(cell, native_available):
-    """The kernels worth timing for `cell`: the C++ ops only exist for the LSTM and only where
-    they build."""
-    found = [NATIVE] if cell == "lstm" and native_available else []
-    return found + [TF_OPS, STOCK]
+def candidates(cell, native_available, precision="float32", bfloat16_native=False):
+    """The kernels worth timing for `cell` at `precision` (a `--precision` value): the C++ ops
+    only exist for the LSTM and only where they build; "bfloat16" times the bfloat16 kernels
+    only, "auto" adds them to the float32 ones where the CPU has bfloat16 instructions
+    (`bfloat16_native`; emulated bfloat16 never wins)."""
+    native = cell == "lstm" and native_available
+    float32 = ([NATIVE] if native else []) + [TF_OPS, STOCK]
+    bfloat16 = ([NATIVE_BF16] if native else []) + [TF_OPS_BF16]
+    if precision == "bfloat16":
+        return bfloat16
+    if precision == "auto" and bfloat16_native:
+        return float32 + bfloat16
+    return float32
 
 
 BY_SETTING = {"native": NATIVE, "tf": TF_OPS, "stock": STOCK}
@@ -78,7 +98,9 @@ BY_SETTING = {"native": NATIVE, "tf": TF_OPS, "stock": STOCK}
 
 def preset(options):
     """The candidate TEXTGEN_KERNEL names, or None to measure. UsageError for a bad value; the
-    C++ ops where they are not among `options` (no LSTM, no build) give way to the TF ops."""
+    C++ ops where they are not among `options` (no LSTM, no build) give way to the TF ops. The
+    precision is the first option's (float32 unless only bfloat16 kernels are candidates), so a
+    preset never depends on a timing."""
     setting = os.environ.get("TEXTGEN_KERNEL", "measure").strip().lower()
     if setting == "measure":
         return None
@@ -87,8 +109,17 @@ def preset(options):
             f"TEXTGEN_KERNEL must be measure, native, tf or stock, got {setting!r}; unset it "
             "to measure"
         )
-    candidate = BY_SETTING[setting]
-    return candidate if candidate in options else TF_OPS
+    wanted = BY_SETTING[setting]
+    precision = options[0].precision
+    same = [
+        option
+        for option in options
+        if option.precision == precision
+        and (option.fused, option.native) == (wanted.fused, wanted.native)
+    ]
+    if same:
+        return same[0]
+    return TF_OPS_BF16 if precision == "bfloat16" else TF_OPS
 
 
 def apply(stacks, candidate):
@@ -96,6 +127,7 @@ def apply(stacks, candidate):
     for stack in stacks:
         stack.fused = candidate.fused
         stack.use_native_ops = candidate.native
+        stack.precision = candidate.precision
 
 
 def cache_key(**shape):
@@ -114,15 +146,15 @@ def cache_key(**shape):
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
 
-PRECISION = "float32"  # what every candidate computes in today; a bfloat16 run will pass its own
+PRECISION = "float32"  # the `--precision` a caller that names none asked for
 
 
 def entry_key(key, options, precision=PRECISION):
     """Where `choose` caches its answer for `options`: `key` (`cache_key`: machine and shape),
-    the precision and the candidates' names, sorted, e.g.
+    the `--precision` asked for and the candidates' names, sorted, e.g.
     "<24 hex>/float32/C++ ops,TF ops,stock Keras". A run with other candidates (no C++ ops under
-    TEXTGEN_NATIVE_OPS=0 or a failed build; later a bfloat16 kernel) reads and writes its own
-    entry, so it neither answers for nor overwrites the default's.
+    TEXTGEN_NATIVE_OPS=0 or a failed build; the bfloat16 kernels under auto on a bf16 CPU) reads
+    and writes its own entry, so it neither answers for nor overwrites the default's.
 
     Entries written before the candidates were in the key sit under the bare `key`, which no
     lookup uses any more: an old cache still loads, its training entries are simply never

@@ -21,6 +21,8 @@ from textgen.corpus.tokenizers import make_tokenizer
 from textgen.corpus.vocabulary import END_OF_DOCUMENT, Vocabulary
 from textgen.errors import UsageError
 from textgen.network import conditioning
+from textgen.network.precision import matmul
+from textgen.network.precision import resolve as resolve_precision
 from textgen.network.recurrent_stack import RecurrentStack
 from textgen.training.run_directory import RunDirectory, assign_variables
 
@@ -106,6 +108,11 @@ class LanguageModel(keras.Model):
         # label_counts.json; None, a uniform prior, for a model built in code or an older run).
         self.label_counts = None
         self._generate_fn = None
+        self._xla_max_streams = {}  # precision -> loop_choice's answer for this model
+        # The generation loop's matmul precision (`textgen.network.precision`: auto, float32 or
+        # bfloat16; the graph loop only, see LeanLanguageModel). Set by textgen.sample
+        # --precision; like the kernels, a property of the machine, not saved with the model.
+        self.generation_precision = "auto"
         self._log_probs_fn = None
         self._streaming = (
             None  # a textgen.generation.streaming_generator.StreamingGenerator, made on use
@@ -184,7 +191,18 @@ class LanguageModel(keras.Model):
         x, states = self.recurrent_stack(
             token_ids, states, training=training, embeddings=self.embedding.embeddings
         )
-        return self.output_layer(x), states
+        return self.logits(x), states
+
+    def logits(self, x):
+        """The output layer on recurrent outputs x [..., hidden_size], its matmul in the stack's
+        precision (`textgen.network.precision`); the logits are float32 either way."""
+        precision = self.recurrent_stack.precision
+        if precision == "float32":
+            return self.output_layer(x)
+        layer = self.output_layer
+        flat = tf.reshape(x, [-1, self.hidden_size])
+        logits = tf.nn.bias_add(matmul(flat, layer.kernel, precision), layer.bias)
+        return tf.reshape(logits, tf.concat([tf.shape(x)[:-1], [-1]], 0))
 
     def conditioned_call(self, joint, states, training):
         tokens, labels = self.split_joint_ids(joint)
@@ -214,7 +232,7 @@ class LanguageModel(keras.Model):
                 acts,
             )
             x, states = self.recurrent_stack(inputs, states, training=training)
-        return self.output_layer(x), states
+        return self.logits(x), states
 
     def step(self, token_ids, states, labels=None):
         """One generation step: token_ids [batch] -> (logits [batch, vocab], new states);
@@ -601,6 +619,7 @@ class LanguageModel(keras.Model):
                 forbidden,
                 end=None,
                 labels=None,
+                precision="float32",
             ):
                 lean = LeanLanguageModel(
                     weights,
@@ -609,17 +628,22 @@ class LanguageModel(keras.Model):
                     self.hidden_size,
                     xla_max_streams=limit,
                     end_of_document=self.lean_end_of_document(),
+                    precision=precision,
                 )
                 return lean.generate_ids(
                     prime_ids, num_new, temperature, top_k, seed, forbidden, end, labels
                 )
 
             self._generate_fn = tf.function(generate, reduce_retracing=True)
-            self._xla_max_streams = loop_choice.xla_max_streams(self)
+        precision = resolve_precision(self.generation_precision)
+        if self._xla_max_streams.get(precision) is None:
+            self._xla_max_streams[precision] = loop_choice.xla_max_streams(
+                self, precision=precision
+            )
         weights = {name: tf.constant(value) for name, value in lean_weights(self).items()}
         return self._generate_fn(
             weights,
-            loop_choice.as_tensor(self._xla_max_streams),
+            loop_choice.as_tensor(self._xla_max_streams[precision]),
             tf.constant(prime_ids, tf.int32),
             tf.constant(num_new, tf.int32),
             tf.constant(float(temperature)),
@@ -628,6 +652,7 @@ class LanguageModel(keras.Model):
             tf.constant(forbidden),
             None if end_token is None else int(end_token),
             None if labels is None else tf.constant(labels, tf.int32),
+            precision,
         )
 
     def lean_end_of_document(self):

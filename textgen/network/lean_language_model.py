@@ -13,6 +13,7 @@ import tensorflow as tf
 from textgen.generation.decode_loop import compiled_decode_loop, decode_loop, end_after_first
 from textgen.generation.samplers import GreedySampler, RandomSampler, TopKSampler
 from textgen.network import fused_kernels
+from textgen.network.precision import matmul, operand
 
 # ---- lean weights, computed once from the Keras weights (numpy, float64 for the folding) ----
 
@@ -151,6 +152,12 @@ class LeanLanguageModel:
             instead (an int or an int32 scalar tensor; None: XLA at every batch size). XLA's CPU
             matmuls are not oneDNN's, so where the step's matmuls dominate, at many streams,
             the graph loop can be faster: `textgen.generation.loop_choice` measures where.
+        precision: the graph loop's matmuls: "float32", "bfloat16", or a function returning a
+            scalar bool tensor, called where the graph loop runs (bfloat16 where true: a
+            SavedModel decides on the machine it runs on). The XLA loop
+            always runs in float32: XLA's CPU backend has no fast bfloat16 product (0.91-0.94x
+            its float32 rate on an AVX512_BF16/AMX Xeon, bench/README.md), while oneDNN's runs
+            at 1.7x at 64 streams. Priming stays float32.
     """
 
     def __init__(
@@ -162,8 +169,10 @@ class LeanLanguageModel:
         xla=True,
         xla_max_streams=None,
         end_of_document=None,
+        precision="float32",
     ):
         self.weights = weights
+        self.precision = precision
         self.conditioned = "label_table" in weights
         self.end_of_document = end_of_document
         self.xla = xla
@@ -209,9 +218,18 @@ class LeanLanguageModel:
             return self.weights["recurrent_kernel_0"]
         return self.weights[f"stacked_kernel_{index}"][self.units :]
 
-    def step(self, token_ids, states):
-        """token_ids [B] -> (logits [B, V], new states): one gather, one matmul per layer."""
+    def matmul_weights(self, precision):
+        """The step's matmul weights as operands in `precision`: cast once per call, outside the
+        loop, so a bfloat16 step casts only its activations."""
+        names = ["recurrent_kernel_0", "output_kernel"]
+        names += [f"stacked_kernel_{index}" for index in range(1, self.num_layers)]
+        return {name: operand(self.weights[name], precision) for name in names}
+
+    def step(self, token_ids, states, precision="float32", kernels=None):
+        """token_ids [B] -> (logits [B, V], new states): one gather, one matmul per layer, the
+        matmuls in `precision` on `kernels` (`matmul_weights`; None: the float32 weights)."""
         w = self.weights
+        k = w if kernels is None else kernels
         states, label_state = self.split_label_state(states)
         new_states = []
         x = None
@@ -219,12 +237,14 @@ class LeanLanguageModel:
             layer_states = self.layer_states(states, index)
             h = layer_states[0]
             if index == 0:
-                z = tf.gather(w["input_table"], token_ids) + tf.matmul(h, w["recurrent_kernel_0"])
+                z = tf.gather(w["input_table"], token_ids) + matmul(
+                    h, k["recurrent_kernel_0"], precision
+                )
                 if label_state is not None:
                     z += self.label_gain(token_ids, label_state)
             else:
                 z = tf.nn.bias_add(
-                    tf.matmul(tf.concat([x, h], axis=1), w[f"stacked_kernel_{index}"]),
+                    matmul(tf.concat([x, h], axis=1), k[f"stacked_kernel_{index}"], precision),
                     w[f"stacked_bias_{index}"],
                 )
             layer_states = self.gates(z, layer_states, self.units)
@@ -232,7 +252,8 @@ class LeanLanguageModel:
             x = layer_states[0]
         if label_state is not None:
             new_states.append(label_state)
-        return tf.nn.bias_add(tf.matmul(x, w["output_kernel"]), w["output_bias"]), new_states
+        logits = matmul(x, k["output_kernel"], precision)
+        return tf.nn.bias_add(logits, w["output_bias"]), new_states
 
     def prime(self, token_ids, states):
         """Runs the whole of token_ids [B, T] through the stack in one sequence call; returns the
@@ -320,9 +341,17 @@ class LeanLanguageModel:
                 end_token=end_token,
             )
 
-        def graph(sampler):
+        def graph_loop(sampler, precision):
+            if precision == "float32":
+                step = self.step
+            else:
+                kernels = self.matmul_weights(precision)
+
+                def step(token_ids, states):
+                    return self.step(token_ids, states, precision, kernels)
+
             tokens = decode_loop(
-                self.step,
+                step,
                 prime_ids[:, -1],
                 states,
                 num_new,
@@ -333,6 +362,15 @@ class LeanLanguageModel:
             )[0]
             # A loop that stopped early leaves zeros after its last step: the end token there.
             return tokens if end_token is None else end_after_first(tokens, end_token)
+
+        def graph(sampler):
+            if isinstance(self.precision, str):
+                return graph_loop(sampler, self.precision)
+            return tf.cond(
+                self.precision(),
+                lambda: graph_loop(sampler, "bfloat16"),
+                lambda: graph_loop(sampler, "float32"),
+            )
 
         def run(sampler):
             if not self.xla:

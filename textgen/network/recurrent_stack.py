@@ -5,6 +5,7 @@ import keras
 import tensorflow as tf
 
 from textgen.network import fused_kernels, native_ops
+from textgen.network.precision import matmul, operand
 
 CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
 
@@ -55,6 +56,10 @@ class RecurrentStack(keras.layers.Layer):
         # the
         # layer: which kernel is fastest is a property of the machine, not of the model.
         self.use_native_ops = True
+        # The lean kernels' matmul precision, "float32" or "bfloat16"
+        # (`textgen.network.precision`); like `use_native_ops` a property of the run and the
+        # machine, not saved: the weights are float32 either way.
+        self.precision = "float32"
         self.recurrent_layers = [
             CELLS[cell](hidden_size, return_sequences=True, return_state=True, name=f"{cell}_{i}")
             for i in range(num_layers)
@@ -128,6 +133,7 @@ class RecurrentStack(keras.layers.Layer):
                     layer_states[0],
                     layer_states[1],
                     cell.recurrent_kernel,
+                    self.precision,
                 )
                 layer_states = [h, c]
             elif fused:
@@ -152,7 +158,7 @@ class RecurrentStack(keras.layers.Layer):
             return None
         return native_ops.lstm_ops() if self.use_native_ops else None
 
-    def _projection(self, layer, x):
+    def _projection(self, layer, x, precision="float32"):
         """x @ kernel + input bias for all time steps in one matmul; x is [..., features]."""
         cell = layer.cell
         bias = cell.bias[0] if self.cell == "gru" else cell.bias
@@ -162,14 +168,17 @@ class RecurrentStack(keras.layers.Layer):
         if self.cell == "lstm":
             perm = fused_kernels.lstm_gate_permutation(self.hidden_size)
             kernel, bias = tf.gather(kernel, perm, axis=1), tf.gather(bias, perm)
-        projected = tf.matmul(flat, kernel) + bias
+        projected = matmul(flat, kernel, precision) + bias
         return tf.reshape(projected, tf.concat([shape[:-1], [-1]], 0))
 
-    def _step_fn(self, layer):
+    def _step_fn(self, layer, precision="float32"):
         cell = layer.cell
+        recurrent_kernel = operand(cell.recurrent_kernel, precision)  # cast once, not per step
         if self.cell == "gru":
-            return lambda x, h: fused_kernels.gru_step(x, h, cell.recurrent_kernel, cell.bias[1])
-        return lambda x, h: fused_kernels.simple_rnn_step(x, h, cell.recurrent_kernel)
+            return lambda x, h: fused_kernels.gru_step(
+                x, h, recurrent_kernel, cell.bias[1], precision
+            )
+        return lambda x, h: fused_kernels.simple_rnn_step(x, h, recurrent_kernel, precision)
 
     def _recurrent_kernel(self, layer):
         if self.cell == "lstm":
@@ -190,10 +199,12 @@ class RecurrentStack(keras.layers.Layer):
                 cell.recurrent_kernel,
                 cell.bias,
                 native=self.use_native_ops,
+                precision=self.precision,
             )
             return outputs, [h, c]
-        x_proj = self._projection(layer, x)
-        outputs, h = fused_kernels.scan_sequence(self._step_fn(layer), x_proj, states[0])
+        x_proj = self._projection(layer, x, self.precision)
+        step = self._step_fn(layer, self.precision)
+        outputs, h = fused_kernels.scan_sequence(step, x_proj, states[0])
         return outputs, [h]
 
     def step(self, inputs, states):

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from textgen.errors import TrainingDiverged, UsageError
 from textgen.io import export_disk_full, is_disk_full
 from textgen.network import kernel_choice, native_ops
+from textgen.network.precision import native_bfloat16
 from textgen.training.distribution import is_chief, stop_agreement
 from textgen.training.metrics_log import MetricsLog
 from textgen.training.progress import Progress
@@ -234,6 +235,7 @@ class TrainingLoop:
         kernels unmeasured."""
         c = self.config
         stacks = self.recurrent_stacks()
+        precision = getattr(c, "precision", "float32")
         if (
             c.fused != "auto"
             or not stacks
@@ -241,8 +243,14 @@ class TrainingLoop:
             or self.strategy.num_replicas_in_sync > 1
             or c.strategy == "multiworker"
         ):
+            self.apply_precision(stacks, precision)
             return
-        options = kernel_choice.candidates(c.cell, native_ops.lstm_ops() is not None)
+        options = kernel_choice.candidates(
+            c.cell,
+            native_ops.lstm_ops() is not None,
+            precision,
+            bfloat16_native=native_bfloat16(),
+        )
         key = kernel_choice.cache_key(kind=type(self).__name__, **self.kernel_shape())
 
         def trace(option):
@@ -260,7 +268,7 @@ class TrainingLoop:
                     trace, run_step, options, self.measurement_batch()
                 )
 
-        choice = kernel_choice.choose(options, measure, key)
+        choice = kernel_choice.choose(options, measure, key, precision=precision)
         kernel_choice.apply(stacks, choice.candidate)
         self.kernel = choice
         self.log(choice.line(self.measurement_unit()))
@@ -269,6 +277,26 @@ class TrainingLoop:
         self.compile_steps()
         if choice.train_step is not None:
             self.train_step = choice.train_step
+
+    def apply_precision(self, stacks, precision):
+        """--precision where no kernel is measured: bfloat16 matmuls on the lean kernels (auto
+        stays float32 unmeasured). The stock layers (--fused off, or a GPU's cuDNN) have no
+        bfloat16 path here, which the log says."""
+        if precision != "bfloat16" or not stacks:
+            return
+        lean = [stack for stack in stacks if stack._use_fused()]
+        for stack in lean:
+            stack.precision = "bfloat16"
+        if len(lean) < len(stacks):
+            self.log(
+                "precision: bfloat16 runs on the lean CPU kernels only; the stock layers this "
+                "run uses compute in float32"
+            )
+        elif not native_bfloat16():
+            self.log(
+                "precision: bfloat16 on a CPU without bfloat16 instructions is emulated and "
+                "slower than float32"
+            )
 
     @contextlib.contextmanager
     def measurement_undone(self):

@@ -391,6 +391,8 @@ class TextTrainer(TrainingLoop):
         model = self.model
         if self.progress.best_step != self.progress.global_step and self.run.has_best_checkpoint():
             model = LanguageModel.from_run_directory(self.config.out, weights="best")
+        # A run trained in float32 on purpose exports float32; otherwise the export's auto.
+        model.generation_precision = "float32" if self.config.precision == "float32" else "auto"
         export_saved_model(model, path, overwrite=True)
 
     def show_sample(self):
