@@ -38,6 +38,13 @@ def test_candidates_per_precision():
     assert kernel_choice.candidates("lstm", False, "auto", True) == [TF_OPS, STOCK, TF_OPS_BF16]
 
 
+def test_auto_trains_in_float32_until_the_defaults_use_bfloat16s_speed():
+    assert precision.training_precision("auto") == "float32"
+    assert precision.training_precision("bfloat16") == "bfloat16"
+    with pytest.raises(ValueError, match="auto, float32, bfloat16"):
+        precision.training_precision("half")
+
+
 def test_a_preset_keeps_the_precision_asked_for(monkeypatch):
     monkeypatch.setenv("TEXTGEN_KERNEL", "native")
     assert kernel_choice.preset(kernel_choice.candidates("lstm", True, "auto", True)) == NATIVE
@@ -138,9 +145,17 @@ def test_bfloat16_trains_and_resumes_under_float32(tiny_config, monkeypatch):
     trainer = TextTrainer(tiny_config, log=lambda message: None, progress_bar=False)
     trainer.prepare()
     assert trainer.model.recurrent_stack.precision == "bfloat16"
-    rounded = trainer.train().step_losses
+    result = trainer.train()
+    rounded = result.step_losses
     np.testing.assert_allclose(rounded, exact, rtol=0.02)
     assert not np.array_equal(rounded, exact)
+    # Validation is the float32 model's loss, whatever precision trained it.
+    trainer.model.recurrent_stack.precision = "float32"
+    trainer.compile_steps()
+    assert trainer.evaluate() == pytest.approx(result.final_val_loss, rel=1e-6)
+    trainer.model.recurrent_stack.precision = "bfloat16"
+    trainer.compile_steps()
+    assert trainer.evaluate() != pytest.approx(result.final_val_loss, rel=1e-6)
     weights = checkpoint_arrays(tiny_config.out)
     assert all(array.dtype == np.float32 for array in weights.values() if array.dtype.kind == "f")
 

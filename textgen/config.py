@@ -77,11 +77,11 @@ LOOP_FIELDS = {
         "auto",
         "auto, float32 or bfloat16: the matmuls of the lean recurrent kernels and the output "
         "layer (weights, states, gates, softmax, loss and optimizer stay float32, and so do "
-        "checkpoints: a run resumes under either). auto: with --fused auto on a CPU that has "
-        "bfloat16 instructions (AVX512_BF16, AMX, Arm BF16), the kernel measurement also times "
-        "the bfloat16 kernels and keeps the fastest; elsewhere float32. bfloat16: only the "
-        "bfloat16 kernels (needs --fused auto or on; emulated, so slow, on a CPU without "
-        "bfloat16 instructions)",
+        "checkpoints: a run resumes under either). auto: float32 for now (bfloat16 trains "
+        "1.4-1.6x faster where the CPU has the instructions, but the default model overfits the "
+        "extra steps: docs/setup.md). bfloat16: the kernel measurement times the bfloat16 "
+        "kernels (needs --fused auto or on; emulated, so slower than float32, on a CPU without "
+        "AVX512_BF16, AMX or Arm BF16), for larger models that use the speed",
     ),
     "cell": ("lstm", "recurrent cell: lstm, gru or rnn (tanh)"),
 }

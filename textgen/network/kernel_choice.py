@@ -17,11 +17,10 @@ The candidates take turns, one timed step each per round, until the leader is ah
 the noise for two rounds in a row, or a round cap or time budget is hit (`time_training`): one
 lucky or unlucky second must not decide for the cache's whole life.
 
-Under `--precision auto` (the default) on a CPU with bfloat16 instructions the candidates also
-include the lean kernels with bfloat16 matmuls ("C++ ops bf16", "TF ops bf16";
-`textgen.network.precision`), so a host where they are faster trains on them, and one where they
-are not (or that lacks the instructions) never does; `--precision bfloat16` times only those,
-`--precision float32` only the float32 ones.
+`--precision bfloat16` times the lean kernels with bfloat16 matmuls instead ("C++ ops bf16", "TF
+ops bf16"; `textgen.network.precision`); float32, and auto (which trains in float32 for now,
+`precision.AUTO_TRAINING`), time the float32 ones. `candidates(..., "auto", True)` lists both
+sets, which the benchmarks time side by side.
 
 This module holds the choice logic; `TrainingLoop.choose_kernels` supplies the timing. Forced
 choices skip it: `--fused on` (lean kernels, on the C++ ops where they build), `--fused off`

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from textgen.errors import TrainingDiverged, UsageError
 from textgen.io import export_disk_full, is_disk_full
 from textgen.network import kernel_choice, native_ops
-from textgen.network.precision import native_bfloat16
+from textgen.network.precision import native_bfloat16, training_precision
 from textgen.training.distribution import is_chief, stop_agreement
 from textgen.training.metrics_log import MetricsLog
 from textgen.training.progress import Progress
@@ -235,7 +235,7 @@ class TrainingLoop:
         kernels unmeasured."""
         c = self.config
         stacks = self.recurrent_stacks()
-        precision = getattr(c, "precision", "float32")
+        precision = training_precision(getattr(c, "precision", "float32"))
         if (
             c.fused != "auto"
             or not stacks
@@ -245,12 +245,7 @@ class TrainingLoop:
         ):
             self.apply_precision(stacks, precision)
             return
-        options = kernel_choice.candidates(
-            c.cell,
-            native_ops.lstm_ops() is not None,
-            precision,
-            bfloat16_native=native_bfloat16(),
-        )
+        options = kernel_choice.candidates(c.cell, native_ops.lstm_ops() is not None, precision)
         key = kernel_choice.cache_key(kind=type(self).__name__, **self.kernel_shape())
 
         def trace(option):
@@ -277,6 +272,21 @@ class TrainingLoop:
         self.compile_steps()
         if choice.train_step is not None:
             self.train_step = choice.train_step
+
+    def evaluate_in_float32(self):
+        """`evaluate` with the recurrent stacks' matmuls in float32, whatever precision trains
+        (read when the evaluation step is traced, which happens inside this call): the
+        validation loss is the float32 model's, comparable between precisions and the same
+        that sample, score and export see, not bfloat16's rounding of it."""
+        stacks = self.recurrent_stacks()
+        saved = [stack.precision for stack in stacks]
+        for stack in stacks:
+            stack.precision = "float32"
+        try:
+            return self.evaluate()
+        finally:
+            for stack, precision in zip(stacks, saved):
+                stack.precision = precision
 
     def apply_precision(self, stacks, precision):
         """--precision where no kernel is measured: bfloat16 matmuls on the lean kernels (auto
@@ -504,7 +514,7 @@ class TrainingLoop:
         with StopRequest(self.log) as stop_request:
             stopped_by, val = self.run_epochs(stop_request)
         if val is None:
-            val = self.evaluate()
+            val = self.evaluate_in_float32()
             self.record_evaluation("final", val)
         final_val = val
         self.log(
@@ -567,7 +577,7 @@ class TrainingLoop:
             stopped_by, val = self.run_epoch(steps, stop_request, agree)
             if p.step_in_epoch < steps:  # stopped within the epoch
                 break
-            val = self.evaluate()
+            val = self.evaluate_in_float32()
             self.end_epoch(val)
             stopped_by = stopped_by or self.patience_spent()
             if stopped_by or p.epoch >= c.epochs:
@@ -644,7 +654,7 @@ class TrainingLoop:
     def evaluate_between_epochs(self):
         """--eval-every: a validation pass within an epoch (char-rnn's eval_val_every); an epoch's
         last step is evaluated by the epoch's end instead."""
-        val = self.evaluate()
+        val = self.evaluate_in_float32()
         self.record_evaluation("every", val)
         self.log(f"step {self.progress.global_step}  {self.format_loss('val', val)}")
         return val
