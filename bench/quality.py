@@ -3,6 +3,7 @@
     .venv/bin/python bench/quality.py --minutes 10 --out runs/quality
     .venv/bin/python bench/quality.py --plot-only --out runs/quality
     .venv/bin/python bench/quality.py --compare-precision --minutes 10 --out runs/precision
+    .venv/bin/python bench/quality.py --curves runs/a=A runs/b=B --plot bench/defaults_curves.png
 
 Trains with the default configuration (`python -m textgen.train --max-minutes 10`) on the
 embedded tiny-shakespeare, then plots training and validation loss (nats/char) against
@@ -149,12 +150,50 @@ def compare_precision(args, extra):
         json.dump({"host": describe_host(), "runs": results}, file, indent=1)
 
 
+def plot_curves(runs, path):
+    """The validation curves of several runs (RUN=LABEL each) against training time, one PNG;
+    prints each run's steps, best and final validation nats/char."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from textgen.training.metrics_log import FILE, evaluations, read_rows
+
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    print(f"{'run':<40}{'steps':>7}{'best val':>10}{'final val':>11}{'final train':>13}")
+    for spec in runs:
+        run, _, label = spec.partition("=")
+        points = evaluations(read_rows(os.path.join(run, FILE)))
+        minutes = [p["seconds"] / 60 for p in points]
+        values = [p["val"] for p in points]
+        axes.plot(minutes, values, "o-", markersize=3, label=label or run)
+        train = [p["train"] for p in points if p.get("train") is not None]
+        print(
+            f"{label or run:<40}{points[-1]['step']:>7}{min(values):>10.4f}{values[-1]:>11.4f}"
+            + (f"{train[-1]:>13.4f}" if train else "")
+        )
+    axes.axhline(1.42, color="gray", linestyle=":", label="target 1.42")
+    axes.set_xlabel("training time (minutes, 2-core CPU)")
+    axes.set_ylabel("validation loss (nats/char)")
+    axes.set_ylim(1.38, 1.7)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    axes.set_title("tiny-shakespeare, 10 minutes: candidate defaults")
+    figure.tight_layout()
+    figure.savefig(path)
+    print(f"wrote {path}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training time budget")
     parser.add_argument("--out", default="runs/quality", help="run directory")
     parser.add_argument("--plot", default=os.path.join(HERE, "quality_curve.png"), help="PNG path")
     parser.add_argument("--plot-only", action="store_true", help="plot an existing run")
+    parser.add_argument(
+        "--curves", nargs="+", metavar="RUN=LABEL", help="plot finished runs' validation curves"
+    )
     parser.add_argument(
         "--compare-precision",
         action="store_true",
@@ -164,6 +203,9 @@ def main():
         "train_args", nargs=argparse.REMAINDER, help="extra flags for textgen.train, after --"
     )
     args = parser.parse_args()
+    if args.curves:
+        plot_curves(args.curves, args.plot)
+        return
     if args.compare_precision:
         compare_precision(args, [a for a in args.train_args if a != "--"])
         return

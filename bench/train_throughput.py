@@ -116,6 +116,7 @@ class KerasContender:
         # dropout 0, as the PyTorch reference: the benchmark compares the recurrent layers, and
         # Keras' dropout masks (one Philox draw per activation) cost about 4% of our step.
         config = config_lib.TrainConfig(
+            cell=getattr(args, "cell", "lstm"),
             batch_parts=batch_parts,
             dropout=0.0,
             data=args.data,
