@@ -119,7 +119,10 @@ def test_the_output_layer_follows_the_stack_precision():
     "flags,fragments",
     [
         (["--precision", "half"], ["precision must be auto, float32 or bfloat16", "'half'"]),
-        (["--precision", "bfloat16", "--fused", "off"], ["--fused auto or on"]),
+        (
+            ["--precision", "bfloat16", "--fused", "off"],
+            ["--fused auto or on", "--precision float32"],
+        ),
     ],
 )
 def test_a_bad_precision_is_one_line(capsys, tmp_path, flags, fragments):

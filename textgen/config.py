@@ -557,7 +557,7 @@ def validate_shared(config):
     if config.precision == "bfloat16" and config.fused == "off":
         raise UsageError(
             "`precision` bfloat16 runs on the lean kernels, and `fused` off asks for the stock "
-            "Keras layers: use --fused auto or on, or --precision float32"
+            "Keras layers: use `fused` auto or on, or `precision` float32"
         )
     if config.resume_from not in ("latest", "previous"):
         raise UsageError(f"`resume_from` must be latest or previous, got {config.resume_from!r}")
