@@ -23,19 +23,11 @@ def test_native_bfloat16_reads_the_cpu_flags():
 
 
 def test_candidates_per_precision():
-    assert kernel_choice.candidates("lstm", True, "float32", True) == [NATIVE, TF_OPS, STOCK]
-    assert kernel_choice.candidates("lstm", True, "auto", False) == [NATIVE, TF_OPS, STOCK]
-    assert kernel_choice.candidates("lstm", True, "auto", True) == [
-        NATIVE,
-        TF_OPS,
-        STOCK,
-        NATIVE_BF16,
-        TF_OPS_BF16,
-    ]
-    # Asked for, bfloat16 is what runs, with or without the instructions.
-    assert kernel_choice.candidates("lstm", True, "bfloat16", False) == [NATIVE_BF16, TF_OPS_BF16]
-    assert kernel_choice.candidates("gru", True, "bfloat16", True) == [TF_OPS_BF16]
-    assert kernel_choice.candidates("lstm", False, "auto", True) == [TF_OPS, STOCK, TF_OPS_BF16]
+    assert kernel_choice.candidates("lstm", True, "float32") == [NATIVE, TF_OPS, STOCK]
+    # Asked for, bfloat16 is what runs, with or without the instructions; no stock bf16 layers.
+    assert kernel_choice.candidates("lstm", True, "bfloat16") == [NATIVE_BF16, TF_OPS_BF16]
+    assert kernel_choice.candidates("gru", True, "bfloat16") == [TF_OPS_BF16]
+    assert kernel_choice.candidates("lstm", False, "bfloat16") == [TF_OPS_BF16]
 
 
 def test_auto_trains_in_float32_until_the_defaults_use_bfloat16s_speed():
@@ -47,8 +39,8 @@ def test_auto_trains_in_float32_until_the_defaults_use_bfloat16s_speed():
 
 def test_a_preset_keeps_the_precision_asked_for(monkeypatch):
     monkeypatch.setenv("TEXTGEN_KERNEL", "native")
-    assert kernel_choice.preset(kernel_choice.candidates("lstm", True, "auto", True)) == NATIVE
-    bf16 = kernel_choice.candidates("lstm", True, "bfloat16", True)
+    assert kernel_choice.preset(kernel_choice.candidates("lstm", True, "float32")) == NATIVE
+    bf16 = kernel_choice.candidates("lstm", True, "bfloat16")
     assert kernel_choice.preset(bf16) == NATIVE_BF16
     monkeypatch.setenv("TEXTGEN_KERNEL", "stock")  # no bfloat16 stock layers: the TF-op kernel
     assert kernel_choice.preset(bf16) == TF_OPS_BF16

@@ -19,8 +19,7 @@ lucky or unlucky second must not decide for the cache's whole life.
 
 `--precision bfloat16` times the lean kernels with bfloat16 matmuls instead ("C++ ops bf16", "TF
 ops bf16"; `textgen.network.precision`); float32, and auto (which trains in float32 for now,
-`precision.AUTO_TRAINING`), time the float32 ones. `candidates(..., "auto", True)` lists both
-sets, which the benchmarks time side by side.
+`precision.AUTO_TRAINING`), time the float32 ones.
 
 This module holds the choice logic; `TrainingLoop.choose_kernels` supplies the timing. Forced
 choices skip it: `--fused on` (lean kernels, on the C++ ops where they build), `--fused off`
@@ -77,19 +76,14 @@ NATIVE_BF16 = Candidate("C++ ops bf16", fused=True, native=True, precision="bflo
 TF_OPS_BF16 = Candidate("TF ops bf16", fused=True, native=False, precision="bfloat16")
 
 
-def candidates(cell, native_available, precision="float32", bfloat16_native=False):
-    """The kernels worth timing for `cell` at `precision` (a `--precision` value): the C++ ops
-    only exist for the LSTM and only where they build; "bfloat16" times the bfloat16 kernels
-    only, "auto" adds them to the float32 ones where the CPU has bfloat16 instructions
-    (`bfloat16_native`; emulated bfloat16 never wins)."""
+def candidates(cell, native_available, precision="float32"):
+    """The kernels worth timing for `cell` at `precision` ("float32" or "bfloat16",
+    `precision.training_precision`): the C++ ops only exist for the LSTM and only where they
+    build; the stock layers have no bfloat16 form."""
     native = cell == "lstm" and native_available
-    float32 = ([NATIVE] if native else []) + [TF_OPS, STOCK]
-    bfloat16 = ([NATIVE_BF16] if native else []) + [TF_OPS_BF16]
     if precision == "bfloat16":
-        return bfloat16
-    if precision == "auto" and bfloat16_native:
-        return float32 + bfloat16
-    return float32
+        return ([NATIVE_BF16] if native else []) + [TF_OPS_BF16]
+    return ([NATIVE] if native else []) + [TF_OPS, STOCK]
 
 
 BY_SETTING = {"native": NATIVE, "tf": TF_OPS, "stock": STOCK}
@@ -98,8 +92,7 @@ BY_SETTING = {"native": NATIVE, "tf": TF_OPS, "stock": STOCK}
 def preset(options):
     """The candidate TEXTGEN_KERNEL names, or None to measure. UsageError for a bad value; the
     C++ ops where they are not among `options` (no LSTM, no build) give way to the TF ops. The
-    precision is the first option's (float32 unless only bfloat16 kernels are candidates), so a
-    preset never depends on a timing."""
+    precision is the options' own, so a preset never depends on a timing."""
     setting = os.environ.get("TEXTGEN_KERNEL", "measure").strip().lower()
     if setting == "measure":
         return None
@@ -152,8 +145,8 @@ def entry_key(key, options, precision=PRECISION):
     """Where `choose` caches its answer for `options`: `key` (`cache_key`: machine and shape),
     the `--precision` asked for and the candidates' names, sorted, e.g.
     "<24 hex>/float32/C++ ops,TF ops,stock Keras". A run with other candidates (no C++ ops under
-    TEXTGEN_NATIVE_OPS=0 or a failed build; the bfloat16 kernels under auto on a bf16 CPU) reads
-    and writes its own entry, so it neither answers for nor overwrites the default's.
+    TEXTGEN_NATIVE_OPS=0 or a failed build; the bfloat16 kernels) reads and writes its own
+    entry, so it neither answers for nor overwrites the default's.
 
     Entries written before the candidates were in the key sit under the bare `key`, which no
     lookup uses any more: an old cache still loads, its training entries are simply never

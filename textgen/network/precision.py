@@ -13,8 +13,9 @@ state and the softmax too), and its LSTM falls back or fails on the CPU (tensorf
 
 Whether bfloat16 pays is a property of the host: with native bf16 instructions (AVX512_BF16,
 AMX, Arm's BF16) oneDNN's bfloat16 matmul runs at 1.5-4x its float32 rate at the model's shapes;
-without them it is emulated and slower. `auto` therefore lets the kernel measurement
-(`textgen.network.kernel_choice`) consider bfloat16 only where `native_bfloat16()` holds.
+without them it is emulated and slower. For generation `auto` (`resolve`) therefore takes
+bfloat16 only where `native_bfloat16()` holds; for training it is float32 for now
+(`AUTO_TRAINING`, below).
 """
 
 import tensorflow as tf

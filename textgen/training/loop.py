@@ -235,7 +235,7 @@ class TrainingLoop:
         kernels unmeasured."""
         c = self.config
         stacks = self.recurrent_stacks()
-        precision = training_precision(getattr(c, "precision", "float32"))
+        precision = training_precision(c.precision)
         if (
             c.fused != "auto"
             or not stacks
